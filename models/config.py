@@ -1,0 +1,46 @@
+"""Tortoise configuration, shared by the server, the workers, the tests and the `tortoise` CLI."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tortoise import Tortoise
+
+from settings import Settings, get_settings
+
+MODEL_MODULES = ["models.user", "models.credits", "models.generation", "models.error_event"]
+
+
+def tortoise_config(settings: Settings) -> dict[str, Any]:
+    return {
+        "connections": {"default": settings.effective_database_url},
+        "apps": {
+            "models": {
+                "models": MODEL_MODULES,
+                "default_connection": "default",
+                "migrations": "models.migrations",
+            }
+        },
+        "use_tz": True,
+        "timezone": "UTC",
+    }
+
+
+# Read by `uv run tortoise migrate` through [tool.tortoise] in pyproject.toml.
+TORTOISE_ORM = tortoise_config(get_settings())
+
+
+async def open_database(settings: Settings, *, migrate: bool) -> None:
+    """Connect on the running loop (Tortoise binds connections to the loop that opens them)."""
+    config = tortoise_config(settings)
+    if settings.effective_database_url.startswith("sqlite://"):
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    if migrate:
+        from tortoise.migrations.api import migrate as run_migrations
+
+        await run_migrations(config=config)
+    await Tortoise.init(config=config, _enable_global_fallback=True)
+
+
+async def close_database() -> None:
+    await Tortoise.close_connections()

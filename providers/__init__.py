@@ -1,0 +1,1 @@
+"""AI provider adapters and the registry that picks them for a model's routes."""

@@ -1,0 +1,121 @@
+"""The built-in provider: real files made on this machine, no network, no keys.
+
+IMAGE: a PNG drawn with Pillow, deterministic from prompt + seed, at the asked size.
+VIDEO: an animated WebP. TEXT: a deterministic paragraph built from the prompt.
+Route params may ask it to fail (`fail = "CODE"`), for demos and tests of the failure path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import io
+import random
+
+from PIL import Image, ImageDraw
+
+from models.generation import GenerationKind
+from providers.base import ProgressCallback, ProviderError, ProviderOutput, ProviderRequest
+
+STEPS = ("composing", "rendering", "finishing")
+WORDS = (
+    "light",
+    "shadow",
+    "amber",
+    "quiet",
+    "river",
+    "glass",
+    "ember",
+    "meadow",
+    "signal",
+    "copper",
+    "drift",
+    "lantern",
+    "velvet",
+    "harbor",
+    "spiral",
+    "echo",
+)
+
+
+class LocalProvider:
+    name = "local"
+
+    def __init__(self, step_delay: float = 0.3) -> None:
+        self.step_delay = step_delay
+
+    async def generate(
+        self, request: ProviderRequest, progress: ProgressCallback
+    ) -> list[ProviderOutput]:
+        outputs = []
+        total_steps = request.num_outputs * len(STEPS)
+        for index in range(request.num_outputs):
+            for step, stage in enumerate(STEPS):
+                done = index * len(STEPS) + step
+                await progress(done / total_steps, stage)
+                await asyncio.sleep(self.step_delay)
+            failure = request.params.get("fail")
+            if failure:
+                raise ProviderError(
+                    str(failure), "The local provider was configured to fail.", retryable=False
+                )
+            rng = random.Random(_seed(request, index))
+            outputs.append(await asyncio.to_thread(_render, request, rng))
+        await progress(1.0, "done")
+        return outputs
+
+
+def _seed(request: ProviderRequest, index: int) -> int:
+    material = f"{request.prompt}\x00{request.seed}\x00{index}".encode()
+    return int.from_bytes(hashlib.sha256(material).digest()[:8], "big")
+
+
+def _render(request: ProviderRequest, rng: random.Random) -> ProviderOutput:
+    if request.kind == GenerationKind.TEXT:
+        text = _text(request.prompt, rng)
+        return ProviderOutput(data=text.encode(), content_type="text/plain", text=text)
+    width, height = request.width or 512, request.height or 512
+    if request.kind == GenerationKind.VIDEO:
+        frames = [_picture(width, height, rng, shift=i) for i in range(8)]
+        buffer = io.BytesIO()
+        frames[0].save(
+            buffer,
+            "WEBP",
+            save_all=True,
+            append_images=frames[1:],
+            duration=125,
+            loop=0,
+            quality=70,
+        )
+        return ProviderOutput(buffer.getvalue(), "image/webp", width, height)
+    buffer = io.BytesIO()
+    _picture(width, height, rng).save(buffer, "PNG", optimize=False)
+    return ProviderOutput(buffer.getvalue(), "image/png", width, height)
+
+
+def _picture(width: int, height: int, rng: random.Random, shift: int = 0) -> Image.Image:
+    state = rng.getstate()
+    top = tuple(rng.randrange(256) for _ in range(3))
+    bottom = tuple(rng.randrange(256) for _ in range(3))
+    gradient = Image.linear_gradient("L").resize((width, height))
+    image = Image.composite(
+        Image.new("RGB", (width, height), bottom), Image.new("RGB", (width, height), top), gradient
+    )
+    draw = ImageDraw.Draw(image)
+    for _ in range(12):
+        x, y = rng.randrange(width), rng.randrange(height)
+        r = rng.randrange(4, max(5, min(width, height) // 4))
+        x = (x + shift * width // 16) % width
+        colour = tuple(rng.randrange(256) for _ in range(3))
+        draw.ellipse((x - r, y - r, x + r, y + r), fill=colour)
+    rng.setstate(state)  # every frame of a video draws the same shapes, moved
+    return image
+
+
+def _text(prompt: str, rng: random.Random) -> str:
+    words = [w for w in prompt.split() if w.isalpha()] or list(WORDS)
+    sentences = []
+    for _ in range(3):
+        picked = [rng.choice(words if rng.random() < 0.5 else WORDS) for _ in range(9)]
+        sentences.append(" ".join(picked).capitalize() + ".")
+    return " ".join(sentences)

@@ -1,0 +1,169 @@
+"""The pub/sub hub. In-process for embedded mode; Redis for production, where each API process
+holds exactly one pub/sub connection and subscribes to a channel only while a local client
+listens on it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import defaultdict
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import orjson
+import redis.asyncio as aioredis
+
+from realtime.mailbox import Mailbox, Message
+
+log = logging.getLogger(__name__)
+
+
+class Hub:
+    """Local fan-out shared by both hubs: channel -> the mailboxes of this process."""
+
+    def __init__(self) -> None:
+        self._local: dict[str, set[Mailbox]] = defaultdict(set)
+
+    async def publish(self, channel: str, message: Message) -> None:
+        raise NotImplementedError
+
+    async def start(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        for boxes in self._local.values():
+            for box in boxes:
+                box.close()
+        self._local.clear()
+
+    async def ping(self) -> None:
+        return None
+
+    def _dispatch(self, channel: str, message: Message) -> None:
+        for box in tuple(self._local.get(channel, ())):
+            box.put(channel, message)
+
+    async def _listen(self, channel: str) -> None:
+        """Start receiving `channel` from the backend (first local subscriber)."""
+
+    async def _unlisten(self, channel: str) -> None:
+        """Stop receiving `channel` (last local subscriber left)."""
+
+    @asynccontextmanager
+    async def subscribe(self, *channels: str) -> AsyncIterator[Mailbox]:
+        """Returns once the subscription is live, so a read made afterwards misses nothing."""
+        box = Mailbox(channels)
+        try:
+            for channel in channels:
+                first = not self._local[channel]
+                self._local[channel].add(box)
+                if first:
+                    await self._listen(channel)
+            yield box
+        finally:
+            box.close()
+            for channel in channels:
+                boxes = self._local.get(channel)
+                if boxes is None:
+                    continue
+                boxes.discard(box)
+                if not boxes:
+                    del self._local[channel]
+                    with contextlib.suppress(Exception):
+                        await self._unlisten(channel)
+
+    @property
+    def local_subscriptions(self) -> int:
+        return sum(len(boxes) for boxes in self._local.values())
+
+
+class InProcessHub(Hub):
+    async def publish(self, channel: str, message: Message) -> None:
+        self._dispatch(channel, message)
+
+
+class RedisHub(Hub):
+    def __init__(self, url: str) -> None:
+        super().__init__()
+        self._redis = aioredis.Redis.from_url(url)
+        self._pubsub: Any = None
+        self._reader: asyncio.Task[None] | None = None
+        self._confirmations: dict[str, asyncio.Future[None]] = {}
+
+    async def publish(self, channel: str, message: Message) -> None:
+        await self._redis.publish(channel, orjson.dumps(message))
+
+    async def ping(self) -> None:
+        await self._redis.ping()
+
+    async def _ensure_reader(self) -> None:
+        if self._pubsub is None:
+            self._pubsub = self._redis.pubsub()
+            # A pub/sub connection is opened by its first SUBSCRIBE.
+        if self._reader is None or self._reader.done():
+            self._reader = asyncio.create_task(self._read_forever(), name="kiln-pubsub-reader")
+
+    async def _listen(self, channel: str) -> None:
+        await self._ensure_reader()
+        confirmed = asyncio.get_running_loop().create_future()
+        self._confirmations[channel] = confirmed
+        await self._pubsub.subscribe(channel)
+        await asyncio.wait_for(confirmed, timeout=10)
+
+    async def _unlisten(self, channel: str) -> None:
+        if self._pubsub is not None:
+            await self._pubsub.unsubscribe(channel)
+
+    async def _read_forever(self) -> None:
+        while True:
+            try:
+                if not self._pubsub.subscribed:
+                    await asyncio.sleep(0.01)
+                    continue
+                raw = await self._pubsub.get_message(timeout=1.0)
+                if raw is None:
+                    continue
+                kind = raw["type"]
+                channel = raw["channel"].decode()
+                if kind == "message":
+                    self._dispatch(channel, orjson.loads(raw["data"]))
+                elif kind == "subscribe":
+                    confirmed = self._confirmations.pop(channel, None)
+                    if confirmed is not None and not confirmed.done():
+                        confirmed.set_result(None)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("pub/sub reader failed; reconnecting")
+                await asyncio.sleep(0.5)
+
+    async def close(self) -> None:
+        await super().close()
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._reader
+        if self._pubsub is not None:
+            with contextlib.suppress(Exception):
+                await self._pubsub.aclose()
+        await self._redis.aclose()
+
+
+_hub: Hub | None = None
+
+
+def get_hub() -> Hub:
+    if _hub is None:
+        raise RuntimeError("the pub/sub hub is not started")
+    return _hub
+
+
+def set_hub(hub: Hub | None) -> None:
+    global _hub
+    _hub = hub
+
+
+def make_hub(redis_url: str) -> Hub:
+    return RedisHub(redis_url) if redis_url else InProcessHub()

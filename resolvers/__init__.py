@@ -1,0 +1,1 @@
+"""Queries, mutations and subscriptions: authenticate, validate, call services, map errors."""

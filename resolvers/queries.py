@@ -1,0 +1,99 @@
+from __future__ import annotations
+
+import strawberry
+from strawberry.types import Info
+
+from models.generation import GenerationKind, GenerationStatus
+from resolvers.ids import parse_id
+from schema.permissions import IsAuthenticated
+from schema.types import (
+    CreditBalance,
+    CreditTransaction,
+    CreditTransactionConnection,
+    CreditTransactionEdge,
+    Generation,
+    GenerationConnection,
+    GenerationEdge,
+    ModelInfo,
+    PageInfo,
+    Preset,
+    User,
+)
+from services import credits, generations
+from services.errors import NotFound
+from services.pagination import check_first
+
+
+@strawberry.type
+class Query:
+    @strawberry.field(permission_classes=[IsAuthenticated])
+    async def me(self, info: Info) -> User:
+        return User.of(await info.context.require_user())
+
+    @strawberry.field(
+        permission_classes=[IsAuthenticated],
+        description="Null when absent or not the caller's (admins see all).",
+    )
+    async def generation(self, info: Info, id: strawberry.ID) -> Generation | None:
+        user = await info.context.require_user()
+        try:
+            return Generation.of(await generations.get_visible(user, parse_id(id)))
+        except NotFound:
+            return None
+
+    @strawberry.field(permission_classes=[IsAuthenticated])
+    async def generations(
+        self,
+        info: Info,
+        first: int = 20,
+        after: str | None = None,
+        status: list[GenerationStatus] | None = None,
+        kind: GenerationKind | None = None,
+    ) -> GenerationConnection:
+        user = await info.context.require_user()
+        page = await generations.list_generations(
+            user,
+            first=check_first(first),
+            after=after,
+            statuses=[GenerationStatus(s) for s in status] if status else None,
+            kind=GenerationKind(kind) if kind else None,
+        )
+        edges = [
+            GenerationEdge(cursor=page.cursor_of(g), node=Generation.of(g)) for g in page.items
+        ]
+        return GenerationConnection(
+            edges=edges,
+            page_info=PageInfo(
+                has_next_page=page.has_next, end_cursor=edges[-1].cursor if edges else None
+            ),
+        )
+
+    @strawberry.field(permission_classes=[IsAuthenticated])
+    async def credit_balance(self, info: Info) -> CreditBalance:
+        user = await info.context.require_user()
+        return CreditBalance.of(await credits.get_balance(user.id))
+
+    @strawberry.field(permission_classes=[IsAuthenticated])
+    async def credit_transactions(
+        self, info: Info, first: int = 20, after: str | None = None
+    ) -> CreditTransactionConnection:
+        user = await info.context.require_user()
+        page = await credits.list_transactions(user.id, first=check_first(first), after=after)
+        edges = [
+            CreditTransactionEdge(cursor=page.cursor_of(r), node=CreditTransaction.of(r))
+            for r in page.items
+        ]
+        return CreditTransactionConnection(
+            edges=edges,
+            page_info=PageInfo(
+                has_next_page=page.has_next, end_cursor=edges[-1].cursor if edges else None
+            ),
+        )
+
+    @strawberry.field
+    def models(self, info: Info) -> list[ModelInfo]:
+        return [ModelInfo.of(m) for m in info.context.catalogue.models.values()]
+
+    @strawberry.field
+    def presets(self, info: Info) -> list[Preset]:
+        return [Preset.of(p) for p in info.context.catalogue.presets.values()]

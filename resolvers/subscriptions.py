@@ -1,0 +1,71 @@
+"""Subscriptions: subscribe first, then send the current state read from the database, then
+stream changes, dropping any message whose version is not newer than the last one sent."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator
+
+import strawberry
+from strawberry.types import Info
+
+from models.generation import FINAL_STATUSES, GenerationStatus
+from realtime import channels
+from realtime.hub import get_hub
+from resolvers.ids import parse_id
+from schema.permissions import IsAuthenticated
+from schema.types import CreditBalance, Generation
+from services import credits, generations
+
+
+@strawberry.type
+class Subscription:
+    @strawberry.subscription(
+        permission_classes=[IsAuthenticated],
+        description="First message is the current state; ends after a final state.",
+    )
+    async def generation_updated(
+        self, info: Info, id: strawberry.ID
+    ) -> AsyncGenerator[Generation, None]:
+        user = await info.context.require_user()
+        generation_id = parse_id(id)
+        async with get_hub().subscribe(channels.generation(generation_id)) as mailbox:
+            row = await generations.get_visible(user, generation_id)
+            outputs = await generations.outputs_of(generation_id)
+            yield Generation.of(row, outputs)
+            if row.status in FINAL_STATUSES:
+                return
+            last = row.version
+            async for message in mailbox:
+                if message["version"] <= last:
+                    continue
+                last = message["version"]
+                yield Generation.from_message(message)
+                if GenerationStatus(message["status"]) in FINAL_STATUSES:
+                    return
+
+    @strawberry.subscription(permission_classes=[IsAuthenticated])
+    async def my_generations(self, info: Info) -> AsyncGenerator[Generation, None]:
+        user = await info.context.require_user()
+        seen: dict[str, int] = {}
+        async with get_hub().subscribe(channels.user_generations(user.id)) as mailbox:
+            async for message in mailbox:
+                if message["version"] <= seen.get(message["id"], 0):
+                    continue
+                seen[message["id"]] = message["version"]
+                yield Generation.from_message(message)
+
+    @strawberry.subscription(
+        permission_classes=[IsAuthenticated],
+        description="First message is the current balance.",
+    )
+    async def credit_balance_changed(self, info: Info) -> AsyncGenerator[CreditBalance, None]:
+        user = await info.context.require_user()
+        async with get_hub().subscribe(channels.user_credits(user.id)) as mailbox:
+            balance = await credits.get_balance(user.id)
+            yield CreditBalance.of(balance)
+            last = balance.version
+            async for message in mailbox:
+                if message["version"] <= last:
+                    continue
+                last = message["version"]
+                yield CreditBalance(**message)

@@ -1,0 +1,97 @@
+"""Process wiring: the adapters behind Kiln's four small interfaces (database, broker sender,
+pub/sub hub, output store) plus the catalogue and provider registry. The API server and the
+worker processes both start a Runtime on the event loop that will use it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass
+
+import redis.asyncio as aioredis
+
+from models.config import close_database, open_database
+from providers.registry import ProviderRegistry, build_registry
+from realtime.hub import Hub, make_hub, set_hub
+from services.catalogue import Catalogue, load_catalogue
+from services.sweeper import sweep
+from settings import Settings
+from storage import OutputStore, make_store, set_store
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    catalogue: Catalogue
+    registry: ProviderRegistry
+    store: OutputStore
+    hub: Hub
+    redis: aioredis.Redis | None
+    _sweeper: asyncio.Task[None] | None = None
+
+    def start_sweeper(self) -> None:
+        self._sweeper = asyncio.create_task(self._sweep_forever(), name="kiln-sweeper")
+
+    async def _sweep_forever(self) -> None:
+        interval = self.settings.sweep_interval_seconds
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                # With several processes, one sweep per interval is enough.
+                if self.redis is not None and not await self.redis.set(
+                    "kiln:sweeper:lock", "1", nx=True, px=int(interval * 900)
+                ):
+                    continue
+                await sweep(self.catalogue, self.settings.requeue_after_seconds)
+            except Exception:
+                log.exception("sweep failed")
+
+    async def stop(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+        await self.hub.close()
+        if self.redis is not None:
+            await self.redis.aclose()
+        set_hub(None)
+        set_store(None)
+        await close_database()
+
+
+_current: Runtime | None = None
+
+
+def current() -> Runtime:
+    if _current is None:
+        raise RuntimeError("Kiln's runtime is not started")
+    return _current
+
+
+async def start_runtime(settings: Settings, *, migrate: bool) -> Runtime:
+    global _current
+    await open_database(settings, migrate=migrate)
+    hub = make_hub(settings.redis_url)
+    await hub.start()
+    set_hub(hub)
+    store = make_store(settings)
+    set_store(store)
+    _current = Runtime(
+        settings=settings,
+        catalogue=load_catalogue(settings.catalogue_path),
+        registry=build_registry(settings),
+        store=store,
+        hub=hub,
+        redis=aioredis.Redis.from_url(settings.redis_url) if settings.redis_url else None,
+    )
+    return _current
+
+
+async def stop_runtime() -> None:
+    global _current
+    if _current is not None:
+        await _current.stop()
+        _current = None

@@ -1,0 +1,57 @@
+"""build_schema(): the one place the schema is assembled."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import strawberry
+from graphql import GraphQLError
+from strawberry.types import ExecutionContext
+
+from models.error_event import ErrorCategory, Severity
+from resolvers.errors import format_error
+from resolvers.mutations import Mutation
+from resolvers.queries import Query
+from resolvers.subscriptions import Subscription
+from services.error_events import Occurrence, record, stack_of
+
+log = logging.getLogger("kiln.graphql")
+_background: set[asyncio.Task[None]] = set()
+
+
+class KilnSchema(strawberry.Schema):
+    def process_errors(
+        self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
+    ) -> None:
+        """Every error leaves with an extensions.code; unexpected ones are masked, logged with
+        their stack and recorded as error events, never shown to the client."""
+        context: Any = execution_context.context if execution_context else None
+        request_id = getattr(context, "request_id", "unknown")
+        for error in errors:
+            unexpected = format_error(error, request_id)
+            if unexpected is None:
+                continue
+            log.error("unexpected error (request %s)", request_id, exc_info=unexpected)
+            task = asyncio.get_running_loop().create_task(
+                record(
+                    Occurrence(
+                        severity=Severity.ERROR,
+                        category=ErrorCategory.API,
+                        message=f"{type(unexpected).__name__}: {unexpected}",
+                        error_code="INTERNAL",
+                        request_id=request_id,
+                        function_name=".".join(str(p) for p in error.path or []) or None,
+                        endpoint="/graphql",
+                        stack_trace=stack_of(unexpected),
+                    )
+                )
+            )
+            # Recording must never hold up the response; keep a reference until it ends.
+            _background.add(task)
+            task.add_done_callback(_background.discard)
+
+
+def build_schema() -> strawberry.Schema:
+    return KilnSchema(query=Query, mutation=Mutation, subscription=Subscription)

@@ -1,0 +1,40 @@
+"""One DataLoader per relation, created per request so nothing is cached across users."""
+
+from __future__ import annotations
+
+import uuid
+from collections import defaultdict
+from collections.abc import Sequence
+
+from strawberry.dataloader import DataLoader
+
+from models.generation import Generation, GenerationOutput
+from services.generations import StoredOutput, stored_output
+
+
+async def _outputs(ids: Sequence[uuid.UUID]) -> list[list[StoredOutput]]:
+    grouped: dict[uuid.UUID, list[StoredOutput]] = defaultdict(list)
+    for row in await GenerationOutput.filter(generation_id__in=list(ids)).order_by("index"):
+        grouped[row.generation_id].append(stored_output(row))
+    return [grouped[i] for i in ids]
+
+
+async def _generations(ids: Sequence[uuid.UUID]) -> list[Generation | None]:
+    found = {g.id: g for g in await Generation.filter(id__in=list(ids))}
+    return [found.get(i) for i in ids]
+
+
+async def _children(ids: Sequence[uuid.UUID]) -> list[list[Generation]]:
+    grouped: dict[uuid.UUID, list[Generation]] = defaultdict(list)
+    rows = await Generation.filter(parent_id__in=list(ids)).order_by("created_at")
+    for row in rows:
+        if row.parent_id is not None:
+            grouped[row.parent_id].append(row)
+    return [grouped[i] for i in ids]
+
+
+class Loaders:
+    def __init__(self, *, cache: bool = True) -> None:
+        self.outputs = DataLoader(load_fn=_outputs, cache=cache)
+        self.generation = DataLoader(load_fn=_generations, cache=cache)
+        self.children = DataLoader(load_fn=_children, cache=cache)

@@ -1,0 +1,280 @@
+"""Object types of the contract."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+import strawberry
+from strawberry.scalars import JSON
+from strawberry.types import Info
+
+from models.credits import LedgerEntry
+from models.generation import Generation as GenerationRow
+from models.user import User as UserRow
+from schema.enums import GenerationKind, GenerationStatus, LedgerKind, Role
+from services import credits
+from services.catalogue import ModelSpec, PresetSpec
+from services.generations import StoredOutput, snapshot
+from storage import get_store
+
+
+@strawberry.type
+class PageInfo:
+    has_next_page: bool
+    end_cursor: str | None
+
+
+@strawberry.type
+class CreditBalance:
+    available: int
+    reserved: int
+    # Grows with every change (the id of the ledger entry behind it); keep the newest.
+    version: int
+
+    @strawberry.field
+    def total(self) -> int:
+        return self.available + self.reserved
+
+    @classmethod
+    def of(cls, balance: credits.Balance) -> CreditBalance:
+        return cls(available=balance.available, reserved=balance.reserved, version=balance.version)
+
+
+@strawberry.type
+class User:
+    id: strawberry.ID
+    email: str
+    role: Role
+    created_at: datetime
+
+    @strawberry.field
+    async def credits(self) -> CreditBalance:
+        return CreditBalance.of(await credits.get_balance(uuid.UUID(self.id)))
+
+    @classmethod
+    def of(cls, row: UserRow) -> User:
+        return cls(
+            id=strawberry.ID(str(row.id)), email=row.email, role=row.role, created_at=row.created_at
+        )
+
+
+@strawberry.type
+class AuthPayload:
+    token: str
+    user: User
+
+
+@strawberry.type
+class CreditTransaction:
+    id: strawberry.ID
+    kind: LedgerKind
+    amount: int
+    balance_after: int
+    generation_id: strawberry.ID | None
+    reference: str | None
+    created_at: datetime
+
+    @classmethod
+    def of(cls, row: LedgerEntry) -> CreditTransaction:
+        generation_id = row.generation_id
+        return cls(
+            id=strawberry.ID(str(row.id)),
+            kind=row.kind,
+            amount=row.amount,
+            balance_after=row.balance_after,
+            generation_id=strawberry.ID(str(generation_id)) if generation_id else None,
+            reference=row.reference,
+            created_at=row.created_at,
+        )
+
+
+@strawberry.type
+class CreditTransactionEdge:
+    cursor: str
+    node: CreditTransaction
+
+
+@strawberry.type
+class CreditTransactionConnection:
+    edges: list[CreditTransactionEdge]
+    page_info: PageInfo
+
+
+@strawberry.type
+class Output:
+    index: int
+    url: str
+    content_type: str
+    size_bytes: int
+    width: int | None
+    height: int | None
+    text: str | None
+
+    @classmethod
+    def of(cls, stored: StoredOutput, base_url: str) -> Output:
+        return cls(
+            index=stored.index,
+            url=get_store().url_for(stored.storage_key, base_url),
+            content_type=stored.content_type,
+            size_bytes=stored.size_bytes,
+            width=stored.width,
+            height=stored.height,
+            text=stored.text,
+        )
+
+
+@strawberry.type
+class GenerationError:
+    code: str
+    message: str
+
+
+@strawberry.type
+class Generation:
+    id: strawberry.ID
+    kind: GenerationKind
+    status: GenerationStatus
+    progress: float
+    stage: str | None
+    model: str
+    preset: str | None
+    provider: str | None
+    prompt: str
+    negative_prompt: str | None
+    params: JSON
+    cost: int
+    attempts: int
+    version: int
+    created_at: datetime
+    started_at: datetime | None
+    completed_at: datetime | None
+    parent_id: strawberry.Private[str | None]
+    error_code: strawberry.Private[str | None]
+    error_message: strawberry.Private[str | None]
+    # Known outputs (from a pub/sub message); None means "load them".
+    known_outputs: strawberry.Private[list[StoredOutput] | None]
+
+    @strawberry.field
+    def error(self) -> GenerationError | None:
+        if self.error_code is None:
+            return None
+        return GenerationError(code=self.error_code, message=self.error_message or "")
+
+    @strawberry.field
+    async def outputs(self, info: Info) -> list[Output]:
+        stored = self.known_outputs
+        if stored is None:
+            stored = await info.context.loaders.outputs.load(uuid.UUID(self.id))
+        return [Output.of(o, info.context.base_url) for o in stored]
+
+    @strawberry.field
+    async def parent(self, info: Info) -> Generation | None:
+        if self.parent_id is None:
+            return None
+        row = await info.context.loaders.generation.load(uuid.UUID(self.parent_id))
+        return Generation.of(row) if row else None
+
+    @strawberry.field
+    async def children(self, info: Info) -> list[Generation]:
+        rows = await info.context.loaders.children.load(uuid.UUID(self.id))
+        return [Generation.of(row) for row in rows]
+
+    @classmethod
+    def of(cls, row: GenerationRow, outputs: list[StoredOutput] | None = None) -> Generation:
+        message = snapshot(row, [])
+        message["outputs"] = None
+        generation = cls.from_message(message)
+        generation.known_outputs = outputs
+        return generation
+
+    @classmethod
+    def from_message(cls, message: dict[str, Any]) -> Generation:
+        def when(value: str | None) -> datetime | None:
+            return datetime.fromisoformat(value) if value else None
+
+        outputs = message.get("outputs")
+        return cls(
+            id=strawberry.ID(message["id"]),
+            kind=GenerationKind(message["kind"]),
+            status=GenerationStatus(message["status"]),
+            progress=message["progress"],
+            stage=message["stage"],
+            model=message["model"],
+            preset=message["preset"],
+            provider=message["provider"],
+            prompt=message["prompt"],
+            negative_prompt=message["negative_prompt"],
+            params=message["params"],
+            cost=message["cost"],
+            attempts=message["attempts"],
+            version=message["version"],
+            created_at=datetime.fromisoformat(message["created_at"]),
+            started_at=when(message["started_at"]),
+            completed_at=when(message["completed_at"]),
+            parent_id=message["parent_id"],
+            error_code=message["error_code"],
+            error_message=message["error_message"],
+            known_outputs=None if outputs is None else [StoredOutput(**o) for o in outputs],
+        )
+
+
+@strawberry.type
+class GenerationEdge:
+    cursor: str
+    node: Generation
+
+
+@strawberry.type
+class GenerationConnection:
+    edges: list[GenerationEdge]
+    page_info: PageInfo
+
+
+@strawberry.type
+class ModelInfo:
+    id: str
+    kind: GenerationKind
+    cost_per_output: int
+    available: bool
+    providers: list[str]
+
+    @classmethod
+    def of(cls, spec: ModelSpec) -> ModelInfo:
+        return cls(
+            id=spec.id,
+            kind=spec.kind,
+            cost_per_output=spec.cost_per_output,
+            available=True,
+            providers=[r.provider for r in spec.routes],
+        )
+
+
+@strawberry.type
+class Preset:
+    id: str
+    name: str
+    tag: str | None
+    description: str | None
+    kind: GenerationKind
+    model: str
+    prompt: str
+    negative_prompt: str | None
+    strength: float | None
+    cost: int
+
+    @classmethod
+    def of(cls, spec: PresetSpec) -> Preset:
+        return cls(
+            id=spec.id,
+            name=spec.name,
+            tag=spec.tag,
+            description=spec.description,
+            kind=spec.kind,
+            model=spec.model,
+            prompt=spec.prompt,
+            negative_prompt=spec.negative_prompt,
+            strength=spec.strength,
+            cost=spec.cost,
+        )

@@ -1,0 +1,196 @@
+"""Kiln's ASGI app. `uv run server.py` starts it embedded on http://127.0.0.1:8000.
+
+Production: `uv run uvicorn --factory server:create_app --host 0.0.0.0 --port 8000`
+with DATABASE_URL and REDIS_URL set, and workers started with `uv run dramatiq tasks`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from typing import Any
+
+import dramatiq
+from dramatiq.asyncio import EventLoopThread, set_event_loop_thread
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Mount, Route, WebSocketRoute
+from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.websockets import WebSocket
+from strawberry.asgi import GraphQL
+from strawberry.exceptions import ConnectionRejectionError
+from tortoise import connections
+
+import runtime
+from schema.build import build_schema
+from schema.context import Context
+from schema.loaders import Loaders
+from services.errors import DomainError
+from settings import Settings, get_settings
+
+log = logging.getLogger("kiln.server")
+
+
+class RequestId:
+    """Gives every HTTP request and socket an id (or keeps the caller's X-Request-ID) and
+    returns it in the X-Request-ID header."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        given = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
+        request_id = given[:64] if given.isprintable() and given else uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = request_id
+
+        async def send_with_id(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                message.setdefault("headers", [])
+                message["headers"] = [*message["headers"], (b"x-request-id", request_id.encode())]
+            await send(message)
+
+        await self.app(scope, receive, send_with_id)
+
+
+class KilnGraphQL(GraphQL):
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(
+            build_schema(),
+            connection_init_wait_timeout=timedelta(seconds=settings.ws_init_timeout_seconds),
+            max_subscriptions_per_connection=settings.max_subscriptions_per_connection,
+        )
+        self.settings = settings
+
+    async def get_context(self, request: Request | WebSocket, response: Any) -> Context:  # type: ignore[override]
+        websocket = isinstance(request, WebSocket)
+        return Context(
+            request=request,
+            response=response,
+            settings=self.settings,
+            catalogue=runtime.current().catalogue,
+            request_id=request.scope.get("state", {}).get("request_id", uuid.uuid4().hex),
+            # A socket's context lives as long as the socket: never cache rows across it.
+            loaders=Loaders(cache=not websocket),
+        )
+
+    async def on_ws_connect(self, context: Context) -> Any:  # type: ignore[override]
+        """Sockets authenticate in connection_init; a missing or bad token closes with 4403."""
+        try:
+            if await context.user() is None:
+                raise ConnectionRejectionError({"message": "Missing authorization."})
+        except DomainError as error:
+            raise ConnectionRejectionError({"message": error.message}) from error
+        return None
+
+
+async def healthz(request: Request) -> Response:
+    return PlainTextResponse("ok")
+
+
+async def readyz(request: Request) -> Response:
+    """Ready when the database, Redis and the broker answer; 503 naming what does not."""
+    rt = runtime.current()
+    checks: dict[str, str] = {}
+
+    async def check(name: str, probe: Any) -> None:
+        try:
+            await asyncio.wait_for(probe(), timeout=2.0)
+            checks[name] = "ok"
+        except Exception as error:
+            checks[name] = f"failing: {type(error).__name__}"
+
+    async def database() -> None:
+        await connections.get("default").execute_query("SELECT 1")
+
+    async def broker() -> None:
+        client = getattr(dramatiq.get_broker(), "client", None)
+        if client is not None:
+            await asyncio.to_thread(client.ping)
+        elif not _embedded_worker_alive(request):
+            raise RuntimeError("embedded worker is not running")
+
+    await check("database", database)
+    if rt.redis is not None:
+        await check("redis", rt.redis.ping)
+    await check("broker", broker)
+    ok = all(v == "ok" for v in checks.values())
+    return JSONResponse({"ready": ok, "checks": checks}, status_code=200 if ok else 503)
+
+
+def _embedded_worker_alive(request: Request) -> bool:
+    worker = getattr(request.app.state, "embedded_worker", None)
+    return worker is not None and any(t.is_alive() for t in worker.workers)
+
+
+class _RunningLoop(EventLoopThread):
+    """Lets Dramatiq's async actors run on the server's own event loop (embedded mode),
+    where Tortoise's connections live."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.logger = log
+        self.interrupt_check_ival = 0.1
+
+
+def create_app(settings: Settings | None = None) -> Starlette:
+    settings = settings or get_settings()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        # Embedded mode (SQLite) applies migrations at start; production runs them as a step.
+        rt = await runtime.start_runtime(settings, migrate=not settings.database_url)
+        import tasks  # noqa: F401  (declares the actors on the configured broker)
+
+        worker = None
+        if settings.embedded:
+            set_event_loop_thread(_RunningLoop(asyncio.get_running_loop()))
+            worker = dramatiq.Worker(
+                dramatiq.get_broker(), worker_threads=settings.embedded_worker_threads
+            )
+            worker.start()
+            app.state.embedded_worker = worker
+            rt.start_sweeper()
+        log.info("Kiln ready (%s mode)", "embedded" if settings.embedded else "production")
+        try:
+            yield
+        finally:
+            if worker is not None:
+                await asyncio.to_thread(worker.stop)
+                set_event_loop_thread(None)
+            await runtime.stop_runtime()
+
+    settings.media_dir.mkdir(parents=True, exist_ok=True)
+    graphql = KilnGraphQL(settings)
+    app = Starlette(
+        routes=[
+            Route("/graphql", graphql, methods=["GET", "POST"]),
+            WebSocketRoute("/graphql", graphql),
+            Route("/healthz", healthz),
+            Route("/readyz", readyz),
+            Mount("/media", StaticFiles(directory=settings.media_dir, check_dir=False)),
+        ],
+        lifespan=lifespan,
+    )
+    app.add_middleware(RequestId)
+    return app
+
+
+def main() -> None:
+    import uvicorn
+
+    settings = get_settings()
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port)
+
+
+if __name__ == "__main__":
+    main()

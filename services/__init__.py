@@ -1,0 +1,1 @@
+"""Business rules. Nothing here knows HTTP or GraphQL: services raise services.errors."""

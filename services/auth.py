@@ -1,0 +1,119 @@
+"""Accounts, passwords and bearer tokens."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import jwt
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from tortoise.exceptions import IntegrityError
+
+from models.user import Role, User
+from services import credits
+from services.errors import BadUserInput, Conflict, Unauthenticated
+from services.unit_of_work import atomic
+from settings import Settings
+
+EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]{2,}$")
+MIN_PASSWORD, MAX_PASSWORD = 8, 256
+_hasher = PasswordHasher()
+# Verified against when the email is unknown, so a miss costs as long as a wrong password.
+_DUMMY_HASH = _hasher.hash("kiln-timing-equaliser")
+
+
+def normalise_email(email: str) -> str:
+    email = email.strip().lower()
+    if len(email) > 254 or not EMAIL.match(email):
+        raise BadUserInput("Enter a valid email address.", field="email")
+    return email
+
+
+def _check_password(password: str) -> None:
+    if not MIN_PASSWORD <= len(password) <= MAX_PASSWORD:
+        raise BadUserInput(
+            f"Passwords must be {MIN_PASSWORD} to {MAX_PASSWORD} characters.", field="password"
+        )
+
+
+async def register(
+    email: str, password: str, settings: Settings, *, role: Role = Role.USER
+) -> User:
+    email = normalise_email(email)
+    _check_password(password)
+    # argon2 is deliberately slow: hash off the event loop.
+    password_hash = await asyncio.to_thread(_hasher.hash, password)
+    try:
+        async with atomic():
+            user = await User.create(email=email, password_hash=password_hash, role=role)
+            await credits.open_account(user.id, settings.signup_grant)
+    except IntegrityError as error:
+        raise Conflict("An account with this email already exists.") from error
+    return user
+
+
+async def login(email: str, password: str) -> User:
+    try:
+        email = normalise_email(email)
+    except BadUserInput:
+        email = ""
+    user = await User.get_or_none(email=email) if email else None
+    ok = await asyncio.to_thread(_verify, user.password_hash if user else _DUMMY_HASH, password)
+    if user is None or not ok:
+        raise Unauthenticated("Wrong email or password.")
+    return user
+
+
+def _verify(password_hash: str, password: str) -> bool:
+    try:
+        return _hasher.verify(password_hash, password)
+    except (VerificationError, InvalidHashError):
+        return False
+
+
+def issue_token(user: User, settings: Settings) -> str:
+    now = datetime.now(UTC)
+    claims = {
+        "sub": str(user.id),
+        "role": user.role.value,
+        "iat": now,
+        "exp": now + timedelta(seconds=settings.jwt_ttl_seconds),
+    }
+    return jwt.encode(claims, settings.jwt_secret, algorithm="HS256")
+
+
+async def authenticate(authorization: str | None, settings: Settings) -> User | None:
+    """The user of an `Authorization: Bearer ...` value; None when there is none.
+    A present but invalid credential is an error, never silently anonymous."""
+    if not authorization:
+        return None
+    scheme, _, token = authorization.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthenticated("Use 'Authorization: Bearer <token>'.")
+    try:
+        claims = jwt.decode(
+            token.strip(),
+            settings.jwt_secret,
+            algorithms=["HS256"],
+            options={"require": ["exp", "sub"]},
+        )
+        user_id = uuid.UUID(claims["sub"])
+    except (jwt.PyJWTError, ValueError) as error:
+        raise Unauthenticated("Invalid or expired token.") from error
+    user = await User.get_or_none(id=user_id)
+    if user is None:
+        raise Unauthenticated("Invalid or expired token.")
+    return user
+
+
+async def create_admin(email: str, password: str, settings: Settings) -> User:
+    """Create an admin, or promote an existing account (for the `manage.py` command)."""
+    existing = await User.get_or_none(email=normalise_email(email))
+    if existing is not None:
+        existing.role = Role.ADMIN
+        await existing.save(update_fields=["role"])
+        return existing
+    return await register(email, password, settings, role=Role.ADMIN)

@@ -1,0 +1,122 @@
+"""The catalogue: which models exist, what they cost, and which provider routes serve them.
+
+Pricing lives here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from models.generation import GenerationKind
+from services.errors import BadUserInput
+
+DEFAULT_CATALOGUE = Path(__file__).with_name("default_catalogue.toml")
+
+
+@dataclass(frozen=True)
+class Route:
+    provider: str
+    model: str
+    timeout: float = 60.0
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    id: str
+    kind: GenerationKind
+    cost_per_output: int
+    time_limit: float
+    routes: tuple[Route, ...]
+    default: bool = False
+
+
+@dataclass(frozen=True)
+class PresetSpec:
+    id: str
+    name: str
+    kind: GenerationKind
+    model: str
+    prompt: str
+    cost: int
+    tag: str | None = None
+    description: str | None = None
+    negative_prompt: str | None = None
+    strength: float | None = None
+
+    def render_prompt(self, user_prompt: str) -> str:
+        return self.prompt.replace("{prompt}", user_prompt.strip())
+
+
+@dataclass(frozen=True)
+class Catalogue:
+    models: dict[str, ModelSpec]
+    presets: dict[str, PresetSpec]
+
+    def model(self, model_id: str | None, kind: GenerationKind) -> ModelSpec:
+        if model_id is None:
+            for spec in self.models.values():
+                if spec.kind == kind and spec.default:
+                    return spec
+            raise BadUserInput(f"There is no default model for {kind.value}.", field="model")
+        found = self.models.get(model_id)
+        if found is None:
+            raise BadUserInput(f"Unknown model {model_id!r}.", field="model")
+        spec = found
+        if spec.kind != kind:
+            raise BadUserInput(
+                f"Model {model_id!r} makes {spec.kind.value}, not {kind.value}.", field="model"
+            )
+        return spec
+
+    def preset(self, preset_id: str) -> PresetSpec:
+        spec = self.presets.get(preset_id)
+        if spec is None:
+            raise BadUserInput(f"Unknown preset {preset_id!r}.", field="preset")
+        return spec
+
+    def time_limit(self, model_id: str) -> float:
+        spec = self.models.get(model_id)
+        return spec.time_limit if spec else max(m.time_limit for m in self.models.values())
+
+
+def parse_catalogue(data: dict[str, Any]) -> Catalogue:
+    models = {
+        model_id: ModelSpec(
+            id=model_id,
+            kind=GenerationKind(raw["kind"]),
+            cost_per_output=int(raw["cost_per_output"]),
+            time_limit=float(raw.get("time_limit", 300)),
+            default=bool(raw.get("default", False)),
+            routes=tuple(Route(**route) for route in raw["routes"]),
+        )
+        for model_id, raw in data.get("models", {}).items()
+    }
+    presets: dict[str, PresetSpec] = {}
+    for preset_id, raw in data.get("presets", {}).items():
+        model = models.get(raw["model"])
+        if model is None:
+            raise ValueError(f"preset {preset_id!r} names unknown model {raw['model']!r}")
+        presets[preset_id] = PresetSpec(
+            id=preset_id,
+            name=raw["name"],
+            kind=GenerationKind(raw["kind"]),
+            model=raw["model"],
+            prompt=raw["prompt"],
+            cost=int(raw.get("cost", model.cost_per_output)),
+            tag=raw.get("tag"),
+            description=raw.get("description"),
+            negative_prompt=raw.get("negative_prompt"),
+            strength=raw.get("strength"),
+        )
+    return Catalogue(models=models, presets=presets)
+
+
+@lru_cache(maxsize=4)
+def load_catalogue(path: Path | None = None) -> Catalogue:
+    with (path or DEFAULT_CATALOGUE).open("rb") as f:
+        return parse_catalogue(tomllib.load(f))

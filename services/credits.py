@@ -1,0 +1,151 @@
+"""Credits: every change to an account is one guarded update plus one append-only ledger entry,
+in the same transaction. Holds of a generation are captured or released exactly once."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+from tortoise.expressions import F
+
+from models.credits import CreditAccount, LedgerEntry, LedgerKind
+from models.generation import Generation, HoldState
+from realtime import channels
+from services.errors import BadUserInput, InsufficientCredits, NotFound
+from services.events import publish_after_commit
+from services.pagination import Page, decode_cursor, encode_cursor
+from services.unit_of_work import atomic
+
+
+@dataclass(frozen=True)
+class Balance:
+    available: int
+    reserved: int
+    # The id of the ledger entry that produced this balance: clients keep the newest.
+    version: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.available + self.reserved
+
+    def to_message(self) -> dict[str, int]:
+        return {"available": self.available, "reserved": self.reserved, "version": self.version}
+
+
+async def get_balance(user_id: uuid.UUID) -> Balance:
+    account = await CreditAccount.get_or_none(user_id=user_id)
+    if account is None:
+        raise NotFound("No credit account.")
+    last = await LedgerEntry.filter(user_id=user_id).order_by("-id").first().values_list("id")
+    return Balance(account.balance - account.reserved, account.reserved, last[0] if last else 0)
+
+
+async def list_transactions(
+    user_id: uuid.UUID, *, first: int, after: str | None
+) -> Page[LedgerEntry]:
+    """Newest first; the cursor carries the entry id, which only grows."""
+    query = LedgerEntry.filter(user_id=user_id)
+    if after:
+        _, last_id = decode_cursor(after)
+        if not last_id.isdigit():
+            raise BadUserInput("Invalid cursor.", field="after")
+        query = query.filter(id__lt=int(last_id))
+    rows = await query.order_by("-id").limit(first + 1)
+    return Page(rows[:first], len(rows) > first, lambda r: encode_cursor(r.created_at, str(r.id)))
+
+
+async def open_account(user_id: uuid.UUID, grant: int) -> None:
+    async with atomic():
+        await CreditAccount.create(user_id=user_id, balance=0, reserved=0)
+        if grant > 0:
+            await _move(
+                user_id,
+                LedgerKind.GRANT,
+                amount=grant,
+                reference="signup",
+                unique_key=f"signup:{user_id}",
+            )
+
+
+async def reserve_for(generation: Generation) -> None:
+    """Hold the generation's cost for its current attempt (inside the caller's transaction)."""
+    await _move(
+        generation.user_id,
+        LedgerKind.RESERVE,
+        amount=-generation.cost,
+        held=generation.cost,
+        generation_id=generation.id,
+        unique_key=_hold_key(generation, "reserve"),
+    )
+
+
+async def capture_for(generation_id: uuid.UUID) -> bool:
+    return await _settle(generation_id, HoldState.CAPTURED)
+
+
+async def release_for(generation_id: uuid.UUID) -> bool:
+    return await _settle(generation_id, HoldState.RELEASED)
+
+
+async def _settle(generation_id: uuid.UUID, outcome: HoldState) -> bool:
+    """Capture or release the open hold. Whoever flips HELD first wins; everyone else no-ops."""
+    async with atomic():
+        flipped = await Generation.filter(id=generation_id, hold=HoldState.HELD).update(
+            hold=outcome
+        )
+        if not flipped:
+            return False
+        generation = await Generation.get(id=generation_id)
+        captured = outcome is HoldState.CAPTURED
+        await _move(
+            generation.user_id,
+            LedgerKind.CAPTURE if captured else LedgerKind.RELEASE,
+            amount=0 if captured else generation.cost,
+            held=-generation.cost,
+            generation_id=generation.id,
+            unique_key=_hold_key(generation, "capture" if captured else "release"),
+        )
+        return True
+
+
+def _hold_key(generation: Generation, what: str) -> str:
+    return f"gen:{generation.id}:{generation.attempts}:{what}"
+
+
+async def _move(
+    user_id: uuid.UUID,
+    kind: LedgerKind,
+    *,
+    amount: int,
+    held: int = 0,
+    generation_id: uuid.UUID | None = None,
+    reference: str | None = None,
+    unique_key: str | None = None,
+) -> Balance:
+    """The only code that changes an account. `amount` moves available credit, `held` moves
+    reserved credit; the update is guarded so available credit can never go below zero."""
+    account = CreditAccount.filter(user_id=user_id)
+    if amount < 0:
+        account = account.filter(balance__gte=F("reserved") - amount)
+    updated = await account.update(
+        balance=F("balance") + (amount + held), reserved=F("reserved") + held
+    )
+    if not updated:
+        row = await CreditAccount.get_or_none(user_id=user_id)
+        if row is None:
+            raise NotFound("No credit account.")
+        raise InsufficientCredits(needed=-amount, available=row.balance - row.reserved)
+    row = await CreditAccount.get(user_id=user_id)
+    entry = await LedgerEntry.create(
+        user_id=user_id,
+        kind=kind,
+        amount=amount,
+        held=held,
+        balance_after=row.balance - row.reserved,
+        generation_id=generation_id,
+        reference=reference,
+        unique_key=unique_key,
+    )
+    balance = Balance(row.balance - row.reserved, row.reserved, entry.id)
+    publish_after_commit(channels.user_credits(user_id), balance.to_message())
+    return balance

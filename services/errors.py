@@ -1,0 +1,50 @@
+"""Domain exceptions. resolvers/errors.py maps each class to a GraphQL error code."""
+
+from __future__ import annotations
+
+
+class DomainError(Exception):
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class Unauthenticated(DomainError):
+    def __init__(self, message: str = "Sign in to do this.") -> None:
+        super().__init__(message)
+
+
+class Forbidden(DomainError):
+    def __init__(self, message: str = "You are not allowed to do this.") -> None:
+        super().__init__(message)
+
+
+class BadUserInput(DomainError):
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class NotFound(DomainError):
+    pass
+
+
+class InsufficientCredits(DomainError):
+    def __init__(self, needed: int, available: int) -> None:
+        super().__init__(f"This needs {needed} credits; {available} available.")
+        self.needed = needed
+        self.available = available
+
+
+class Conflict(DomainError):
+    pass
+
+
+class InvalidTransition(Conflict):
+    pass
+
+
+class RateLimited(DomainError):
+    def __init__(self, retry_after: int, message: str = "Too many requests.") -> None:
+        super().__init__(message)
+        self.retry_after = retry_after

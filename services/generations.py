@@ -1,0 +1,441 @@
+"""The generation lifecycle. Every state change is one conditional update (so a redelivered
+message or a racing request changes nothing twice), bumps `version`, and publishes the new
+state after commit on the generation's channel and its owner's."""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+from tortoise.exceptions import IntegrityError
+from tortoise.expressions import F, Q
+
+from models.generation import (
+    FINAL_STATUSES,
+    Generation,
+    GenerationKind,
+    GenerationOutput,
+    GenerationStatus,
+    HoldState,
+)
+from models.user import Role, User
+from realtime import channels
+from services import credits
+from services.catalogue import Catalogue
+from services.errors import BadUserInput, Conflict, InvalidTransition, NotFound
+from services.events import publish_after_commit
+from services.jobs import enqueue_after_commit
+from services.pagination import Page, decode_cursor, encode_cursor
+from services.unit_of_work import atomic
+
+IDEMPOTENCY_WINDOW = timedelta(hours=24)
+CANCELABLE = (
+    GenerationStatus.QUEUED,
+    GenerationStatus.PROCESSING,
+    GenerationStatus.AWAITING_APPROVAL,
+)
+RETRYABLE = (GenerationStatus.FAILED, GenerationStatus.CANCELED)
+
+
+@dataclass(frozen=True)
+class NewGeneration:
+    prompt: str
+    kind: GenerationKind = GenerationKind.IMAGE
+    model: str | None = None
+    preset: str | None = None
+    negative_prompt: str | None = None
+    input_image_url: str | None = None
+    strength: float | None = None
+    num_outputs: int = 1
+    width: int | None = None
+    height: int | None = None
+    seed: int | None = None
+    idempotency_key: str | None = None
+
+
+@dataclass(frozen=True)
+class StoredOutput:
+    index: int
+    storage_key: str
+    content_type: str
+    size_bytes: int
+    width: int | None = None
+    height: int | None = None
+    text: str | None = None
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _validate(new: NewGeneration) -> None:
+    def check(ok: bool, field: str, message: str) -> None:
+        if not ok:
+            raise BadUserInput(message, field=field)
+
+    check(
+        len(new.prompt.strip()) >= 1 and len(new.prompt) <= 4000,
+        "prompt",
+        "The prompt must be 1 to 4000 characters.",
+    )
+    check(
+        new.negative_prompt is None or len(new.negative_prompt) <= 4000,
+        "negativePrompt",
+        "The negative prompt must be at most 4000 characters.",
+    )
+    check(1 <= new.num_outputs <= 4, "numOutputs", "numOutputs must be 1 to 4.")
+    for name, value in (("width", new.width), ("height", new.height)):
+        check(value is None or 64 <= value <= 2048, name, f"{name} must be 64 to 2048.")
+    check(
+        new.strength is None or 0.0 <= new.strength <= 1.0,
+        "strength",
+        "strength must be between 0 and 1.",
+    )
+    check(
+        new.seed is None or 0 <= new.seed <= 2**31 - 1,
+        "seed",
+        "seed must be between 0 and 2147483647.",
+    )
+    check(
+        new.idempotency_key is None or 1 <= len(new.idempotency_key) <= 255,
+        "idempotencyKey",
+        "idempotencyKey must be 1 to 255 characters.",
+    )
+    check(new.model is None or len(new.model) <= 120, "model", "Unknown model.")
+    check(new.preset is None or len(new.preset) <= 120, "preset", "Unknown preset.")
+    if new.input_image_url is not None:
+        check(
+            len(new.input_image_url) <= 2048
+            and new.input_image_url.lower().startswith(("http://", "https://")),
+            "inputImageUrl",
+            "inputImageUrl must be an http(s) URL.",
+        )
+
+
+def _request_hash(new: NewGeneration) -> str:
+    canonical = orjson.dumps(new.__dict__, option=orjson.OPT_SORT_KEYS)
+    return hashlib.sha256(canonical).hexdigest()
+
+
+async def create_generation(
+    user: User, new: NewGeneration, catalogue: Catalogue, *, request_id: str | None = None
+) -> Generation:
+    """Validate, price, hold the credits and queue the work; the job leaves after commit."""
+    _validate(new)
+    preset = catalogue.preset(new.preset) if new.preset else None
+    if preset is not None and preset.kind != new.kind:
+        raise BadUserInput(f"Preset {preset.id!r} makes {preset.kind.value}.", field="preset")
+    spec = catalogue.model(new.model or (preset.model if preset else None), new.kind)
+    if new.input_image_url is not None:
+        raise BadUserInput(
+            f"Model {spec.id!r} does not take an input image.", field="inputImageUrl"
+        )
+    per_output = preset.cost if preset else spec.cost_per_output
+    params: dict[str, Any] = {
+        "numOutputs": new.num_outputs,
+        "width": new.width,
+        "height": new.height,
+        "seed": new.seed,
+        "strength": new.strength if new.strength is not None else (preset and preset.strength),
+    }
+    request_hash = _request_hash(new) if new.idempotency_key else None
+    if new.idempotency_key:
+        existing = await _idempotent_replay(user, new.idempotency_key, request_hash)
+        if existing is not None:
+            return existing
+    try:
+        async with atomic():
+            generation = await Generation.create(
+                user_id=user.id,
+                kind=new.kind,
+                status=GenerationStatus.QUEUED,
+                stage="queued",
+                model=spec.id,
+                preset=preset.id if preset else None,
+                prompt=preset.render_prompt(new.prompt) if preset else new.prompt,
+                negative_prompt=new.negative_prompt or (preset.negative_prompt if preset else None),
+                params={k: v for k, v in params.items() if v is not None},
+                cost=per_output * new.num_outputs,
+                hold=HoldState.HELD,
+                request_id=request_id,
+                idempotency_key=new.idempotency_key,
+                request_hash=request_hash,
+                queued_at=_now(),
+            )
+            await credits.reserve_for(generation)
+            _announce(generation, [])
+            enqueue_after_commit(generation.id)
+    except IntegrityError:
+        # A concurrent request with the same idempotency key won the insert.
+        if new.idempotency_key:
+            existing = await _idempotent_replay(user, new.idempotency_key, request_hash)
+            if existing is not None:
+                return existing
+        raise
+    return generation
+
+
+async def _idempotent_replay(user: User, key: str, request_hash: str | None) -> Generation | None:
+    existing = await Generation.get_or_none(user_id=user.id, idempotency_key=key)
+    if existing is None:
+        return None
+    if existing.created_at < _now() - IDEMPOTENCY_WINDOW:
+        # Expired but not yet pruned: free the key for this new request.
+        await Generation.filter(id=existing.id).update(idempotency_key=None)
+        return None
+    if existing.request_hash != request_hash:
+        raise Conflict("This idempotency key was already used for a different request.")
+    return existing
+
+
+async def start(generation_id: uuid.UUID) -> Generation | None:
+    """QUEUED -> PROCESSING. None when the row is not QUEUED (duplicate or late delivery)."""
+    return await _transition(
+        generation_id,
+        Q(status=GenerationStatus.QUEUED),
+        status=GenerationStatus.PROCESSING,
+        progress=0.0,
+        stage="starting",
+        started_at=_now(),
+    )
+
+
+async def report_progress(generation_id: uuid.UUID, progress: float, stage: str) -> bool:
+    """Progress never goes backwards within an attempt. False once the generation left
+    PROCESSING (cancelled, timed out), which tells the worker to stop."""
+    progress = min(max(progress, 0.0), 1.0)
+    changed = await _transition(
+        generation_id,
+        Q(status=GenerationStatus.PROCESSING, progress__lte=progress),
+        progress=progress,
+        stage=stage[:120],
+    )
+    if changed is not None:
+        return True
+    return await Generation.filter(id=generation_id, status=GenerationStatus.PROCESSING).exists()
+
+
+async def complete(
+    generation_id: uuid.UUID, outputs: list[StoredOutput], provider: str
+) -> Generation | None:
+    async with atomic():
+        generation = await _transition(
+            generation_id,
+            Q(status=GenerationStatus.PROCESSING),
+            status=GenerationStatus.COMPLETED,
+            progress=1.0,
+            stage="completed",
+            provider=provider,
+            completed_at=_now(),
+            announce=False,
+        )
+        if generation is None:
+            return None
+        await GenerationOutput.filter(generation_id=generation_id).delete()
+        await GenerationOutput.bulk_create(
+            [GenerationOutput(generation_id=generation_id, **o.__dict__) for o in outputs]
+        )
+        await credits.capture_for(generation_id)
+        _announce(generation, outputs)
+        return generation
+
+
+async def fail(
+    generation_id: uuid.UUID, code: str, message: str, *, provider: str | None = None
+) -> Generation | None:
+    """Any live state -> FAILED, credits released. The caller records the error event."""
+    async with atomic():
+        changes: dict[str, Any] = {"provider": provider} if provider else {}
+        generation = await _transition(
+            generation_id,
+            Q(status__in=CANCELABLE),
+            status=GenerationStatus.FAILED,
+            stage="failed",
+            error_code=code[:64],
+            error_message=message,
+            completed_at=_now(),
+            **changes,
+        )
+        if generation is not None:
+            await credits.release_for(generation_id)
+        return generation
+
+
+async def cancel(user: User, generation_id: uuid.UUID) -> Generation:
+    await get_visible(user, generation_id)
+    async with atomic():
+        generation = await _transition(
+            generation_id,
+            Q(status__in=CANCELABLE),
+            status=GenerationStatus.CANCELED,
+            stage="canceled",
+            completed_at=_now(),
+        )
+        if generation is None:
+            current = await Generation.get(id=generation_id)
+            raise InvalidTransition(f"A {current.status.value} generation cannot be canceled.")
+        await credits.release_for(generation_id)
+        return generation
+
+
+async def retry(user: User, generation_id: uuid.UUID) -> Generation:
+    """FAILED/CANCELED -> QUEUED again: same id, attempts + 1, credits held again."""
+    await get_visible(user, generation_id)
+    async with atomic():
+        generation = await _transition(
+            generation_id,
+            Q(status__in=RETRYABLE),
+            status=GenerationStatus.QUEUED,
+            attempts=F("attempts") + 1,
+            progress=0.0,
+            stage="queued",
+            provider=None,
+            error_code=None,
+            error_message=None,
+            started_at=None,
+            completed_at=None,
+            hold=HoldState.HELD,
+            queued_at=_now(),
+            announce=False,
+        )
+        if generation is None:
+            current = await Generation.get(id=generation_id)
+            raise InvalidTransition(f"A {current.status.value} generation cannot be retried.")
+        await GenerationOutput.filter(generation_id=generation_id).delete()
+        await credits.reserve_for(generation)
+        _announce(generation, [])
+        enqueue_after_commit(generation.id)
+        return generation
+
+
+async def requeue(generation_id: uuid.UUID, older_than: datetime) -> bool:
+    """Sweeper: send the job again for a QUEUED row whose message may never have arrived."""
+    async with atomic():
+        bumped = await Generation.filter(
+            id=generation_id, status=GenerationStatus.QUEUED, queued_at__lt=older_than
+        ).update(queued_at=_now())
+        if bumped:
+            enqueue_after_commit(generation_id)
+        return bool(bumped)
+
+
+async def _transition(
+    generation_id: uuid.UUID, guard: Q, *, announce: bool = True, **changes: Any
+) -> Generation | None:
+    """One conditional UPDATE; re-reads and publishes the row only if it matched."""
+    async with atomic():
+        updated = await Generation.filter(guard, id=generation_id).update(
+            version=F("version") + 1, **changes
+        )
+        if not updated:
+            return None
+        generation = await Generation.get(id=generation_id)
+        if announce:
+            outputs = (
+                await outputs_of(generation_id)
+                if generation.status is GenerationStatus.COMPLETED
+                else []
+            )
+            _announce(generation, outputs)
+        return generation
+
+
+async def outputs_of(generation_id: uuid.UUID) -> list[StoredOutput]:
+    rows = await GenerationOutput.filter(generation_id=generation_id).order_by("index")
+    return [stored_output(row) for row in rows]
+
+
+def stored_output(row: GenerationOutput) -> StoredOutput:
+    return StoredOutput(
+        row.index,
+        row.storage_key,
+        row.content_type,
+        row.size_bytes,
+        row.width,
+        row.height,
+        row.text,
+    )
+
+
+def _announce(generation: Generation, outputs: list[StoredOutput]) -> None:
+    message = snapshot(generation, outputs)
+    publish_after_commit(channels.generation(generation.id), message)
+    publish_after_commit(channels.user_generations(generation.user_id), message)
+
+
+def snapshot(generation: Generation, outputs: list[StoredOutput]) -> dict[str, Any]:
+    """The whole visible state, as published to subscribers (JSON-safe)."""
+
+    def iso(value: datetime | None) -> str | None:
+        return value.isoformat() if value else None
+
+    return {
+        "id": str(generation.id),
+        "user_id": str(generation.user_id),
+        "parent_id": str(generation.parent_id) if generation.parent_id else None,
+        "kind": generation.kind.value,
+        "status": generation.status.value,
+        "progress": generation.progress,
+        "stage": generation.stage,
+        "model": generation.model,
+        "preset": generation.preset,
+        "provider": generation.provider,
+        "prompt": generation.prompt,
+        "negative_prompt": generation.negative_prompt,
+        "params": generation.params,
+        "cost": generation.cost,
+        "attempts": generation.attempts,
+        "error_code": generation.error_code,
+        "error_message": generation.error_message,
+        "version": generation.version,
+        "created_at": iso(generation.created_at),
+        "started_at": iso(generation.started_at),
+        "completed_at": iso(generation.completed_at),
+        "outputs": [o.__dict__ for o in outputs],
+    }
+
+
+async def get_visible(user: User, generation_id: uuid.UUID) -> Generation:
+    """The generation if the user may see it; NotFound otherwise (never 'forbidden', which
+    would confirm that the id exists)."""
+    query = Generation.filter(id=generation_id)
+    if user.role is not Role.ADMIN:
+        query = query.filter(user_id=user.id)
+    generation = await query.first()
+    if generation is None:
+        raise NotFound("Generation not found.")
+    return generation
+
+
+async def list_generations(
+    user: User,
+    *,
+    first: int,
+    after: str | None,
+    statuses: list[GenerationStatus] | None = None,
+    kind: GenerationKind | None = None,
+) -> Page[Generation]:
+    query = Generation.filter(user_id=user.id)
+    if statuses:
+        query = query.filter(status__in=statuses)
+    if kind:
+        query = query.filter(kind=kind)
+    if after:
+        created_at, last_id = decode_cursor(after)
+        query = query.filter(
+            Q(created_at__lt=created_at) | Q(created_at=created_at, id__lt=last_id)
+        )
+    rows = await query.order_by("-created_at", "-id").limit(first + 1)
+    return Page(
+        items=rows[:first],
+        has_next=len(rows) > first,
+        cursor_of=lambda g: encode_cursor(g.created_at, str(g.id)),
+    )
+
+
+def is_final(status: GenerationStatus) -> bool:
+    return status in FINAL_STATUSES

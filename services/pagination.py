@@ -1,0 +1,39 @@
+"""Opaque cursors for newest-first connections: base64 of (created_at, id)."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Generic, TypeVar
+
+from services.errors import BadUserInput
+
+T = TypeVar("T")
+MAX_PAGE = 50
+
+
+@dataclass(frozen=True)
+class Page(Generic[T]):
+    items: list[T]
+    has_next: bool
+    cursor_of: Callable[[T], str]
+
+
+def check_first(first: int) -> int:
+    if not 1 <= first <= MAX_PAGE:
+        raise BadUserInput(f"first must be 1 to {MAX_PAGE}.", field="first")
+    return first
+
+
+def encode_cursor(created_at: datetime, row_id: str) -> str:
+    return base64.urlsafe_b64encode(f"{created_at.isoformat()}|{row_id}".encode()).decode()
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        created_at, row_id = base64.urlsafe_b64decode(cursor.encode()).decode().split("|", 1)
+        return datetime.fromisoformat(created_at), row_id
+    except (ValueError, UnicodeDecodeError) as error:
+        raise BadUserInput("Invalid cursor.", field="after") from error

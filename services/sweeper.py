@@ -1,0 +1,55 @@
+"""The sweeper: recovers work that a crash left behind. Safe to run in several processes."""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime, timedelta
+
+from models.error_event import ErrorCategory, Severity
+from models.generation import Generation, GenerationStatus
+from services import generations
+from services.catalogue import Catalogue
+from services.error_events import Occurrence, record
+
+log = logging.getLogger(__name__)
+
+
+async def sweep(catalogue: Catalogue, requeue_after: float) -> dict[str, int]:
+    now = datetime.now(UTC)
+    requeued = 0
+    cutoff = now - timedelta(seconds=requeue_after)
+    stale = await Generation.filter(status=GenerationStatus.QUEUED, queued_at__lt=cutoff).only("id")
+    for row in stale:
+        requeued += await generations.requeue(row.id, cutoff)
+
+    timed_out = 0
+    shortest = min((m.time_limit for m in catalogue.models.values()), default=300.0)
+    running = await Generation.filter(
+        status=GenerationStatus.PROCESSING, started_at__lt=now - timedelta(seconds=shortest)
+    ).only("id", "model", "started_at", "user_id", "request_id")
+    for generation in running:
+        limit = catalogue.time_limit(generation.model)
+        if generation.started_at and generation.started_at < now - timedelta(seconds=limit):
+            failed = await generations.fail(
+                generation.id,
+                "PROVIDER_TIMEOUT",
+                "The generation took too long and was stopped. Your credits were refunded.",
+            )
+            if failed is not None:
+                timed_out += 1
+                await record(
+                    Occurrence(
+                        severity=Severity.ERROR,
+                        category=ErrorCategory.GENERATION,
+                        message=f"Generation exceeded its time limit of {limit:.0f}s",
+                        error_code="PROVIDER_TIMEOUT",
+                        user_facing=True,
+                        user_id=str(generation.user_id),
+                        request_id=generation.request_id,
+                        function_name="sweeper.sweep",
+                        metadata={"generationId": str(generation.id), "model": generation.model},
+                    )
+                )
+    if requeued or timed_out:
+        log.info("sweeper: requeued %d, timed out %d", requeued, timed_out)
+    return {"requeued": requeued, "timed_out": timed_out}

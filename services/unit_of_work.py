@@ -1,0 +1,46 @@
+"""Transactions whose side effects (enqueues, pub/sub messages) leave only after commit."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from contextvars import ContextVar
+
+from tortoise.transactions import in_transaction
+
+Effect = Callable[[], Awaitable[None]]
+
+log = logging.getLogger(__name__)
+_pending: ContextVar[list[Effect] | None] = ContextVar("kiln_pending_effects", default=None)
+
+
+@asynccontextmanager
+async def atomic() -> AsyncIterator[None]:
+    """A transaction (a savepoint when nested). Effects registered inside run after the
+    outermost commit, in order, and are dropped if any enclosing block rolls back."""
+    outer = _pending.get()
+    effects: list[Effect] = []
+    token = _pending.set(effects)
+    try:
+        async with in_transaction():
+            yield
+    finally:
+        _pending.reset(token)
+    if outer is not None:
+        outer.extend(effects)
+        return
+    for effect in effects:
+        try:
+            await effect()
+        except Exception:
+            # The data is committed; a lost enqueue is recovered by the sweeper and a lost
+            # publish by the next change or the subscriber's initial read.
+            log.exception("after-commit effect failed")
+
+
+def after_commit(effect: Effect) -> None:
+    pending = _pending.get()
+    if pending is None:
+        raise RuntimeError("after_commit() needs an enclosing atomic() block")
+    pending.append(effect)

@@ -1,0 +1,74 @@
+"""One Settings object, read from the environment (and an optional `.env` file).
+
+With no settings at all Kiln runs embedded: SQLite under `./data/`, an in-process broker,
+pub/sub hub and output store. Giving `DATABASE_URL` and `REDIS_URL` switches to production.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_JWT_SECRET = "kiln-dev-secret-change-me-in-production"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore")
+
+    # Where embedded mode keeps its SQLite file and media.
+    data_dir: Path = Path("data")
+    # PostgreSQL (`postgres://user:pass@host:5432/db`); SQLite under data_dir when empty.
+    database_url: str = ""
+    # Redis for the Dramatiq broker, pub/sub and shared counters; in-process when empty.
+    redis_url: str = ""
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    # Absolute base for output URLs (e.g. https://api.example.com); request-relative when empty.
+    public_base_url: str = ""
+    environment: str = Field(default="development", description="development | production")
+
+    jwt_secret: str = DEFAULT_JWT_SECRET
+    jwt_ttl_seconds: int = 7 * 24 * 3600
+    signup_grant: int = 5
+
+    # Worker threads started inside the server process in embedded mode.
+    embedded_worker_threads: int = 4
+    # Seconds the built-in local provider spends per progress step (3 steps per output).
+    local_provider_delay: float = 0.3
+    # The sweeper re-enqueues QUEUED generations older than this.
+    requeue_after_seconds: float = 60.0
+    sweep_interval_seconds: float = 15.0
+    # WebSocket clients must send connection_init within this many seconds.
+    ws_init_timeout_seconds: float = 10.0
+    max_subscriptions_per_connection: int = 20
+
+    catalogue_path: Path | None = None
+
+    @property
+    def embedded(self) -> bool:
+        """No Redis: broker, worker threads and pub/sub all live inside the server process."""
+        return not self.redis_url
+
+    @property
+    def effective_database_url(self) -> str:
+        if self.database_url:
+            url = self.database_url
+            # Tortoise names its asyncpg engine `postgres`; accept the common spellings.
+            for alias in ("postgresql+asyncpg://", "postgresql://"):
+                if url.startswith(alias):
+                    url = "postgres://" + url[len(alias) :]
+            return url
+        return f"sqlite://{(self.data_dir / 'kiln.sqlite3').resolve()}"
+
+    @property
+    def media_dir(self) -> Path:
+        return (self.data_dir / "media").resolve()
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,46 @@
+from __future__ import annotations
+
+import uuid
+from typing import Protocol
+
+from settings import Settings
+
+EXTENSIONS = {
+    "image/png": "png",
+    "image/webp": "webp",
+    "image/jpeg": "jpg",
+    "video/mp4": "mp4",
+    "text/plain": "txt",
+}
+
+
+def output_key(user_id: uuid.UUID, generation_id: uuid.UUID, index: int, content_type: str) -> str:
+    return f"{user_id}/{generation_id}/{index}.{EXTENSIONS.get(content_type, 'bin')}"
+
+
+class OutputStore(Protocol):
+    async def put(self, key: str, data: bytes, content_type: str) -> None: ...
+
+    async def delete(self, key: str) -> None: ...
+
+    def url_for(self, key: str, base_url: str) -> str: ...
+
+
+_store: OutputStore | None = None
+
+
+def make_store(settings: Settings) -> OutputStore:
+    from storage.local import LocalStore
+
+    return LocalStore(settings.media_dir, settings.public_base_url)
+
+
+def get_store() -> OutputStore:
+    if _store is None:
+        raise RuntimeError("the output store is not configured")
+    return _store
+
+
+def set_store(store: OutputStore | None) -> None:
+    global _store
+    _store = store

@@ -1,0 +1,36 @@
+"""Outputs on a local (or shared) filesystem, served by Kiln at /media/{key}."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+
+class LocalStore:
+    def __init__(self, root: Path, public_base_url: str = "") -> None:
+        self.root = root
+        self.public_base_url = public_base_url.rstrip("/")
+
+    def path_for(self, key: str) -> Path:
+        path = (self.root / key).resolve()
+        if not path.is_relative_to(self.root.resolve()):
+            raise ValueError("key escapes the store")
+        return path
+
+    async def put(self, key: str, data: bytes, content_type: str) -> None:
+        await asyncio.to_thread(self._write, self.path_for(key), data)
+
+    @staticmethod
+    def _write(path: Path, data: bytes) -> None:
+        # Write then rename, so a reader never sees half a file.
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_suffix(path.suffix + ".part")
+        partial.write_bytes(data)
+        os.replace(partial, path)
+
+    async def delete(self, key: str) -> None:
+        await asyncio.to_thread(self.path_for(key).unlink, True)
+
+    def url_for(self, key: str, base_url: str) -> str:
+        return f"{self.public_base_url or base_url.rstrip('/')}/media/{key}"

@@ -1,0 +1,7 @@
+"""Dramatiq actors. `dramatiq tasks` loads this module: it configures the broker from the
+settings, then declares the actors on it."""
+
+from tasks.broker import broker
+from tasks.generation import run_generation
+
+__all__ = ["broker", "run_generation"]

@@ -1,0 +1,41 @@
+"""Starts Kiln's runtime inside a `dramatiq tasks` worker process, on the event loop thread
+that the AsyncIO middleware runs the actors on (Tortoise binds connections to that loop)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from dramatiq.asyncio import get_event_loop_thread
+from dramatiq.middleware import Middleware
+
+from settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class WorkerBoot(Middleware):
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    def after_worker_boot(self, broker: Any, worker: Any) -> None:
+        from runtime import start_runtime
+
+        async def boot() -> None:
+            runtime = await start_runtime(self.settings, migrate=False)
+            runtime.start_sweeper()
+
+        self._loop_thread().run_coroutine(boot())
+        log.info("Kiln worker runtime started")
+
+    def before_worker_shutdown(self, broker: Any, worker: Any) -> None:
+        from runtime import stop_runtime
+
+        self._loop_thread().run_coroutine(stop_runtime())
+
+    @staticmethod
+    def _loop_thread() -> Any:
+        thread = get_event_loop_thread()
+        if thread is None:
+            raise RuntimeError("WorkerBoot needs the AsyncIO middleware before it")
+        return thread
