@@ -43,7 +43,7 @@ class CreditAccount(Model):
 class LedgerEntry(Model):
     id = fields.BigIntField(primary_key=True)
     user: fields.ForeignKeyRelation[User] = fields.ForeignKeyField(
-        "models.User", related_name="ledger_entries", index=True, on_delete=fields.RESTRICT
+        "models.User", related_name="ledger_entries", db_index=True, on_delete=fields.RESTRICT
     )
     user_id: uuid.UUID
     kind = fields.CharEnumField(LedgerKind, max_length=16)
@@ -54,7 +54,7 @@ class LedgerEntry(Model):
         "models.Generation",
         related_name="ledger_entries",
         null=True,
-        index=True,
+        db_index=True,
         on_delete=fields.RESTRICT,
     )
     generation_id: uuid.UUID | None

@@ -48,7 +48,7 @@ class ErrorEvent(Model):
     regressed = fields.BooleanField(default=False)
     count = fields.IntField(default=1)
     first_seen = fields.DatetimeField()
-    last_seen = fields.DatetimeField(index=True)
+    last_seen = fields.DatetimeField(db_index=True)
     resolved_at = fields.DatetimeField(null=True)
     resolution_notes = fields.TextField(null=True)
     last_occurrence: dict[str, Any] | None = fields.JSONField(null=True)

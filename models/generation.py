@@ -49,7 +49,7 @@ class Generation(Model):
     )
     user_id: uuid.UUID
     parent: fields.ForeignKeyNullableRelation[Generation] = fields.ForeignKeyField(
-        "models.Generation", related_name="children", null=True, index=True
+        "models.Generation", related_name="children", null=True, db_index=True
     )
     parent_id: uuid.UUID | None
     kind = fields.CharEnumField(GenerationKind, max_length=16)

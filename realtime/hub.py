@@ -25,6 +25,8 @@ class Hub:
 
     def __init__(self) -> None:
         self._local: dict[str, set[Mailbox]] = defaultdict(set)
+        # The backend subscription of each channel; every local subscriber awaits it.
+        self._live: dict[str, asyncio.Future[None]] = {}
 
     async def publish(self, channel: str, message: Message) -> None:
         raise NotImplementedError
@@ -57,10 +59,11 @@ class Hub:
         box = Mailbox(channels)
         try:
             for channel in channels:
-                first = not self._local[channel]
                 self._local[channel].add(box)
-                if first:
-                    await self._listen(channel)
+                live = self._live.get(channel)
+                if live is None:
+                    live = self._live[channel] = asyncio.ensure_future(self._listen(channel))
+                await asyncio.shield(live)
             yield box
         finally:
             box.close()
@@ -71,6 +74,9 @@ class Hub:
                 boxes.discard(box)
                 if not boxes:
                     del self._local[channel]
+                    live = self._live.pop(channel, None)
+                    if live is not None and not live.done():
+                        live.cancel()
                     with contextlib.suppress(Exception):
                         await self._unlisten(channel)
 

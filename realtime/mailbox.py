@@ -1,6 +1,6 @@
 """A subscriber's mailbox. It keeps only the newest message per key, so a slow client gets the
-latest state instead of an unbounded backlog, and a final state is never pushed out by an
-older one."""
+latest state instead of an unbounded backlog, and a state never goes backwards: a message
+older than one already queued or delivered for its key is dropped."""
 
 from __future__ import annotations
 
@@ -15,13 +15,17 @@ class Mailbox:
     def __init__(self, channels: tuple[str, ...]) -> None:
         self.channels = channels
         self._latest: dict[str, Message] = {}
+        self._delivered: dict[str, int] = {}
         self._ready = asyncio.Event()
         self._closed = False
 
     def put(self, channel: str, message: Message) -> None:
         key = str(message.get("id", channel))
-        current = self._latest.get(key)
-        if current is not None and current.get("version", 0) > message.get("version", 0):
+        version = message.get("version", 0)
+        queued = self._latest.get(key)
+        if queued is not None and queued.get("version", 0) > version:
+            return
+        if key in self._delivered and self._delivered[key] >= version:
             return
         self._latest.pop(key, None)  # re-insert so keys stay in arrival order
         self._latest[key] = message
@@ -34,9 +38,11 @@ class Mailbox:
     async def __aiter__(self) -> AsyncIterator[Message]:
         while True:
             await self._ready.wait()
-            if self._closed and not self._latest:
-                return
             self._ready.clear()
             while self._latest:
                 key = next(iter(self._latest))
-                yield self._latest.pop(key)
+                message = self._latest.pop(key)
+                self._delivered[key] = message.get("version", 0)
+                yield message
+            if self._closed:
+                return

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import uuid
 from pathlib import Path
 
 
@@ -25,7 +26,7 @@ class LocalStore:
     def _write(path: Path, data: bytes) -> None:
         # Write then rename, so a reader never sees half a file.
         path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_suffix(path.suffix + ".part")
+        partial = path.with_name(f".{path.name}.{uuid.uuid4().hex}.part")
         partial.write_bytes(data)
         os.replace(partial, path)
 

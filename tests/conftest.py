@@ -1,0 +1,74 @@
+"""Shared fixtures: a migrated database on each backend (SQLite and PostgreSQL), with the
+in-process hub and a temporary output store, as the services see them in a real process."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from tortoise import Tortoise
+from tortoise.backends.base.executor import EXECUTOR_CACHE
+
+from models.config import close_database, open_database
+from models.user import Role, User
+from realtime.hub import InProcessHub, set_hub
+from services import auth, jobs
+from settings import Settings
+from storage import set_store
+from storage.local import LocalStore
+from tests.support.services import pg_url, recreate_database
+
+
+@dataclass
+class Backend:
+    name: str
+    settings: Settings
+    hub: InProcessHub
+    store: LocalStore
+    sent_jobs: list[str] = field(default_factory=list)
+
+
+@pytest.fixture(scope="session", params=["sqlite", "postgres"])
+async def backend(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Backend]:
+    data_dir: Path = tmp_path_factory.mktemp(f"kiln-{request.param}")
+    if request.param == "postgres":
+        await recreate_database("kiln_test")
+        settings = Settings(database_url=pg_url("kiln_test"), data_dir=data_dir)
+    else:
+        settings = Settings(database_url="", data_dir=data_dir)
+    await open_database(settings, migrate=True)
+    hub = InProcessHub()
+    store = LocalStore(settings.media_dir)
+    set_hub(hub)
+    set_store(store)
+    result = Backend(request.param, settings, hub, store)
+    jobs.set_generation_sender(result.sent_jobs.append)
+    try:
+        yield result
+    finally:
+        jobs.set_generation_sender(None)
+        set_hub(None)
+        set_store(None)
+        # Models and executors cache their backend's SQL dialect; forget it before the next.
+        await Tortoise._reset_apps()
+        await close_database()
+        EXECUTOR_CACHE.clear()
+
+
+@pytest.fixture
+async def make_user(backend: Backend):
+    async def make(*, credits: int = 5, role: Role = Role.USER) -> User:
+        settings = backend.settings.model_copy(update={"signup_grant": credits})
+        return await auth.register(
+            f"user-{uuid.uuid4().hex[:12]}@example.com",
+            "correct horse battery",
+            settings,
+            role=role,
+        )
+
+    return make

@@ -1,0 +1,314 @@
+"""Starting and stopping the real Kiln processes the end-to-end tests drive.
+
+Two stacks, the same suite:
+- embedded: `python server.py` alone (SQLite, stub broker, worker threads in the server).
+- production: `tortoise migrate`, then uvicorn and `dramatiq tasks` worker processes
+  sharing PostgreSQL, Redis and a media directory.
+
+Everything here is blocking (subprocesses, polling); the async fixture runs it in a thread.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_CATALOGUE = ROOT / "services" / "default_catalogue.toml"
+
+READY_TIMEOUT = 30.0
+MIGRATE_TIMEOUT = 60.0
+STOP_TIMEOUT = 10.0
+WORKER_PROCESSES = 2
+WORKER_READY_LINE = "Kiln worker runtime started"
+
+# Settings the app reads from the environment; none may leak in from the caller's shell.
+KILN_ENV = (
+    "DATA_DIR",
+    "DATABASE_URL",
+    "REDIS_URL",
+    "HOST",
+    "PORT",
+    "PUBLIC_BASE_URL",
+    "ENVIRONMENT",
+    "JWT_SECRET",
+    "JWT_TTL_SECONDS",
+    "SIGNUP_GRANT",
+    "EMBEDDED_WORKER_THREADS",
+    "LOCAL_PROVIDER_DELAY",
+    "REQUEUE_AFTER_SECONDS",
+    "SWEEP_INTERVAL_SECONDS",
+    "WS_INIT_TIMEOUT_SECONDS",
+    "MAX_SUBSCRIPTIONS_PER_CONNECTION",
+    "CATALOGUE_PATH",
+)
+
+# Appended to a copy of the default catalogue: a model whose provider always fails, and a
+# model with a short time limit (the sweeper's timeout path).
+EXTRA_MODELS = """
+
+# --- added by the end-to-end tests ---
+[models.local-broken]
+kind = "IMAGE"
+cost_per_output = 1
+time_limit = 300
+
+[[models.local-broken.routes]]
+provider = "local"
+model = "pattern-v1"
+timeout = 30
+params = { fail = "PROVIDER_ERROR" }
+
+[models.local-slow]
+kind = "IMAGE"
+cost_per_output = 1
+time_limit = 2
+routes = [{ provider = "local", model = "pattern-v1", timeout = 30 }]
+"""
+
+
+class StackError(RuntimeError):
+    """A stack did not start; the message carries the processes' output."""
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def write_catalogue(directory: Path) -> Path:
+    path = directory / "catalogue.toml"
+    path.write_text(DEFAULT_CATALOGUE.read_text() + EXTRA_MODELS)
+    return path
+
+
+def base_env(**settings: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in KILN_ENV}
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update(settings)
+    return env
+
+
+@dataclass
+class Process:
+    name: str
+    args: list[str]
+    env: dict[str, str]
+    popen: subprocess.Popen[bytes]
+    log_path: Path
+    log_file: IO[bytes]
+    # Where this run's output starts in the log (a restarted process appends to it).
+    log_offset: int = 0
+
+    def output(self, tail_lines: int | None = None, *, this_run: bool = False) -> str:
+        if not self.log_file.closed:
+            self.log_file.flush()
+        try:
+            data = self.log_path.read_bytes()
+        except OSError as error:
+            return f"<cannot read {self.log_path}: {error}>"
+        text = data[self.log_offset if this_run else 0 :].decode(errors="replace")
+        if tail_lines is not None:
+            text = "\n".join(text.splitlines()[-tail_lines:])
+        return text
+
+
+@dataclass
+class Stack:
+    kind: str
+    port: int
+    data_dir: Path
+    catalogue_path: Path
+    redis_url: str | None = None
+    processes: list[Process] = field(default_factory=list)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/graphql"
+
+    def spawn(self, name: str, args: list[str], env: dict[str, str]) -> Process:
+        log_path = self.data_dir / f"{name}.log"
+        log_file = log_path.open("ab")
+        log_offset = log_file.tell()
+        popen = subprocess.Popen(
+            args,
+            cwd=ROOT,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            # Its own process group, so the workers dramatiq forks can be stopped with it.
+            start_new_session=True,
+        )
+        process = Process(name, args, env, popen, log_path, log_file, log_offset)
+        self.processes.append(process)
+        return process
+
+    def restart(self, process: Process) -> Process:
+        """Start `process` again (same command and environment) once it has exited, and wait
+        until the stack is ready again."""
+        process.popen.wait(timeout=STOP_TIMEOUT)
+        process.log_file.close()
+        self.processes.remove(process)
+        again = self.spawn(process.name, process.args, process.env)
+        self.wait_ready()
+        return again
+
+    def logs(self, tail_lines: int | None = None) -> str:
+        parts = []
+        for process in self.processes:
+            state = process.popen.poll()
+            status = "running" if state is None else f"exited with {state}"
+            parts.append(
+                f"===== {self.kind}/{process.name} ({status}) {process.log_path} =====\n"
+                + process.output(tail_lines)
+            )
+        return "\n".join(parts)
+
+    def check_alive(self) -> None:
+        for process in self.processes:
+            code = process.popen.poll()
+            if code is not None:
+                raise StackError(
+                    f"{self.kind}: {process.name} exited with {code}\n{self.logs(200)}"
+                )
+
+    def wait_ready(self, timeout: float = READY_TIMEOUT) -> None:
+        """GET /readyz until 200 (and, in production, until every worker process booted)."""
+        deadline = time.monotonic() + timeout
+        last = "no answer"
+        with httpx.Client(timeout=2.0) as http:
+            while True:
+                self.check_alive()
+                try:
+                    response = http.get(f"{self.base_url}/readyz")
+                    last = f"{response.status_code} {response.text}"
+                    if response.status_code == 200 and self._workers_booted():
+                        return
+                except httpx.HTTPError as error:
+                    last = f"{type(error).__name__}: {error}"
+                if time.monotonic() > deadline:
+                    raise StackError(
+                        f"{self.kind}: not ready after {timeout:.0f}s (last /readyz: {last})\n"
+                        + self.logs(200)
+                    )
+                time.sleep(0.1)
+
+    def _workers_booted(self) -> bool:
+        workers = [p for p in self.processes if p.name == "worker"]
+        return all(
+            p.output(this_run=True).count(WORKER_READY_LINE) >= WORKER_PROCESSES for p in workers
+        )
+
+    def stop(self, timeout: float = STOP_TIMEOUT) -> None:
+        """SIGTERM every process, SIGKILL its group after `timeout` seconds."""
+        for process in self.processes:
+            if process.popen.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    process.popen.send_signal(signal.SIGTERM)
+        for process in self.processes:
+            try:
+                process.popen.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.popen.pid, signal.SIGKILL)
+                process.popen.wait(timeout=timeout)
+            # Anything the leader left behind in its group (dramatiq's forked workers).
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(process.popen.pid, signal.SIGKILL)
+            process.log_file.close()
+
+
+def start_embedded(data_dir: Path) -> Stack:
+    stack = Stack("embedded", free_port(), data_dir, write_catalogue(data_dir))
+    env = base_env(
+        DATA_DIR=str(data_dir),
+        PORT=str(stack.port),
+        LOCAL_PROVIDER_DELAY="0.05",
+        CATALOGUE_PATH=str(stack.catalogue_path),
+        WS_INIT_TIMEOUT_SECONDS="1",
+    )
+    if (ROOT / ".env").exists():
+        # Settings also read ./.env: make sure a developer's file cannot switch modes.
+        env.update(DATABASE_URL="", REDIS_URL="")
+    stack.spawn("server", [sys.executable, "server.py"], env)
+    try:
+        stack.wait_ready()
+    except BaseException:
+        stack.stop()
+        raise
+    return stack
+
+
+def start_production(data_dir: Path, database_url: str, redis_url: str) -> Stack:
+    stack = Stack(
+        "production", free_port(), data_dir, write_catalogue(data_dir), redis_url=redis_url
+    )
+    env = base_env(
+        DATABASE_URL=database_url,
+        REDIS_URL=redis_url,
+        DATA_DIR=str(data_dir),
+        LOCAL_PROVIDER_DELAY="0.05",
+        CATALOGUE_PATH=str(stack.catalogue_path),
+        WS_INIT_TIMEOUT_SECONDS="1",
+        SWEEP_INTERVAL_SECONDS="1",
+        REQUEUE_AFTER_SECONDS="2",
+    )
+    try:
+        migrate = stack.spawn("migrate", [sys.executable, "-m", "tortoise", "migrate"], env)
+        try:
+            code = migrate.popen.wait(timeout=MIGRATE_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            code = None
+        if code != 0:
+            raise StackError(f"`tortoise migrate` failed ({code})\n{stack.logs()}")
+        stack.processes.remove(migrate)
+        migrate.log_file.close()
+
+        stack.spawn(
+            "api",
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "--factory",
+                "server:create_app",
+                "--port",
+                str(stack.port),
+            ],
+            env,
+        )
+        stack.spawn(
+            "worker",
+            [
+                sys.executable,
+                "-m",
+                "dramatiq",
+                "tasks",
+                "--processes",
+                str(WORKER_PROCESSES),
+                "--threads",
+                "2",
+            ],
+            env,
+        )
+        stack.wait_ready()
+    except BaseException:
+        stack.stop()
+        raise
+    return stack

@@ -1,0 +1,119 @@
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from models.credits import CreditAccount, LedgerEntry, LedgerKind
+from models.generation import Generation, GenerationKind, HoldState
+from services import credits
+from services.errors import InsufficientCredits
+from services.generations import NewGeneration, create_generation
+from services.catalogue import load_catalogue
+
+
+async def assert_ledger_matches(user_id) -> None:
+    account = await CreditAccount.get(user_id=user_id)
+    entries = await LedgerEntry.filter(user_id=user_id)
+    assert sum(e.amount for e in entries) == account.balance - account.reserved
+    assert sum(e.held for e in entries) == account.reserved
+    assert account.reserved >= 0 and account.balance >= account.reserved
+
+
+async def test_signup_grant_is_a_ledger_entry(make_user):
+    user = await make_user(credits=5)
+    balance = await credits.get_balance(user.id)
+    assert (balance.available, balance.reserved, balance.total) == (5, 0, 5)
+    entries = await LedgerEntry.filter(user_id=user.id)
+    assert [(e.kind, e.amount, e.balance_after) for e in entries] == [(LedgerKind.GRANT, 5, 5)]
+    await assert_ledger_matches(user.id)
+
+
+async def _generation(user, cost: int = 1) -> Generation:
+    return await create_generation(
+        user, NewGeneration(prompt="x", num_outputs=cost), load_catalogue()
+    )
+
+
+async def test_capture_and_release_happen_once_whatever_the_order(make_user):
+    user = await make_user(credits=5)
+    generation = await _generation(user, cost=2)
+    assert (await credits.get_balance(user.id)).reserved == 2
+
+    results = [await credits.capture_for(generation.id) for _ in range(3)]
+    results += [await credits.release_for(generation.id) for _ in range(3)]
+    assert results == [True, False, False, False, False, False]
+
+    balance = await credits.get_balance(user.id)
+    assert (balance.available, balance.reserved) == (3, 0)
+    kinds = [e.kind for e in await LedgerEntry.filter(generation_id=generation.id).order_by("id")]
+    assert kinds == [LedgerKind.RESERVE, LedgerKind.CAPTURE]
+    assert (await Generation.get(id=generation.id)).hold is HoldState.CAPTURED
+    await assert_ledger_matches(user.id)
+
+
+async def test_concurrent_capture_and_release_settle_exactly_once(make_user):
+    user = await make_user(credits=5)
+    generation = await _generation(user)
+    outcomes = await asyncio.gather(
+        *[credits.capture_for(generation.id) for _ in range(5)],
+        *[credits.release_for(generation.id) for _ in range(5)],
+    )
+    assert outcomes.count(True) == 1
+    settled = await LedgerEntry.filter(
+        generation_id=generation.id, kind__in=[LedgerKind.CAPTURE, LedgerKind.RELEASE]
+    ).count()
+    assert settled == 1
+    assert (await credits.get_balance(user.id)).reserved == 0
+    await assert_ledger_matches(user.id)
+
+
+async def test_reserving_more_than_available_writes_nothing(make_user):
+    user = await make_user(credits=3)
+    with pytest.raises(InsufficientCredits) as raised:
+        await _generation(user, cost=4)
+    assert (raised.value.needed, raised.value.available) == (4, 3)
+    assert await Generation.filter(user_id=user.id).count() == 0
+    assert await LedgerEntry.filter(user_id=user.id).count() == 1  # the grant only
+    await assert_ledger_matches(user.id)
+
+
+async def test_concurrent_reservations_never_overdraw(make_user, backend):
+    user = await make_user(credits=10)
+    results = await asyncio.gather(*[_generation(user) for _ in range(30)], return_exceptions=True)
+    accepted = [r for r in results if isinstance(r, Generation)]
+    refused = [r for r in results if isinstance(r, InsufficientCredits)]
+    assert (len(accepted), len(refused)) == (10, 20)
+    balance = await credits.get_balance(user.id)
+    assert (balance.available, balance.reserved) == (0, 10)
+    assert await Generation.filter(user_id=user.id).count() == 10
+    await assert_ledger_matches(user.id)
+
+
+async def test_balance_changes_are_published_after_commit(make_user, backend):
+    user = await make_user(credits=5)
+    from realtime import channels
+
+    async with backend.hub.subscribe(channels.user_credits(user.id)) as mailbox:
+        generation = await _generation(user)
+        await credits.release_for(generation.id)
+        mailbox.close()
+        messages = [m async for m in mailbox]
+    # Coalesced: the mailbox keeps the newest state per key.
+    assert messages[-1]["available"] == 5 and messages[-1]["reserved"] == 0
+    assert messages[-1]["version"] == (await credits.get_balance(user.id)).version
+
+
+async def test_transactions_page_newest_first(make_user):
+    user = await make_user(credits=5)
+    for _ in range(3):
+        await credits.release_for((await _generation(user)).id)
+    first = await credits.list_transactions(user.id, first=4, after=None)
+    assert first.has_next
+    rest = await credits.list_transactions(
+        user.id, first=10, after=first.cursor_of(first.items[-1])
+    )
+    ids = [e.id for e in first.items + rest.items]
+    assert ids == sorted(ids, reverse=True) and len(ids) == 7
+    assert not rest.has_next
+    assert GenerationKind.IMAGE  # the catalogue's default model was used
