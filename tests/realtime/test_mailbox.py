@@ -6,7 +6,6 @@ import asyncio
 import itertools
 from collections import defaultdict
 
-import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 

@@ -7,9 +7,9 @@ import pytest
 from models.credits import CreditAccount, LedgerEntry, LedgerKind
 from models.generation import Generation, GenerationKind, HoldState
 from services import credits
+from services.catalogue import load_catalogue
 from services.errors import InsufficientCredits
 from services.generations import NewGeneration, create_generation
-from services.catalogue import load_catalogue
 
 
 async def assert_ledger_matches(user_id) -> None:
