@@ -147,8 +147,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        # Embedded mode (SQLite) applies migrations at start; production runs them as a step.
-        rt = await runtime.start_runtime(settings, migrate=not settings.database_url)
+        rt = await runtime.start_runtime(settings, migrate=settings.migrate_on_start)
         import tasks  # noqa: F401  (declares the actors on the configured broker)
 
         worker = None

@@ -54,6 +54,11 @@ class Settings(BaseSettings):
         return not self.redis_url
 
     @property
+    def migrate_on_start(self) -> bool:
+        """Embedded SQLite migrates itself; PostgreSQL is migrated as a deploy step."""
+        return not self.database_url
+
+    @property
     def effective_database_url(self) -> str:
         if self.database_url:
             url = self.database_url

@@ -13,6 +13,7 @@ from typing import Any
 
 import httpx
 from websockets.asyncio.client import ClientConnection, connect
+from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.typing import Subprotocol
 
@@ -85,11 +86,9 @@ class Subscription:
         self.queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
         self.completed = False
 
-    async def next(self, within: float = WS_TIMEOUT) -> dict[str, Any] | None:
-        """The next `next` payload's data, or None once the server completed the operation.
-        Raises SubscriptionFailed on an `error` message or a closed socket."""
-        if self.completed:
-            return None
+    async def receive(self, within: float = WS_TIMEOUT) -> tuple[str, Any]:
+        """The next raw protocol message for this operation: ("next", payload),
+        ("error", errors), ("complete", None) or ("closed", close code)."""
         try:
             async with asyncio.timeout(within):
                 kind, payload = await self.queue.get()
@@ -97,18 +96,25 @@ class Subscription:
             raise AssertionError(
                 f"subscription {self.id}: nothing arrived within {within}s"
             ) from None
+        if kind != "next":
+            self.completed = True
+        return kind, payload
+
+    async def next(self, within: float = WS_TIMEOUT) -> dict[str, Any] | None:
+        """The next `next` payload's data, or None once the server completed the operation.
+        Raises SubscriptionFailed on errors, an `error` message or a closed socket."""
+        if self.completed:
+            return None
+        kind, payload = await self.receive(within)
         if kind == "next":
             if payload.get("errors"):
                 raise SubscriptionFailed(f"errors in a `next` message: {json.dumps(payload)}")
             data: dict[str, Any] = payload["data"]
             return data
         if kind == "complete":
-            self.completed = True
             return None
         if kind == "error":
-            self.completed = True
             raise SubscriptionFailed(f"subscription error: {json.dumps(payload)}")
-        self.completed = True
         raise SubscriptionFailed(f"socket closed during the subscription: {payload}")
 
     async def collect(self, within: float = WS_TIMEOUT) -> list[dict[str, Any]]:
@@ -252,3 +258,15 @@ async def close_code_of(
             except ConnectionClosed:
                 pass
             return websocket.close_code
+
+
+async def handshake(url: str, headers: dict[str, str], within: float = WS_TIMEOUT) -> Headers:
+    """The headers of the server's answer to a graphql-transport-ws upgrade request."""
+    async with asyncio.timeout(within):
+        async with connect(
+            url, subprotocols=[SUBPROTOCOL], additional_headers=headers, open_timeout=within
+        ) as websocket:
+            response = websocket.response
+            assert response is not None
+            assert response.status_code == 101, response.status_code
+            return response.headers

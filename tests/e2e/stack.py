@@ -159,10 +159,20 @@ class Stack:
         self.processes.append(process)
         return process
 
-    def restart(self, process: Process) -> Process:
-        """Start `process` again (same command and environment) once it has exited, and wait
-        until the stack is ready again."""
-        process.popen.wait(timeout=STOP_TIMEOUT)
+    def process(self, name: str) -> Process:
+        return next(p for p in self.processes if p.name == name)
+
+    def restart(self, process: Process, timeout: float = STOP_TIMEOUT) -> Process:
+        """Start `process` again (same command and environment) once it has exited (killed
+        after `timeout` seconds if it has not), and wait until the stack is ready again."""
+        try:
+            process.popen.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.popen.pid, signal.SIGKILL)
+            process.popen.wait(timeout=timeout)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(process.popen.pid, signal.SIGKILL)
         process.log_file.close()
         self.processes.remove(process)
         again = self.spawn(process.name, process.args, process.env)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import signal
 import uuid
 
 import dramatiq
@@ -17,7 +18,7 @@ from PIL import Image
 
 from tests.e2e import api
 from tests.e2e.api import FINAL, Account
-from tests.e2e.client import GraphQLSocket, close_code_of
+from tests.e2e.client import GraphQLSocket, close_code_of, handshake
 from tests.e2e.conftest import Running
 
 pytestmark = pytest.mark.e2e
@@ -308,6 +309,17 @@ async def test_health_readiness_and_request_ids(stack: Running) -> None:
     assert echoed.headers["x-request-id"] == given
 
 
+async def test_websocket_handshake_carries_request_id(stack: Running) -> None:
+    """server.RequestId: "Gives every HTTP request and socket an id (or keeps the caller's
+    X-Request-ID) and returns it in the X-Request-ID header". The upgrade answer is an HTTP
+    response too."""
+    generated = await handshake(stack.ws_url, {})
+    assert generated.get("x-request-id"), dict(generated)
+    given = f"e2e-{uuid.uuid4().hex}"
+    echoed = await handshake(stack.ws_url, {"X-Request-ID": given})
+    assert echoed.get("x-request-id") == given, dict(echoed)
+
+
 async def test_other_users_generations_are_invisible(stack: Running) -> None:
     client = stack.client
     owner = await api.register(client)
@@ -320,6 +332,16 @@ async def test_other_users_generations_are_invisible(stack: Running) -> None:
     error = await client.error(api.RETRY, {"id": created["id"]}, stranger.token)
     assert error["extensions"]["code"] == "NOT_FOUND", error
     assert await api.my_generations(client, stranger) == []
+
+    async with await GraphQLSocket.open(stack.ws_url, stranger.token) as socket:
+        subscription = await socket.subscribe(api.GENERATION_UPDATED, {"id": created["id"]})
+        kind, payload = await subscription.receive()
+    # A resolver error arrives as a `next` carrying errors, a request error as `error`.
+    assert kind in ("next", "error"), (kind, payload)
+    errors = payload["errors"] if kind == "next" else payload
+    assert [e["extensions"]["code"] for e in errors] == ["NOT_FOUND"], payload
+    if kind == "next":
+        assert payload["data"] is None
 
     finished = (await api.watch(stack.ws_url, owner, created["id"]))[-1]
     assert finished["status"] == "COMPLETED"
@@ -385,3 +407,45 @@ async def test_duplicate_run_messages_do_nothing_twice(stack: Running) -> None:
     assert after["outputs"] == finished["outputs"]
     assert await api.transactions(client, account) == ledger_before
     assert await api.balance(client, account) == balance_before
+
+
+async def test_worker_shutdown_does_not_strand_running_generations(stack: Running) -> None:
+    """A worker stopped with SIGTERM (a deploy, a scale-down) while it runs a generation must
+    not leave that generation PROCESSING with its credits held until the sweeper's time
+    limit: once workers are back it reaches a final state, charged or refunded exactly once.
+    Runs last: it restarts the production stack's workers."""
+    if stack.kind != "production":
+        pytest.skip("needs separate worker processes")
+    client = stack.client
+    account = await api.register(client)
+    worker = stack.stack.process("worker")
+    try:
+        async with await GraphQLSocket.open(stack.ws_url, account.token) as socket:
+            created = await api.create(client, account, numOutputs=4)
+            subscription = await socket.subscribe(api.GENERATION_UPDATED, {"id": created["id"]})
+            await subscription.collect_until(
+                lambda m: m["generationUpdated"]["status"] == "PROCESSING"
+            )
+            worker.popen.send_signal(signal.SIGTERM)
+            await asyncio.to_thread(worker.popen.wait, 30)
+    finally:
+        await asyncio.to_thread(stack.stack.restart, worker)
+
+    state = await api.generation(client, account, created["id"])
+    try:
+        updates = await api.watch(stack.ws_url, account, created["id"], within=20)
+    except AssertionError as error:
+        pytest.fail(
+            f"the generation was left {state['status']} (stage {state['stage']!r}, credits "
+            f"held: {await api.balance(client, account)}) after its worker was stopped: {error}"
+        )
+    last = updates[-1]
+    assert last["status"] in FINAL, updates
+    balance = await api.balance(client, account)
+    mine = of_generation(await api.transactions(client, account), created["id"])
+    if last["status"] == "COMPLETED":
+        assert kinds(mine) == ["RESERVE", "CAPTURE"]
+        assert balance == {"available": 1, "reserved": 0, "total": 1}
+    else:
+        assert kinds(mine) == ["RESERVE", "RELEASE"]
+        assert balance == {"available": 5, "reserved": 0, "total": 5}

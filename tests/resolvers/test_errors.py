@@ -1,0 +1,66 @@
+from __future__ import annotations
+
+import asyncio
+
+from graphql import GraphQLError
+
+from models.error_event import ErrorEvent
+from resolvers.errors import INTERNAL_MESSAGE, format_error
+from schema.build import build_schema
+from services import auth, errors
+from tests.schema.test_generations_query import context_for
+
+
+def test_domain_errors_map_to_contract_codes():
+    cases = [
+        (errors.Unauthenticated(), {"code": "UNAUTHENTICATED"}),
+        (errors.Forbidden(), {"code": "FORBIDDEN"}),
+        (errors.BadUserInput("bad", field="prompt"), {"code": "BAD_USER_INPUT", "field": "prompt"}),
+        (errors.NotFound("no"), {"code": "NOT_FOUND"}),
+        (errors.InsufficientCredits(3, 1), {"code": "INSUFFICIENT_CREDITS"}),
+        (errors.InvalidTransition("no"), {"code": "CONFLICT"}),
+        (errors.RateLimited(7), {"code": "RATE_LIMITED", "retryAfter": 7}),
+    ]
+    for original, extensions in cases:
+        error = GraphQLError("raw", original_error=original)
+        assert format_error(error, "req-1") is None
+        assert error.extensions == extensions
+        assert error.message == original.message
+
+
+def test_syntax_and_validation_errors_are_bad_user_input():
+    error = GraphQLError("Cannot query field 'nope' on type 'Query'.")
+    assert format_error(error, "r") is None
+    assert error.extensions == {"code": "BAD_USER_INPUT"}
+
+
+async def test_unexpected_exceptions_are_masked_logged_and_recorded(
+    make_user, backend, monkeypatch, caplog
+):
+    user = await make_user()
+
+    async def broken(user_id):
+        raise RuntimeError("relation secret_table does not exist")
+
+    monkeypatch.setattr("services.credits.get_balance", broken)
+    context = context_for(auth.issue_token(user, backend.settings), backend.settings)
+    context.request_id = "req-internal-1"
+    result = await build_schema().execute("{ creditBalance { available } }", context_value=context)
+    assert result.errors is not None
+    formatted = result.errors[0].formatted
+    assert formatted["message"] == INTERNAL_MESSAGE
+    assert formatted["extensions"] == {"code": "INTERNAL", "requestId": "req-internal-1"}
+    assert "secret_table" not in str(formatted)
+    assert "secret_table" in caplog.text  # the stack is in our logs, not the response
+    for _ in range(50):
+        event = await ErrorEvent.filter(error_code="INTERNAL").order_by("-last_seen").first()
+        if (
+            event
+            and event.last_occurrence
+            and event.last_occurrence["requestId"] == "req-internal-1"
+        ):
+            break
+        await asyncio.sleep(0.02)
+    else:
+        raise AssertionError("the INTERNAL error was not recorded")
+    assert "RuntimeError" in event.message

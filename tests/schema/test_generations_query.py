@@ -1,0 +1,109 @@
+"""The generations connection loads outputs, parents and children through DataLoaders: the
+number of SQL queries does not grow with the page size."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from starlette.requests import Request
+from tortoise import connections
+
+from schema.build import build_schema
+from schema.context import Context
+from schema.loaders import Loaders
+from services import auth, generations
+from services.catalogue import load_catalogue
+from services.generations import NewGeneration, StoredOutput
+
+QUERY = """
+query Page($first: Int!) {
+  generations(first: $first) {
+    edges { node { id status outputs { url width } parent { id } children { id } } }
+    pageInfo { hasNextPage endCursor }
+  }
+}
+"""
+
+
+def context_for(token: str, settings) -> Context:
+    request = Request(
+        {
+            "type": "http",
+            "method": "POST",
+            "path": "/graphql",
+            "scheme": "http",
+            "server": ("kiln.test", 80),
+            "query_string": b"",
+            "headers": [(b"authorization", f"Bearer {token}".encode())],
+        }
+    )
+    return Context(
+        request=request,
+        response=None,
+        settings=settings,
+        catalogue=load_catalogue(),
+        request_id="test",
+        loaders=Loaders(),
+    )
+
+
+@pytest.fixture
+def count_queries(monkeypatch):
+    counter = {"n": 0}
+    client_class = type(connections.get("default"))
+    for name in ("execute_query", "execute_query_dict"):
+        original = getattr(client_class, name)
+
+        async def counted(self, *args: Any, _original=original, **kwargs: Any):
+            counter["n"] += 1
+            return await _original(self, *args, **kwargs)
+
+        monkeypatch.setattr(client_class, name, counted)
+    return counter
+
+
+async def test_query_count_does_not_grow_with_page_size(make_user, backend, count_queries):
+    user = await make_user(credits=20)
+    for _ in range(12):
+        generation = await generations.create_generation(
+            user, NewGeneration(prompt="x"), load_catalogue()
+        )
+        await generations.start(generation.id)
+        await generations.complete(
+            generation.id,
+            [StoredOutput(0, f"{user.id}/{generation.id}/0.png", "image/png", 1, 64, 64)],
+            "local",
+        )
+    token = auth.issue_token(user, backend.settings)
+    schema = build_schema()
+    counts = {}
+    for first in (2, 12):
+        count_queries["n"] = 0
+        result = await schema.execute(
+            QUERY,
+            variable_values={"first": first},
+            context_value=context_for(token, backend.settings),
+        )
+        assert result.errors is None
+        edges = result.data["generations"]["edges"]
+        assert len(edges) == first
+        assert all(
+            e["node"]["outputs"][0]["url"].startswith("http://kiln.test/media/") for e in edges
+        )
+        counts[first] = count_queries["n"]
+    assert counts[2] == counts[12]
+    assert counts[12] <= 5  # user, page, outputs, children (parents are all null)
+
+
+async def test_first_over_the_cap_is_bad_user_input(make_user, backend):
+    user = await make_user()
+    result = await build_schema().execute(
+        QUERY,
+        variable_values={"first": 51},
+        context_value=context_for(auth.issue_token(user, backend.settings), backend.settings),
+    )
+    assert result.errors and result.errors[0].extensions == {
+        "code": "BAD_USER_INPUT",
+        "field": "first",
+    }

@@ -1,0 +1,71 @@
+from __future__ import annotations
+
+import jwt
+import pytest
+
+from models.user import Role
+from services import auth
+from services.errors import BadUserInput, Conflict, Unauthenticated
+
+
+async def test_register_login_and_token_round_trip(backend):
+    user = await auth.register("  Ada@Example.COM ", "long enough pw", backend.settings)
+    assert user.email == "ada@example.com" and user.role is Role.USER
+    assert user.password_hash.startswith("$argon2")
+    same = await auth.login("ada@example.com", "long enough pw")
+    token = auth.issue_token(same, backend.settings)
+    assert (await auth.authenticate(f"Bearer {token}", backend.settings)).id == user.id
+    with pytest.raises(Conflict):
+        await auth.register("ada@example.com", "another password", backend.settings)
+
+
+@pytest.mark.parametrize(
+    ("email", "password", "field"),
+    [
+        ("not-an-email", "long enough pw", "email"),
+        ("a@b.co", "short", "password"),
+        ("a@b.co", "x" * 257, "password"),
+    ],
+)
+async def test_register_validates(backend, email, password, field):
+    with pytest.raises(BadUserInput) as raised:
+        await auth.register(email, password, backend.settings)
+    assert raised.value.field == field
+
+
+async def test_wrong_password_and_unknown_email_look_the_same(backend):
+    await auth.register("grace@example.com", "long enough pw", backend.settings)
+    for email, password in [
+        ("grace@example.com", "wrong password"),
+        ("nobody@example.com", "long enough pw"),
+        ("", ""),
+    ]:
+        with pytest.raises(Unauthenticated) as raised:
+            await auth.login(email, password)
+        assert raised.value.message == "Wrong email or password."
+
+
+async def test_bad_tokens_are_refused(backend):
+    user = await auth.register("alan@example.com", "long enough pw", backend.settings)
+    forged = jwt.encode({"sub": str(user.id), "exp": 9999999999}, "wrong-secret", algorithm="HS256")
+    expired = jwt.encode(
+        {"sub": str(user.id), "exp": 1}, backend.settings.jwt_secret, algorithm="HS256"
+    )
+    for header in [
+        f"Bearer {forged}",
+        f"Bearer {expired}",
+        "Bearer ",
+        "Basic abc",
+        "Bearer not.a.jwt",
+    ]:
+        with pytest.raises(Unauthenticated):
+            await auth.authenticate(header, backend.settings)
+    assert await auth.authenticate(None, backend.settings) is None
+
+
+async def test_create_admin_creates_or_promotes(backend):
+    admin = await auth.create_admin("root@example.com", "long enough pw", backend.settings)
+    assert admin.role is Role.ADMIN
+    user = await auth.register("promote@example.com", "long enough pw", backend.settings)
+    promoted = await auth.create_admin("promote@example.com", "ignored", backend.settings)
+    assert promoted.id == user.id and promoted.role is Role.ADMIN
