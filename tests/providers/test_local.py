@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from typing import Any
 
 import pytest
 from PIL import Image
@@ -31,7 +32,11 @@ def provider() -> LocalProvider:
 
 
 def request(kind: GenerationKind = GenerationKind.IMAGE, **overrides) -> ProviderRequest:
-    fields = {"model": "local", "prompt": "a copper lantern by the river", "seed": 42}
+    fields: dict[str, Any] = {
+        "model": "local",
+        "prompt": "a copper lantern by the river",
+        "seed": 42,
+    }
     fields.update(overrides)
     return ProviderRequest(kind=kind, **fields)
 
@@ -94,7 +99,7 @@ async def test_video_is_an_animated_webp(provider):
     [output] = await generate(provider, request(GenerationKind.VIDEO, width=96, height=64))
     assert output.content_type == "image/webp"
     assert (output.width, output.height) == (96, 64)
-    image = Image.open(io.BytesIO(output.data))
+    image: Any = Image.open(io.BytesIO(output.data))
     assert image.format == "WEBP"
     assert image.size == (96, 64)
     assert image.is_animated

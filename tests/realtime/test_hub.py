@@ -193,7 +193,7 @@ def test_channel_names():
 
 
 async def numsub(admin: aioredis.Redis, *chs: str) -> dict[str, int]:
-    return {name: count for name, count in await admin.pubsub_numsub(*chs)}
+    return {str(name): count for name, count in await admin.pubsub_numsub(*chs)}
 
 
 async def eventually(check: Callable[[], Awaitable[bool]], what: str, attempts: int = 250) -> None:

@@ -28,7 +28,7 @@ async def take(it, n: int) -> list[dict]:
 
 async def drain_until_end(box: Mailbox) -> list[dict]:
     """Everything up to (not including) the END marker, which the caller puts last."""
-    got = []
+    got: list[dict] = []
     async with asyncio.timeout(TIMEOUT):
         async for message in box:
             if message.get("id") == END:

@@ -85,7 +85,7 @@ async def test_query_count_does_not_grow_with_page_size(make_user, backend, coun
             variable_values={"first": first},
             context_value=context_for(token, backend.settings),
         )
-        assert result.errors is None
+        assert result.errors is None and result.data is not None
         edges = result.data["generations"]["edges"]
         assert len(edges) == first
         assert all(

@@ -14,7 +14,8 @@ async def test_register_login_and_token_round_trip(backend):
     assert user.password_hash.startswith("$argon2")
     same = await auth.login("ada@example.com", "long enough pw")
     token = auth.issue_token(same, backend.settings)
-    assert (await auth.authenticate(f"Bearer {token}", backend.settings)).id == user.id
+    authenticated = await auth.authenticate(f"Bearer {token}", backend.settings)
+    assert authenticated is not None and authenticated.id == user.id
     with pytest.raises(Conflict):
         await auth.register("ada@example.com", "another password", backend.settings)
 
