@@ -30,9 +30,10 @@ from tortoise import connections
 import runtime
 from schema.build import build_schema
 from schema.context import Context
+from schema.graphiql import graphiql_html
 from schema.loaders import Loaders
 from services.errors import DomainError
-from settings import Settings, get_settings
+from settings import DEFAULT_JWT_SECRET, Settings, get_settings
 
 log = logging.getLogger("kiln.server")
 
@@ -69,6 +70,11 @@ class KilnGraphQL(GraphQL):
             max_subscriptions_per_connection=settings.max_subscriptions_per_connection,
         )
         self.settings = settings
+        self._graphiql = graphiql_html()
+
+    @property
+    def graphql_ide_html(self) -> str:
+        return self._graphiql
 
     async def get_context(self, request: Request | WebSocket, response: Any) -> Context:  # type: ignore[override]
         websocket = isinstance(request, WebSocket)
@@ -143,6 +149,8 @@ class _RunningLoop(EventLoopThread):
 
 def create_app(settings: Settings | None = None) -> Starlette:
     settings = settings or get_settings()
+    if settings.environment == "production" and settings.jwt_secret == DEFAULT_JWT_SECRET:
+        raise SystemExit("Refusing to start in production with the default JWT_SECRET.")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
 
     @contextlib.asynccontextmanager
