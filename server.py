@@ -33,6 +33,7 @@ from schema.context import Context
 from schema.graphiql import graphiql_html
 from schema.loaders import Loaders
 from services.errors import DomainError
+from services.payments import WebhookRejected, handle_payment_webhook
 from settings import DEFAULT_JWT_SECRET, Settings, get_settings
 
 log = logging.getLogger("kiln.server")
@@ -132,6 +133,22 @@ async def readyz(request: Request) -> Response:
     return JSONResponse({"ready": ok, "checks": checks}, status_code=200 if ok else 503)
 
 
+async def payment_webhook(request: Request) -> Response:
+    """Stripe-format payment events. 200 once handled (or already handled), 400 with the
+    reason when the signature or body is wrong, so Stripe shows why."""
+    body = await request.body()
+    try:
+        outcome = await handle_payment_webhook(
+            body,
+            request.headers.get("stripe-signature"),
+            runtime.current().settings,
+            request_id=request.scope.get("state", {}).get("request_id"),
+        )
+    except WebhookRejected as rejected:
+        return JSONResponse({"error": rejected.reason}, status_code=400)
+    return JSONResponse({"received": True, "event": outcome.event_id, "action": outcome.action})
+
+
 def _embedded_worker_alive(request: Request) -> bool:
     worker = getattr(request.app.state, "embedded_worker", None)
     return worker is not None and any(t.is_alive() for t in worker.workers)
@@ -184,6 +201,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             WebSocketRoute("/graphql", graphql),
             Route("/healthz", healthz),
             Route("/readyz", readyz),
+            Route("/webhooks/payments", payment_webhook, methods=["POST"]),
             Mount("/media", StaticFiles(directory=settings.media_dir, check_dir=False)),
         ],
         lifespan=lifespan,

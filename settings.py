@@ -48,6 +48,17 @@ class Settings(BaseSettings):
 
     catalogue_path: Path | None = None
 
+    # Stripe-format payment webhooks: the endpoint's signing secret(s), comma-separated
+    # while rotating; signatures older than the tolerance are refused.
+    payment_webhook_secret: str = ""
+    payment_webhook_tolerance_seconds: int = 300
+    # Credit packs sold through checkout (metadata.pack), as JSON in CREDIT_PACKS.
+    credit_packs: dict[str, int] = {"starter": 100, "pro": 500, "premium": 3000}
+
+    @property
+    def payment_webhook_secrets(self) -> list[str]:
+        return [s.strip() for s in self.payment_webhook_secret.split(",") if s.strip()]
+
     @property
     def embedded(self) -> bool:
         """No Redis: broker, worker threads and pub/sub all live inside the server process."""

@@ -2,7 +2,8 @@
 
 IMAGE: a PNG drawn with Pillow, deterministic from prompt + seed, at the asked size.
 VIDEO: an animated WebP. TEXT: a deterministic paragraph built from the prompt.
-Route params may ask it to fail (`fail = "CODE"`), for demos and tests of the failure path.
+Route params may slow it down (`delay` seconds per step) or make it fail (`fail = "CODE"`),
+for demos and for tests of slow and failing providers.
 """
 
 from __future__ import annotations
@@ -48,12 +49,13 @@ class LocalProvider:
         self, request: ProviderRequest, progress: ProgressCallback
     ) -> list[ProviderOutput]:
         outputs = []
+        delay = float(request.params.get("delay", self.step_delay))
         total_steps = request.num_outputs * len(STEPS)
         for index in range(request.num_outputs):
             for step, stage in enumerate(STEPS):
                 done = index * len(STEPS) + step
                 await progress(done / total_steps, stage)
-                await asyncio.sleep(self.step_delay)
+                await asyncio.sleep(delay)
             failure = request.params.get("fail")
             if failure:
                 raise ProviderError(

@@ -6,9 +6,9 @@ from strawberry.types import Info
 from models.generation import GenerationKind
 from resolvers.ids import parse_id
 from schema.inputs import CreateGenerationInput
-from schema.permissions import IsAuthenticated
-from schema.types import AuthPayload, Generation, User
-from services import auth, generations
+from schema.permissions import IsAdmin, IsAuthenticated
+from schema.types import AuthPayload, CreditBalance, Generation, User
+from services import auth, credits, generations
 from services.generations import NewGeneration
 
 
@@ -53,6 +53,22 @@ class Mutation:
     async def cancel_generation(self, info: Info, id: strawberry.ID) -> Generation:
         user = await info.context.require_user()
         return Generation.of(await generations.cancel(user, parse_id(id)), [])
+
+    @strawberry.mutation(
+        permission_classes=[IsAdmin],
+        description="Admin only. Never takes available credit below zero.",
+    )
+    async def adjust_credits(
+        self,
+        user_id: strawberry.ID,
+        amount: int,
+        reason: str,
+        idempotency_key: str | None = None,
+    ) -> CreditBalance:
+        balance = await credits.adjust(
+            parse_id(user_id), amount, reason, idempotency_key=idempotency_key
+        )
+        return CreditBalance.of(balance)
 
     @strawberry.mutation(permission_classes=[IsAuthenticated])
     async def retry_generation(self, info: Info, id: strawberry.ID) -> Generation:

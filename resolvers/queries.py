@@ -1,12 +1,16 @@
 from __future__ import annotations
 
+from typing import Annotated
+
 import strawberry
 from strawberry.types import Info
 
 from models.generation import GenerationKind, GenerationStatus
+from models.user import Role
 from resolvers.ids import parse_id
-from schema.permissions import IsAuthenticated
+from schema.permissions import IsAdmin, IsAuthenticated
 from schema.types import (
+    CreditAudit,
     CreditBalance,
     CreditTransaction,
     CreditTransactionConnection,
@@ -20,7 +24,7 @@ from schema.types import (
     User,
 )
 from services import credits, generations
-from services.errors import NotFound
+from services.errors import Forbidden, NotFound
 from services.pagination import check_first
 
 
@@ -75,10 +79,21 @@ class Query:
 
     @strawberry.field(permission_classes=[IsAuthenticated])
     async def credit_transactions(
-        self, info: Info, first: int = 20, after: str | None = None
+        self,
+        info: Info,
+        first: int = 20,
+        after: str | None = None,
+        user_id: Annotated[
+            strawberry.ID | None, strawberry.argument(description="Admins: another user's.")
+        ] = None,
     ) -> CreditTransactionConnection:
         user = await info.context.require_user()
-        page = await credits.list_transactions(user.id, first=check_first(first), after=after)
+        owner = user.id
+        if user_id is not None:
+            if user.role is not Role.ADMIN:
+                raise Forbidden("Only admins can read another user's transactions.")
+            owner = parse_id(user_id)
+        page = await credits.list_transactions(owner, first=check_first(first), after=after)
         edges = [
             CreditTransactionEdge(cursor=page.cursor_of(r), node=CreditTransaction.of(r))
             for r in page.items
@@ -89,6 +104,13 @@ class Query:
                 has_next_page=page.has_next, end_cursor=edges[-1].cursor if edges else None
             ),
         )
+
+    @strawberry.field(
+        permission_classes=[IsAdmin],
+        description="Recomputes every account from its ledger (admin only).",
+    )
+    async def credit_audit(self) -> CreditAudit:
+        return CreditAudit.of(await credits.audit())
 
     @strawberry.field
     def models(self, info: Info) -> list[ModelInfo]:

@@ -278,3 +278,36 @@ class Preset:
             strength=spec.strength,
             cost=spec.cost,
         )
+
+
+@strawberry.type
+class CreditMismatch:
+    user_id: strawberry.ID
+    balance: int
+    ledger_sum: int
+    reserved: int
+    ledger_held: int
+
+
+@strawberry.type
+class CreditAudit:
+    accounts: int
+    ok: bool
+    mismatches: list[CreditMismatch]
+
+    @classmethod
+    def of(cls, audit: credits.Audit) -> CreditAudit:
+        return cls(
+            accounts=audit.accounts,
+            ok=audit.ok,
+            mismatches=[
+                CreditMismatch(
+                    user_id=strawberry.ID(str(m.user_id)),
+                    balance=m.balance,
+                    ledger_sum=m.ledger_sum,
+                    reserved=m.reserved,
+                    ledger_held=m.ledger_held,
+                )
+                for m in audit.mismatches
+            ],
+        )

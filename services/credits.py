@@ -6,12 +6,14 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 
+from tortoise import connections
+from tortoise.exceptions import IntegrityError
 from tortoise.expressions import F
 
 from models.credits import CreditAccount, LedgerEntry, LedgerKind
-from models.generation import Generation, HoldState
+from models.generation import FINAL_STATUSES, Generation, GenerationStatus, HoldState
 from realtime import channels
-from services.errors import BadUserInput, InsufficientCredits, NotFound
+from services.errors import BadUserInput, Conflict, InsufficientCredits, NotFound
 from services.events import publish_after_commit
 from services.pagination import Page, decode_cursor, encode_cursor
 from services.unit_of_work import atomic
@@ -65,6 +67,127 @@ async def open_account(user_id: uuid.UUID, grant: int) -> None:
                 reference="signup",
                 unique_key=f"signup:{user_id}",
             )
+
+
+async def adjust(
+    user_id: uuid.UUID, amount: int, reason: str, *, idempotency_key: str | None = None
+) -> Balance:
+    """An admin's correction. Never takes available credit below zero; the reason is kept
+    as the entry's reference. With a key, a repeat of the same adjustment is a no-op."""
+    if amount == 0 or abs(amount) > 1_000_000:
+        raise BadUserInput("amount must be non-zero and at most 1000000.", field="amount")
+    reason = reason.strip()
+    if not 1 <= len(reason) <= 255:
+        raise BadUserInput("reason must be 1 to 255 characters.", field="reason")
+    unique_key = None
+    if idempotency_key is not None:
+        if not 1 <= len(idempotency_key) <= 200:
+            raise BadUserInput(
+                "idempotencyKey must be 1 to 200 characters.", field="idempotencyKey"
+            )
+        unique_key = f"adjust:{user_id}:{idempotency_key}"
+    if not await CreditAccount.exists(user_id=user_id):
+        raise NotFound("User not found.")
+    try:
+        async with atomic():
+            return await _move(
+                user_id,
+                LedgerKind.ADJUSTMENT,
+                amount=amount,
+                reference=reason,
+                unique_key=unique_key,
+            )
+    except IntegrityError:
+        previous = await LedgerEntry.get_or_none(unique_key=unique_key)
+        if previous is None:
+            raise
+        if (previous.amount, previous.reference) != (amount, reason):
+            raise Conflict(
+                "This idempotency key was already used for a different adjustment."
+            ) from None
+        return await get_balance(user_id)
+
+
+async def purchase(user_id: uuid.UUID, credits: int, transaction_id: str) -> bool:
+    """Grant purchased credits once per payment transaction. False when already granted."""
+    unique_key = f"payment:{transaction_id}"
+    if await LedgerEntry.exists(unique_key=unique_key):
+        return False
+    if not await CreditAccount.exists(user_id=user_id):
+        raise NotFound("User not found.")
+    try:
+        async with atomic():
+            await _move(
+                user_id,
+                LedgerKind.PURCHASE,
+                amount=credits,
+                reference=transaction_id[:255],
+                unique_key=unique_key,
+            )
+    except IntegrityError:
+        if await LedgerEntry.exists(unique_key=unique_key):
+            return False  # a concurrent delivery of the same payment won
+        raise
+    return True
+
+
+@dataclass(frozen=True)
+class Mismatch:
+    user_id: uuid.UUID
+    balance: int
+    ledger_sum: int
+    reserved: int
+    ledger_held: int
+
+
+@dataclass(frozen=True)
+class Audit:
+    accounts: int
+    mismatches: list[Mismatch]
+
+    @property
+    def ok(self) -> bool:
+        return not self.mismatches
+
+
+_AUDIT = """
+SELECT a.user_id, a.balance, a.reserved,
+       COALESCE(SUM(l.amount), 0) AS ledger_available,
+       COALESCE(SUM(l.held), 0) AS ledger_held
+FROM credit_accounts a LEFT JOIN ledger_entries l ON l.user_id = a.user_id
+GROUP BY a.user_id, a.balance, a.reserved
+"""
+
+
+async def audit() -> Audit:
+    """Recompute every account from its ledger. The ledger's available sum must equal
+    balance - reserved and its held sum must equal reserved."""
+    _, rows = await connections.get("default").execute_query(_AUDIT)
+    mismatches = []
+    for row in rows:
+        balance, reserved = int(row["balance"]), int(row["reserved"])
+        available, held = int(row["ledger_available"]), int(row["ledger_held"])
+        if available != balance - reserved or held != reserved:
+            mismatches.append(
+                Mismatch(uuid.UUID(str(row["user_id"])), balance, available + held, reserved, held)
+            )
+    return Audit(accounts=len(rows), mismatches=mismatches)
+
+
+async def settle_open_holds() -> int:
+    """Sweeper: a finished generation whose hold is still open gets it captured (COMPLETED)
+    or released (anything else). Normally the transition settles it in the same
+    transaction; this is the safety net."""
+    settled = 0
+    open_holds = await Generation.filter(hold=HoldState.HELD, status__in=list(FINAL_STATUSES)).only(
+        "id", "status"
+    )
+    for generation in open_holds:
+        if generation.status is GenerationStatus.COMPLETED:
+            settled += await capture_for(generation.id)
+        else:
+            settled += await release_for(generation.id)
+    return settled
 
 
 async def reserve_for(generation: Generation) -> None:

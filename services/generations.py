@@ -323,6 +323,13 @@ async def requeue(generation_id: uuid.UUID, older_than: datetime) -> bool:
         return bool(bumped)
 
 
+async def prune_idempotency_keys() -> int:
+    """Sweeper: keys older than the window are forgotten, so they can be used again."""
+    return await Generation.filter(
+        idempotency_key__isnull=False, created_at__lt=_now() - IDEMPOTENCY_WINDOW
+    ).update(idempotency_key=None)
+
+
 async def _transition(
     generation_id: uuid.UUID, guard: Q, *, announce: bool = True, **changes: Any
 ) -> Generation | None:

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 from models.error_event import ErrorCategory, Severity
 from models.generation import Generation, GenerationStatus
-from services import generations
+from services import credits, generations
 from services.catalogue import Catalogue
 from services.error_events import Occurrence, record
 
@@ -50,6 +50,14 @@ async def sweep(catalogue: Catalogue, requeue_after: float) -> dict[str, int]:
                         metadata={"generationId": str(generation.id), "model": generation.model},
                     )
                 )
-    if requeued or timed_out:
-        log.info("sweeper: requeued %d, timed out %d", requeued, timed_out)
-    return {"requeued": requeued, "timed_out": timed_out}
+    settled = await credits.settle_open_holds()
+    pruned = await generations.prune_idempotency_keys()
+    if requeued or timed_out or settled or pruned:
+        log.info(
+            "sweeper: requeued %d, timed out %d, settled %d holds, pruned %d keys",
+            requeued,
+            timed_out,
+            settled,
+            pruned,
+        )
+    return {"requeued": requeued, "timed_out": timed_out, "settled": settled, "pruned": pruned}

@@ -15,7 +15,7 @@ from tortoise.backends.base.executor import EXECUTOR_CACHE
 from models.config import close_database, open_database
 from models.user import Role, User
 from realtime.hub import InProcessHub, set_hub
-from services import auth, jobs
+from services import auth, credits, jobs
 from settings import Settings
 from storage import set_store
 from storage.local import LocalStore
@@ -72,3 +72,13 @@ async def make_user(backend: Backend):
         )
 
     return make
+
+
+@pytest.fixture(autouse=True)
+async def ledger_stays_balanced(request: pytest.FixtureRequest) -> AsyncIterator[None]:
+    """After every test that touched a database, every account still equals its ledger."""
+    yield
+    if "backend" not in request.fixturenames:
+        return
+    audit = await credits.audit()
+    assert audit.ok, f"credit audit failed after {request.node.name}: {audit.mismatches}"

@@ -162,9 +162,15 @@ class Stack:
     def process(self, name: str) -> Process:
         return next(p for p in self.processes if p.name == name)
 
-    def restart(self, process: Process, timeout: float = STOP_TIMEOUT) -> Process:
-        """Start `process` again (same command and environment) once it has exited (killed
-        after `timeout` seconds if it has not), and wait until the stack is ready again."""
+    def restart(
+        self,
+        process: Process,
+        env: dict[str, str] | None = None,
+        timeout: float = STOP_TIMEOUT,
+    ) -> Process:
+        """Start `process` again (same command; its environment unless `env` is given) once it
+        has exited (killed after `timeout` seconds if it has not), and wait until the stack is
+        ready again."""
         try:
             process.popen.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -175,7 +181,7 @@ class Stack:
             os.killpg(process.popen.pid, signal.SIGKILL)
         process.log_file.close()
         self.processes.remove(process)
-        again = self.spawn(process.name, process.args, process.env)
+        again = self.spawn(process.name, process.args, env if env is not None else process.env)
         self.wait_ready()
         return again
 

@@ -413,27 +413,33 @@ async def test_worker_shutdown_does_not_strand_running_generations(stack: Runnin
     """A worker stopped with SIGTERM (a deploy, a scale-down) while it runs a generation must
     not leave that generation PROCESSING with its credits held until the sweeper's time
     limit: once workers are back it reaches a final state, charged or refunded exactly once.
-    Runs last: it restarts the production stack's workers."""
+
+    The stack's workers are swapped for ones whose local provider takes a second per step,
+    so the generation is certainly still running when its worker is told to stop; the
+    normal workers are restored at the end. Runs last among the production tests."""
     if stack.kind != "production":
         pytest.skip("needs separate worker processes")
     client = stack.client
     account = await api.register(client)
-    worker = stack.stack.process("worker")
+    normal = stack.stack.process("worker")
+    slow_env = {**normal.env, "LOCAL_PROVIDER_DELAY": "1"}
+    normal.popen.send_signal(signal.SIGTERM)
+    slow = await asyncio.to_thread(stack.stack.restart, normal, slow_env)
     try:
         async with await GraphQLSocket.open(stack.ws_url, account.token) as socket:
-            created = await api.create(client, account, numOutputs=4)
+            created = await api.create(client, account)
             subscription = await socket.subscribe(api.GENERATION_UPDATED, {"id": created["id"]})
             await subscription.collect_until(
                 lambda m: m["generationUpdated"]["status"] == "PROCESSING"
             )
-            worker.popen.send_signal(signal.SIGTERM)
-            await asyncio.to_thread(worker.popen.wait, 30)
+            slow.popen.send_signal(signal.SIGTERM)
+            await asyncio.to_thread(slow.popen.wait, 30)
     finally:
-        await asyncio.to_thread(stack.stack.restart, worker)
+        await asyncio.to_thread(stack.stack.restart, slow, normal.env)
 
     state = await api.generation(client, account, created["id"])
     try:
-        updates = await api.watch(stack.ws_url, account, created["id"], within=20)
+        updates = await api.watch(stack.ws_url, account, created["id"], within=10)
     except AssertionError as error:
         pytest.fail(
             f"the generation was left {state['status']} (stage {state['stage']!r}, credits "
@@ -445,7 +451,7 @@ async def test_worker_shutdown_does_not_strand_running_generations(stack: Runnin
     mine = of_generation(await api.transactions(client, account), created["id"])
     if last["status"] == "COMPLETED":
         assert kinds(mine) == ["RESERVE", "CAPTURE"]
-        assert balance == {"available": 1, "reserved": 0, "total": 1}
+        assert balance == {"available": 4, "reserved": 0, "total": 4}
     else:
         assert kinds(mine) == ["RESERVE", "RELEASE"]
         assert balance == {"available": 5, "reserved": 0, "total": 5}

@@ -117,3 +117,56 @@ async def test_transactions_page_newest_first(make_user):
     assert ids == sorted(ids, reverse=True) and len(ids) == 7
     assert not rest.has_next
     assert GenerationKind.IMAGE  # the catalogue's default model was used
+
+
+async def test_admin_adjustment_never_goes_below_zero_and_is_idempotent(make_user):
+    from services.errors import BadUserInput, Conflict, NotFound
+
+    user = await make_user(credits=5)
+    balance = await credits.adjust(user.id, 10, "goodwill", idempotency_key="ticket-1")
+    assert balance.available == 15
+    again = await credits.adjust(user.id, 10, "goodwill", idempotency_key="ticket-1")
+    assert again.available == 15
+    with pytest.raises(Conflict):
+        await credits.adjust(user.id, 11, "goodwill", idempotency_key="ticket-1")
+    with pytest.raises(InsufficientCredits):
+        await credits.adjust(user.id, -16, "clawback")
+    assert (await credits.adjust(user.id, -15, "clawback")).available == 0
+    entry = await LedgerEntry.filter(user_id=user.id, kind=LedgerKind.ADJUSTMENT).first()
+    assert entry is not None and entry.reference == "goodwill"
+    with pytest.raises(BadUserInput):
+        await credits.adjust(user.id, 0, "nothing")
+    with pytest.raises(BadUserInput):
+        await credits.adjust(user.id, 1, "   ")
+    import uuid as _uuid
+
+    with pytest.raises(NotFound):
+        await credits.adjust(_uuid.uuid4(), 1, "who")
+
+
+async def test_audit_finds_an_account_that_drifted_from_its_ledger(make_user):
+    user = await make_user(credits=5)
+    assert (await credits.audit()).ok
+    await CreditAccount.filter(user_id=user.id).update(balance=6)
+    audit = await credits.audit()
+    assert not audit.ok and [m.user_id for m in audit.mismatches] == [user.id]
+    assert (audit.mismatches[0].balance, audit.mismatches[0].ledger_sum) == (6, 5)
+    await CreditAccount.filter(user_id=user.id).update(balance=5)
+    assert (await credits.audit()).ok
+
+
+async def test_the_sweeper_settles_holds_left_open_on_finished_generations(make_user):
+    from models.generation import GenerationStatus
+
+    user = await make_user(credits=5)
+    done, failed = await _generation(user), await _generation(user)
+    # Simulate transitions that lost their settlement (e.g. a crash mid-way).
+    await Generation.filter(id=done.id).update(status=GenerationStatus.COMPLETED)
+    await Generation.filter(id=failed.id).update(status=GenerationStatus.FAILED)
+    assert await credits.settle_open_holds() >= 2
+    assert await credits.settle_open_holds() == 0
+    kinds = {e.generation_id: e.kind for e in await LedgerEntry.filter(
+        generation_id__in=[done.id, failed.id], kind__in=[LedgerKind.CAPTURE, LedgerKind.RELEASE])}
+    assert kinds == {done.id: LedgerKind.CAPTURE, failed.id: LedgerKind.RELEASE}
+    balance = await credits.get_balance(user.id)
+    assert (balance.available, balance.reserved) == (4, 0)

@@ -1,0 +1,149 @@
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import time
+import uuid
+
+import orjson
+import pytest
+
+from models.credits import LedgerEntry, LedgerKind
+from models.error_event import ErrorEvent
+from services import credits
+from services.payments import WebhookRejected, handle_payment_webhook, verify_signature
+
+SECRET = "whsec_test_current"
+OLD_SECRET = "whsec_test_previous"
+
+
+def sign(body: bytes, secret: str = SECRET, at: int | None = None) -> str:
+    timestamp = str(at if at is not None else int(time.time()))
+    digest = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256)
+    return f"t={timestamp},v1={digest.hexdigest()}"
+
+
+def checkout_event(user_id, pack: str = "starter", payment: str | None = None) -> bytes:
+    return orjson.dumps({
+        "id": f"evt_{uuid.uuid4().hex}",
+        "object": "event",
+        "type": "checkout.session.completed",
+        "data": {"object": {
+            "id": f"cs_test_{uuid.uuid4().hex}",
+            "object": "checkout.session",
+            "payment_intent": payment or f"pi_{uuid.uuid4().hex}",
+            "payment_status": "paid",
+            "metadata": {"user_id": str(user_id), "pack": pack},
+        }},
+    })
+
+
+@pytest.fixture
+def settings(backend):
+    return backend.settings.model_copy(update={"payment_webhook_secret": SECRET})
+
+
+async def purchases(user_id) -> list[LedgerEntry]:
+    return await LedgerEntry.filter(user_id=user_id, kind=LedgerKind.PURCHASE)
+
+
+async def test_a_valid_payment_grants_the_pack_once_even_when_replayed(make_user, settings):
+    user = await make_user(credits=5)
+    body = checkout_event(user.id, "pro")
+    outcomes = [await handle_payment_webhook(body, sign(body), settings) for _ in range(4)]
+    assert [o.action for o in outcomes] == ["granted", "duplicate", "duplicate", "duplicate"]
+    assert (await credits.get_balance(user.id)).available == 505
+    assert len(await purchases(user.id)) == 1
+
+
+async def test_concurrent_deliveries_of_one_payment_grant_once(make_user, settings):
+    user = await make_user(credits=0)
+    body = checkout_event(user.id, "starter")
+    outcomes = await asyncio.gather(
+        *[handle_payment_webhook(body, sign(body), settings) for _ in range(6)])
+    assert sorted(o.action for o in outcomes).count("granted") == 1
+    assert (await credits.get_balance(user.id)).available == 100
+
+
+async def test_another_event_for_the_same_payment_transaction_does_nothing(make_user, settings):
+    user = await make_user(credits=0)
+    first = checkout_event(user.id, "starter", payment="pi_same")
+    second = checkout_event(user.id, "starter", payment="pi_same")
+    assert (await handle_payment_webhook(first, sign(first), settings)).action == "granted"
+    assert (await handle_payment_webhook(second, sign(second), settings)).action == "duplicate"
+    assert (await credits.get_balance(user.id)).available == 100
+
+
+@pytest.mark.parametrize("case", ["tampered", "wrong secret", "stale", "future", "missing",
+                                  "malformed header", "not json", "unknown pack", "no user"])
+async def test_bad_deliveries_are_rejected_and_write_nothing_but_an_error_event(
+    make_user, settings, case
+):
+    user = await make_user(credits=0)
+    body = checkout_event(user.id)
+    header: str | None = sign(body)
+    if case == "tampered":
+        body = body.replace(b'"starter"', b'"premium"')
+    elif case == "wrong secret":
+        header = sign(body, secret="whsec_attacker")
+    elif case == "stale":
+        header = sign(body, at=int(time.time()) - 301)
+    elif case == "future":
+        header = sign(body, at=int(time.time()) + 301)
+    elif case == "missing":
+        header = None
+    elif case == "malformed header":
+        header = "v1=abc"
+    elif case == "not json":
+        body = b"{not json"
+        header = sign(body)
+    elif case == "unknown pack":
+        body = checkout_event(user.id, pack="mega")
+        header = sign(body)
+    elif case == "no user":
+        body = checkout_event(uuid.uuid4())
+        header = sign(body)
+    before = await ErrorEvent.filter(error_code="WEBHOOK_REJECTED").count()
+    with pytest.raises(WebhookRejected):
+        await handle_payment_webhook(body, header, settings, request_id="req-hook")
+    assert await purchases(user.id) == []
+    assert (await credits.get_balance(user.id)).available == 0
+    events = await ErrorEvent.filter(error_code="WEBHOOK_REJECTED")
+    assert sum(e.count for e in events) >= before + 1
+    assert {e.category.value for e in events} <= {"WEBHOOK", "PAYMENT"}
+
+
+async def test_rotated_secrets_and_several_signatures(make_user, settings):
+    user = await make_user(credits=0)
+    rotating = settings.model_copy(update={"payment_webhook_secret": f"{SECRET},{OLD_SECRET}"})
+    body = checkout_event(user.id)
+    assert (await handle_payment_webhook(body, sign(body, OLD_SECRET), rotating)).action \
+        == "granted"
+    # Stripe signs with every active secret while one rolls: any matching v1 passes.
+    body = checkout_event(user.id)
+    timestamp = int(time.time())
+    header = sign(body, "whsec_unknown", at=timestamp) + "," + \
+        sign(body, SECRET, at=timestamp).split(",")[1]
+    assert (await handle_payment_webhook(body, header, settings)).action == "granted"
+    assert (await credits.get_balance(user.id)).available == 200
+
+
+async def test_other_event_types_and_unpaid_sessions_are_acknowledged_and_ignored(
+    make_user, settings
+):
+    user = await make_user(credits=0)
+    for event in (
+        {"id": "evt_1", "type": "customer.created", "data": {"object": {}}},
+        {"id": "evt_2", "type": "checkout.session.completed", "data": {"object": {
+            "id": "cs_1", "payment_status": "unpaid",
+            "metadata": {"user_id": str(user.id), "pack": "pro"}}}},
+    ):
+        body = orjson.dumps(event)
+        assert (await handle_payment_webhook(body, sign(body), settings)).action == "ignored"
+    assert (await credits.get_balance(user.id)).available == 0
+
+
+def test_signature_verification_without_secrets_refuses():
+    with pytest.raises(WebhookRejected):
+        verify_signature(b"{}", sign(b"{}"), [], 300)
