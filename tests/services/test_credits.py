@@ -165,8 +165,13 @@ async def test_the_sweeper_settles_holds_left_open_on_finished_generations(make_
     await Generation.filter(id=failed.id).update(status=GenerationStatus.FAILED)
     assert await credits.settle_open_holds() >= 2
     assert await credits.settle_open_holds() == 0
-    kinds = {e.generation_id: e.kind for e in await LedgerEntry.filter(
-        generation_id__in=[done.id, failed.id], kind__in=[LedgerKind.CAPTURE, LedgerKind.RELEASE])}
+    kinds = {
+        e.generation_id: e.kind
+        for e in await LedgerEntry.filter(
+            generation_id__in=[done.id, failed.id],
+            kind__in=[LedgerKind.CAPTURE, LedgerKind.RELEASE],
+        )
+    }
     assert kinds == {done.id: LedgerKind.CAPTURE, failed.id: LedgerKind.RELEASE}
     balance = await credits.get_balance(user.id)
     assert (balance.available, balance.reserved) == (4, 0)

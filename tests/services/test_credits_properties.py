@@ -16,14 +16,18 @@ from services.generations import NewGeneration, create_generation
 from tests.services.test_credits import assert_ledger_matches
 
 OPERATIONS = st.lists(
-    st.tuples(st.sampled_from(["reserve", "capture", "release", "purchase", "adjust"]),
-              st.integers(min_value=-4, max_value=4), st.integers(min_value=0, max_value=50)),
+    st.tuples(
+        st.sampled_from(["reserve", "capture", "release", "purchase", "adjust"]),
+        st.integers(min_value=-4, max_value=4),
+        st.integers(min_value=0, max_value=50),
+    ),
     max_size=20,
 )
 
 
-@settings(max_examples=20, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(operations=OPERATIONS)
 async def test_random_sequences_keep_the_ledger_invariant(make_user, operations):
     user = await make_user(credits=3)
@@ -33,8 +37,11 @@ async def test_random_sequences_keep_the_ledger_invariant(make_user, operations)
         if name == "reserve":
             outputs = max(1, abs(amount))
             try:
-                holds.append(await create_generation(
-                    user, NewGeneration(prompt="p", num_outputs=outputs), load_catalogue()))
+                holds.append(
+                    await create_generation(
+                        user, NewGeneration(prompt="p", num_outputs=outputs), load_catalogue()
+                    )
+                )
                 available, reserved = available - outputs, reserved + outputs
             except InsufficientCredits:
                 assert outputs > available

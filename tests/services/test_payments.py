@@ -25,18 +25,22 @@ def sign(body: bytes, secret: str = SECRET, at: int | None = None) -> str:
 
 
 def checkout_event(user_id, pack: str = "starter", payment: str | None = None) -> bytes:
-    return orjson.dumps({
-        "id": f"evt_{uuid.uuid4().hex}",
-        "object": "event",
-        "type": "checkout.session.completed",
-        "data": {"object": {
-            "id": f"cs_test_{uuid.uuid4().hex}",
-            "object": "checkout.session",
-            "payment_intent": payment or f"pi_{uuid.uuid4().hex}",
-            "payment_status": "paid",
-            "metadata": {"user_id": str(user_id), "pack": pack},
-        }},
-    })
+    return orjson.dumps(
+        {
+            "id": f"evt_{uuid.uuid4().hex}",
+            "object": "event",
+            "type": "checkout.session.completed",
+            "data": {
+                "object": {
+                    "id": f"cs_test_{uuid.uuid4().hex}",
+                    "object": "checkout.session",
+                    "payment_intent": payment or f"pi_{uuid.uuid4().hex}",
+                    "payment_status": "paid",
+                    "metadata": {"user_id": str(user_id), "pack": pack},
+                }
+            },
+        }
+    )
 
 
 @pytest.fixture
@@ -61,7 +65,8 @@ async def test_concurrent_deliveries_of_one_payment_grant_once(make_user, settin
     user = await make_user(credits=0)
     body = checkout_event(user.id, "starter")
     outcomes = await asyncio.gather(
-        *[handle_payment_webhook(body, sign(body), settings) for _ in range(6)])
+        *[handle_payment_webhook(body, sign(body), settings) for _ in range(6)]
+    )
     assert sorted(o.action for o in outcomes).count("granted") == 1
     assert (await credits.get_balance(user.id)).available == 100
 
@@ -75,8 +80,20 @@ async def test_another_event_for_the_same_payment_transaction_does_nothing(make_
     assert (await credits.get_balance(user.id)).available == 100
 
 
-@pytest.mark.parametrize("case", ["tampered", "wrong secret", "stale", "future", "missing",
-                                  "malformed header", "not json", "unknown pack", "no user"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "tampered",
+        "wrong secret",
+        "stale",
+        "future",
+        "missing",
+        "malformed header",
+        "not json",
+        "unknown pack",
+        "no user",
+    ],
+)
 async def test_bad_deliveries_are_rejected_and_write_nothing_but_an_error_event(
     make_user, settings, case
 ):
@@ -118,13 +135,17 @@ async def test_rotated_secrets_and_several_signatures(make_user, settings):
     user = await make_user(credits=0)
     rotating = settings.model_copy(update={"payment_webhook_secret": f"{SECRET},{OLD_SECRET}"})
     body = checkout_event(user.id)
-    assert (await handle_payment_webhook(body, sign(body, OLD_SECRET), rotating)).action \
-        == "granted"
+    assert (
+        await handle_payment_webhook(body, sign(body, OLD_SECRET), rotating)
+    ).action == "granted"
     # Stripe signs with every active secret while one rolls: any matching v1 passes.
     body = checkout_event(user.id)
     timestamp = int(time.time())
-    header = sign(body, "whsec_unknown", at=timestamp) + "," + \
-        sign(body, SECRET, at=timestamp).split(",")[1]
+    header = (
+        sign(body, "whsec_unknown", at=timestamp)
+        + ","
+        + sign(body, SECRET, at=timestamp).split(",")[1]
+    )
     assert (await handle_payment_webhook(body, header, settings)).action == "granted"
     assert (await credits.get_balance(user.id)).available == 200
 
@@ -135,9 +156,17 @@ async def test_other_event_types_and_unpaid_sessions_are_acknowledged_and_ignore
     user = await make_user(credits=0)
     for event in (
         {"id": "evt_1", "type": "customer.created", "data": {"object": {}}},
-        {"id": "evt_2", "type": "checkout.session.completed", "data": {"object": {
-            "id": "cs_1", "payment_status": "unpaid",
-            "metadata": {"user_id": str(user.id), "pack": "pro"}}}},
+        {
+            "id": "evt_2",
+            "type": "checkout.session.completed",
+            "data": {
+                "object": {
+                    "id": "cs_1",
+                    "payment_status": "unpaid",
+                    "metadata": {"user_id": str(user.id), "pack": "pro"},
+                }
+            },
+        },
     ):
         body = orjson.dumps(event)
         assert (await handle_payment_webhook(body, sign(body), settings)).action == "ignored"
