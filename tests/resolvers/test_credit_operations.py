@@ -19,14 +19,15 @@ ADJUST = """mutation($u: ID!, $a: Int!, $r: String!, $k: String) {
 async def test_only_admins_adjust_audit_and_read_other_ledgers(backend, make_user):
     user, other = await make_user(), await make_user()
     admin = await make_user(role=Role.ADMIN)
-    for query, variables in [
+    cases: list[tuple[str, dict[str, object]]] = [
         (ADJUST, {"u": str(other.id), "a": 5, "r": "gift"}),
         ("{ creditAudit { ok } }", {}),
         (
             "query($u: ID) { creditTransactions(userId: $u) { edges { node { kind } } } }",
             {"u": str(other.id)},
         ),
-    ]:
+    ]
+    for query, variables in cases:
         result = await run(backend, user, query, **variables)
         assert result.errors and result.errors[0].extensions["code"] == "FORBIDDEN", query
 
