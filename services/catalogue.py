@@ -53,9 +53,18 @@ class PresetSpec:
 
 
 @dataclass(frozen=True)
+class WorkflowPricing:
+    cost: int  # held when the workflow starts
+    change_cost: int = 0  # held again for each round of requested changes
+
+
+@dataclass(frozen=True)
 class Catalogue:
     models: dict[str, ModelSpec]
     presets: dict[str, PresetSpec]
+    workflows: dict[str, WorkflowPricing] = field(default_factory=dict)
+    # Whether a response-cache hit costs the same as a fresh generation.
+    charge_cache_hits: bool = False
 
     def model(self, model_id: str | None, kind: GenerationKind) -> ModelSpec:
         if model_id is None:
@@ -113,7 +122,19 @@ def parse_catalogue(data: dict[str, Any]) -> Catalogue:
             negative_prompt=raw.get("negative_prompt"),
             strength=raw.get("strength"),
         )
-    return Catalogue(models=models, presets=presets)
+    workflows = {
+        workflow_id: WorkflowPricing(
+            cost=int(raw["cost"]), change_cost=int(raw.get("change_cost", 0))
+        )
+        for workflow_id, raw in data.get("workflows", {}).items()
+    }
+    pricing = data.get("pricing", {})
+    return Catalogue(
+        models=models,
+        presets=presets,
+        workflows=workflows,
+        charge_cache_hits=bool(pricing.get("charge_cache_hits", False)),
+    )
 
 
 @lru_cache(maxsize=4)
