@@ -204,28 +204,41 @@ async def start(generation_id: uuid.UUID) -> Generation | None:
     )
 
 
-async def report_progress(generation_id: uuid.UUID, progress: float, stage: str) -> bool:
+def _live(attempt: int | None) -> Q:
+    """PROCESSING, and still the worker's attempt: a worker of a cancelled attempt that is
+    still running must not touch the attempt that a retry started."""
+    guard = Q(status=GenerationStatus.PROCESSING)
+    return guard & Q(attempts=attempt) if attempt is not None else guard
+
+
+async def report_progress(
+    generation_id: uuid.UUID, progress: float, stage: str, *, attempt: int | None = None
+) -> bool:
     """Progress never goes backwards within an attempt. False once the generation left
-    PROCESSING (cancelled, timed out), which tells the worker to stop."""
+    PROCESSING or moved to another attempt, which tells the worker to stop."""
     progress = min(max(progress, 0.0), 1.0)
     changed = await _transition(
         generation_id,
-        Q(status=GenerationStatus.PROCESSING, progress__lte=progress),
+        _live(attempt) & Q(progress__lte=progress),
         progress=progress,
         stage=stage[:120],
     )
     if changed is not None:
         return True
-    return await Generation.filter(id=generation_id, status=GenerationStatus.PROCESSING).exists()
+    return await Generation.filter(_live(attempt), id=generation_id).exists()
 
 
 async def complete(
-    generation_id: uuid.UUID, outputs: list[StoredOutput], provider: str
+    generation_id: uuid.UUID,
+    outputs: list[StoredOutput],
+    provider: str,
+    *,
+    attempt: int | None = None,
 ) -> Generation | None:
     async with atomic():
         generation = await _transition(
             generation_id,
-            Q(status=GenerationStatus.PROCESSING),
+            _live(attempt),
             status=GenerationStatus.COMPLETED,
             progress=1.0,
             stage="completed",
@@ -245,14 +258,23 @@ async def complete(
 
 
 async def fail(
-    generation_id: uuid.UUID, code: str, message: str, *, provider: str | None = None
+    generation_id: uuid.UUID,
+    code: str,
+    message: str,
+    *,
+    provider: str | None = None,
+    attempt: int | None = None,
 ) -> Generation | None:
-    """Any live state -> FAILED, credits released. The caller records the error event."""
+    """Any live state -> FAILED, credits released. The caller records the error event.
+    With `attempt`, only that attempt may be failed (a worker failing its own run)."""
     async with atomic():
         changes: dict[str, Any] = {"provider": provider} if provider else {}
+        guard = Q(status__in=CANCELABLE)
+        if attempt is not None:
+            guard &= Q(attempts=attempt)
         generation = await _transition(
             generation_id,
-            Q(status__in=CANCELABLE),
+            guard,
             status=GenerationStatus.FAILED,
             stage="failed",
             error_code=code[:64],

@@ -43,7 +43,7 @@ async def run_generation(
         log.exception("generation %s crashed", generation_id)
         await _fail(generation, "INTERNAL_ERROR", "Something went wrong on our side.", error)
         return
-    done = await generations.complete(generation_id, outputs, provider)
+    done = await generations.complete(generation_id, outputs, provider, attempt=generation.attempts)
     if done is None:
         # Cancelled between the last progress report and completion: the files are orphans.
         for output in outputs:
@@ -80,11 +80,15 @@ async def _produce(
 
     async def progress(fraction: float, stage: str) -> None:
         # Storing takes the last tenth of the bar.
-        if not await generations.report_progress(generation.id, 0.9 * fraction, stage):
+        if not await generations.report_progress(
+            generation.id, 0.9 * fraction, stage, attempt=generation.attempts
+        ):
             raise Stopped
 
     results = await provider.generate(request, progress)
-    if not await generations.report_progress(generation.id, 0.9, "storing outputs"):
+    if not await generations.report_progress(
+        generation.id, 0.9, "storing outputs", attempt=generation.attempts
+    ):
         raise Stopped
     stored = []
     for index, result in enumerate(results):
@@ -105,7 +109,7 @@ async def _produce(
 
 
 async def _fail(generation: Generation, code: str, message: str, error: BaseException) -> None:
-    failed = await generations.fail(generation.id, code, message)
+    failed = await generations.fail(generation.id, code, message, attempt=generation.attempts)
     if failed is None:
         return
     await record(

@@ -18,6 +18,8 @@ def _make_broker() -> dramatiq.Broker:
         # The server runs the actors' coroutines on its own event loop (see server.py).
         return StubBroker()
     broker = RedisBroker(url=settings.redis_url, namespace="kiln")
+    # "after" hooks run in reverse order: WorkerBoot, added last, closes the runtime (once
+    # in-flight messages finished) before AsyncIO stops the event loop it lives on.
     broker.add_middleware(AsyncIO())
     broker.add_middleware(WorkerBoot(settings))
     return broker

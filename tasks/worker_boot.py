@@ -28,7 +28,7 @@ class WorkerBoot(Middleware):
         self._loop_thread().run_coroutine(boot())
         log.info("Kiln worker runtime started")
 
-    def before_worker_shutdown(self, broker: Any, worker: Any) -> None:
+    def after_worker_shutdown(self, broker: Any, worker: Any) -> None:
         from runtime import stop_runtime
 
         self._loop_thread().run_coroutine(stop_runtime())
