@@ -15,6 +15,7 @@ from datetime import timedelta
 from typing import Any
 
 import dramatiq
+from cross_web import HTTPException
 from dramatiq.asyncio import EventLoopThread, set_event_loop_thread
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -76,6 +77,20 @@ class KilnGraphQL(GraphQL):
     @property
     def graphql_ide_html(self) -> str:
         return self._graphiql
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await super().__call__(scope, receive, send)
+            return
+        try:
+            response = await self.run(Request(scope, receive=receive))
+        except HTTPException as error:
+            # Strawberry answers unreadable requests in plain text; keep the GraphQL shape.
+            response = JSONResponse(
+                {"errors": [{"message": error.reason, "extensions": {"code": "BAD_USER_INPUT"}}]},
+                status_code=error.status_code,
+            )
+        await response(scope, receive, send)
 
     async def get_context(self, request: Request | WebSocket, response: Any) -> Context:  # type: ignore[override]
         websocket = isinstance(request, WebSocket)

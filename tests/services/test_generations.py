@@ -218,3 +218,17 @@ async def test_listing_pages_newest_first_with_filters(make_user):
     assert texts.items == []
     with pytest.raises(BadUserInput):
         await generations.list_generations(user, first=10, after="not-a-cursor")
+
+
+async def test_a_worker_of_an_old_attempt_cannot_touch_the_new_one(make_user):
+    user = await make_user(credits=5)
+    generation = await create(user)
+    await generations.start(generation.id)
+    await generations.cancel(user, generation.id)
+    await generations.retry(user, generation.id)
+    await generations.start(generation.id)
+    assert not await generations.report_progress(generation.id, 0.5, "stale", attempt=1)
+    assert await generations.complete(generation.id, [], "local", attempt=1) is None
+    assert await generations.fail(generation.id, "X", "stale", attempt=1) is None
+    assert await generations.report_progress(generation.id, 0.5, "live", attempt=2)
+    assert await generations.complete(generation.id, [], "local", attempt=2) is not None
