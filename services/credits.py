@@ -35,10 +35,13 @@ class Balance:
 
 
 async def get_balance(user_id: uuid.UUID) -> Balance:
+    # The version is read before the account: a change committing in between then makes the
+    # balance newer than its version (its own message follows and is delivered), never the
+    # version newer than the balance (which would hide that message from subscribers).
+    last = await LedgerEntry.filter(user_id=user_id).order_by("-id").first().values_list("id")
     account = await CreditAccount.get_or_none(user_id=user_id)
     if account is None:
         raise NotFound("No credit account.")
-    last = await LedgerEntry.filter(user_id=user_id).order_by("-id").first().values_list("id")
     return Balance(account.balance - account.reserved, account.reserved, last[0] if last else 0)
 
 

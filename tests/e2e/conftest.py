@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import uuid
 from collections.abc import AsyncIterator, Generator
 from dataclasses import dataclass
 from typing import Any
@@ -12,10 +13,15 @@ from typing import Any
 import pytest
 
 from tests.e2e.client import KilnClient
-from tests.e2e.stack import Stack, StackError, start_embedded, start_production
+from tests.e2e.stack import Stack, StackError, create_admin, start_embedded, start_production
 from tests.support.services import need, pg_url, recreate_database, redis_url
 
 E2E_DATABASE = "kiln_e2e"
+ADMIN_PASSWORD = "an admin password"
+LOGIN = """mutation($email: String!, $password: String!) {
+  login(email: $email, password: $password) { token }
+}"""
+AUDIT = "query { creditAudit { ok accounts mismatches { userId balance ledgerSum } } }"
 E2E_REDIS_DB = 15
 LOG_TAIL_LINES = 150
 
@@ -26,6 +32,7 @@ class Running:
 
     stack: Stack
     client: KilnClient
+    admin_token: str
 
     @property
     def kind(self) -> str:
@@ -67,9 +74,13 @@ async def stack(
             started = await asyncio.to_thread(
                 start_production, data_dir, pg_url(E2E_DATABASE), redis_url(E2E_REDIS_DB)
             )
+        admin_email = f"admin-{uuid.uuid4().hex[:8]}@example.com"
+        await asyncio.to_thread(create_admin, started, admin_email, ADMIN_PASSWORD)
     except StackError as error:
         pytest.fail(str(error), pytrace=False)
-    running = Running(started, KilnClient(started.base_url))
+    client = KilnClient(started.base_url)
+    login = await client.data(LOGIN, {"email": admin_email, "password": ADMIN_PASSWORD})
+    running = Running(started, client, login["login"]["token"])
     failed_before = request.session.testsfailed
     try:
         yield running
@@ -78,6 +89,18 @@ async def stack(
         await asyncio.to_thread(started.stop)
         if request.session.testsfailed > failed_before:
             _print_outside_capture(request.config, f"\n{started.logs()}\n")
+
+
+@pytest.fixture(autouse=True)
+async def books_balance(request: pytest.FixtureRequest) -> AsyncIterator[None]:
+    """After every end-to-end test, the admin's credit audit proves every account equals
+    its ledger."""
+    yield
+    if "stack" not in request.fixturenames:
+        return
+    running: Running = request.getfixturevalue("stack")
+    data = await running.client.data(AUDIT, token=running.admin_token)
+    assert data["creditAudit"]["ok"], data["creditAudit"]
 
 
 def _print_outside_capture(config: pytest.Config, text: str) -> None:

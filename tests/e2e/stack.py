@@ -51,7 +51,12 @@ KILN_ENV = (
     "WS_INIT_TIMEOUT_SECONDS",
     "MAX_SUBSCRIPTIONS_PER_CONNECTION",
     "CATALOGUE_PATH",
+    "PAYMENT_WEBHOOK_SECRET",
+    "PAYMENT_WEBHOOK_TOLERANCE_SECONDS",
+    "CREDIT_PACKS",
 )
+# Both stacks accept payment webhooks signed with this.
+PAYMENT_WEBHOOK_SECRET = "whsec_e2e_secret"
 
 # Appended to a copy of the default catalogue: a model whose provider always fails, and a
 # model with a short time limit (the sweeper's timeout path).
@@ -73,7 +78,7 @@ params = { fail = "PROVIDER_ERROR" }
 kind = "IMAGE"
 cost_per_output = 1
 time_limit = 2
-routes = [{ provider = "local", model = "pattern-v1", timeout = 30 }]
+routes = [{ provider = "local", model = "pattern-v1", timeout = 30, params = { delay = 2 } }]
 """
 
 
@@ -250,6 +255,21 @@ class Stack:
             process.log_file.close()
 
 
+def create_admin(stack: Stack, email: str, password: str) -> None:
+    """The documented operator command, against the stack's own database."""
+    env = {**stack.processes[0].env, "KILN_ADMIN_PASSWORD": password}
+    result = subprocess.run(
+        [sys.executable, "manage.py", "create-admin", email],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        timeout=MIGRATE_TIMEOUT,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise StackError(f"manage.py create-admin failed:\n{result.stdout!r}\n{result.stderr!r}")
+
+
 def start_embedded(data_dir: Path) -> Stack:
     stack = Stack("embedded", free_port(), data_dir, write_catalogue(data_dir))
     env = base_env(
@@ -258,6 +278,8 @@ def start_embedded(data_dir: Path) -> Stack:
         LOCAL_PROVIDER_DELAY="0.05",
         CATALOGUE_PATH=str(stack.catalogue_path),
         WS_INIT_TIMEOUT_SECONDS="1",
+        PAYMENT_WEBHOOK_SECRET=PAYMENT_WEBHOOK_SECRET,
+        SWEEP_INTERVAL_SECONDS="1",
     )
     if (ROOT / ".env").exists():
         # Settings also read ./.env: make sure a developer's file cannot switch modes.
@@ -284,6 +306,7 @@ def start_production(data_dir: Path, database_url: str, redis_url: str) -> Stack
         WS_INIT_TIMEOUT_SECONDS="1",
         SWEEP_INTERVAL_SECONDS="1",
         REQUEUE_AFTER_SECONDS="2",
+        PAYMENT_WEBHOOK_SECRET=PAYMENT_WEBHOOK_SECRET,
     )
     try:
         migrate = stack.spawn("migrate", [sys.executable, "-m", "tortoise", "migrate"], env)
