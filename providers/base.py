@@ -1,8 +1,16 @@
-"""What every provider adapter speaks: a request in, outputs (bytes, never URLs) out."""
+"""What every provider adapter speaks.
+
+A call starts with `start()`. Providers that answer within the request (OpenAI-compatible,
+Gemini, the built-in local one) return `Finished`; providers that queue work (Replicate, fal,
+Stability) return `Pending` with their job id, and Kiln then calls `poll()` later from a
+delayed message, or receives the result through `parse_webhook()`, so no worker thread waits
+minutes. Outputs come back as bytes or as (expiring) URLs; Kiln downloads URLs into its own
+store before a generation completes.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -24,31 +32,95 @@ class ProviderRequest:
     num_outputs: int = 1
     params: dict[str, Any] = field(default_factory=dict)  # the route's params
     timeout: float = 60.0
+    # Image-to-image: the input image, already fetched safely and stored by Kiln.
+    input_image: bytes | None = None
+    input_image_type: str | None = None
+    strength: float | None = None
+    # Where an asynchronous provider should POST its result (None: poll only).
+    webhook_url: str | None = None
 
 
 @dataclass(frozen=True)
 class ProviderOutput:
-    data: bytes
-    content_type: str
+    """One output: `data` (bytes) or `url` (to download before the provider deletes it)."""
+
+    content_type: str | None = None
+    data: bytes | None = None
+    url: str | None = None
     width: int | None = None
     height: int | None = None
     text: str | None = None
 
 
-class ProviderError(Exception):
-    """A provider call failed. `code` is safe to show users (e.g. PROVIDER_TIMEOUT,
-    CONTENT_REJECTED); `retryable` says whether another try or route may succeed."""
+@dataclass(frozen=True)
+class Finished:
+    outputs: list[ProviderOutput]
 
-    def __init__(self, code: str, message: str, *, retryable: bool = True) -> None:
+
+@dataclass(frozen=True)
+class Pending:
+    """Accepted but not done: ask again after `poll_after` seconds (or wait for the webhook)."""
+
+    job_id: str
+    progress: float | None = None  # 0..1 when the provider says
+    stage: str | None = None  # e.g. "in queue (position 3)", "processing"
+    poll_after: float = 2.0
+
+
+Result = Finished | Pending
+
+
+class ProviderError(Exception):
+    """A provider call failed. `code` is safe to show users; `retryable` says whether the same
+    call may succeed if tried again (408/409/429/5xx, timeouts, connection errors), and
+    `retry_after` is the provider's own hint in seconds.
+
+    Codes: PROVIDER_TIMEOUT, PROVIDER_RATE_LIMITED, PROVIDER_UNAVAILABLE (5xx, connection),
+    PROVIDER_BAD_RESPONSE (malformed body), PROVIDER_REJECTED (other 4xx),
+    PROVIDER_AUTH (401/403), CONTENT_REJECTED (content policy: never failed over),
+    PROVIDER_ERROR (the provider reported the job failed), OUTPUT_UNAVAILABLE."""
+
+    def __init__(
+        self,
+        code: str,
+        message: str,
+        *,
+        retryable: bool = True,
+        status_code: int | None = None,
+        retry_after: float | None = None,
+    ) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
         self.retryable = retryable
+        self.status_code = status_code
+        self.retry_after = retry_after
+
+
+@dataclass(frozen=True)
+class WebhookUpdate:
+    """What a verified provider webhook says about one of its jobs."""
+
+    job_id: str
+    result: Result | ProviderError
 
 
 class Provider(Protocol):
     name: str
 
-    async def generate(
-        self, request: ProviderRequest, progress: ProgressCallback
-    ) -> list[ProviderOutput]: ...
+    async def start(self, request: ProviderRequest, progress: ProgressCallback) -> Result:
+        """Begin the work. Raise ProviderError on failure."""
+        ...
+
+    async def poll(self, request: ProviderRequest, job_id: str) -> Result:
+        """The state of a job that `start` left Pending."""
+        ...
+
+    async def cancel(self, job_id: str) -> None:
+        """Best effort: stop a Pending job (the user cancelled)."""
+        ...
+
+    def parse_webhook(self, headers: Mapping[str, str], body: bytes) -> WebhookUpdate:
+        """Verify and read a webhook. Raise ProviderError(code="WEBHOOK_REJECTED") when the
+        signature or body is wrong."""
+        ...

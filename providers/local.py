@@ -12,11 +12,20 @@ import asyncio
 import hashlib
 import io
 import random
+from collections.abc import Mapping
 
 from PIL import Image, ImageDraw
 
 from models.generation import GenerationKind
-from providers.base import ProgressCallback, ProviderError, ProviderOutput, ProviderRequest
+from providers.base import (
+    Finished,
+    ProgressCallback,
+    ProviderError,
+    ProviderOutput,
+    ProviderRequest,
+    Result,
+    WebhookUpdate,
+)
 
 STEPS = ("composing", "rendering", "finishing")
 WORDS = (
@@ -45,9 +54,7 @@ class LocalProvider:
     def __init__(self, step_delay: float = 0.3) -> None:
         self.step_delay = step_delay
 
-    async def generate(
-        self, request: ProviderRequest, progress: ProgressCallback
-    ) -> list[ProviderOutput]:
+    async def start(self, request: ProviderRequest, progress: ProgressCallback) -> Result:
         outputs = []
         delay = float(request.params.get("delay", self.step_delay))
         total_steps = request.num_outputs * len(STEPS)
@@ -64,7 +71,20 @@ class LocalProvider:
             rng = random.Random(_seed(request, index))
             outputs.append(await asyncio.to_thread(_render, request, rng))
         await progress(1.0, "done")
-        return outputs
+        return Finished(outputs)
+
+    async def poll(self, request: ProviderRequest, job_id: str) -> Result:
+        raise ProviderError(
+            "PROVIDER_ERROR", "The local provider has no queued jobs.", retryable=False
+        )
+
+    async def cancel(self, job_id: str) -> None:
+        return None
+
+    def parse_webhook(self, headers: Mapping[str, str], body: bytes) -> WebhookUpdate:
+        raise ProviderError(
+            "WEBHOOK_REJECTED", "The local provider sends no webhooks.", retryable=False
+        )
 
 
 def _seed(request: ProviderRequest, index: int) -> int:
@@ -75,7 +95,7 @@ def _seed(request: ProviderRequest, index: int) -> int:
 def _render(request: ProviderRequest, rng: random.Random) -> ProviderOutput:
     if request.kind == GenerationKind.TEXT:
         text = _text(request.prompt, rng)
-        return ProviderOutput(data=text.encode(), content_type="text/plain", text=text)
+        return ProviderOutput(content_type="text/plain", data=text.encode(), text=text)
     width, height = request.width or 512, request.height or 512
     if request.kind == GenerationKind.VIDEO:
         frames = [_picture(width, height, rng, shift=i) for i in range(8)]
@@ -89,10 +109,10 @@ def _render(request: ProviderRequest, rng: random.Random) -> ProviderOutput:
             loop=0,
             quality=70,
         )
-        return ProviderOutput(buffer.getvalue(), "image/webp", width, height)
+        return ProviderOutput("image/webp", buffer.getvalue(), width=width, height=height)
     buffer = io.BytesIO()
     _picture(width, height, rng).save(buffer, "PNG", optimize=False)
-    return ProviderOutput(buffer.getvalue(), "image/png", width, height)
+    return ProviderOutput("image/png", buffer.getvalue(), width=width, height=height)
 
 
 def _picture(width: int, height: int, rng: random.Random, shift: int = 0) -> Image.Image:

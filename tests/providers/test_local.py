@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from models.generation import GenerationKind
-from providers.base import ProviderError, ProviderOutput, ProviderRequest
+from providers.base import Finished, ProviderError, ProviderOutput, ProviderRequest
 from providers.local import LocalProvider
 from providers.registry import ProviderRegistry
 
@@ -42,7 +42,9 @@ def request(kind: GenerationKind = GenerationKind.IMAGE, **overrides) -> Provide
 
 
 async def generate(provider: LocalProvider, req: ProviderRequest) -> list[ProviderOutput]:
-    return await provider.generate(req, Progress())
+    result = await provider.start(req, Progress())
+    assert isinstance(result, Finished)
+    return result.outputs
 
 
 def open_image(output: ProviderOutput) -> Image.Image:
@@ -140,8 +142,8 @@ async def test_text_is_deterministic_and_seed_dependent(provider):
 async def test_progress_is_reported_in_order_and_ends_at_one(provider, kind, num_outputs):
     progress = Progress()
     req = request(kind, width=32, height=32, num_outputs=num_outputs)
-    outputs = await provider.generate(req, progress)
-    assert len(outputs) == num_outputs
+    result = await provider.start(req, progress)
+    assert isinstance(result, Finished) and len(result.outputs) == num_outputs
     fractions = progress.fractions
     assert len(fractions) >= 3
     assert fractions == sorted(fractions)
@@ -155,7 +157,7 @@ async def test_configured_failure_raises_a_non_retryable_provider_error(provider
     progress = Progress()
     req = request(width=32, height=32, params={"fail": "PROVIDER_ERROR"})
     with pytest.raises(ProviderError) as caught:
-        await provider.generate(req, progress)
+        await provider.start(req, progress)
     assert caught.value.code == "PROVIDER_ERROR"
     assert caught.value.retryable is False
     assert caught.value.message

@@ -1,0 +1,167 @@
+"""The one way adapters talk HTTP: maps failures to ProviderError (retryable or not, with the
+provider's Retry-After) and reports every call, without secrets, to a call sink (Kiln's API
+call log)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import httpx
+import orjson
+
+from providers.base import ProviderError
+
+RETRYABLE_STATUS = frozenset({408, 409, 425, 429})
+MAX_ERROR_TEXT = 300
+
+
+@dataclass(frozen=True)
+class CallRecord:
+    provider: str
+    model: str | None
+    method: str
+    url: str  # scheme, host and path only: query strings may carry keys
+    status_code: int | None
+    duration_ms: int
+    ok: bool
+    error: str | None
+
+
+CallSink = Callable[[CallRecord], Awaitable[None]]
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Retry-After is either seconds or an HTTP date."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
+
+
+def error_for_status(response: httpx.Response) -> ProviderError:
+    status = response.status_code
+    detail = response.text[:MAX_ERROR_TEXT]
+    if status == 429:
+        return ProviderError(
+            "PROVIDER_RATE_LIMITED",
+            "The provider is rate limiting us.",
+            status_code=status,
+            retry_after=parse_retry_after(response.headers.get("retry-after")),
+        )
+    if status in RETRYABLE_STATUS or status >= 500:
+        return ProviderError(
+            "PROVIDER_UNAVAILABLE",
+            f"The provider answered {status}.",
+            status_code=status,
+            retry_after=parse_retry_after(response.headers.get("retry-after")),
+        )
+    if status in (401, 403):
+        return ProviderError(
+            "PROVIDER_AUTH",
+            f"The provider refused our credentials: {detail}",
+            retryable=False,
+            status_code=status,
+        )
+    return ProviderError(
+        "PROVIDER_REJECTED",
+        f"The provider refused the request: {detail}",
+        retryable=False,
+        status_code=status,
+    )
+
+
+class ProviderHTTP:
+    def __init__(
+        self, provider: str, client: httpx.AsyncClient, sink: CallSink | None = None
+    ) -> None:
+        self.provider = provider
+        self.client = client
+        self.sink = sink
+
+    async def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        timeout: float,  # noqa: ASYNC109  (passed through to httpx)
+        model: str | None = None,
+        json: Any = None,
+        content: bytes | None = None,
+        headers: dict[str, str] | None = None,
+        check: Callable[[httpx.Response], ProviderError | None] | None = None,
+    ) -> httpx.Response:
+        """Send one request. `check` lets an adapter recognise its provider's own failures
+        (a content-policy refusal, say) before the generic status mapping."""
+        started = time.monotonic()
+        status: int | None = None
+        error: ProviderError | None = None
+        try:
+            response = await self.client.request(
+                method, url, json=json, content=content, headers=headers, timeout=timeout
+            )
+            status = response.status_code
+            error = check(response) if check else None
+            if error is None and status >= 400:
+                error = error_for_status(response)
+        except httpx.TimeoutException:
+            error = ProviderError("PROVIDER_TIMEOUT", "The provider did not answer in time.")
+        except httpx.TransportError as failure:
+            error = ProviderError(
+                "PROVIDER_UNAVAILABLE", f"Could not reach the provider ({type(failure).__name__})."
+            )
+        await self._record(method, url, model, status, started, error)
+        if error is not None:
+            raise error
+        return response
+
+    async def _record(
+        self,
+        method: str,
+        url: str,
+        model: str | None,
+        status: int | None,
+        started: float,
+        error: ProviderError | None,
+    ) -> None:
+        if self.sink is None:
+            return
+        parsed = httpx.URL(url)
+        await self.sink(
+            CallRecord(
+                provider=self.provider,
+                model=model,
+                method=method,
+                url=f"{parsed.scheme}://{parsed.host}{parsed.path}",
+                status_code=status,
+                duration_ms=int((time.monotonic() - started) * 1000),
+                ok=error is None,
+                error=f"{error.code}: {error.message}"[:MAX_ERROR_TEXT] if error else None,
+            )
+        )
+
+
+def json_body(response: httpx.Response) -> Any:
+    """The response's JSON, or PROVIDER_BAD_RESPONSE (retryable: a proxy's HTML error page
+    today may be a good answer tomorrow)."""
+    try:
+        return orjson.loads(response.content)
+    except orjson.JSONDecodeError as error:
+        raise ProviderError(
+            "PROVIDER_BAD_RESPONSE",
+            "The provider sent a malformed answer.",
+            status_code=response.status_code,
+        ) from error
