@@ -8,7 +8,7 @@ import uuid
 
 from models.error_event import ErrorCategory, Severity
 from models.generation import Generation
-from providers.base import ProviderError, ProviderRequest
+from providers.base import Finished, ProviderError, ProviderRequest
 from providers.registry import ProviderRegistry
 from services import generations
 from services.catalogue import Catalogue
@@ -85,24 +85,26 @@ async def _produce(
         ):
             raise Stopped
 
-    results = await provider.generate(request, progress)
+    result = await provider.start(request, progress)
+    if not isinstance(result, Finished) or any(o.data is None for o in result.outputs):
+        # Queued providers and URL outputs arrive with the provider routing (poll + download).
+        raise ProviderError(
+            "PROVIDER_ERROR", "This provider is not supported yet.", retryable=False
+        )
+    results = result.outputs
     if not await generations.report_progress(
         generation.id, 0.9, "storing outputs", attempt=generation.attempts
     ):
         raise Stopped
     stored = []
-    for index, result in enumerate(results):
-        key = output_key(generation.user_id, generation.id, index, result.content_type)
-        await store.put(key, result.data, result.content_type)
+    for index, output in enumerate(results):
+        content_type = output.content_type or "application/octet-stream"
+        data = output.data or b""
+        key = output_key(generation.user_id, generation.id, index, content_type)
+        await store.put(key, data, content_type)
         stored.append(
             StoredOutput(
-                index,
-                key,
-                result.content_type,
-                len(result.data),
-                result.width,
-                result.height,
-                result.text,
+                index, key, content_type, len(data), output.width, output.height, output.text
             )
         )
     return stored, provider.name

@@ -48,7 +48,7 @@ async def generate(provider: LocalProvider, req: ProviderRequest) -> list[Provid
 
 
 def open_image(output: ProviderOutput) -> Image.Image:
-    image = Image.open(io.BytesIO(output.data))
+    image = Image.open(io.BytesIO(output.data or b""))
     image.load()
     return image
 
@@ -101,7 +101,7 @@ async def test_video_is_an_animated_webp(provider):
     [output] = await generate(provider, request(GenerationKind.VIDEO, width=96, height=64))
     assert output.content_type == "image/webp"
     assert (output.width, output.height) == (96, 64)
-    image: Any = Image.open(io.BytesIO(output.data))
+    image: Any = Image.open(io.BytesIO(output.data or b""))
     assert image.format == "WEBP"
     assert image.size == (96, 64)
     assert image.is_animated
