@@ -97,7 +97,7 @@ class ProviderHTTP:
         method: str,
         url: str,
         *,
-        timeout: float,  # noqa: ASYNC109  (passed through to httpx)
+        timeout: float,
         model: str | None = None,
         json: Any = None,
         content: bytes | None = None,
