@@ -55,6 +55,17 @@ class Settings(BaseSettings):
     # Credit packs sold through checkout (metadata.pack), as JSON in CREDIT_PACKS.
     credit_packs: dict[str, int] = {"starter": 100, "pro": 500, "premium": 3000}
 
+    # Operations. Recording an error waits at most this long for the database; a slower write
+    # finishes in the background instead of holding up the request.
+    error_record_wait_seconds: float = 2.0
+    # A generation that took longer than this (from queued to completed) notifies its owner.
+    long_generation_notify_seconds: float = 30.0
+    # Logs go to stderr as JSON lines ("json") or plain text ("text").
+    log_format: str = "json"
+    log_level: str = "INFO"
+    # When set, GET /metrics requires `Authorization: Bearer <METRICS_TOKEN>`.
+    metrics_token: str = ""
+
     @property
     def payment_webhook_secrets(self) -> list[str]:
         return [s.strip() for s in self.payment_webhook_secret.split(",") if s.strip()]

@@ -8,7 +8,14 @@ from tortoise import Tortoise
 
 from settings import Settings, get_settings
 
-MODEL_MODULES = ["models.user", "models.credits", "models.generation", "models.error_event"]
+MODEL_MODULES = [
+    "models.user",
+    "models.credits",
+    "models.generation",
+    "models.error_event",
+    "models.notification",
+    "models.stats",
+]
 
 
 def tortoise_config(settings: Settings) -> dict[str, Any]:

@@ -35,6 +35,8 @@ class ErrorStatus(StrEnum):
 
 
 # One row per fingerprint: an occurrence only bumps `count` and the last-occurrence context.
+# `version` grows with every change (occurrence, resolve, ignore), so live subscribers keep
+# only the newest state of a group. All writes go through services.error_events.
 class ErrorEvent(Model):
     id = fields.BigIntField(primary_key=True)
     fingerprint = fields.CharField(max_length=64, unique=True)
@@ -47,6 +49,7 @@ class ErrorEvent(Model):
     status = fields.CharEnumField(ErrorStatus, max_length=16, default=ErrorStatus.UNRESOLVED)
     regressed = fields.BooleanField(default=False)
     count = fields.IntField(default=1)
+    version = fields.IntField(default=1)
     first_seen = fields.DatetimeField()
     last_seen = fields.DatetimeField(db_index=True)
     resolved_at = fields.DatetimeField(null=True)
@@ -55,3 +58,20 @@ class ErrorEvent(Model):
 
     class Meta:
         table = "error_events"
+        # The admin list filters by status and sorts by last_seen; stats count unresolved groups.
+        indexes = (("status", "last_seen"),)
+
+
+# Per-hour occurrence counters, bumped by the same upsert transaction as the group, so stats over
+# a window read a few rows per hour instead of scanning occurrences.
+class ErrorHourlyCount(Model):
+    id = fields.BigIntField(primary_key=True)
+    hour = fields.DatetimeField(db_index=True)
+    fingerprint = fields.CharField(max_length=64)
+    severity = fields.CharEnumField(Severity, max_length=16)
+    category = fields.CharEnumField(ErrorCategory, max_length=24)
+    count = fields.IntField(default=0)
+
+    class Meta:
+        table = "error_hourly_counts"
+        unique_together = (("hour", "fingerprint", "severity"),)

@@ -24,7 +24,7 @@ from models.generation import (
 )
 from models.user import Role, User
 from realtime import channels
-from services import credits
+from services import credits, notifications, stats
 from services.catalogue import Catalogue
 from services.errors import BadUserInput, Conflict, InvalidTransition, NotFound
 from services.events import publish_after_commit
@@ -253,6 +253,7 @@ async def complete(
             [GenerationOutput(generation_id=generation_id, **o.__dict__) for o in outputs]
         )
         await credits.capture_for(generation_id)
+        await notifications.generation_completed(generation)
         _announce(generation, outputs)
         return generation
 
@@ -283,7 +284,8 @@ async def fail(
             **changes,
         )
         if generation is not None:
-            await credits.release_for(generation_id)
+            refunded = await credits.release_for(generation_id)
+            await notifications.generation_failed(generation, refunded=refunded)
         return generation
 
 
@@ -363,6 +365,8 @@ async def _transition(
         if not updated:
             return None
         generation = await Generation.get(id=generation_id)
+        if "status" in changes:
+            await stats.observe_transition(generation)
         if announce:
             outputs = (
                 await outputs_of(generation_id)

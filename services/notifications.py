@@ -1,0 +1,116 @@
+"""Notifications: messages meant for one user. Each is created in the transaction of the change
+that causes it (a failed generation's refund, a long generation finishing), published on the
+user's channel after commit, and kept so a reconnecting client can list what it missed."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from models.error_event import Severity
+from models.generation import Generation
+from models.notification import Notification
+from services.errors import BadUserInput
+from services.events import publish_after_commit
+from services.pagination import Page, decode_cursor, encode_cursor
+from services.unit_of_work import atomic
+from settings import get_settings
+
+GENERATION_FAILED = "GENERATION_FAILED"
+GENERATION_COMPLETED = "GENERATION_COMPLETED"
+
+
+def channel(user_id: uuid.UUID | str) -> str:
+    return f"kiln:user:{user_id}:notifications"
+
+
+async def notify(
+    user_id: uuid.UUID,
+    *,
+    kind: str,
+    severity: Severity,
+    title: str,
+    message: str,
+    generation_id: uuid.UUID | None = None,
+    action_label: str | None = None,
+) -> Notification:
+    """Store a notification and stream it once the enclosing transaction commits."""
+    async with atomic():
+        notification = await Notification.create(
+            user_id=user_id,
+            kind=kind,
+            severity=severity,
+            title=title[:200],
+            message=message,
+            generation_id=generation_id,
+            action_label=action_label,
+        )
+        publish_after_commit(channel(user_id), message_of(notification))
+        return notification
+
+
+async def generation_failed(generation: Generation, *, refunded: bool) -> Notification:
+    """Tells the owner what went wrong and that the credits came back."""
+    what = (generation.error_message or "Something went wrong.").strip()
+    credits = generation.cost
+    if refunded and credits > 0 and "refund" not in what.lower():
+        held = "1 credit was" if credits == 1 else f"{credits} credits were"
+        what = f"{what} The {held} refunded to your balance."
+    return await notify(
+        generation.user_id,
+        kind=GENERATION_FAILED,
+        severity=Severity.ERROR,
+        title="Your generation failed",
+        message=what,
+        generation_id=generation.id,
+        action_label="Try again",
+    )
+
+
+async def generation_completed(generation: Generation) -> Notification | None:
+    """Only for generations long enough that the user may have looked away."""
+    finished = generation.completed_at or datetime.now(UTC)
+    waited = (finished - generation.queued_at).total_seconds()
+    if waited < get_settings().long_generation_notify_seconds:
+        return None
+    prompt = generation.prompt if len(generation.prompt) <= 60 else generation.prompt[:57] + "..."
+    return await notify(
+        generation.user_id,
+        kind=GENERATION_COMPLETED,
+        severity=Severity.INFO,
+        title="Your generation is ready",
+        message=f"“{prompt}” finished after {waited:.0f} seconds.",
+        generation_id=generation.id,
+        action_label="View",
+    )
+
+
+async def list_notifications(
+    user_id: uuid.UUID, *, first: int, after: str | None = None
+) -> Page[Notification]:
+    """The user's own, newest first; the cursor carries the id, which only grows."""
+    query = Notification.filter(user_id=user_id)
+    if after:
+        _, last_id = decode_cursor(after)
+        if not last_id.isdigit():
+            raise BadUserInput("Invalid cursor.", field="after")
+        query = query.filter(id__lt=int(last_id))
+    rows = await query.order_by("-id").limit(first + 1)
+    return Page(rows[:first], len(rows) > first, lambda n: encode_cursor(n.created_at, str(n.id)))
+
+
+def message_of(notification: Notification) -> dict[str, Any]:
+    """As published to the user's channel (JSON-safe). Each notification is its own key with
+    one version, so a slow client's mailbox keeps every one of them."""
+    return {
+        "id": str(notification.id),
+        "version": 1,
+        "kind": notification.kind,
+        "severity": notification.severity.value,
+        "title": notification.title,
+        "message": notification.message,
+        "generation_id": str(notification.generation_id) if notification.generation_id else None,
+        "action_label": notification.action_label,
+        "created_at": notification.created_at.isoformat(),
+    }
