@@ -1,5 +1,7 @@
-"""Sending background jobs after commit. The tasks layer plugs in the real sender at boot, so
-services never import the actors that call them."""
+"""Sending background jobs. The tasks layer plugs in the real sender at boot, so services
+never import the actors that call them. Jobs that belong to a state change leave only after
+its transaction commits; follow-ups of a running job (poll again, try again when a provider
+has capacity) are sent at once with a delay."""
 
 from __future__ import annotations
 
@@ -9,20 +11,33 @@ from collections.abc import Callable
 
 from services.unit_of_work import after_commit
 
-JobSender = Callable[[str], None]
-_send_generation_run: JobSender | None = None
+# (actor name, arguments, delay in milliseconds or None)
+JobSender = Callable[[str, tuple[str, ...], int | None], None]
+RUN = "generation.run"
+POLL = "generation.poll"
+RESUME = "generation.resume"
+
+_sender: JobSender | None = None
 
 
-def set_generation_sender(sender: JobSender | None) -> None:
-    global _send_generation_run
-    _send_generation_run = sender
+def set_sender(sender: JobSender | None) -> None:
+    global _sender
+    _sender = sender
+
+
+async def send(actor: str, *args: str, delay_seconds: float | None = None) -> None:
+    if _sender is None:
+        raise RuntimeError("no job sender configured")
+    delay = int(delay_seconds * 1000) if delay_seconds else None
+    # Dramatiq's send is blocking I/O on the broker; keep the event loop free.
+    await asyncio.to_thread(_sender, actor, args, delay)
 
 
 def enqueue_after_commit(generation_id: uuid.UUID) -> None:
-    async def send() -> None:
-        if _send_generation_run is None:
-            raise RuntimeError("no job sender configured; the sweeper will re-enqueue")
-        # Dramatiq's send is blocking I/O on the broker; keep the event loop free.
-        await asyncio.to_thread(_send_generation_run, str(generation_id))
+    """Send `generation.run` once the enclosing transaction commits (the sweeper re-sends it
+    if this process dies in between)."""
 
-    after_commit(send)
+    async def run() -> None:
+        await send(RUN, str(generation_id))
+
+    after_commit(run)

@@ -20,8 +20,11 @@ async def run_generation(generation_id: str) -> None:
     await run(uuid.UUID(generation_id), rt.catalogue, rt.registry, rt.store)
 
 
-def _send(generation_id: str) -> None:
-    run_generation.send(generation_id)
+_ACTORS = {jobs.RUN: run_generation}
 
 
-jobs.set_generation_sender(_send)
+def _send(actor: str, args: tuple[str, ...], delay: int | None) -> None:
+    _ACTORS[actor].send_with_options(args=args, delay=delay)
+
+
+jobs.set_sender(_send)

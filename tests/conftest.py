@@ -28,7 +28,13 @@ class Backend:
     settings: Settings
     hub: InProcessHub
     store: LocalStore
-    sent_jobs: list[str] = field(default_factory=list)
+    # Every job the services sent: (actor, args, delay in ms).
+    sent: list[tuple[str, tuple[str, ...], int | None]] = field(default_factory=list)
+
+    @property
+    def sent_jobs(self) -> list[str]:
+        """The generation ids sent to `generation.run`, in order."""
+        return [args[0] for actor, args, _ in self.sent if actor == jobs.RUN]
 
 
 @pytest.fixture(scope="session", params=["sqlite", "postgres"])
@@ -47,11 +53,11 @@ async def backend(
     set_hub(hub)
     set_store(store)
     result = Backend(request.param, settings, hub, store)
-    jobs.set_generation_sender(result.sent_jobs.append)
+    jobs.set_sender(lambda actor, args, delay: result.sent.append((actor, args, delay)))
     try:
         yield result
     finally:
-        jobs.set_generation_sender(None)
+        jobs.set_sender(None)
         set_hub(None)
         set_store(None)
         # Models and executors cache their backend's SQL dialect; forget it before the next.
