@@ -29,12 +29,15 @@ from strawberry.exceptions import ConnectionRejectionError
 from tortoise import connections
 
 import runtime
+from observability import logs, metrics
+from observability.graphql import GraphQLObservability
 from schema.build import build_schema
 from schema.context import Context
 from schema.graphiql import graphiql_html
 from schema.loaders import Loaders
 from services.errors import DomainError
 from services.payments import WebhookRejected, handle_payment_webhook
+from services.stats import queue_stats
 from settings import DEFAULT_JWT_SECRET, Settings, get_settings
 
 log = logging.getLogger("kiln.server")
@@ -61,13 +64,39 @@ class RequestId:
                 message["headers"] = [*message["headers"], (b"x-request-id", request_id.encode())]
             await send(message)
 
-        await self.app(scope, receive, send_with_id)
+        # Every log line written while handling it carries the id.
+        with logs.bound(request_id=request_id):
+            await self.app(scope, receive, send_with_id)
+
+
+class SocketGauge:
+    """Counts open WebSocket connections (kiln_websocket_connections)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "websocket":
+            await self.app(scope, receive, send)
+            return
+        metrics.WEBSOCKET_CONNECTIONS.inc()
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            metrics.WEBSOCKET_CONNECTIONS.dec()
+
+
+def observed_schema() -> Any:
+    """The schema, measured: operation counts, latency and live subscriptions."""
+    schema = build_schema()
+    schema.extensions = (*schema.extensions, GraphQLObservability)
+    return schema
 
 
 class KilnGraphQL(GraphQL):
     def __init__(self, settings: Settings) -> None:
         super().__init__(
-            build_schema(),
+            observed_schema(),
             connection_init_wait_timeout=timedelta(seconds=settings.ws_init_timeout_seconds),
             max_subscriptions_per_connection=settings.max_subscriptions_per_connection,
         )
@@ -164,6 +193,45 @@ async def payment_webhook(request: Request) -> Response:
     return JSONResponse({"received": True, "event": outcome.event_id, "action": outcome.action})
 
 
+def metrics_endpoint(settings: Settings) -> Any:
+    """GET /metrics in Prometheus text format. Queue depth is read from the database at scrape
+    time; everything else is counted as it happens (summed over processes in multiprocess
+    mode). Guarded by METRICS_TOKEN when set."""
+
+    async def endpoint(request: Request) -> Response:
+        if settings.metrics_token and request.headers.get("authorization") != (
+            f"Bearer {settings.metrics_token}"
+        ):
+            return PlainTextResponse("metrics token required", status_code=401)
+        extra = []
+        try:
+            queue = await asyncio.wait_for(queue_stats(), timeout=2.0)
+            extra = [
+                metrics.gauge(
+                    "kiln_queue_depth",
+                    "Generations waiting or running, by status.",
+                    ["status"],
+                    {
+                        ("QUEUED",): queue.queued,
+                        ("PROCESSING",): queue.processing,
+                        ("AWAITING_APPROVAL",): queue.awaiting_approval,
+                    },
+                ),
+                metrics.gauge(
+                    "kiln_queue_oldest_seconds",
+                    "Age of the oldest QUEUED generation (0 when none).",
+                    [],
+                    {(): queue.oldest_queued_seconds or 0.0},
+                ),
+            ]
+        except Exception:
+            # A scrape must answer even when the database does not: the counters still help.
+            log.warning("queue depth unavailable for /metrics", exc_info=True)
+        return Response(metrics.render(extra), media_type=metrics.CONTENT_TYPE_LATEST)
+
+    return endpoint
+
+
 def _embedded_worker_alive(request: Request) -> bool:
     worker = getattr(request.app.state, "embedded_worker", None)
     return worker is not None and any(t.is_alive() for t in worker.workers)
@@ -183,7 +251,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     settings = settings or get_settings()
     if settings.environment == "production" and settings.jwt_secret == DEFAULT_JWT_SECRET:
         raise SystemExit("Refusing to start in production with the default JWT_SECRET.")
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logs.setup_logging(level=settings.log_level, fmt=settings.log_format)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -207,6 +275,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 await asyncio.to_thread(worker.stop)
                 set_event_loop_thread(None)
             await runtime.stop_runtime()
+            metrics.process_exited()
 
     settings.media_dir.mkdir(parents=True, exist_ok=True)
     graphql = KilnGraphQL(settings)
@@ -216,11 +285,13 @@ def create_app(settings: Settings | None = None) -> Starlette:
             WebSocketRoute("/graphql", graphql),
             Route("/healthz", healthz),
             Route("/readyz", readyz),
+            Route("/metrics", metrics_endpoint(settings)),
             Route("/webhooks/payments", payment_webhook, methods=["POST"]),
             Mount("/media", StaticFiles(directory=settings.media_dir, check_dir=False)),
         ],
         lifespan=lifespan,
     )
+    app.add_middleware(SocketGauge)
     app.add_middleware(RequestId)
     return app
 
@@ -229,7 +300,8 @@ def main() -> None:
     import uvicorn
 
     settings = get_settings()
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port)
+    # log_config=None: uvicorn keeps the logging that create_app set up (JSON lines).
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_config=None)
 
 
 if __name__ == "__main__":

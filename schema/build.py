@@ -8,13 +8,13 @@ from typing import Any
 
 import strawberry
 from graphql import GraphQLError
+from strawberry.tools import merge_types
 from strawberry.types import ExecutionContext
 
 from models.error_event import ErrorCategory, Severity
+from resolvers import mutations, queries, subscriptions
 from resolvers.errors import format_error
-from resolvers.mutations import Mutation
-from resolvers.queries import Query
-from resolvers.subscriptions import Subscription
+from resolvers.operations import OperationsMutation, OperationsQuery, OperationsSubscription
 from services.error_events import Occurrence, record, stack_of
 
 log = logging.getLogger("kiln.graphql")
@@ -51,6 +51,12 @@ class KilnSchema(strawberry.Schema):
             # Recording must never hold up the response; keep a reference until it ends.
             _background.add(task)
             task.add_done_callback(_background.discard)
+
+
+# Each area keeps its own resolver classes; the schema's root types are their union.
+Query = merge_types("Query", (queries.Query, OperationsQuery))
+Mutation = merge_types("Mutation", (mutations.Mutation, OperationsMutation))
+Subscription = merge_types("Subscription", (subscriptions.Subscription, OperationsSubscription))
 
 
 def build_schema() -> strawberry.Schema:

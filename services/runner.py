@@ -8,6 +8,7 @@ import uuid
 
 from models.error_event import ErrorCategory, Severity
 from models.generation import Generation
+from observability.metrics import provider_call
 from providers.base import Finished, ProviderError, ProviderRequest
 from providers.registry import ProviderRegistry
 from services import generations
@@ -85,7 +86,9 @@ async def _produce(
         ):
             raise Stopped
 
-    result = await provider.start(request, progress)
+    # Counted and timed per provider; a cancellation under us is not the provider's failure.
+    with provider_call(provider.name, stopped=(Stopped,)):
+        result = await provider.start(request, progress)
     if not isinstance(result, Finished) or any(o.data is None for o in result.outputs):
         # Queued providers and URL outputs arrive with the provider routing (poll + download).
         raise ProviderError(

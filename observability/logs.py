@@ -1,0 +1,96 @@
+"""Structured logs: one JSON object per line, carrying the request id, user id, generation id
+and provider of whatever the current task is doing.
+
+Those four live in context variables, so they follow the work into the tasks it starts and never
+leak between concurrent requests. The server binds the request id, the GraphQL layer the user,
+the generation lifecycle the generation and the runner the provider."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar, Token
+
+from pythonjsonlogger.json import JsonFormatter
+
+FIELDS = ("request_id", "user_id", "generation_id", "provider")
+_vars: dict[str, ContextVar[str | None]] = {
+    name: ContextVar(f"kiln_log_{name}", default=None) for name in FIELDS
+}
+
+
+def bind(**fields: object) -> dict[str, Token[str | None]]:
+    """Set context fields for the rest of the current task (and the tasks it starts)."""
+    tokens = {}
+    for name, value in fields.items():
+        tokens[name] = _vars[name].set(None if value is None else str(value))
+    return tokens
+
+
+def unbind(tokens: dict[str, Token[str | None]]) -> None:
+    for name, token in tokens.items():
+        _vars[name].reset(token)
+
+
+@contextmanager
+def bound(**fields: object) -> Iterator[None]:
+    tokens = bind(**fields)
+    try:
+        yield
+    finally:
+        unbind(tokens)
+
+
+def current() -> dict[str, str]:
+    """The context fields that are set, e.g. {"request_id": "...", "user_id": "..."}."""
+    values = {name: var.get() for name, var in _vars.items()}
+    return {name: value for name, value in values.items() if value is not None}
+
+
+class ContextFilter(logging.Filter):
+    """Copies the context fields onto every record (the JSON formatter emits them)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        for name, value in current().items():
+            if not hasattr(record, name):
+                setattr(record, name, value)
+        return True
+
+
+class _KilnHandler(logging.StreamHandler):
+    """Marks the handler Kiln installed, so configuring twice replaces it instead of doubling."""
+
+
+def json_formatter() -> logging.Formatter:
+    return JsonFormatter(
+        "{asctime}{levelname}{name}{message}",
+        style="{",
+        rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
+        datefmt="%Y-%m-%dT%H:%M:%S%z",
+    )
+
+
+def setup_logging(*, level: str = "INFO", fmt: str = "json") -> None:
+    """Log to stderr, as JSON lines (fmt="json") or text. Handlers someone else installed on the
+    root logger (pytest's, an embedding application's) are left alone, like basicConfig does.
+    uvicorn's own loggers are routed through the same handler so every line has one shape."""
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if isinstance(handler, _KilnHandler):
+            root.removeHandler(handler)
+    root.setLevel(level.upper())
+    if root.handlers:
+        return
+    handler = _KilnHandler(sys.stderr)
+    handler.addFilter(ContextFilter())
+    if fmt == "json":
+        handler.setFormatter(json_formatter())
+        for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+            uvicorn_logger = logging.getLogger(name)
+            uvicorn_logger.handlers = []
+            uvicorn_logger.propagate = True
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    root.addHandler(handler)

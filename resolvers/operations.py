@@ -1,0 +1,154 @@
+"""What an admin on call sees (error events, stats, the queue) and what each user is told
+(notifications). schema.build merges these into the schema's Query, Mutation and Subscription."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator
+
+import strawberry
+from strawberry.types import Info
+
+from models.error_event import Severity
+from realtime.hub import get_hub
+from schema.operations_types import (
+    ErrorEvent,
+    ErrorEventConnection,
+    ErrorEventEdge,
+    ErrorEventFilter,
+    ErrorStats,
+    Notification,
+    NotificationConnection,
+    NotificationEdge,
+    QueueStats,
+)
+from schema.permissions import IsAdmin, IsAuthenticated
+from schema.types import PageInfo
+from services import error_events, notifications, stats
+from services.errors import NotFound
+from services.pagination import check_first
+from services.stats import TimeWindow
+
+
+def _event_id(value: str) -> int:
+    """Group ids are integers; anything else names nothing."""
+    if not value.isdigit():
+        raise NotFound("Error event not found.")
+    return int(value)
+
+
+@strawberry.type
+class OperationsQuery:
+    @strawberry.field(
+        permission_classes=[IsAdmin],
+        description="Error groups by last seen, newest first (admin only).",
+    )
+    async def error_events(
+        self,
+        first: int | None = 20,
+        after: str | None = None,
+        filter: ErrorEventFilter | None = None,
+    ) -> ErrorEventConnection:
+        filter = filter or ErrorEventFilter()
+        page = await error_events.list_events(
+            first=check_first(20 if first is None else first),
+            after=after,
+            severities=filter.severity,
+            categories=filter.category,
+            statuses=filter.status,
+            window=filter.window,
+        )
+        edges = [
+            ErrorEventEdge(
+                cursor=page.cursor_of(row),
+                node=ErrorEvent.from_message(error_events.message_of(row)),
+            )
+            for row in page.items
+        ]
+        return ErrorEventConnection(
+            edges=edges,
+            page_info=PageInfo(
+                has_next_page=page.has_next, end_cursor=edges[-1].cursor if edges else None
+            ),
+        )
+
+    @strawberry.field(
+        permission_classes=[IsAdmin],
+        description="Occurrences and failure rate over a window, from hourly counters.",
+    )
+    async def error_stats(self, window: TimeWindow) -> ErrorStats:
+        return ErrorStats.of(await stats.error_stats(window))
+
+    @strawberry.field(permission_classes=[IsAdmin])
+    async def queue_stats(self) -> QueueStats:
+        return QueueStats.of(await stats.queue_stats())
+
+    @strawberry.field(
+        permission_classes=[IsAuthenticated],
+        description="The caller's notifications, newest first.",
+    )
+    async def notifications(
+        self, info: Info, first: int | None = 20, after: str | None = None
+    ) -> NotificationConnection:
+        user = await info.context.require_user()
+        page = await notifications.list_notifications(
+            user.id, first=check_first(20 if first is None else first), after=after
+        )
+        edges = [
+            NotificationEdge(
+                cursor=page.cursor_of(row),
+                node=Notification.from_message(notifications.message_of(row)),
+            )
+            for row in page.items
+        ]
+        return NotificationConnection(
+            edges=edges,
+            page_info=PageInfo(
+                has_next_page=page.has_next, end_cursor=edges[-1].cursor if edges else None
+            ),
+        )
+
+
+@strawberry.type
+class OperationsMutation:
+    @strawberry.mutation(
+        permission_classes=[IsAdmin],
+        description="Admin only. The next occurrence reopens the group as a regression.",
+    )
+    async def resolve_error_event(self, id: strawberry.ID, notes: str | None = None) -> ErrorEvent:
+        event = await error_events.resolve(_event_id(id), notes)
+        return ErrorEvent.from_message(error_events.message_of(event))
+
+    @strawberry.mutation(
+        permission_classes=[IsAdmin],
+        description="Admin only. The group keeps counting but stays ignored.",
+    )
+    async def ignore_error_event(self, id: strawberry.ID) -> ErrorEvent:
+        event = await error_events.ignore(_event_id(id))
+        return ErrorEvent.from_message(error_events.message_of(event))
+
+
+@strawberry.type
+class OperationsSubscription:
+    @strawberry.subscription(
+        permission_classes=[IsAuthenticated],
+        description="Messages meant for the caller, as they are created.",
+    )
+    async def notifications(self, info: Info) -> AsyncGenerator[Notification, None]:
+        user = await info.context.require_user()
+        async with get_hub().subscribe(notifications.channel(user.id)) as mailbox:
+            async for message in mailbox:
+                yield Notification.from_message(message)
+
+    @strawberry.subscription(
+        permission_classes=[IsAdmin],
+        description="Each error group's new state after every occurrence or status change.",
+    )
+    async def error_event_stream(
+        self, min_severity: Severity | None = Severity.WARNING
+    ) -> AsyncGenerator[ErrorEvent, None]:
+        minimum = Severity(min_severity or Severity.WARNING)
+        async with get_hub().subscribe(error_events.ADMIN_CHANNEL) as mailbox:
+            # The mailbox already drops a group state older than one it delivered.
+            async for message in mailbox:
+                if error_events.at_least(Severity(message["severity"]), minimum):
+                    yield ErrorEvent.from_message(message)
