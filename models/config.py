@@ -12,6 +12,7 @@ MODEL_MODULES = [
     "models.user",
     "models.credits",
     "models.generation",
+    "models.api_call",
     "models.error_event",
     "models.notification",
     "models.stats",

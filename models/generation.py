@@ -70,6 +70,11 @@ class Generation(Model):
     error_message = fields.TextField(null=True)
     version = fields.IntField(default=1)
     request_id = fields.CharField(max_length=64, null=True)
+    # The queued provider job of the current attempt: {"route": index, "provider": name,
+    # "job": the provider's id, "lease": the rate-limit slot it holds}. The job id is also a
+    # column so a provider's webhook finds its generation.
+    provider_job: dict[str, Any] | None = fields.JSONField(null=True)
+    provider_job_id = fields.CharField(max_length=255, null=True, db_index=True)
     # Same user + key + request within the retention window returns this generation again.
     idempotency_key = fields.CharField(max_length=255, null=True)
     request_hash = fields.CharField(max_length=64, null=True)
