@@ -1,0 +1,93 @@
+"""The API call log: one row per outbound provider call, and what admins read from it."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from contextvars import ContextVar
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from models.api_call import ApiCallLog
+from providers.http import CallRecord
+from services.breakers import Breakers, CircuitState
+from services.errors import BadUserInput
+from services.pagination import Page, decode_cursor, encode_cursor
+
+log = logging.getLogger(__name__)
+HEALTH_WINDOW = timedelta(minutes=5)
+
+# Set by the runner around provider calls, so each row names its generation and request.
+current_generation: ContextVar[uuid.UUID | None] = ContextVar("kiln_call_generation",
+                                                              default=None)
+current_request: ContextVar[str | None] = ContextVar("kiln_call_request", default=None)
+
+
+async def record_call(call: CallRecord) -> None:
+    """The call sink given to every adapter. Never raises: logging a call must not fail it."""
+    try:
+        await ApiCallLog.create(
+            provider=call.provider,
+            model=call.model,
+            method=call.method,
+            url=call.url[:500],
+            generation_id=current_generation.get(),
+            request_id=current_request.get(),
+            status_code=call.status_code,
+            duration_ms=call.duration_ms,
+            ok=call.ok,
+            error=call.error,
+        )
+    except Exception:
+        log.exception("could not log a call to %s", call.provider)
+
+
+async def list_calls(
+    *, first: int, after: str | None, provider: str | None, failed_only: bool
+) -> Page[ApiCallLog]:
+    query = ApiCallLog.all()
+    if provider:
+        query = query.filter(provider=provider)
+    if failed_only:
+        query = query.filter(ok=False)
+    if after:
+        _, last_id = decode_cursor(after)
+        if not last_id.isdigit():
+            raise BadUserInput("Invalid cursor.", field="after")
+        query = query.filter(id__lt=int(last_id))
+    rows = await query.order_by("-id").limit(first + 1)
+    return Page(rows[:first], len(rows) > first, lambda r: encode_cursor(r.created_at, str(r.id)))
+
+
+@dataclass(frozen=True)
+class ProviderHealth:
+    provider: str
+    circuit: CircuitState
+    calls: int
+    success_rate: float
+    p95_latency_ms: int | None
+    last_error: str | None
+    last_checked_at: datetime | None
+
+
+async def health(providers: list[str], breakers: Breakers) -> list[ProviderHealth]:
+    since = datetime.now(UTC) - HEALTH_WINDOW
+    report = []
+    for provider in providers:
+        rows = await ApiCallLog.filter(provider=provider, created_at__gte=since).order_by(
+            "-id").limit(10_000).values("ok", "duration_ms", "created_at")
+        durations = sorted(r["duration_ms"] for r in rows)
+        ok = sum(1 for r in rows if r["ok"])
+        last_failure = await ApiCallLog.filter(provider=provider, ok=False).order_by(
+            "-id").first().values_list("error")
+        report.append(ProviderHealth(
+            provider=provider,
+            circuit=await breakers.state(provider),
+            calls=len(rows),
+            success_rate=ok / len(rows) if rows else 1.0,
+            p95_latency_ms=durations[min(len(durations) - 1, int(0.95 * len(durations)))]
+            if durations else None,
+            last_error=last_failure[0] if last_failure else None,
+            last_checked_at=rows[0]["created_at"] if rows else None,
+        ))
+    return report
