@@ -1,0 +1,483 @@
+"""The OpenAI-compatible adapter against a fake OpenAI server speaking its real wire format."""
+
+from __future__ import annotations
+
+import base64
+import io
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import httpx
+import pytest
+from PIL import Image
+
+from models.generation import GenerationKind
+from providers.base import Finished, ProviderError, ProviderOutput, ProviderRequest
+from providers.http import CallRecord, ProviderHTTP
+from providers.openai import OpenAIProvider
+from tests.providers.fakes.openai import API_KEY, FakeOpenAI, Scripted, error, png
+from tests.support.fake_server import serve
+
+
+class Sink:
+    def __init__(self) -> None:
+        self.records: list[CallRecord] = []
+
+    async def __call__(self, record: CallRecord) -> None:
+        self.records.append(record)
+
+
+class Progress:
+    def __init__(self) -> None:
+        self.calls: list[tuple[float, str]] = []
+
+    async def __call__(self, fraction: float, stage: str) -> None:
+        self.calls.append((fraction, stage))
+
+
+@pytest.fixture(scope="module")
+def fake() -> Iterator[FakeOpenAI]:
+    server = FakeOpenAI()
+    with serve(server.app) as base_url:
+        server.base_url = base_url
+        yield server
+
+
+@pytest.fixture(autouse=True)
+def _fresh(fake: FakeOpenAI) -> None:
+    fake.reset()
+
+
+@pytest.fixture
+def sink() -> Sink:
+    return Sink()
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient() as client:
+        yield client
+
+
+def make(fake: FakeOpenAI, client: httpx.AsyncClient, sink: Sink, **kwargs: Any) -> OpenAIProvider:
+    kwargs.setdefault("api_key", API_KEY)
+    return OpenAIProvider(
+        ProviderHTTP("openai", client, sink), base_url=f"{fake.base_url}/v1", **kwargs
+    )
+
+
+@pytest.fixture
+def provider(fake: FakeOpenAI, client: httpx.AsyncClient, sink: Sink) -> OpenAIProvider:
+    return make(fake, client, sink)
+
+
+def request(kind: GenerationKind = GenerationKind.IMAGE, **overrides: Any) -> ProviderRequest:
+    fields: dict[str, Any] = {
+        "model": "gpt-image-1",
+        "prompt": "a copper lantern by the river",
+        "timeout": 10.0,
+    }
+    fields.update(overrides)
+    return ProviderRequest(kind=kind, **fields)
+
+
+async def generate(provider: OpenAIProvider, req: ProviderRequest) -> list[ProviderOutput]:
+    result = await provider.start(req, Progress())
+    assert isinstance(result, Finished)
+    return result.outputs
+
+
+async def failure(provider: OpenAIProvider, req: ProviderRequest) -> ProviderError:
+    with pytest.raises(ProviderError) as caught:
+        await provider.start(req, Progress())
+    return caught.value
+
+
+def image_of(output: ProviderOutput) -> Image.Image:
+    image = Image.open(io.BytesIO(output.data or b""))
+    image.load()
+    return image
+
+
+def assert_key_kept_secret(sink: Sink, error: ProviderError | None = None) -> None:
+    assert sink.records
+    for record in sink.records:
+        assert "?" not in record.url
+        assert API_KEY not in repr(record)
+    if error is not None:
+        assert API_KEY not in error.message
+        assert API_KEY not in str(error)
+
+
+# -- images -----------------------------------------------------------------------------------
+
+
+async def test_image_is_generated_as_base64_png(fake, provider, sink):
+    progress = Progress()
+    result = await provider.start(request(width=96, height=64), progress)
+    assert isinstance(result, Finished)
+    [output] = result.outputs
+    assert output.content_type == "image/png"
+    assert output.url is None
+    assert (output.width, output.height) == (96, 64)
+    assert image_of(output).size == (96, 64)
+    assert progress.calls[-1] == (1.0, "done")
+
+    [sent] = fake.requests
+    assert sent.method == "POST"
+    assert sent.path == "/v1/images/generations"
+    assert sent.query == ""
+    assert sent.headers["authorization"] == f"Bearer {API_KEY}"
+    assert sent.headers["content-type"] == "application/json"
+    # GPT image models always answer base64 and refuse `response_format`.
+    assert sent.json == {
+        "model": "gpt-image-1",
+        "prompt": "a copper lantern by the river",
+        "n": 1,
+        "size": "96x64",
+    }
+    [record] = sink.records
+    assert record.provider == "openai" and record.model == "gpt-image-1"
+    assert record.ok and record.status_code == 200 and record.error is None
+    assert record.url.endswith("/v1/images/generations")
+    assert_key_kept_secret(sink)
+
+
+async def test_dall_e_is_asked_for_b64_json(fake, provider):
+    [output] = await generate(provider, request(model="dall-e-2", width=32, height=32))
+    assert image_of(output).format == "PNG"
+    assert fake.requests[0].json["response_format"] == "b64_json"
+
+
+async def test_several_images_in_one_call(fake, provider):
+    outputs = await generate(provider, request(num_outputs=3, width=32, height=48))
+    assert len(outputs) == 3
+    assert len({o.data for o in outputs}) == 3
+    assert all(image_of(o).size == (32, 48) for o in outputs)
+    [sent] = fake.requests
+    assert sent.json["n"] == 3
+
+
+async def test_dall_e_3_makes_one_call_per_image(fake, provider):
+    outputs = await generate(
+        provider, request(model="dall-e-3", num_outputs=2, width=32, height=32)
+    )
+    assert len(outputs) == 2
+    assert [r.json["n"] for r in fake.requests] == [1, 1]
+
+
+async def test_a_server_that_ignores_n_is_asked_again(fake, provider):
+    one = {"created": 1, "data": [{"b64_json": base64.b64encode(png(8, 8)).decode()}]}
+    fake.next(Scripted(200, one))
+    fake.next(Scripted(200, one))
+    outputs = await generate(provider, request(num_outputs=2))
+    assert len(outputs) == 2
+    assert [r.json["n"] for r in fake.requests] == [2, 1]
+
+
+async def test_url_outputs_are_returned_as_urls(fake, provider):
+    outputs = await generate(
+        provider, request(model="dall-e-2", num_outputs=2, params={"response_format": "url"})
+    )
+    assert len(outputs) == 2
+    for output in outputs:
+        assert output.data is None
+        assert output.url and output.url.startswith(f"{fake.base_url}/files/")
+    assert fake.requests[0].json["response_format"] == "url"
+    async with httpx.AsyncClient() as client:
+        downloaded = await client.get(outputs[0].url or "")
+    assert Image.open(io.BytesIO(downloaded.content)).format == "PNG"
+
+
+async def test_route_params_override_size_and_pass_through(fake, provider):
+    params = {"size": "1024x1536", "quality": "low", "style": "vivid", "delay": 3}
+    await generate(provider, request(width=64, height=64, params=params))
+    body = fake.requests[0].json
+    assert body["size"] == "1024x1536"
+    assert body["quality"] == "low" and body["style"] == "vivid"
+    assert "delay" not in body  # Kiln's own params stay home
+    # No field for these in the Images API: dropped.
+    assert "seed" not in body and "negative_prompt" not in body
+
+
+async def test_organization_header(fake, client, sink):
+    provider = make(fake, client, sink, organization="org-kiln")
+    await generate(provider, request())
+    assert fake.requests[0].headers["openai-organization"] == "org-kiln"
+
+
+async def test_image_to_image_uses_multipart_edits(fake, provider):
+    source = png(40, 40, (1, 2, 3))
+    outputs = await generate(
+        provider,
+        request(
+            num_outputs=2,
+            width=40,
+            height=40,
+            input_image=source,
+            input_image_type="image/png",
+            params={"quality": "high", "input_fidelity": "high"},
+        ),
+    )
+    assert len(outputs) == 2
+    assert all(image_of(o).size == (40, 40) for o in outputs)
+    [sent] = fake.requests
+    assert sent.path == "/v1/images/edits"
+    assert sent.headers["authorization"] == f"Bearer {API_KEY}"
+    assert sent.headers["content-type"].startswith("multipart/form-data; boundary=")
+    assert sent.fields == {
+        "model": "gpt-image-1",
+        "prompt": "a copper lantern by the river",
+        "n": "2",
+        "size": "40x40",
+        "quality": "high",
+        "input_fidelity": "high",
+    }
+    filename, content_type, data = sent.files["image"]
+    assert (filename, content_type) == ("image.png", "image/png")
+    assert data == source
+
+
+# -- text -------------------------------------------------------------------------------------
+
+
+async def test_text_uses_chat_completions(fake, provider, sink):
+    outputs = await generate(
+        provider,
+        request(
+            GenerationKind.TEXT,
+            model="gpt-4o-mini",
+            num_outputs=2,
+            seed=7,
+            params={"system": "Be brief.", "temperature": 0.2},
+        ),
+    )
+    assert [o.text for o in outputs] == [
+        "a copper lantern by the river #0",
+        "a copper lantern by the river #1",
+    ]
+    for output in outputs:
+        assert output.content_type == "text/plain"
+        assert output.data == (output.text or "").encode()
+    [sent] = fake.requests
+    assert sent.path == "/v1/chat/completions"
+    assert sent.headers["authorization"] == f"Bearer {API_KEY}"
+    assert sent.json == {
+        "model": "gpt-4o-mini",
+        "messages": [
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": "a copper lantern by the river"},
+        ],
+        "n": 2,
+        "seed": 7,
+        "temperature": 0.2,
+    }
+    assert_key_kept_secret(sink)
+
+
+async def test_text_without_system_prompt(fake, provider):
+    await generate(provider, request(GenerationKind.TEXT, model="llama3"))
+    assert fake.requests[0].json["messages"] == [
+        {"role": "user", "content": "a copper lantern by the river"}
+    ]
+
+
+async def test_chat_content_filter_is_content_rejected(fake, provider):
+    fake.next(
+        Scripted(
+            200,
+            {
+                "choices": [
+                    {"index": 0, "message": {"content": None}, "finish_reason": "content_filter"}
+                ]
+            },
+        )
+    )
+    error = await failure(provider, request(GenerationKind.TEXT, model="gpt-4o"))
+    assert (error.code, error.retryable) == ("CONTENT_REJECTED", False)
+
+
+async def test_video_is_not_supported(fake, provider):
+    error = await failure(provider, request(GenerationKind.VIDEO))
+    assert (error.code, error.retryable) == ("PROVIDER_REJECTED", False)
+    assert fake.requests == []
+
+
+# -- failures ---------------------------------------------------------------------------------
+
+
+async def test_429_is_retryable_with_retry_after(fake, provider, sink):
+    fake.next(
+        Scripted(
+            429,
+            {
+                "error": {
+                    "message": "Rate limit reached for images per minute.",
+                    "type": "requests",
+                    "param": None,
+                    "code": "rate_limit_exceeded",
+                }
+            },
+            headers={"retry-after": "7"},
+        )
+    )
+    error = await failure(provider, request())
+    assert error.code == "PROVIDER_RATE_LIMITED"
+    assert error.retryable is True
+    assert error.retry_after == 7.0
+    assert error.status_code == 429
+    [record] = sink.records
+    assert not record.ok and record.status_code == 429
+    assert record.error and record.error.startswith("PROVIDER_RATE_LIMITED")
+
+
+async def test_insufficient_quota_is_not_retryable(fake, provider):
+    fake.next(
+        error(429, "You exceeded your current quota.", "insufficient_quota", "insufficient_quota")
+    )
+    error_ = await failure(provider, request())
+    assert (error_.code, error_.retryable) == ("PROVIDER_REJECTED", False)
+
+
+async def test_500_is_retryable(fake, provider):
+    fake.next(error(500, "The server had an error processing your request.", "server_error"))
+    error_ = await failure(provider, request())
+    assert error_.code == "PROVIDER_UNAVAILABLE"
+    assert error_.retryable is True
+    assert error_.status_code == 500
+
+
+async def test_timeout_is_retryable(fake, provider, sink):
+    fake.next(Scripted(200, {"created": 1, "data": []}, delay=1.5))
+    error_ = await failure(provider, request(timeout=0.2))
+    assert error_.code == "PROVIDER_TIMEOUT"
+    assert error_.retryable is True
+    [record] = sink.records
+    assert not record.ok and record.status_code is None
+
+
+async def test_malformed_json_is_a_bad_response(fake, provider, sink):
+    fake.next(Scripted(200, text="<html>upstream connect error</html>"))
+    error_ = await failure(provider, request())
+    assert error_.code == "PROVIDER_BAD_RESPONSE"
+    [record] = sink.records
+    assert not record.ok and record.error and "PROVIDER_BAD_RESPONSE" in record.error
+
+
+async def test_answer_without_images_is_a_bad_response(fake, provider):
+    fake.next(Scripted(200, {"created": 1, "data": [{"revised_prompt": "x"}]}))
+    assert (await failure(provider, request())).code == "PROVIDER_BAD_RESPONSE"
+
+
+async def test_invalid_base64_is_a_bad_response(fake, provider):
+    fake.next(Scripted(200, {"created": 1, "data": [{"b64_json": "not base64!!"}]}))
+    assert (await failure(provider, request())).code == "PROVIDER_BAD_RESPONSE"
+
+
+async def test_401_is_an_auth_error_and_never_shows_the_key(fake, client, sink):
+    wrong_key = "sk-wrong-9876543210zyxwvutsrqponmlkjihgfedcba"
+    provider = make(fake, client, sink, api_key=wrong_key)
+    error_ = await failure(provider, request())
+    assert error_.code == "PROVIDER_AUTH"
+    assert error_.retryable is False
+    assert error_.status_code == 401
+    # The fake quotes the key it was given, as a careless compatible server would.
+    assert wrong_key in fake.requests[0].headers["authorization"]
+    assert wrong_key not in error_.message
+    [record] = sink.records
+    assert wrong_key not in repr(record)
+    assert not record.ok and record.status_code == 401
+
+
+@pytest.mark.parametrize("status", [400, 422])
+async def test_other_client_errors_are_not_retryable(fake, provider, status):
+    fake.next(error(status, "Invalid value for 'size'.", "invalid_request_error", "invalid_value"))
+    error_ = await failure(provider, request())
+    assert error_.code == "PROVIDER_REJECTED"
+    assert error_.retryable is False
+    assert error_.status_code == status
+    assert "Invalid value for 'size'" in error_.message
+
+
+async def test_gpt_image_refuses_response_format_when_a_route_forces_it(fake, provider):
+    error_ = await failure(provider, request(params={"response_format": "b64_json"}))
+    assert (error_.code, error_.retryable) == ("PROVIDER_REJECTED", False)
+    assert "response_format" in error_.message
+
+
+@pytest.mark.parametrize(
+    ("type_", "code", "message"),
+    [
+        (
+            "image_generation_user_error",
+            "content_policy_violation",
+            "Your request was rejected as a result of our safety system.",
+        ),
+        (
+            "image_generation_user_error",
+            "moderation_blocked",
+            "Your request was rejected by the safety system.",
+        ),
+        (
+            "invalid_request_error",
+            "content_policy_violation",
+            "Your request was rejected as a result of our safety system.",
+        ),
+    ],
+)
+async def test_content_policy_is_content_rejected(fake, provider, sink, type_, code, message):
+    fake.next(error(400, message, type_, code))
+    error_ = await failure(provider, request())
+    assert error_.code == "CONTENT_REJECTED"
+    assert error_.retryable is False
+    assert error_.status_code == 400
+    assert_key_kept_secret(sink, error_)
+
+
+async def test_content_policy_on_edits(fake, provider):
+    fake.next(
+        error(
+            400,
+            "Your request was rejected by the safety system.",
+            "image_generation_user_error",
+            "moderation_blocked",
+        )
+    )
+    error_ = await failure(provider, request(input_image=png(16, 16)))
+    assert error_.code == "CONTENT_REJECTED"
+    assert fake.requests[0].path == "/v1/images/edits"
+
+
+async def test_image_user_error_that_is_not_moderation_is_rejected_not_content(fake, provider):
+    fake.next(
+        error(
+            400,
+            "Invalid mask image format - mask size does not match image size",
+            "image_generation_user_error",
+            "invalid_mask_image_format",
+        )
+    )
+    error_ = await failure(provider, request(input_image=png(16, 16)))
+    assert (error_.code, error_.retryable) == ("PROVIDER_REJECTED", False)
+
+
+async def test_key_never_reaches_the_call_log(fake, provider, sink):
+    await generate(provider, request())
+    await generate(provider, request(GenerationKind.TEXT, model="gpt-4o-mini"))
+    await generate(provider, request(input_image=png(16, 16)))
+    fake.next(error(500, f"echo {API_KEY}", "server_error"))
+    error_ = await failure(provider, request())
+    assert len(sink.records) == 4
+    assert_key_kept_secret(sink, error_)
+    for sent in fake.requests:
+        assert sent.query == ""
+
+
+async def test_poll_cancel_and_webhooks(provider):
+    with pytest.raises(ProviderError) as polled:
+        await provider.poll(request(), "job-1")
+    assert polled.value.retryable is False
+    assert await provider.cancel("job-1") is None
+    with pytest.raises(ProviderError) as hooked:
+        provider.parse_webhook({}, b"{}")
+    assert hooked.value.code == "WEBHOOK_REJECTED"
