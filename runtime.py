@@ -9,12 +9,17 @@ import contextlib
 import logging
 from dataclasses import dataclass
 
+import httpx
 import redis.asyncio as aioredis
 
 from models.config import close_database, open_database
 from providers.registry import ProviderRegistry, build_registry
 from realtime.hub import Hub, make_hub, set_hub
+from services.api_calls import record_call
+from services.breakers import BreakerPolicy, MemoryBreakers, RedisBreakers
 from services.catalogue import Catalogue, load_catalogue
+from services.provider_limits import MemoryLimiter, ProviderLimit, RedisLimiter
+from services.routing import ProviderDeps, RetryPolicy
 from services.sweeper import sweep
 from settings import Settings
 from storage import OutputStore, make_store, set_store
@@ -26,11 +31,15 @@ log = logging.getLogger(__name__)
 class Runtime:
     settings: Settings
     catalogue: Catalogue
-    registry: ProviderRegistry
+    providers: ProviderDeps
     store: OutputStore
     hub: Hub
     redis: aioredis.Redis | None
     _sweeper: asyncio.Task[None] | None = None
+
+    @property
+    def registry(self) -> ProviderRegistry:
+        return self.providers.registry
 
     def start_sweeper(self) -> None:
         self._sweeper = asyncio.create_task(self._sweep_forever(), name="kiln-sweeper")
@@ -55,6 +64,7 @@ class Runtime:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sweeper
         await self.hub.close()
+        await self.providers.http.aclose()
         if self.redis is not None:
             await self.redis.aclose()
         set_hub(None)
@@ -79,15 +89,53 @@ async def start_runtime(settings: Settings, *, migrate: bool) -> Runtime:
     set_hub(hub)
     store = make_store(settings)
     set_store(store)
+    redis = aioredis.Redis.from_url(settings.redis_url) if settings.redis_url else None
     _current = Runtime(
         settings=settings,
         catalogue=load_catalogue(settings.catalogue_path),
-        registry=build_registry(settings),
+        providers=build_provider_deps(settings, redis),
         store=store,
         hub=hub,
-        redis=aioredis.Redis.from_url(settings.redis_url) if settings.redis_url else None,
+        redis=redis,
     )
     return _current
+
+
+def build_provider_deps(settings: Settings, redis: aioredis.Redis | None) -> ProviderDeps:
+    """Breakers and limits are shared through Redis when there is one (several worker
+    processes), in memory otherwise."""
+    policy = BreakerPolicy(
+        failure_threshold=settings.breaker_failure_threshold,
+        min_calls=settings.breaker_min_calls,
+        window=settings.breaker_window_seconds,
+        cooldown=settings.breaker_cooldown_seconds,
+    )
+    limits = {
+        name: ProviderLimit(
+            max_concurrent=_int(raw.get("max_concurrent")), per_minute=_int(raw.get("per_minute"))
+        )
+        for name, raw in settings.provider_limits.items()
+    }
+    client = httpx.AsyncClient(limits=httpx.Limits(max_connections=200))
+    return ProviderDeps(
+        registry=build_registry(settings, client, record_call),
+        breakers=RedisBreakers(redis, policy) if redis is not None else MemoryBreakers(policy),
+        limiter=RedisLimiter(redis, limits) if redis is not None else MemoryLimiter(limits),
+        retry=RetryPolicy(
+            attempts=settings.provider_retry_attempts,
+            max_total_wait=settings.provider_retry_max_wait_seconds,
+        ),
+        http=client,
+        max_output_bytes=settings.max_output_bytes,
+        fetch_allow_hosts=frozenset(
+            h.strip() for h in settings.fetch_allow_hosts.split(",") if h.strip()
+        ),
+        webhook_base_url=settings.public_base_url or None,
+    )
+
+
+def _int(value: float | None) -> int | None:
+    return int(value) if value is not None else None
 
 
 async def stop_runtime() -> None:

@@ -29,12 +29,16 @@ from strawberry.exceptions import ConnectionRejectionError
 from tortoise import connections
 
 import runtime
+from models.error_event import ErrorCategory, Severity
 from observability import logs, metrics
 from observability.graphql import GraphQLObservability
+from providers.base import ProviderError
 from schema.build import build_schema
 from schema.context import Context
 from schema.graphiql import graphiql_html
 from schema.loaders import Loaders
+from services import runner
+from services.error_events import Occurrence, record
 from services.errors import DomainError
 from services.payments import WebhookRejected, handle_payment_webhook
 from services.stats import queue_stats
@@ -232,6 +236,35 @@ def metrics_endpoint(settings: Settings) -> Any:
     return endpoint
 
 
+async def provider_webhook(request: Request) -> Response:
+    """Results pushed by queued providers (Replicate, fal). 200 once handled or when the job
+    is no longer waited on; 400 with the reason when the signature or body is wrong."""
+    rt = runtime.current()
+    body = await request.body()
+    try:
+        handled = await runner.handle_webhook(
+            request.path_params["provider"],
+            request.headers,
+            body,
+            rt.catalogue,
+            rt.providers,
+            rt.store,
+        )
+    except ProviderError as rejected:
+        await record(
+            Occurrence(
+                severity=Severity.WARNING,
+                category=ErrorCategory.WEBHOOK,
+                message=f"Provider webhook rejected: {rejected.message}",
+                error_code="WEBHOOK_REJECTED",
+                request_id=request.scope.get("state", {}).get("request_id"),
+                endpoint=request.url.path,
+            )
+        )
+        return JSONResponse({"error": rejected.message}, status_code=400)
+    return JSONResponse({"received": True, "handled": handled})
+
+
 def _embedded_worker_alive(request: Request) -> bool:
     worker = getattr(request.app.state, "embedded_worker", None)
     return worker is not None and any(t.is_alive() for t in worker.workers)
@@ -287,6 +320,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             Route("/readyz", readyz),
             Route("/metrics", metrics_endpoint(settings)),
             Route("/webhooks/payments", payment_webhook, methods=["POST"]),
+            Route("/webhooks/providers/{provider}", provider_webhook, methods=["POST"]),
             Mount("/media", StaticFiles(directory=settings.media_dir, check_dir=False)),
         ],
         lifespan=lifespan,

@@ -66,6 +66,36 @@ class Settings(BaseSettings):
     # When set, GET /metrics requires `Authorization: Bearer <METRICS_TOKEN>`.
     metrics_token: str = ""
 
+    # AI providers. Credentials and endpoints live here, never in the catalogue; a provider
+    # without credentials is not configured and its routes are skipped.
+    openai_api_key: str = ""
+    openai_base_url: str = "https://api.openai.com/v1"
+    gemini_api_key: str = ""
+    gemini_base_url: str = "https://generativelanguage.googleapis.com/v1beta"
+    replicate_api_token: str = ""
+    replicate_base_url: str = "https://api.replicate.com/v1"
+    replicate_webhook_secret: str = ""
+    fal_key: str = ""
+    fal_base_url: str = "https://queue.fal.run"
+    fal_jwks_url: str = "https://rest.alpha.fal.ai/.well-known/jwks.json"
+    stability_api_key: str = ""
+    stability_base_url: str = "https://api.stability.ai"
+    # Per provider, as JSON: {"replicate": {"max_concurrent": 5, "per_minute": 600}}.
+    provider_limits: dict[str, dict[str, float]] = {}
+    # Retries of one provider call (408/409/429/5xx, timeouts, connection errors).
+    provider_retry_attempts: int = 3
+    provider_retry_max_wait_seconds: float = 20.0
+    # Circuit breakers: open after this many failures among at least `min_calls` calls in
+    # the window, for the cooldown; then one probe call decides.
+    breaker_failure_threshold: int = 5
+    breaker_min_calls: int = 5
+    breaker_window_seconds: float = 60.0
+    breaker_cooldown_seconds: float = 30.0
+    # Provider outputs downloaded into the store: size cap, and hosts exempt from the
+    # private-address check (only for development and tests, e.g. "127.0.0.1").
+    max_output_bytes: int = 50 * 1024 * 1024
+    fetch_allow_hosts: str = ""
+
     @property
     def payment_webhook_secrets(self) -> list[str]:
         return [s.strip() for s in self.payment_webhook_secret.split(",") if s.strip()]

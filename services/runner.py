@@ -1,72 +1,401 @@
-"""Running one generation: the provider call, storing outputs, and the final transition.
-Called by the `generation.run` actor with an id; safe to call any number of times."""
+"""Running a generation through its model's provider routes.
+
+`run_generation` (actor `generation.run`) starts it and tries the routes in order: an open
+breaker skips a route, a full provider makes the job wait (sent again later, not failed), a
+route that fails after its retries hands over to the next one, a content rejection ends it.
+Providers that queue work leave it PROCESSING with its provider job attached; `poll`
+(actor `generation.poll`) and `handle_webhook` (POST /webhooks/providers/{name}) both hand
+results to `_on_result`, which takes each result exactly once. Outputs are downloaded (from
+expiring provider URLs) or decoded and written to the output store before completion.
+Every function takes ids and re-reads rows, so any message may be delivered twice."""
 
 from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 
 from models.error_event import ErrorCategory, Severity
-from models.generation import Generation
-from observability.metrics import provider_call
-from providers.base import Finished, ProviderError, ProviderRequest
-from providers.registry import ProviderRegistry
-from services import generations
-from services.catalogue import Catalogue
+from models.generation import Generation, GenerationStatus
+from providers.base import Finished, Pending, Provider, ProviderError, ProviderRequest, Result
+from services import generations, jobs, routing
+from services.api_calls import current_generation, current_request
+from services.catalogue import Catalogue, Route
 from services.error_events import Occurrence, record, stack_of
+from services.fetch import FetchRefused, fetch
 from services.generations import StoredOutput
+from services.provider_limits import Lease, Wait
+from services.routing import ProviderDeps
 from storage import OutputStore, output_key
 
 log = logging.getLogger(__name__)
+OUTPUT_TYPES = frozenset({"image/png", "image/jpeg", "image/webp", "image/gif", "video/mp4"})
 
 
 class Stopped(Exception):
     """The generation left PROCESSING under us (cancelled or timed out): drop the work."""
 
 
+@contextmanager
+def _context(generation: Generation) -> Iterator[None]:
+    """Provider calls made meanwhile are logged against this generation and request."""
+    generation_token = current_generation.set(generation.id)
+    request_token = current_request.set(generation.request_id)
+    try:
+        yield
+    finally:
+        current_generation.reset(generation_token)
+        current_request.reset(request_token)
+
+
 async def run_generation(
-    generation_id: uuid.UUID,
-    catalogue: Catalogue,
-    registry: ProviderRegistry,
-    store: OutputStore,
+    generation_id: uuid.UUID, catalogue: Catalogue, deps: ProviderDeps, store: OutputStore
 ) -> None:
     generation = await generations.start(generation_id)
     if generation is None:
         return  # not QUEUED: a duplicate or late message, nothing to do
-    try:
-        outputs, provider = await _produce(generation, catalogue, registry, store)
-    except Stopped:
-        return
-    except ProviderError as error:
-        await _fail(generation, error.code, error.message, error)
-        return
-    except Exception as error:
-        log.exception("generation %s crashed", generation_id)
-        await _fail(generation, "INTERNAL_ERROR", "Something went wrong on our side.", error)
-        return
-    done = await generations.complete(generation_id, outputs, provider, attempt=generation.attempts)
-    if done is None:
-        # Cancelled between the last progress report and completion: the files are orphans.
-        for output in outputs:
-            await store.delete(output.storage_key)
+    await _guarded(generation, catalogue, deps, store, first_route=0)
 
 
-async def _produce(
-    generation: Generation, catalogue: Catalogue, registry: ProviderRegistry, store: OutputStore
-) -> tuple[list[StoredOutput], str]:
+async def resume(
+    generation_id: uuid.UUID,
+    attempt: int,
+    route: int,
+    catalogue: Catalogue,
+    deps: ProviderDeps,
+    store: OutputStore,
+) -> None:
+    """Go on from `route` once a provider that was full may have capacity again."""
+    generation = await _live(generation_id, attempt)
+    if generation is not None and generation.provider_job is None:
+        await _guarded(generation, catalogue, deps, store, first_route=route)
+
+
+async def poll(
+    generation_id: uuid.UUID,
+    attempt: int,
+    catalogue: Catalogue,
+    deps: ProviderDeps,
+    store: OutputStore,
+) -> None:
+    generation = await Generation.get_or_none(id=generation_id)
+    if generation is None or generation.attempts != attempt or not generation.provider_job:
+        return
+    job = generation.provider_job
+    adapter = deps.registry.get(job["provider"])
+    if adapter is None:
+        return
+    if generation.status is not GenerationStatus.PROCESSING:
+        await _abandon(generation, adapter, deps)  # cancelled or timed out meanwhile
+        return
+    route = _route(catalogue, generation, job["route"])
+    with _context(generation):
+        try:
+            result: Result | ProviderError = await routing.call(
+                adapter.name,
+                lambda: adapter.poll(_request(generation, route, deps), job["job"]),
+                deps.retry,
+                deps.breakers,
+            )
+        except ProviderError as error:
+            result = error
+    await _on_result(generation, job, result, catalogue, deps, store, polling=True)
+
+
+async def handle_webhook(
+    provider: str,
+    headers: Mapping[str, str],
+    body: bytes,
+    catalogue: Catalogue,
+    deps: ProviderDeps,
+    store: OutputStore,
+) -> bool:
+    """A provider's webhook: verify it, then treat it like a poll's answer. False when it
+    names no job we wait on (already handled, or not ours). Raises ProviderError
+    (WEBHOOK_REJECTED) when the signature or body is wrong."""
+    adapter = deps.registry.get(provider)
+    if adapter is None:
+        raise ProviderError("WEBHOOK_REJECTED", f"unknown provider {provider!r}", retryable=False)
+    prepare = getattr(adapter, "refresh_keys", None)
+    if prepare is not None:
+        await prepare()
+    update = adapter.parse_webhook(headers, body)
+    generation = await Generation.get_or_none(provider_job_id=update.job_id)
+    if generation is None or not generation.provider_job:
+        return False
+    await _on_result(
+        generation, generation.provider_job, update.result, catalogue, deps, store, polling=False
+    )
+    return True
+
+
+async def _guarded(
+    generation: Generation,
+    catalogue: Catalogue,
+    deps: ProviderDeps,
+    store: OutputStore,
+    *,
+    first_route: int,
+) -> None:
+    with _context(generation):
+        try:
+            await _from_route(generation, first_route, catalogue, deps, store)
+        except Stopped:
+            return
+        except Exception as error:
+            log.exception("generation %s crashed", generation.id)
+            await _fail(generation, "INTERNAL_ERROR", "Something went wrong on our side.", error)
+
+
+async def _from_route(
+    generation: Generation,
+    first_route: int,
+    catalogue: Catalogue,
+    deps: ProviderDeps,
+    store: OutputStore,
+) -> None:
     spec = catalogue.models.get(generation.model)
     if spec is None:
-        raise ProviderError(
-            "MODEL_UNAVAILABLE", "This model is no longer offered.", retryable=False
+        await _fail(generation, "MODEL_UNAVAILABLE", "This model is no longer offered.")
+        return
+    last_error: ProviderError | None = None
+    for index in range(first_route, len(spec.routes)):
+        route = spec.routes[index]
+        adapter = deps.registry.get(route.provider)
+        if adapter is None:
+            last_error = ProviderError(
+                "PROVIDER_UNAVAILABLE", f"{route.provider} is not configured."
+            )
+            continue
+        if not await deps.breakers.allow(route.provider):
+            last_error = ProviderError("PROVIDER_UNAVAILABLE", f"{route.provider} is down.")
+            continue
+        lease = await deps.limiter.acquire(route.provider)
+        if isinstance(lease, Wait):
+            await _wait_for_capacity(generation, index, route, lease)
+            return
+        try:
+            result = await _start(generation, adapter, route, deps)
+            if isinstance(result, Pending):
+                await _attach(generation, index, adapter, result, lease)
+                return
+            await deps.limiter.release(lease)
+            await _finish(generation, result, adapter.name, deps, store)
+            return
+        except ProviderError as error:
+            await deps.limiter.release(lease)
+            if error.code == "CONTENT_REJECTED":
+                await _fail(generation, error.code, _content_message(), error)
+                return
+            log.warning(
+                "route %s/%s failed for %s: %s",
+                route.provider,
+                route.model,
+                generation.id,
+                error.code,
+            )
+            last_error = error
+        except BaseException:
+            await deps.limiter.release(lease)
+            raise
+    await _fail(
+        generation,
+        "ALL_PROVIDERS_FAILED",
+        "Every provider for this model failed. Your credits were refunded.",
+        last_error,
+    )
+
+
+async def _start(
+    generation: Generation, adapter: Provider, route: Route, deps: ProviderDeps
+) -> Result:
+    async def progress(fraction: float, stage: str) -> None:
+        # Downloading and storing take the last tenth of the bar.
+        if not await generations.report_progress(
+            generation.id, 0.9 * fraction, stage, attempt=generation.attempts
+        ):
+            raise Stopped
+
+    request = _request(generation, route, deps)
+    return await routing.call(
+        adapter.name,
+        lambda: adapter.start(request, progress),
+        deps.retry,
+        deps.breakers,
+        stopped=(Stopped,),
+    )
+
+
+async def _attach(
+    generation: Generation, route: int, adapter: Provider, pending: Pending, lease: Lease
+) -> None:
+    job = {"route": route, "provider": adapter.name, "job": pending.job_id, "lease": lease.token}
+    if not await generations.attach_job(generation.id, generation.attempts, job):
+        await adapter.cancel(pending.job_id)  # cancelled while we were submitting
+        return
+    generation.provider_job = job
+    await _report(generation, pending)
+    await jobs.send(
+        jobs.POLL, str(generation.id), str(generation.attempts), delay_seconds=pending.poll_after
+    )
+
+
+async def _on_result(
+    generation: Generation,
+    job: dict[str, str | int],
+    result: Result | ProviderError,
+    catalogue: Catalogue,
+    deps: ProviderDeps,
+    store: OutputStore,
+    *,
+    polling: bool,
+) -> None:
+    if isinstance(result, Pending):
+        await _report(generation, result)
+        if polling:
+            await jobs.send(
+                jobs.POLL,
+                str(generation.id),
+                str(generation.attempts),
+                delay_seconds=result.poll_after,
+            )
+        return
+    if not await generations.claim_job(generation.id, str(job["job"])):
+        return  # the webhook and the poller raced: the other one has it
+    await deps.limiter.release(Lease(str(job["provider"]), str(job["lease"])))
+    with _context(generation):
+        try:
+            if isinstance(result, ProviderError):
+                raise result
+            await _finish(generation, result, str(job["provider"]), deps, store)
+        except Stopped:
+            return
+        except ProviderError as error:
+            if error.code == "CONTENT_REJECTED":
+                await _fail(generation, error.code, _content_message(), error)
+                return
+            await _guarded(generation, catalogue, deps, store, first_route=int(job["route"]) + 1)
+
+
+async def _finish(
+    generation: Generation,
+    finished: Finished,
+    provider: str,
+    deps: ProviderDeps,
+    store: OutputStore,
+) -> None:
+    if not await generations.report_progress(
+        generation.id, 0.9, "storing outputs", attempt=generation.attempts
+    ):
+        raise Stopped
+    stored: list[StoredOutput] = []
+    try:
+        for index, output in enumerate(finished.outputs):
+            data, content_type = output.data, output.content_type
+            if data is None:
+                data, content_type = await _download(output.url, deps)
+            content_type = content_type or "application/octet-stream"
+            key = output_key(generation.user_id, generation.id, index, content_type)
+            await store.put(key, data, content_type)
+            stored.append(
+                StoredOutput(
+                    index, key, content_type, len(data), output.width, output.height, output.text
+                )
+            )
+        if not stored:
+            raise ProviderError("PROVIDER_BAD_RESPONSE", "The provider returned no outputs.")
+        done = await generations.complete(
+            generation.id, stored, provider, attempt=generation.attempts
         )
-    route = spec.routes[0]
-    provider = registry.get(route.provider)
-    if provider is None:
-        raise ProviderError(
-            "MODEL_UNAVAILABLE", "This model has no provider configured.", retryable=False
+    except BaseException:
+        await _delete(store, stored)
+        raise
+    if done is None:
+        await _delete(store, stored)  # cancelled at the last moment: the files are orphans
+
+
+async def _download(url: str | None, deps: ProviderDeps) -> tuple[bytes, str]:
+    if not url:
+        raise ProviderError("PROVIDER_BAD_RESPONSE", "An output had neither data nor a URL.")
+    try:
+        fetched = await fetch(
+            deps.http,
+            url,
+            max_bytes=deps.max_output_bytes,
+            allowed_types=OUTPUT_TYPES,
+            allow_hosts=deps.fetch_allow_hosts,
         )
+    except (FetchRefused, OSError) as error:
+        # An expired or unreachable output: this route's work is lost, another may serve.
+        raise ProviderError(
+            "OUTPUT_UNAVAILABLE", f"Could not fetch an output ({error})."
+        ) from error
+    return fetched.data, fetched.content_type
+
+
+async def _delete(store: OutputStore, stored: list[StoredOutput]) -> None:
+    for output in stored:
+        try:
+            await store.delete(output.storage_key)
+        except Exception:
+            log.warning("could not delete orphan output %s", output.storage_key)
+
+
+async def _abandon(generation: Generation, adapter: Provider, deps: ProviderDeps) -> None:
+    job = generation.provider_job or {}
+    if not await generations.claim_job(generation.id, str(job.get("job"))):
+        return
+    await deps.limiter.release(Lease(adapter.name, str(job.get("lease", ""))))
+    try:
+        await adapter.cancel(str(job["job"]))
+    except ProviderError as error:
+        log.info("could not cancel %s job %s: %s", adapter.name, job.get("job"), error.code)
+
+
+async def _wait_for_capacity(generation: Generation, route: int, spec: Route, wait: Wait) -> None:
+    """The provider is at its limit: try this route again later, without using a retry."""
+    if not await generations.report_progress(
+        generation.id, 0.0, f"waiting for {spec.provider}", attempt=generation.attempts
+    ):
+        return
+    await jobs.send(
+        jobs.RESUME,
+        str(generation.id),
+        str(generation.attempts),
+        str(route),
+        delay_seconds=max(wait.seconds, 0.05),
+    )
+
+
+async def _report(generation: Generation, pending: Pending) -> None:
+    fraction = pending.progress if pending.progress is not None else 0.0
+    await generations.report_progress(
+        generation.id, 0.9 * fraction, pending.stage or "processing", attempt=generation.attempts
+    )
+
+
+async def _live(generation_id: uuid.UUID, attempt: int) -> Generation | None:
+    generation = await Generation.get_or_none(id=generation_id)
+    if (
+        generation is None
+        or generation.attempts != attempt
+        or generation.status is not GenerationStatus.PROCESSING
+    ):
+        return None
+    return generation
+
+
+def _route(catalogue: Catalogue, generation: Generation, index: int) -> Route:
+    spec = catalogue.models.get(generation.model)
+    if spec is None or index >= len(spec.routes):
+        raise ProviderError("MODEL_UNAVAILABLE", "This model's routes changed.", retryable=False)
+    return spec.routes[index]
+
+
+def _request(generation: Generation, route: Route, deps: ProviderDeps) -> ProviderRequest:
     params = generation.params
-    request = ProviderRequest(
+    return ProviderRequest(
         kind=generation.kind,
         model=route.model,
         prompt=generation.prompt,
@@ -77,58 +406,40 @@ async def _produce(
         num_outputs=int(params.get("numOutputs", 1)),
         params=route.params,
         timeout=route.timeout,
+        strength=params.get("strength"),
+        webhook_url=deps.webhook_url(route.provider),
     )
 
-    async def progress(fraction: float, stage: str) -> None:
-        # Storing takes the last tenth of the bar.
-        if not await generations.report_progress(
-            generation.id, 0.9 * fraction, stage, attempt=generation.attempts
-        ):
-            raise Stopped
 
-    # Counted and timed per provider; a cancellation under us is not the provider's failure.
-    with provider_call(provider.name, stopped=(Stopped,)):
-        result = await provider.start(request, progress)
-    if not isinstance(result, Finished) or any(o.data is None for o in result.outputs):
-        # Queued providers and URL outputs arrive with the provider routing (poll + download).
-        raise ProviderError(
-            "PROVIDER_ERROR", "This provider is not supported yet.", retryable=False
-        )
-    results = result.outputs
-    if not await generations.report_progress(
-        generation.id, 0.9, "storing outputs", attempt=generation.attempts
-    ):
-        raise Stopped
-    stored = []
-    for index, output in enumerate(results):
-        content_type = output.content_type or "application/octet-stream"
-        data = output.data or b""
-        key = output_key(generation.user_id, generation.id, index, content_type)
-        await store.put(key, data, content_type)
-        stored.append(
-            StoredOutput(
-                index, key, content_type, len(data), output.width, output.height, output.text
-            )
-        )
-    return stored, provider.name
+def _content_message() -> str:
+    return (
+        "The provider declined this request under its content policy. Your credits were refunded."
+    )
 
 
-async def _fail(generation: Generation, code: str, message: str, error: BaseException) -> None:
+async def _fail(
+    generation: Generation, code: str, message: str, error: BaseException | None = None
+) -> None:
     failed = await generations.fail(generation.id, code, message, attempt=generation.attempts)
     if failed is None:
         return
+    detail = error.message if isinstance(error, ProviderError) else message
     await record(
         Occurrence(
             severity=Severity.ERROR,
             category=ErrorCategory.GENERATION,
-            message=f"Generation failed: {code}: {message}",
+            message=f"Generation failed: {code}: {detail}",
             error_code=code,
             user_facing=True,
             user_message=message,
             user_id=str(generation.user_id),
             request_id=generation.request_id,
             function_name="generation.run",
-            stack_trace=stack_of(error),
-            metadata={"generationId": str(generation.id), "model": generation.model},
+            stack_trace=stack_of(error) if error is not None else None,
+            metadata={
+                "generationId": str(generation.id),
+                "model": generation.model,
+                "provider": getattr(error, "status_code", None) and generation.provider,
+            },
         )
     )

@@ -2,6 +2,6 @@
 settings, then declares the actors on it."""
 
 from tasks.broker import broker
-from tasks.generation import run_generation
+from tasks.generation import poll_generation, resume_generation, run_generation
 
-__all__ = ["broker", "run_generation"]
+__all__ = ["broker", "poll_generation", "resume_generation", "run_generation"]

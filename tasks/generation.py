@@ -3,24 +3,38 @@
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 import dramatiq
 
 import runtime
-from services import jobs
-from services.runner import run_generation as run
+from services import jobs, runner
 
 # Provider calls may take minutes; the sweeper's per-model time limit is the real bound.
 TIME_LIMIT_MS = 30 * 60 * 1000
 
 
-@dramatiq.actor(actor_name="generation.run", max_retries=5, time_limit=TIME_LIMIT_MS)
+@dramatiq.actor(actor_name=jobs.RUN, max_retries=5, time_limit=TIME_LIMIT_MS)
 async def run_generation(generation_id: str) -> None:
     rt = runtime.current()
-    await run(uuid.UUID(generation_id), rt.catalogue, rt.registry, rt.store)
+    await runner.run_generation(uuid.UUID(generation_id), rt.catalogue, rt.providers, rt.store)
 
 
-_ACTORS = {jobs.RUN: run_generation}
+@dramatiq.actor(actor_name=jobs.POLL, max_retries=5, time_limit=TIME_LIMIT_MS)
+async def poll_generation(generation_id: str, attempt: str) -> None:
+    rt = runtime.current()
+    await runner.poll(uuid.UUID(generation_id), int(attempt), rt.catalogue, rt.providers, rt.store)
+
+
+@dramatiq.actor(actor_name=jobs.RESUME, max_retries=5, time_limit=TIME_LIMIT_MS)
+async def resume_generation(generation_id: str, attempt: str, route: str) -> None:
+    rt = runtime.current()
+    await runner.resume(
+        uuid.UUID(generation_id), int(attempt), int(route), rt.catalogue, rt.providers, rt.store
+    )
+
+
+_ACTORS = {jobs.RUN: run_generation, jobs.POLL: poll_generation, jobs.RESUME: resume_generation}
 
 
 def _send(actor: str, args: tuple[str, ...], delay: int | None) -> None:

@@ -19,7 +19,7 @@ from services import auth, credits, jobs
 from settings import Settings
 from storage import set_store
 from storage.local import LocalStore
-from tests.support.services import pg_url, recreate_database
+from tests.support.services import drop_database, pg_url, recreate_database, run_database
 
 
 @dataclass
@@ -43,8 +43,9 @@ async def backend(
 ) -> AsyncIterator[Backend]:
     data_dir: Path = tmp_path_factory.mktemp(f"kiln-{request.param}")
     if request.param == "postgres":
-        await recreate_database("kiln_test")
-        settings = Settings(database_url=pg_url("kiln_test"), data_dir=data_dir)
+        database = run_database("kiln_test")
+        await recreate_database(database)
+        settings = Settings(database_url=pg_url(database), data_dir=data_dir)
     else:
         settings = Settings(database_url="", data_dir=data_dir)
     await open_database(settings, migrate=True)
@@ -64,6 +65,8 @@ async def backend(
         await Tortoise._reset_apps()
         await close_database()
         EXECUTOR_CACHE.clear()
+        if request.param == "postgres":
+            await drop_database(settings.database_url.rsplit("/", 1)[1])
 
 
 @pytest.fixture

@@ -6,15 +6,30 @@ from __future__ import annotations
 import asyncio
 import sys
 import uuid
-from collections.abc import AsyncIterator, Generator
+from collections.abc import AsyncIterator, Generator, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
 
 from tests.e2e.client import KilnClient
-from tests.e2e.stack import Stack, StackError, create_admin, start_embedded, start_production
-from tests.support.services import need, pg_url, recreate_database, redis_url
+from tests.e2e.fake_provider import FakeProvider, fake_provider
+from tests.e2e.stack import (
+    Stack,
+    StackError,
+    create_admin,
+    provider_env,
+    start_embedded,
+    start_production,
+)
+from tests.support.services import (
+    drop_database,
+    need,
+    pg_url,
+    recreate_database,
+    redis_url,
+    run_database,
+)
 
 E2E_DATABASE = "kiln_e2e"
 ADMIN_PASSWORD = "an admin password"
@@ -33,6 +48,7 @@ class Running:
     stack: Stack
     client: KilnClient
     admin_token: str
+    provider: FakeProvider
 
     @property
     def kind(self) -> str:
@@ -57,22 +73,32 @@ async def _flush_redis(url: str) -> None:
         await client.aclose()
 
 
+@pytest.fixture(scope="session")
+def provider() -> Iterator[FakeProvider]:
+    with fake_provider() as fake:
+        yield fake
+
+
 @pytest.fixture(scope="session", params=["embedded", "production"])
 async def stack(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    provider: FakeProvider,
 ) -> AsyncIterator[Running]:
     kind: str = request.param
+    extra_env = provider_env(provider.url)
     data_dir = tmp_path_factory.mktemp(f"kiln-{kind}")
     try:
         if kind == "embedded":
-            started = await asyncio.to_thread(start_embedded, data_dir)
+            started = await asyncio.to_thread(start_embedded, data_dir, extra_env)
         else:
             need("postgres")
             need("redis")
-            await recreate_database(E2E_DATABASE)
+            database = run_database(E2E_DATABASE)
+            await recreate_database(database)
             await _flush_redis(redis_url(E2E_REDIS_DB))
             started = await asyncio.to_thread(
-                start_production, data_dir, pg_url(E2E_DATABASE), redis_url(E2E_REDIS_DB)
+                start_production, data_dir, pg_url(database), redis_url(E2E_REDIS_DB), extra_env
             )
         admin_email = f"admin-{uuid.uuid4().hex[:8]}@example.com"
         await asyncio.to_thread(create_admin, started, admin_email, ADMIN_PASSWORD)
@@ -80,7 +106,7 @@ async def stack(
         pytest.fail(str(error), pytrace=False)
     client = KilnClient(started.base_url)
     login = await client.data(LOGIN, {"email": admin_email, "password": ADMIN_PASSWORD})
-    running = Running(started, client, login["login"]["token"])
+    running = Running(started, client, login["login"]["token"], provider)
     failed_before = request.session.testsfailed
     try:
         yield running
@@ -89,6 +115,8 @@ async def stack(
         await asyncio.to_thread(started.stop)
         if request.session.testsfailed > failed_before:
             _print_outside_capture(request.config, f"\n{started.logs()}\n")
+        if kind == "production":
+            await drop_database(run_database(E2E_DATABASE))
 
 
 @pytest.fixture(autouse=True)

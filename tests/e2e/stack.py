@@ -54,6 +54,14 @@ KILN_ENV = (
     "PAYMENT_WEBHOOK_SECRET",
     "PAYMENT_WEBHOOK_TOLERANCE_SECONDS",
     "CREDIT_PACKS",
+    "OPENAI_API_KEY",
+    "OPENAI_BASE_URL",
+    "PROVIDER_LIMITS",
+    "PROVIDER_RETRY_ATTEMPTS",
+    "BREAKER_FAILURE_THRESHOLD",
+    "BREAKER_MIN_CALLS",
+    "BREAKER_COOLDOWN_SECONDS",
+    "FETCH_ALLOW_HOSTS",
 )
 # Both stacks accept payment webhooks signed with this.
 PAYMENT_WEBHOOK_SECRET = "whsec_e2e_secret"
@@ -73,6 +81,27 @@ provider = "local"
 model = "pattern-v1"
 timeout = 30
 params = { fail = "PROVIDER_ERROR" }
+
+[models.remote-image]
+kind = "IMAGE"
+cost_per_output = 1
+routes = [{ provider = "openai", model = "good-model", timeout = 30 }]
+
+[models.failover-image]
+kind = "IMAGE"
+cost_per_output = 1
+routes = [
+  { provider = "openai", model = "broken-model", timeout = 30 },
+  { provider = "local", model = "pattern-v1", timeout = 30 },
+]
+
+[models.flaky-image]
+kind = "IMAGE"
+cost_per_output = 1
+routes = [
+  { provider = "openai", model = "flaky-model", timeout = 30 },
+  { provider = "local", model = "pattern-v1", timeout = 30 },
+]
 
 [models.local-slow]
 kind = "IMAGE"
@@ -270,7 +299,22 @@ def create_admin(stack: Stack, email: str, password: str) -> None:
         raise StackError(f"manage.py create-admin failed:\n{result.stdout!r}\n{result.stderr!r}")
 
 
-def start_embedded(data_dir: Path) -> Stack:
+def provider_env(openai_url: str) -> dict[str, str]:
+    """Both stacks reach the fake OpenAI-compatible provider, at most 5 calls at a time, with
+    quick breakers so the tests can watch them open and recover."""
+    return {
+        "OPENAI_API_KEY": "sk-e2e-fake",
+        "OPENAI_BASE_URL": openai_url,
+        "PROVIDER_LIMITS": '{"openai": {"max_concurrent": 5}}',
+        "PROVIDER_RETRY_ATTEMPTS": "2",
+        "BREAKER_FAILURE_THRESHOLD": "3",
+        "BREAKER_MIN_CALLS": "3",
+        "BREAKER_COOLDOWN_SECONDS": "2",
+        "FETCH_ALLOW_HOSTS": "127.0.0.1",
+    }
+
+
+def start_embedded(data_dir: Path, extra_env: dict[str, str] | None = None) -> Stack:
     stack = Stack("embedded", free_port(), data_dir, write_catalogue(data_dir))
     env = base_env(
         DATA_DIR=str(data_dir),
@@ -280,6 +324,8 @@ def start_embedded(data_dir: Path) -> Stack:
         WS_INIT_TIMEOUT_SECONDS="1",
         PAYMENT_WEBHOOK_SECRET=PAYMENT_WEBHOOK_SECRET,
         SWEEP_INTERVAL_SECONDS="1",
+        EMBEDDED_WORKER_THREADS="8",
+        **(extra_env or {}),
     )
     if (ROOT / ".env").exists():
         # Settings also read ./.env: make sure a developer's file cannot switch modes.
@@ -293,7 +339,9 @@ def start_embedded(data_dir: Path) -> Stack:
     return stack
 
 
-def start_production(data_dir: Path, database_url: str, redis_url: str) -> Stack:
+def start_production(
+    data_dir: Path, database_url: str, redis_url: str, extra_env: dict[str, str] | None = None
+) -> Stack:
     stack = Stack(
         "production", free_port(), data_dir, write_catalogue(data_dir), redis_url=redis_url
     )
@@ -307,6 +355,7 @@ def start_production(data_dir: Path, database_url: str, redis_url: str) -> Stack
         SWEEP_INTERVAL_SECONDS="1",
         REQUEUE_AFTER_SECONDS="2",
         PAYMENT_WEBHOOK_SECRET=PAYMENT_WEBHOOK_SECRET,
+        **(extra_env or {}),
     )
     try:
         migrate = stack.spawn("migrate", [sys.executable, "-m", "tortoise", "migrate"], env)
@@ -342,7 +391,7 @@ def start_production(data_dir: Path, database_url: str, redis_url: str) -> Stack
                 "--processes",
                 str(WORKER_PROCESSES),
                 "--threads",
-                "2",
+                "8",
             ],
             env,
         )

@@ -121,7 +121,7 @@ async def test_failing_generation_is_refunded(stack: Running) -> None:
     api.assert_monotonic(updates)
     last = updates[-1]
     assert last["status"] == "FAILED", last
-    assert last["error"]["code"] == "PROVIDER_ERROR"
+    assert last["error"]["code"] == "ALL_PROVIDERS_FAILED"
     assert last["error"]["message"]
     assert last["outputs"] == []
 

@@ -6,14 +6,14 @@ from PIL import Image
 
 from models.error_event import ErrorEvent
 from models.generation import Generation, GenerationStatus
-from providers.local import LocalProvider
-from providers.registry import ProviderRegistry
 from realtime import channels
 from services import credits, generations
 from services.catalogue import load_catalogue, parse_catalogue
 from services.generations import NewGeneration
+from services.routing import ProviderDeps
 from services.runner import run_generation
 from tests.services.test_credits import assert_ledger_matches
+from tests.support.providers import provider_deps
 
 CATALOGUE = parse_catalogue(
     {
@@ -40,8 +40,9 @@ CATALOGUE = parse_catalogue(
 )
 
 
-def registry(delay: float = 0.0) -> ProviderRegistry:
-    return ProviderRegistry({"local": LocalProvider(step_delay=delay)})
+def registry(delay: float = 0.0) -> ProviderDeps:
+    """The built-in provider only (named for what the tests need from it)."""
+    return provider_deps(local_delay=delay)
 
 
 async def test_a_generation_runs_to_completion_with_real_pngs(make_user, backend):
@@ -99,10 +100,10 @@ async def test_a_failing_provider_fails_refunds_and_records_an_error(make_user, 
     )
     await run_generation(generation.id, CATALOGUE, registry(), backend.store)
     row = await Generation.get(id=generation.id)
-    assert (row.status, row.error_code) == (GenerationStatus.FAILED, "PROVIDER_ERROR")
+    assert (row.status, row.error_code) == (GenerationStatus.FAILED, "ALL_PROVIDERS_FAILED")
     assert row.error_message and "Traceback" not in row.error_message
     assert (await credits.get_balance(user.id)).available == 5
-    event = await ErrorEvent.filter(error_code="PROVIDER_ERROR").order_by("-last_seen").first()
+    event = await ErrorEvent.filter(error_code="ALL_PROVIDERS_FAILED").order_by("-last_seen").first()
     assert event is not None and event.category.value == "GENERATION"
     assert event.last_occurrence and event.last_occurrence["requestId"] == "req-77"
     await assert_ledger_matches(user.id)

@@ -23,8 +23,9 @@ def free_port() -> int:
 def serve(app: ASGIApp) -> Iterator[str]:
     """Yields the base URL (http://127.0.0.1:PORT) while the app serves; stops it after."""
     port = free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
-                            lifespan="off", loop="asyncio")
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=port, log_level="warning", lifespan="off", loop="asyncio"
+    )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name=f"fake-server-{port}", daemon=True)
     thread.start()

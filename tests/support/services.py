@@ -45,6 +45,26 @@ def need(service: str) -> None:
     pytest.skip(message)
 
 
+def run_database(name: str) -> str:
+    """A database name of this test run's own, so runs side by side never share rows."""
+    return f"{name}_{os.getpid()}"
+
+
+async def drop_database(name: str) -> None:
+    import asyncpg
+
+    connection = await asyncpg.connect(ADMIN_DSN)
+    try:
+        await connection.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = $1 AND pid <> pg_backend_pid()",
+            name,
+        )
+        await connection.execute(f'DROP DATABASE IF EXISTS "{name}"')
+    finally:
+        await connection.close()
+
+
 async def recreate_database(name: str) -> None:
     """Drop and create a PostgreSQL database (for a clean, migrated schema)."""
     import asyncpg

@@ -1,0 +1,268 @@
+"""Routing through a model's providers: failover, content rejection, breakers, capacity
+waits, queued jobs finished by polling or by webhook, and downloaded outputs. The providers
+here are scripted stand-ins; the real adapters are tested against fake HTTP servers."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator, Mapping
+
+import pytest
+from PIL import Image
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from models.api_call import ApiCallLog
+from models.error_event import ErrorEvent
+from models.generation import Generation, GenerationStatus
+from providers.base import (
+    Finished,
+    Pending,
+    ProgressCallback,
+    ProviderError,
+    ProviderOutput,
+    ProviderRequest,
+    Result,
+    WebhookUpdate,
+)
+from providers.http import CallRecord
+from services import credits, generations, jobs, runner
+from services.api_calls import current_generation, record_call
+from services.breakers import BreakerPolicy
+from services.catalogue import parse_catalogue
+from services.generations import NewGeneration
+from services.provider_limits import Lease, ProviderLimit
+from tests.support.fake_server import serve
+from tests.support.providers import provider_deps
+
+
+def png(colour: str = "blue") -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (16, 8), colour).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def files() -> Iterator[str]:
+    async def image(request: Request) -> Response:
+        return Response(png(), media_type="image/png")
+
+    async def gone(request: Request) -> Response:
+        return Response(b"expired", status_code=404)
+
+    with serve(Starlette(routes=[Route("/out.png", image), Route("/gone.png", gone)])) as url:
+        yield url
+
+
+class Scripted:
+    """A provider that answers from a script: each start() pops the next answer."""
+
+    def __init__(self, name: str, *answers: Result | ProviderError) -> None:
+        self.name = name
+        self.answers = list(answers)
+        self.polls: list[Result | ProviderError] = []
+        self.started = 0
+        self.cancelled: list[str] = []
+
+    async def start(self, request: ProviderRequest, progress: ProgressCallback) -> Result:
+        self.started += 1
+        await record_call(
+            CallRecord(
+                self.name, request.model, "POST", f"https://{self.name}/x", 200, 5, True, None
+            )
+        )
+        answer = self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
+        if isinstance(answer, ProviderError):
+            raise answer
+        return answer
+
+    async def poll(self, request: ProviderRequest, job_id: str) -> Result:
+        answer = self.polls.pop(0)
+        if isinstance(answer, ProviderError):
+            raise answer
+        return answer
+
+    async def cancel(self, job_id: str) -> None:
+        self.cancelled.append(job_id)
+
+    def parse_webhook(self, headers: Mapping[str, str], body: bytes) -> WebhookUpdate:
+        if headers.get("x-signature") != "good":
+            raise ProviderError("WEBHOOK_REJECTED", "bad signature", retryable=False)
+        return WebhookUpdate(body.decode(), Finished([ProviderOutput("image/png", png("red"))]))
+
+
+def catalogue(*routes: str):
+    return parse_catalogue(
+        {
+            "models": {
+                "m": {
+                    "kind": "IMAGE",
+                    "cost_per_output": 1,
+                    "default": True,
+                    "routes": [{"provider": name, "model": f"{name}-model"} for name in routes],
+                }
+            }
+        }
+    )
+
+
+def unavailable() -> ProviderError:
+    return ProviderError("PROVIDER_UNAVAILABLE", "The provider answered 503.", status_code=503)
+
+
+async def new(user, cat) -> Generation:
+    return await generations.create_generation(user, NewGeneration(prompt="p"), cat)
+
+
+async def test_the_second_route_serves_when_the_first_fails(make_user, backend):
+    first = Scripted("alpha", unavailable())
+    second = Scripted("beta", Finished([ProviderOutput("image/png", png())]))
+    cat = catalogue("alpha", "beta")
+    user = await make_user()
+    generation = await new(user, cat)
+    await runner.run_generation(generation.id, cat, provider_deps(first, second), backend.store)
+    row = await Generation.get(id=generation.id)
+    assert (row.status, row.provider) == (GenerationStatus.COMPLETED, "beta")
+    assert first.started == 3 and second.started == 1  # retried, then failed over once
+    logged = await ApiCallLog.filter(generation_id=generation.id).values_list("provider", flat=True)
+    assert sorted(set(logged)) == ["alpha", "beta"]
+    assert (await credits.get_balance(user.id)).available == 4
+
+
+async def test_every_route_failing_fails_with_all_providers_failed(make_user, backend):
+    cat = catalogue("alpha", "beta")
+    deps = provider_deps(
+        Scripted("alpha", unavailable()),
+        Scripted("beta", ProviderError("PROVIDER_AUTH", "bad key", retryable=False)),
+    )
+    user = await make_user()
+    generation = await new(user, cat)
+    await runner.run_generation(generation.id, cat, deps, backend.store)
+    row = await Generation.get(id=generation.id)
+    assert (row.status, row.error_code) == (GenerationStatus.FAILED, "ALL_PROVIDERS_FAILED")
+    assert (await credits.get_balance(user.id)).available == 5
+    assert await ErrorEvent.filter(error_code="ALL_PROVIDERS_FAILED").exists()
+
+
+async def test_a_content_rejection_is_final(make_user, backend):
+    rejecting = Scripted("alpha", ProviderError("CONTENT_REJECTED", "no", retryable=False))
+    spare = Scripted("beta", Finished([ProviderOutput("image/png", png())]))
+    cat = catalogue("alpha", "beta")
+    user = await make_user()
+    generation = await new(user, cat)
+    await runner.run_generation(generation.id, cat, provider_deps(rejecting, spare), backend.store)
+    row = await Generation.get(id=generation.id)
+    assert (row.status, row.error_code) == (GenerationStatus.FAILED, "CONTENT_REJECTED")
+    assert spare.started == 0 and rejecting.started == 1
+
+
+async def test_an_open_breaker_skips_its_route(make_user, backend):
+    down = Scripted("alpha", Finished([ProviderOutput("image/png", png())]))
+    spare = Scripted("beta", Finished([ProviderOutput("image/png", png())]))
+    deps = provider_deps(
+        down, spare, breaker=BreakerPolicy(failure_threshold=1, min_calls=1, cooldown=60)
+    )
+    await deps.breakers.record("alpha", ok=False)
+    cat = catalogue("alpha", "beta")
+    generation = await new(await make_user(), cat)
+    await runner.run_generation(generation.id, cat, deps, backend.store)
+    assert (await Generation.get(id=generation.id)).provider == "beta"
+    assert down.started == 0
+
+
+async def test_a_full_provider_makes_the_work_wait_not_fail(make_user, backend):
+    busy = Scripted("alpha", Finished([ProviderOutput("image/png", png())]))
+    deps = provider_deps(busy, limits={"alpha": ProviderLimit(max_concurrent=1)})
+    held = await deps.limiter.acquire("alpha")
+    assert isinstance(held, Lease)
+    cat = catalogue("alpha")
+    generation = await new(await make_user(), cat)
+    sent = len(backend.sent)
+    await runner.run_generation(generation.id, cat, deps, backend.store)
+    row = await Generation.get(id=generation.id)
+    assert (row.status, row.stage) == (GenerationStatus.PROCESSING, "waiting for alpha")
+    actor, args, delay = backend.sent[sent]
+    assert (actor, args) == (jobs.RESUME, (str(generation.id), "1", "0")) and delay
+    assert busy.started == 0
+    await deps.limiter.release(held)
+    await runner.resume(generation.id, 1, 0, cat, deps, backend.store)
+    assert (await Generation.get(id=generation.id)).status is GenerationStatus.COMPLETED
+
+
+async def test_a_queued_job_is_polled_and_its_url_outputs_downloaded(make_user, backend, files):
+    queued = Scripted("alpha", Pending("job-1", stage="in queue (position 2)", poll_after=1))
+    queued.polls = [
+        Pending("job-1", progress=0.5, stage="processing"),
+        Finished([ProviderOutput(url=f"{files}/out.png")]),
+    ]
+    deps = provider_deps(queued, limits={"alpha": ProviderLimit(max_concurrent=1)})
+    cat = catalogue("alpha")
+    generation = await new(await make_user(), cat)
+    sent = len(backend.sent)
+    await runner.run_generation(generation.id, cat, deps, backend.store)
+    row = await Generation.get(id=generation.id)
+    assert row.status is GenerationStatus.PROCESSING and row.provider_job_id == "job-1"
+    assert row.stage == "in queue (position 2)"
+    assert backend.sent[sent][:2] == (jobs.POLL, (str(generation.id), "1"))
+    assert isinstance(await deps.limiter.acquire("alpha"), type(None)) is False  # slot held
+
+    await runner.poll(generation.id, 1, cat, deps, backend.store)
+    row = await Generation.get(id=generation.id)
+    assert (row.progress, row.stage) == (0.45, "processing")
+    await runner.poll(generation.id, 1, cat, deps, backend.store)
+    row = await Generation.get(id=generation.id)
+    assert row.status is GenerationStatus.COMPLETED
+    [output] = await generations.outputs_of(generation.id)
+    assert output.content_type == "image/png"
+    assert backend.store.path_for(output.storage_key).read_bytes() == png()
+    await runner.poll(generation.id, 1, cat, deps, backend.store)  # a late duplicate: no-op
+    assert (await Generation.get(id=generation.id)).version == row.version
+    assert isinstance(await deps.limiter.acquire("alpha"), Lease)  # the slot came back
+
+
+async def test_an_expired_output_url_fails_over(make_user, backend, files):
+    expired = Scripted("alpha", Finished([ProviderOutput(url=f"{files}/gone.png")]))
+    spare = Scripted("beta", Finished([ProviderOutput("image/png", png())]))
+    cat = catalogue("alpha", "beta")
+    generation = await new(await make_user(), cat)
+    await runner.run_generation(generation.id, cat, provider_deps(expired, spare), backend.store)
+    assert (await Generation.get(id=generation.id)).provider == "beta"
+
+
+async def test_a_webhook_finishes_the_job_once(make_user, backend):
+    queued = Scripted("alpha", Pending("job-9"))
+    deps = provider_deps(queued)
+    cat = catalogue("alpha")
+    generation = await new(await make_user(), cat)
+    await runner.run_generation(generation.id, cat, deps, backend.store)
+    with pytest.raises(ProviderError):
+        await runner.handle_webhook(
+            "alpha", {"x-signature": "forged"}, b"job-9", cat, deps, backend.store
+        )
+    assert (await Generation.get(id=generation.id)).status is GenerationStatus.PROCESSING
+    assert await runner.handle_webhook(
+        "alpha", {"x-signature": "good"}, b"job-9", cat, deps, backend.store
+    )
+    assert (await Generation.get(id=generation.id)).status is GenerationStatus.COMPLETED
+    assert not await runner.handle_webhook(
+        "alpha", {"x-signature": "good"}, b"job-9", cat, deps, backend.store
+    )
+    queued.polls = [Finished([ProviderOutput("image/png", png())])]
+    await runner.poll(generation.id, 1, cat, deps, backend.store)  # the poller arrives late
+    assert len(await generations.outputs_of(generation.id)) == 1
+
+
+async def test_cancelling_a_queued_job_cancels_it_at_the_provider(make_user, backend):
+    queued = Scripted("alpha", Pending("job-c"))
+    deps = provider_deps(queued, limits={"alpha": ProviderLimit(max_concurrent=1)})
+    cat = catalogue("alpha")
+    user = await make_user()
+    generation = await new(user, cat)
+    await runner.run_generation(generation.id, cat, deps, backend.store)
+    await generations.cancel(user, generation.id)
+    await runner.poll(generation.id, 1, cat, deps, backend.store)
+    assert queued.cancelled == ["job-c"]
+    assert isinstance(await deps.limiter.acquire("alpha"), Lease)
+    assert current_generation.get() is None

@@ -1,0 +1,37 @@
+"""ProviderDeps for tests that run generations in-process: real adapters, breakers and
+limits kept in memory, no retries' sleeping."""
+
+from __future__ import annotations
+
+import httpx
+
+from providers.base import Provider
+from providers.local import LocalProvider
+from providers.registry import ProviderRegistry
+from services.breakers import BreakerPolicy, MemoryBreakers
+from services.provider_limits import MemoryLimiter, ProviderLimit
+from services.routing import ProviderDeps, RetryPolicy
+
+FAST_RETRIES = RetryPolicy(attempts=3, base_delay=0.001, max_delay=0.01, max_total_wait=2.0)
+
+
+def provider_deps(
+    *extra: Provider,
+    local_delay: float = 0.0,
+    limits: dict[str, ProviderLimit] | None = None,
+    breaker: BreakerPolicy | None = None,
+    allow_hosts: frozenset[str] = frozenset({"127.0.0.1"}),
+    webhook_base_url: str | None = None,
+) -> ProviderDeps:
+    providers: dict[str, Provider] = {"local": LocalProvider(step_delay=local_delay)}
+    providers.update({p.name: p for p in extra})
+    return ProviderDeps(
+        registry=ProviderRegistry(providers),
+        breakers=MemoryBreakers(breaker or BreakerPolicy()),
+        limiter=MemoryLimiter(limits or {}),
+        retry=FAST_RETRIES,
+        http=httpx.AsyncClient(),
+        max_output_bytes=10 * 1024 * 1024,
+        fetch_allow_hosts=allow_hosts,
+        webhook_base_url=webhook_base_url,
+    )
