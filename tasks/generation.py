@@ -34,7 +34,11 @@ async def resume_generation(generation_id: str, attempt: str, route: str) -> Non
     )
 
 
-_ACTORS = {jobs.RUN: run_generation, jobs.POLL: poll_generation, jobs.RESUME: resume_generation}
+_ACTORS: dict[str, Any] = {
+    jobs.RUN: run_generation,
+    jobs.POLL: poll_generation,
+    jobs.RESUME: resume_generation,
+}
 
 
 def _send(actor: str, args: tuple[str, ...], delay: int | None) -> None:
