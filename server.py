@@ -132,6 +132,7 @@ class KilnGraphQL(GraphQL):
             response=response,
             settings=self.settings,
             catalogue=runtime.current().catalogue,
+            providers=runtime.current().providers,
             request_id=request.scope.get("state", {}).get("request_id", uuid.uuid4().hex),
             # A socket's context lives as long as the socket: never cache rows across it.
             loaders=Loaders(cache=not websocket),

@@ -10,6 +10,9 @@ from models.user import Role
 from resolvers.ids import parse_id
 from schema.permissions import IsAdmin, IsAuthenticated
 from schema.types import (
+    ApiCallLog,
+    ApiCallLogConnection,
+    ApiCallLogEdge,
     CreditAudit,
     CreditBalance,
     CreditTransaction,
@@ -21,9 +24,11 @@ from schema.types import (
     ModelInfo,
     PageInfo,
     Preset,
+    ProviderHealth,
     User,
 )
-from services import credits, generations
+from services import api_calls, credits, generations
+from services.availability import model_availability
 from services.errors import Forbidden, NotFound
 from services.pagination import check_first
 
@@ -112,9 +117,48 @@ class Query:
     async def credit_audit(self) -> CreditAudit:
         return CreditAudit.of(await credits.audit())
 
-    @strawberry.field
-    def models(self, info: Info) -> list[ModelInfo]:
-        return [ModelInfo.of(m) for m in info.context.catalogue.models.values()]
+    @strawberry.field(description="available: false when every provider route is open-circuited.")
+    async def models(self, info: Info) -> list[ModelInfo]:
+        catalogue = info.context.catalogue
+        available = await model_availability(catalogue, info.context.providers)
+        return [ModelInfo.of(m, available[m.id]) for m in catalogue.models.values()]
+
+    @strawberry.field(
+        permission_classes=[IsAdmin],
+        description="Breaker state and the last 5 minutes of calls, per provider.",
+    )
+    async def provider_health(self, info: Info) -> list[ProviderHealth]:
+        deps = info.context.providers
+        providers = sorted(
+            {
+                route.provider
+                for spec in info.context.catalogue.models.values()
+                for route in spec.routes
+            }
+            | set(deps.registry.names)
+        )
+        return [ProviderHealth.of(h) for h in await api_calls.health(providers, deps.breakers)]
+
+    @strawberry.field(permission_classes=[IsAdmin])
+    async def api_call_logs(
+        self,
+        first: int = 20,
+        after: str | None = None,
+        provider: str | None = None,
+        failed_only: bool = False,
+    ) -> ApiCallLogConnection:
+        page = await api_calls.list_calls(
+            first=check_first(first), after=after, provider=provider, failed_only=failed_only
+        )
+        edges = [
+            ApiCallLogEdge(cursor=page.cursor_of(r), node=ApiCallLog.of(r)) for r in page.items
+        ]
+        return ApiCallLogConnection(
+            edges=edges,
+            page_info=PageInfo(
+                has_next_page=page.has_next, end_cursor=edges[-1].cursor if edges else None
+            ),
+        )
 
     @strawberry.field
     def presets(self, info: Info) -> list[Preset]:

@@ -14,6 +14,7 @@ from schema.loaders import Loaders
 from services import auth
 from services.catalogue import Catalogue
 from services.errors import Unauthenticated
+from services.routing import ProviderDeps
 from settings import Settings
 
 _UNSET: Any = object()
@@ -25,6 +26,7 @@ class Context:
     response: Response | WebSocket | None
     settings: Settings
     catalogue: Catalogue
+    providers: ProviderDeps
     request_id: str
     loaders: Loaders
     # Set by strawberry from the socket's connection_init payload.

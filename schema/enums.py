@@ -7,8 +7,9 @@ import strawberry
 from models.credits import LedgerKind
 from models.generation import GenerationKind, GenerationStatus
 from models.user import Role
+from services.breakers import CircuitState
 
-for _enum in (Role, GenerationKind, GenerationStatus, LedgerKind):
+for _enum in (Role, GenerationKind, GenerationStatus, LedgerKind, CircuitState):
     strawberry.enum(_enum)
 
-__all__ = ["GenerationKind", "GenerationStatus", "LedgerKind", "Role"]
+__all__ = ["CircuitState", "GenerationKind", "GenerationStatus", "LedgerKind", "Role"]

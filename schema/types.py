@@ -10,11 +10,13 @@ import strawberry
 from strawberry.scalars import JSON
 from strawberry.types import Info
 
+from models.api_call import ApiCallLog as ApiCallLogRow
 from models.credits import LedgerEntry
 from models.generation import Generation as GenerationRow
 from models.user import User as UserRow
 from schema.enums import GenerationKind, GenerationStatus, LedgerKind, Role
-from services import credits
+from services import api_calls, credits
+from services.breakers import CircuitState
 from services.catalogue import ModelSpec, PresetSpec
 from services.generations import StoredOutput, snapshot
 from storage import get_store
@@ -241,12 +243,12 @@ class ModelInfo:
     providers: list[str]
 
     @classmethod
-    def of(cls, spec: ModelSpec) -> ModelInfo:
+    def of(cls, spec: ModelSpec, available: bool) -> ModelInfo:
         return cls(
             id=spec.id,
             kind=spec.kind,
             cost_per_output=spec.cost_per_output,
-            available=True,
+            available=available,
             providers=[r.provider for r in spec.routes],
         )
 
@@ -311,3 +313,65 @@ class CreditAudit:
                 for m in audit.mismatches
             ],
         )
+
+
+@strawberry.type
+class ProviderHealth:
+    provider: str
+    circuit: CircuitState
+    calls: int
+    success_rate: float
+    p95_latency_ms: int | None
+    last_error: str | None
+    last_checked_at: datetime | None
+
+    @classmethod
+    def of(cls, health: api_calls.ProviderHealth) -> ProviderHealth:
+        return cls(
+            provider=health.provider,
+            circuit=health.circuit,
+            calls=health.calls,
+            success_rate=health.success_rate,
+            p95_latency_ms=health.p95_latency_ms,
+            last_error=health.last_error,
+            last_checked_at=health.last_checked_at,
+        )
+
+
+@strawberry.type
+class ApiCallLog:
+    id: strawberry.ID
+    provider: str
+    model: str
+    generation_id: strawberry.ID | None
+    status_code: int | None
+    duration_ms: int
+    ok: bool
+    error: str | None
+    created_at: datetime
+
+    @classmethod
+    def of(cls, row: ApiCallLogRow) -> ApiCallLog:
+        return cls(
+            id=strawberry.ID(str(row.id)),
+            provider=row.provider,
+            model=row.model or "",
+            generation_id=strawberry.ID(str(row.generation_id)) if row.generation_id else None,
+            status_code=row.status_code,
+            duration_ms=row.duration_ms,
+            ok=row.ok,
+            error=row.error,
+            created_at=row.created_at,
+        )
+
+
+@strawberry.type
+class ApiCallLogEdge:
+    cursor: str
+    node: ApiCallLog
+
+
+@strawberry.type
+class ApiCallLogConnection:
+    edges: list[ApiCallLogEdge]
+    page_info: PageInfo

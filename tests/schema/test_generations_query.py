@@ -15,6 +15,7 @@ from schema.loaders import Loaders
 from services import auth, generations
 from services.catalogue import load_catalogue
 from services.generations import NewGeneration, StoredOutput
+from tests.support.providers import provider_deps
 
 QUERY = """
 query Page($first: Int!) {
@@ -43,6 +44,7 @@ def context_for(token: str, settings) -> Context:
         response=None,
         settings=settings,
         catalogue=load_catalogue(),
+        providers=provider_deps(),
         request_id="test",
         loaders=Loaders(),
     )

@@ -103,7 +103,9 @@ async def test_a_failing_provider_fails_refunds_and_records_an_error(make_user, 
     assert (row.status, row.error_code) == (GenerationStatus.FAILED, "ALL_PROVIDERS_FAILED")
     assert row.error_message and "Traceback" not in row.error_message
     assert (await credits.get_balance(user.id)).available == 5
-    event = await ErrorEvent.filter(error_code="ALL_PROVIDERS_FAILED").order_by("-last_seen").first()
+    event = (
+        await ErrorEvent.filter(error_code="ALL_PROVIDERS_FAILED").order_by("-last_seen").first()
+    )
     assert event is not None and event.category.value == "GENERATION"
     assert event.last_occurrence and event.last_occurrence["requestId"] == "req-77"
     await assert_ledger_matches(user.id)
