@@ -116,8 +116,8 @@ class Provider(Protocol):
         """The state of a job that `start` left Pending."""
         ...
 
-    async def cancel(self, job_id: str) -> None:
-        """Best effort: stop a Pending job (the user cancelled)."""
+    async def cancel(self, request: ProviderRequest, job_id: str) -> None:
+        """Best effort: stop a Pending job (the user cancelled, or it timed out)."""
         ...
 
     def parse_webhook(self, headers: Mapping[str, str], body: bytes) -> WebhookUpdate:

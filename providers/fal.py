@@ -38,7 +38,6 @@ import binascii
 import hashlib
 import re
 import time
-from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlencode
@@ -68,7 +67,6 @@ JWKS_MAX_AGE = 24 * 3600.0  # fal: cache the JWKS for up to 24 hours
 JWKS_TIMEOUT = 10.0
 POLL_AFTER = 2.0
 POLL_AFTER_WITH_WEBHOOK = 15.0  # a fallback only: the webhook should come first
-REMEMBERED_JOBS = 10_000
 # Infrastructure failures fal reports after its own retries (docs: "Request Error Types"):
 # another attempt, or another provider, may well succeed.
 INFRA_ERROR_TYPES = frozenset(
@@ -121,7 +119,6 @@ class FalProvider:
         self._static_keys = jwks is not None
         if jwks is not None:
             self._keys = _public_keys(jwks)
-        self._apps: OrderedDict[str, str] = OrderedDict()  # request id -> app root
 
     def __repr__(self) -> str:  # never show the key
         return f"FalProvider(base_url={self.base_url!r})"
@@ -144,7 +141,6 @@ class FalProvider:
         )
         body = _object(json_body(response))
         request_id = _request_id(body.get("request_id"))
-        self._remember(request_id, _app_root(request.model))
         position = _int(body.get("queue_position"))
         stage = _queue_stage(position)
         await progress(0.0, stage)
@@ -153,7 +149,6 @@ class FalProvider:
     async def poll(self, request: ProviderRequest, job_id: str) -> Result:
         request_id = _request_id(job_id)
         root = _app_root(request.model)
-        self._remember(request_id, root)
         base = f"{self.base_url}/{root}/requests/{request_id}"
         response = await self.http.request(
             "GET",
@@ -194,25 +189,10 @@ class FalProvider:
             headers=self._headers(),
             check=self._check,
         )
-        self._apps.pop(request_id, None)
         return Finished(_outputs(request.kind, _object(json_body(result))))
 
-    async def cancel(self, job_id: str) -> None:
-        """Best effort. The cancel URL needs the model's app, which the interface does not
-        pass: it is known for requests this process started or polled. For any other, call
-        `cancel_request(model, job_id)`."""
-        request_id = _request_id(job_id)
-        root = self._apps.get(request_id)
-        if root is None:
-            raise ProviderError(
-                "PROVIDER_ERROR",
-                "This fal request's model is unknown here, so it cannot be cancelled.",
-                retryable=False,
-            )
-        await self._cancel(root, request_id, None)
-
-    async def cancel_request(self, model: str, job_id: str) -> None:
-        await self._cancel(_app_root(model), _request_id(job_id), model)
+    async def cancel(self, request: ProviderRequest, job_id: str) -> None:
+        await self._cancel(_app_root(request.model), _request_id(job_id), request.model)
 
     async def _cancel(self, root: str, request_id: str, model: str | None) -> None:
         def check(response: httpx.Response) -> ProviderError | None:
@@ -243,7 +223,6 @@ class FalProvider:
         except ProviderError as error:
             if error.code != TOO_LATE:
                 raise
-        self._apps.pop(request_id, None)
 
     # -- webhooks --------------------------------------------------------------------------
 
@@ -328,12 +307,6 @@ class FalProvider:
 
     def _poll_after(self, request: ProviderRequest) -> float:
         return POLL_AFTER_WITH_WEBHOOK if request.webhook_url else POLL_AFTER
-
-    def _remember(self, request_id: str, root: str) -> None:
-        self._apps[request_id] = root
-        self._apps.move_to_end(request_id)
-        while len(self._apps) > REMEMBERED_JOBS:
-            self._apps.popitem(last=False)
 
     def _check(self, response: httpx.Response) -> ProviderError | None:
         """fal's own failures first (content policy, X-Fal-Retryable), then the generic

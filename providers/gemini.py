@@ -125,7 +125,7 @@ class GeminiProvider:
             retryable=False,
         )
 
-    async def cancel(self, job_id: str) -> None:
+    async def cancel(self, request: ProviderRequest, job_id: str) -> None:
         return None
 
     def parse_webhook(self, headers: Mapping[str, str], body: bytes) -> WebhookUpdate:

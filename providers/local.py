@@ -78,7 +78,7 @@ class LocalProvider:
             "PROVIDER_ERROR", "The local provider has no queued jobs.", retryable=False
         )
 
-    async def cancel(self, job_id: str) -> None:
+    async def cancel(self, request: ProviderRequest, job_id: str) -> None:
         return None
 
     def parse_webhook(self, headers: Mapping[str, str], body: bytes) -> WebhookUpdate:

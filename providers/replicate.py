@@ -121,7 +121,7 @@ class ReplicateProvider:
         )
         return self._result(_prediction(response))
 
-    async def cancel(self, job_id: str) -> None:
+    async def cancel(self, request: ProviderRequest, job_id: str) -> None:
         await self.http.request(
             "POST",
             f"{self.base_url}/predictions/{_job_path(job_id)}/cancel",

@@ -126,7 +126,7 @@ class StabilityProvider:
             raise _bad_response("Stability answered a finished result without content.")
         return result
 
-    async def cancel(self, job_id: str) -> None:
+    async def cancel(self, request: ProviderRequest, job_id: str) -> None:
         """Stability has no way to stop a generation: nothing to do. The job runs to its end
         (and is billed by Stability); its result expires unread after 24 hours."""
         return None

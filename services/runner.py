@@ -87,7 +87,7 @@ async def poll(
     if adapter is None:
         return
     if generation.status is not GenerationStatus.PROCESSING:
-        await _abandon(generation, adapter, deps)  # cancelled or timed out meanwhile
+        await _abandon(generation, adapter, catalogue, deps)  # cancelled or timed out
         return
     route = _route(catalogue, generation, job["route"])
     with _context(generation):
@@ -178,7 +178,8 @@ async def _from_route(
         try:
             result = await _start(generation, adapter, route, deps)
             if isinstance(result, Pending):
-                await _attach(generation, index, adapter, result, lease)
+                request = _request(generation, route, deps)
+                await _attach(generation, index, adapter, result, lease, request)
                 return
             await deps.limiter.release(lease)
             await _finish(generation, result, adapter.name, deps, store)
@@ -228,11 +229,16 @@ async def _start(
 
 
 async def _attach(
-    generation: Generation, route: int, adapter: Provider, pending: Pending, lease: Lease
+    generation: Generation,
+    route: int,
+    adapter: Provider,
+    pending: Pending,
+    lease: Lease,
+    request: ProviderRequest,
 ) -> None:
     job = {"route": route, "provider": adapter.name, "job": pending.job_id, "lease": lease.token}
     if not await generations.attach_job(generation.id, generation.attempts, job):
-        await adapter.cancel(pending.job_id)  # cancelled while we were submitting
+        await adapter.cancel(request, pending.job_id)  # cancelled while we were submitting
         return
     generation.provider_job = job
     await _report(generation, pending)
@@ -342,13 +348,18 @@ async def _delete(store: OutputStore, stored: list[StoredOutput]) -> None:
             log.warning("could not delete orphan output %s", output.storage_key)
 
 
-async def _abandon(generation: Generation, adapter: Provider, deps: ProviderDeps) -> None:
+async def _abandon(
+    generation: Generation, adapter: Provider, catalogue: Catalogue, deps: ProviderDeps
+) -> None:
+    """The generation ended (cancelled, timed out) while its provider job runs: stop the job
+    and free its slot."""
     job = generation.provider_job or {}
     if not await generations.claim_job(generation.id, str(job.get("job"))):
         return
     await deps.limiter.release(Lease(adapter.name, str(job.get("lease", ""))))
     try:
-        await adapter.cancel(str(job["job"]))
+        route = _route(catalogue, generation, int(job["route"]))
+        await adapter.cancel(_request(generation, route, deps), str(job["job"]))
     except ProviderError as error:
         log.info("could not cancel %s job %s: %s", adapter.name, job.get("job"), error.code)
 

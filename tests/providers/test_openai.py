@@ -477,7 +477,7 @@ async def test_poll_cancel_and_webhooks(provider):
     with pytest.raises(ProviderError) as polled:
         await provider.poll(request(), "job-1")
     assert polled.value.retryable is False
-    assert await provider.cancel("job-1") is None
+    assert await provider.cancel(request(), "job-1") is None
     with pytest.raises(ProviderError) as hooked:
         provider.parse_webhook({}, b"{}")
     assert hooked.value.code == "WEBHOOK_REJECTED"

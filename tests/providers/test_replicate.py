@@ -278,7 +278,7 @@ async def test_cancel_posts_to_the_cancel_endpoint_and_the_prediction_ends_cance
     started = await provider.start(req, no_progress)
     assert isinstance(started, Pending)
 
-    await provider.cancel(started.job_id)
+    await provider.cancel(request(), started.job_id)
 
     [cancel] = fake.calls("POST", f"/v1/predictions/{started.job_id}/cancel")
     assert cancel.headers["authorization"] == f"Bearer {TOKEN}"

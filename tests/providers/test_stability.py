@@ -327,7 +327,7 @@ async def test_an_unknown_or_expired_result_id_is_refused(provider, fake):
 async def test_cancel_is_a_documented_no_op(provider, fake):
     req = video_request()
     started = await provider.start(req, Progress())
-    await provider.cancel(started.job_id)
+    await provider.cancel(request(), started.job_id)
     assert len(fake.requests) == 1  # nothing sent: Stability has no cancel endpoint
 
 

@@ -84,7 +84,7 @@ class Scripted:
             raise answer
         return answer
 
-    async def cancel(self, job_id: str) -> None:
+    async def cancel(self, request: ProviderRequest, job_id: str) -> None:
         self.cancelled.append(job_id)
 
     def parse_webhook(self, headers: Mapping[str, str], body: bytes) -> WebhookUpdate:
