@@ -18,8 +18,7 @@ log = logging.getLogger(__name__)
 HEALTH_WINDOW = timedelta(minutes=5)
 
 # Set by the runner around provider calls, so each row names its generation and request.
-current_generation: ContextVar[uuid.UUID | None] = ContextVar("kiln_call_generation",
-                                                              default=None)
+current_generation: ContextVar[uuid.UUID | None] = ContextVar("kiln_call_generation", default=None)
 current_request: ContextVar[str | None] = ContextVar("kiln_call_request", default=None)
 
 
@@ -74,20 +73,31 @@ async def health(providers: list[str], breakers: Breakers) -> list[ProviderHealt
     since = datetime.now(UTC) - HEALTH_WINDOW
     report = []
     for provider in providers:
-        rows = await ApiCallLog.filter(provider=provider, created_at__gte=since).order_by(
-            "-id").limit(10_000).values("ok", "duration_ms", "created_at")
+        rows = (
+            await ApiCallLog.filter(provider=provider, created_at__gte=since)
+            .order_by("-id")
+            .limit(10_000)
+            .values("ok", "duration_ms", "created_at")
+        )
         durations = sorted(r["duration_ms"] for r in rows)
         ok = sum(1 for r in rows if r["ok"])
-        last_failure = await ApiCallLog.filter(provider=provider, ok=False).order_by(
-            "-id").first().values_list("error")
-        report.append(ProviderHealth(
-            provider=provider,
-            circuit=await breakers.state(provider),
-            calls=len(rows),
-            success_rate=ok / len(rows) if rows else 1.0,
-            p95_latency_ms=durations[min(len(durations) - 1, int(0.95 * len(durations)))]
-            if durations else None,
-            last_error=last_failure[0] if last_failure else None,
-            last_checked_at=rows[0]["created_at"] if rows else None,
-        ))
+        last_failure = (
+            await ApiCallLog.filter(provider=provider, ok=False)
+            .order_by("-id")
+            .first()
+            .values_list("error")
+        )
+        report.append(
+            ProviderHealth(
+                provider=provider,
+                circuit=await breakers.state(provider),
+                calls=len(rows),
+                success_rate=ok / len(rows) if rows else 1.0,
+                p95_latency_ms=durations[min(len(durations) - 1, int(0.95 * len(durations)))]
+                if durations
+                else None,
+                last_error=last_failure[0] if last_failure else None,
+                last_checked_at=rows[0]["created_at"] if rows else None,
+            )
+        )
     return report

@@ -38,7 +38,7 @@ class Fetched:
 
 def sniff(data: bytes) -> str | None:
     for magic, offset, content_type in SIGNATURES:
-        if data[offset:offset + len(magic)] == magic:
+        if data[offset : offset + len(magic)] == magic:
             if content_type == "image/webp" and not data.startswith(b"RIFF"):
                 continue
             return content_type
@@ -56,8 +56,8 @@ async def check_url(url: str, allow_hosts: frozenset[str] = frozenset()) -> None
         return
     try:
         infos = await asyncio.get_running_loop().getaddrinfo(
-            host, parts.port or (443 if parts.scheme == "https" else 80),
-            type=socket.SOCK_STREAM)
+            host, parts.port or (443 if parts.scheme == "https" else 80), type=socket.SOCK_STREAM
+        )
     except socket.gaierror as error:
         raise FetchRefused(f"cannot resolve {host}") from error
     for info in infos:

@@ -340,15 +340,21 @@ async def retry(user: User, generation_id: uuid.UUID) -> Generation:
 
 async def attach_job(generation_id: uuid.UUID, attempt: int, job: dict[str, Any]) -> bool:
     """Remember the provider job that the current attempt waits on (see Generation)."""
-    return bool(await Generation.filter(_live(attempt), id=generation_id).update(
-        provider_job=job, provider_job_id=job["job"]))
+    return bool(
+        await Generation.filter(_live(attempt), id=generation_id).update(
+            provider_job=job, provider_job_id=job["job"]
+        )
+    )
 
 
 async def claim_job(generation_id: uuid.UUID, job_id: str) -> bool:
     """Take the job's result for processing. Exactly one of the poller and the webhook wins,
     so a result delivered both ways is handled once."""
-    return bool(await Generation.filter(id=generation_id, provider_job_id=job_id).update(
-        provider_job_id=None))
+    return bool(
+        await Generation.filter(id=generation_id, provider_job_id=job_id).update(
+            provider_job_id=None
+        )
+    )
 
 
 async def requeue(generation_id: uuid.UUID, older_than: datetime) -> bool:
