@@ -65,6 +65,9 @@ class Runtime:
                 await self._sweeper
         await self.hub.close()
         await self.providers.http.aclose()
+        close = getattr(self.store, "close", None)  # the S3 store holds a client session
+        if close is not None:
+            await close()
         if self.redis is not None:
             await self.redis.aclose()
         set_hub(None)

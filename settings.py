@@ -96,6 +96,18 @@ class Settings(BaseSettings):
     max_output_bytes: int = 50 * 1024 * 1024
     fetch_allow_hosts: str = ""
 
+    # Output store: files under DATA_DIR/media (served at /media) unless S3_BUCKET is set,
+    # then an S3-compatible bucket (AWS, MinIO, R2, ...).
+    s3_bucket: str = ""
+    s3_prefix: str = ""
+    s3_endpoint_url: str = ""
+    s3_region: str = "us-east-1"
+    s3_access_key_id: str = ""
+    s3_secret_access_key: str = ""
+    # A CDN or public bucket URL; presigned GET URLs (valid S3_PRESIGN_SECONDS) when empty.
+    s3_public_base_url: str = ""
+    s3_presign_seconds: int = 3600
+
     @property
     def payment_webhook_secrets(self) -> list[str]:
         return [s.strip() for s in self.payment_webhook_secret.split(",") if s.strip()]

@@ -30,6 +30,21 @@ _store: OutputStore | None = None
 
 
 def make_store(settings: Settings) -> OutputStore:
+    if settings.s3_bucket:
+        from storage.s3 import S3Config, S3Store
+
+        return S3Store(
+            S3Config(
+                bucket=settings.s3_bucket,
+                prefix=settings.s3_prefix,
+                endpoint_url=settings.s3_endpoint_url or None,
+                region=settings.s3_region,
+                access_key_id=settings.s3_access_key_id or None,
+                secret_access_key=settings.s3_secret_access_key or None,
+                public_base_url=settings.s3_public_base_url or None,
+                presign_seconds=settings.s3_presign_seconds,
+            )
+        )
     from storage.local import LocalStore
 
     return LocalStore(settings.media_dir, settings.public_base_url)
