@@ -130,6 +130,7 @@ def build_provider_deps(settings: Settings, redis: aioredis.Redis | None) -> Pro
         ),
         http=client,
         max_output_bytes=settings.max_output_bytes,
+        max_input_bytes=settings.max_input_image_bytes,
         fetch_allow_hosts=frozenset(
             h.strip() for h in settings.fetch_allow_hosts.split(",") if h.strip()
         ),

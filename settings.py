@@ -94,6 +94,7 @@ class Settings(BaseSettings):
     # Provider outputs downloaded into the store: size cap, and hosts exempt from the
     # private-address check (only for development and tests, e.g. "127.0.0.1").
     max_output_bytes: int = 50 * 1024 * 1024
+    max_input_image_bytes: int = 10 * 1024 * 1024
     fetch_allow_hosts: str = ""
 
     # Output store: files under DATA_DIR/media (served at /media) unless S3_BUCKET is set,

@@ -1,6 +1,7 @@
 """The built-in provider: real files made on this machine, no network, no keys.
 
-IMAGE: a PNG drawn with Pillow, deterministic from prompt + seed, at the asked size.
+IMAGE: a PNG drawn with Pillow, deterministic from prompt + seed, at the asked size; with an
+input image, the drawing is blended over it by `strength` (image-to-image).
 VIDEO: an animated WebP. TEXT: a deterministic paragraph built from the prompt.
 Route params may slow it down (`delay` seconds per step) or make it fail (`fail = "CODE"`),
 for demos and for tests of slow and failing providers.
@@ -96,7 +97,9 @@ def _render(request: ProviderRequest, rng: random.Random) -> ProviderOutput:
     if request.kind == GenerationKind.TEXT:
         text = _text(request.prompt, rng)
         return ProviderOutput(content_type="text/plain", data=text.encode(), text=text)
-    width, height = request.width or 512, request.height or 512
+    source = _input(request)
+    default = source.size if source else (512, 512)
+    width, height = request.width or default[0], request.height or default[1]
     if request.kind == GenerationKind.VIDEO:
         frames = [_picture(width, height, rng, shift=i) for i in range(8)]
         buffer = io.BytesIO()
@@ -110,9 +113,26 @@ def _render(request: ProviderRequest, rng: random.Random) -> ProviderOutput:
             quality=70,
         )
         return ProviderOutput("image/webp", buffer.getvalue(), width=width, height=height)
+    picture = _picture(width, height, rng)
+    if source is not None:
+        # Image-to-image: strength 0 keeps the input, 1 replaces it with the pattern.
+        strength = request.strength if request.strength is not None else 0.5
+        picture = Image.blend(source.resize((width, height)), picture, strength)
     buffer = io.BytesIO()
-    _picture(width, height, rng).save(buffer, "PNG", optimize=False)
+    picture.save(buffer, "PNG", optimize=False)
     return ProviderOutput("image/png", buffer.getvalue(), width=width, height=height)
+
+
+def _input(request: ProviderRequest) -> Image.Image | None:
+    if request.input_image is None:
+        return None
+    try:
+        with Image.open(io.BytesIO(request.input_image)) as image:
+            return image.convert("RGB")
+    except (OSError, ValueError) as error:
+        raise ProviderError(
+            "PROVIDER_REJECTED", "The input image could not be read.", retryable=False
+        ) from error
 
 
 def _picture(width: int, height: int, rng: random.Random, shift: int = 0) -> Image.Image:

@@ -45,7 +45,11 @@ class Mutation:
             idempotency_key=input.idempotency_key,
         )
         row = await generations.create_generation(
-            user, new, info.context.catalogue, request_id=info.context.request_id
+            user,
+            new,
+            info.context.catalogue,
+            request_id=info.context.request_id,
+            fetch_allow_hosts=info.context.providers.fetch_allow_hosts,
         )
         return Generation.of(row)
 

@@ -33,6 +33,8 @@ class ModelSpec:
     time_limit: float
     routes: tuple[Route, ...]
     default: bool = False
+    # Takes an input image (image-to-image): every route's provider must support it.
+    image_input: bool = False
 
 
 @dataclass(frozen=True)
@@ -101,6 +103,7 @@ def parse_catalogue(data: dict[str, Any]) -> Catalogue:
             cost_per_output=int(raw["cost_per_output"]),
             time_limit=float(raw.get("time_limit", 300)),
             default=bool(raw.get("default", False)),
+            image_input=bool(raw.get("image_input", False)),
             routes=tuple(Route(**route) for route in raw["routes"]),
         )
         for model_id, raw in data.get("models", {}).items()

@@ -28,6 +28,7 @@ from services import credits, notifications, stats
 from services.catalogue import Catalogue
 from services.errors import BadUserInput, Conflict, InvalidTransition, NotFound
 from services.events import publish_after_commit
+from services.fetch import FetchRefused, check_url
 from services.jobs import enqueue_after_commit
 from services.pagination import Page, decode_cursor, encode_cursor
 from services.unit_of_work import atomic
@@ -122,7 +123,12 @@ def _request_hash(new: NewGeneration) -> str:
 
 
 async def create_generation(
-    user: User, new: NewGeneration, catalogue: Catalogue, *, request_id: str | None = None
+    user: User,
+    new: NewGeneration,
+    catalogue: Catalogue,
+    *,
+    request_id: str | None = None,
+    fetch_allow_hosts: frozenset[str] = frozenset(),
 ) -> Generation:
     """Validate, price, hold the credits and queue the work; the job leaves after commit."""
     _validate(new)
@@ -131,9 +137,17 @@ async def create_generation(
         raise BadUserInput(f"Preset {preset.id!r} makes {preset.kind.value}.", field="preset")
     spec = catalogue.model(new.model or (preset.model if preset else None), new.kind)
     if new.input_image_url is not None:
-        raise BadUserInput(
-            f"Model {spec.id!r} does not take an input image.", field="inputImageUrl"
-        )
+        if not spec.image_input:
+            raise BadUserInput(
+                f"Model {spec.id!r} does not take an input image.", field="inputImageUrl"
+            )
+        try:
+            # Checked now for a clear answer; the worker fetches it with the same checks.
+            await check_url(new.input_image_url, fetch_allow_hosts)
+        except FetchRefused as refused:
+            raise BadUserInput(
+                f"inputImageUrl is refused: {refused}.", field="inputImageUrl"
+            ) from refused
     per_output = preset.cost if preset else spec.cost_per_output
     params: dict[str, Any] = {
         "numOutputs": new.num_outputs,
@@ -141,6 +155,7 @@ async def create_generation(
         "height": new.height,
         "seed": new.seed,
         "strength": new.strength if new.strength is not None else (preset and preset.strength),
+        "inputImageUrl": new.input_image_url,
     }
     request_hash = _request_hash(new) if new.idempotency_key else None
     if new.idempotency_key:

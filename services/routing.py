@@ -59,6 +59,7 @@ class ProviderDeps:
     retry: RetryPolicy
     http: httpx.AsyncClient  # downloads of provider outputs
     max_output_bytes: int
+    max_input_bytes: int
     fetch_allow_hosts: frozenset[str]
     webhook_base_url: str | None  # providers POST results to {base}/webhooks/providers/{name}
 

@@ -23,7 +23,7 @@ from services import generations, jobs, routing
 from services.api_calls import current_generation, current_request
 from services.catalogue import Catalogue, Route
 from services.error_events import Occurrence, record, stack_of
-from services.fetch import FetchRefused, fetch
+from services.fetch import Fetched, FetchRefused, fetch
 from services.generations import StoredOutput
 from services.provider_limits import Lease, Wait
 from services.routing import ProviderDeps
@@ -31,6 +31,7 @@ from storage import OutputStore, output_key
 
 log = logging.getLogger(__name__)
 OUTPUT_TYPES = frozenset({"image/png", "image/jpeg", "image/webp", "image/gif", "video/mp4"})
+INPUT_TYPES = frozenset({"image/png", "image/jpeg", "image/webp"})
 
 
 class Stopped(Exception):
@@ -159,6 +160,16 @@ async def _from_route(
     if spec is None:
         await _fail(generation, "MODEL_UNAVAILABLE", "This model is no longer offered.")
         return
+    try:
+        image = await _input_image(generation, deps, store)
+    except FetchRefused as refused:
+        await _fail(
+            generation,
+            "INPUT_IMAGE_UNAVAILABLE",
+            "We could not fetch your input image. Your credits were refunded.",
+            refused,
+        )
+        return
     last_error: ProviderError | None = None
     for index in range(first_route, len(spec.routes)):
         route = spec.routes[index]
@@ -176,9 +187,9 @@ async def _from_route(
             await _wait_for_capacity(generation, index, route, lease)
             return
         try:
-            result = await _start(generation, adapter, route, deps)
+            request = _request(generation, route, deps, image)
+            result = await _start(generation, adapter, request, deps)
             if isinstance(result, Pending):
-                request = _request(generation, route, deps)
                 await _attach(generation, index, adapter, result, lease, request)
                 return
             await deps.limiter.release(lease)
@@ -209,7 +220,7 @@ async def _from_route(
 
 
 async def _start(
-    generation: Generation, adapter: Provider, route: Route, deps: ProviderDeps
+    generation: Generation, adapter: Provider, request: ProviderRequest, deps: ProviderDeps
 ) -> Result:
     async def progress(fraction: float, stage: str) -> None:
         # Downloading and storing take the last tenth of the bar.
@@ -218,7 +229,6 @@ async def _start(
         ):
             raise Stopped
 
-    request = _request(generation, route, deps)
     return await routing.call(
         adapter.name,
         lambda: adapter.start(request, progress),
@@ -404,7 +414,31 @@ def _route(catalogue: Catalogue, generation: Generation, index: int) -> Route:
     return spec.routes[index]
 
 
-def _request(generation: Generation, route: Route, deps: ProviderDeps) -> ProviderRequest:
+async def _input_image(
+    generation: Generation, deps: ProviderDeps, store: OutputStore
+) -> Fetched | None:
+    """Image-to-image: fetch the user's image with the SSRF-safe fetcher and keep a copy
+    beside the outputs, so what the provider was given stays on record."""
+    url = generation.params.get("inputImageUrl")
+    if not url:
+        return None
+    image = await fetch(
+        deps.http,
+        url,
+        max_bytes=deps.max_input_bytes,
+        allowed_types=INPUT_TYPES,
+        allow_hosts=deps.fetch_allow_hosts,
+    )
+    extension = image.content_type.split("/")[1].replace("jpeg", "jpg")
+    await store.put(
+        f"{generation.user_id}/{generation.id}/input.{extension}", image.data, image.content_type
+    )
+    return image
+
+
+def _request(
+    generation: Generation, route: Route, deps: ProviderDeps, image: Fetched | None = None
+) -> ProviderRequest:
     params = generation.params
     return ProviderRequest(
         kind=generation.kind,
@@ -419,6 +453,8 @@ def _request(generation: Generation, route: Route, deps: ProviderDeps) -> Provid
         timeout=route.timeout,
         strength=params.get("strength"),
         webhook_url=deps.webhook_url(route.provider),
+        input_image=image.data if image else None,
+        input_image_type=image.content_type if image else None,
     )
 
 

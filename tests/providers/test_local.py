@@ -186,3 +186,20 @@ def test_registry_finds_providers_by_name(provider):
     registry = ProviderRegistry({"local": provider})
     assert registry.get("local") is provider
     assert registry.get("replicate") is None
+
+
+async def test_image_to_image_blends_the_input_by_strength(provider):
+    source = io.BytesIO()
+    Image.new("RGB", (40, 20), (255, 0, 0)).save(source, "PNG")
+    kept = await generate(provider, request(input_image=source.getvalue(), strength=0.0))
+    [output] = kept
+    assert (output.width, output.height) == (40, 20)  # the input's size when none is asked
+    with Image.open(io.BytesIO(output.data or b"")) as image:
+        assert image.convert("RGB").getpixel((5, 5)) == (255, 0, 0)
+    [mixed] = await generate(
+        provider, request(input_image=source.getvalue(), strength=0.5, width=64, height=64)
+    )
+    with Image.open(io.BytesIO(mixed.data or b"")) as image:
+        assert image.size == (64, 64) and image.convert("RGB").getpixel((5, 5)) != (255, 0, 0)
+    with pytest.raises(ProviderError):
+        await generate(provider, request(input_image=b"not an image"))

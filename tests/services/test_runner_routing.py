@@ -266,3 +266,119 @@ async def test_cancelling_a_queued_job_cancels_it_at_the_provider(make_user, bac
     assert queued.cancelled == ["job-c"]
     assert isinstance(await deps.limiter.acquire("alpha"), Lease)
     assert current_generation.get() is None
+
+
+async def test_image_to_image_fetches_stores_and_passes_the_input(make_user, backend, files):
+    seen: list[ProviderRequest] = []
+
+    class Recording(Scripted):
+        async def start(self, request: ProviderRequest, progress: ProgressCallback) -> Result:
+            seen.append(request)
+            return await super().start(request, progress)
+
+    cat = parse_catalogue(
+        {
+            "models": {
+                "edit": {
+                    "kind": "IMAGE",
+                    "cost_per_output": 1,
+                    "default": True,
+                    "image_input": True,
+                    "routes": [{"provider": "alpha", "model": "alpha-edit"}],
+                }
+            }
+        }
+    )
+    deps = provider_deps(Recording("alpha", Finished([ProviderOutput("image/png", png())])))
+    user = await make_user()
+    generation = await generations.create_generation(
+        user,
+        NewGeneration(prompt="p", input_image_url=f"{files}/out.png", strength=0.3),
+        cat,
+        fetch_allow_hosts=frozenset({"127.0.0.1"}),
+    )
+    await runner.run_generation(generation.id, cat, deps, backend.store)
+    assert (await Generation.get(id=generation.id)).status is GenerationStatus.COMPLETED
+    [request] = seen
+    assert (request.input_image, request.input_image_type, request.strength) == (
+        png(),
+        "image/png",
+        0.3,
+    )
+    stored = backend.store.path_for(f"{user.id}/{generation.id}/input.png")
+    assert stored.read_bytes() == png()
+
+
+async def test_an_input_image_that_vanished_fails_and_refunds(make_user, backend, files):
+    cat = parse_catalogue(
+        {
+            "models": {
+                "edit": {
+                    "kind": "IMAGE",
+                    "cost_per_output": 1,
+                    "default": True,
+                    "image_input": True,
+                    "routes": [{"provider": "local", "model": "pattern-v1"}],
+                }
+            }
+        }
+    )
+    user = await make_user()
+    generation = await generations.create_generation(
+        user,
+        NewGeneration(prompt="p", input_image_url=f"{files}/gone.png"),
+        cat,
+        fetch_allow_hosts=frozenset({"127.0.0.1"}),
+    )
+    await runner.run_generation(generation.id, cat, provider_deps(), backend.store)
+    row = await Generation.get(id=generation.id)
+    assert (row.status, row.error_code) == (GenerationStatus.FAILED, "INPUT_IMAGE_UNAVAILABLE")
+    assert (await credits.get_balance(user.id)).available == 5
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1/x.png",
+        "http://10.0.0.5/x.png",
+        "http://169.254.169.254/latest",
+        "http://[::1]/x.png",
+        "http://localhost/x.png",
+        "ftp://example.com/x.png",
+    ],
+)
+async def test_private_input_image_urls_are_bad_user_input(make_user, url):
+    from services.errors import BadUserInput
+
+    cat = parse_catalogue(
+        {
+            "models": {
+                "edit": {
+                    "kind": "IMAGE",
+                    "cost_per_output": 1,
+                    "default": True,
+                    "image_input": True,
+                    "routes": [{"provider": "local", "model": "pattern-v1"}],
+                }
+            }
+        }
+    )
+    user = await make_user()
+    with pytest.raises(BadUserInput) as raised:
+        await generations.create_generation(
+            user, NewGeneration(prompt="p", input_image_url=url), cat
+        )
+    assert raised.value.field == "inputImageUrl"
+    assert await Generation.filter(user_id=user.id).count() == 0
+
+
+async def test_models_without_image_input_refuse_an_input_image(make_user):
+    from services.errors import BadUserInput
+
+    with pytest.raises(BadUserInput) as raised:
+        await generations.create_generation(
+            await make_user(),
+            NewGeneration(prompt="p", input_image_url="http://93.184.215.14/a.png"),
+            catalogue("alpha"),
+        )
+    assert raised.value.field == "inputImageUrl" and "does not take" in raised.value.message

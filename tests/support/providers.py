@@ -32,6 +32,7 @@ def provider_deps(
         retry=FAST_RETRIES,
         http=httpx.AsyncClient(),
         max_output_bytes=10 * 1024 * 1024,
+        max_input_bytes=5 * 1024 * 1024,
         fetch_allow_hosts=allow_hosts,
         webhook_base_url=webhook_base_url,
     )
