@@ -19,10 +19,13 @@ from tenacity import (
 )
 from tenacity.stop import stop_base
 
+from models.error_event import ErrorCategory, Severity
 from observability.metrics import provider_call
 from providers.base import ProviderError
 from providers.registry import ProviderRegistry
+from services.api_calls import current_generation, current_request
 from services.breakers import Breakers
+from services.error_events import Occurrence, record
 from services.provider_limits import Limiter
 
 T = TypeVar("T")
@@ -67,6 +70,27 @@ class ProviderDeps:
         if not self.webhook_base_url:
             return None
         return f"{self.webhook_base_url.rstrip('/')}/webhooks/providers/{provider}"
+
+
+async def _record_failure(provider: str, error: ProviderError) -> None:
+    """Every failed provider call is an error event, grouped per provider and code."""
+    generation = current_generation.get()
+    await record(
+        Occurrence(
+            severity=Severity.WARNING,
+            category=ErrorCategory.API,
+            message=f"{provider} call failed: {error.code}",
+            error_code=error.code,
+            request_id=current_request.get(),
+            function_name=f"providers.{provider}",
+            metadata={
+                "provider": provider,
+                "statusCode": error.status_code,
+                "detail": error.message[:300],
+                "generationId": str(generation) if generation else None,
+            },
+        )
+    )
 
 
 def _retryable(error: BaseException) -> bool:
@@ -127,6 +151,7 @@ async def call(
                 except ProviderError as error:
                     if error.code in BREAKER_FAILURES:
                         await breakers.record(provider, ok=False)
+                    await _record_failure(provider, error)
                     raise
             await breakers.record(provider, ok=True)
     return result

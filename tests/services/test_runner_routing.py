@@ -382,3 +382,24 @@ async def test_models_without_image_input_refuse_an_input_image(make_user):
             catalogue("alpha"),
         )
     assert raised.value.field == "inputImageUrl" and "does not take" in raised.value.message
+
+
+async def test_failed_provider_calls_are_error_events(make_user, backend):
+    from models.error_event import ErrorCategory
+
+    before = sum(
+        e.count
+        for e in await ErrorEvent.filter(
+            error_code="PROVIDER_UNAVAILABLE", category=ErrorCategory.API
+        )
+    )
+    cat = catalogue("alpha", "beta")
+    deps = provider_deps(
+        Scripted("alpha", unavailable()),
+        Scripted("beta", Finished([ProviderOutput("image/png", png())])),
+    )
+    generation = await new(await make_user(), cat)
+    await runner.run_generation(generation.id, cat, deps, backend.store)
+    events = await ErrorEvent.filter(error_code="PROVIDER_UNAVAILABLE", category=ErrorCategory.API)
+    assert sum(e.count for e in events) == before + 3  # each retry of the failing route
+    assert any(e.message == "alpha call failed: PROVIDER_UNAVAILABLE" for e in events)
