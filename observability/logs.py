@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar, Token
 
+from pythonjsonlogger.core import RESERVED_ATTRS
 from pythonjsonlogger.json import JsonFormatter
 
 FIELDS = ("request_id", "user_id", "generation_id", "provider")
@@ -69,6 +70,8 @@ def json_formatter() -> logging.Formatter:
         style="{",
         rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
         datefmt="%Y-%m-%dT%H:%M:%S%z",
+        # uvicorn repeats its message with terminal colour codes; one message is enough.
+        reserved_attrs=[*RESERVED_ATTRS, "color_message"],
     )
 
 

@@ -40,7 +40,7 @@ def test_a_log_line_is_one_json_object_with_the_context():
         with logs.bound(generation_id="gen-1", provider="local"):
             logger.info("provider answered in %d ms", 12)
         logger.warning("after the call")
-    logger.info("outside")
+    logger.info("outside", extra={"color_message": "\x1b[36moutside\x1b[0m"})
     first, second, third = lines(stream)
     assert first["message"] == "provider answered in 12 ms"
     assert first["level"] == "INFO" and first["logger"].startswith("kiln.test")
@@ -49,6 +49,7 @@ def test_a_log_line_is_one_json_object_with_the_context():
     assert (first["generation_id"], first["provider"]) == ("gen-1", "local")
     assert second["request_id"] == "req-1" and "provider" not in second
     assert not {"request_id", "user_id", "generation_id", "provider"} & set(third)
+    assert "color_message" not in third
 
 
 def test_exceptions_are_logged_inside_the_json_object():
