@@ -15,6 +15,7 @@ import pytest
 from tests.e2e.client import KilnClient
 from tests.e2e.fake_provider import FakeProvider, fake_provider
 from tests.e2e.stack import (
+    REPLICATE_TOKEN,
     Stack,
     StackError,
     create_admin,
@@ -22,6 +23,8 @@ from tests.e2e.stack import (
     start_embedded,
     start_production,
 )
+from tests.providers.fakes.replicate import FakeReplicate
+from tests.support.fake_server import serve
 from tests.support.services import (
     drop_database,
     need,
@@ -49,6 +52,7 @@ class Running:
     client: KilnClient
     admin_token: str
     provider: FakeProvider
+    replicate: FakeReplicate
 
     @property
     def kind(self) -> str:
@@ -79,14 +83,27 @@ def provider() -> Iterator[FakeProvider]:
         yield fake
 
 
+class ServedReplicate(FakeReplicate):
+    url = ""  # its API base, once served
+
+
+@pytest.fixture(scope="session")
+def replicate() -> Iterator[ServedReplicate]:
+    fake = ServedReplicate(REPLICATE_TOKEN)
+    with serve(fake.app) as url:
+        fake.url = f"{url}/v1"
+        yield fake
+
+
 @pytest.fixture(scope="session", params=["embedded", "production"])
 async def stack(
     request: pytest.FixtureRequest,
     tmp_path_factory: pytest.TempPathFactory,
     provider: FakeProvider,
+    replicate: ServedReplicate,
 ) -> AsyncIterator[Running]:
     kind: str = request.param
-    extra_env = provider_env(provider.url)
+    extra_env = provider_env(provider.url, replicate.url)
     data_dir = tmp_path_factory.mktemp(f"kiln-{kind}")
     try:
         if kind == "embedded":
@@ -106,7 +123,7 @@ async def stack(
         pytest.fail(str(error), pytrace=False)
     client = KilnClient(started.base_url)
     login = await client.data(LOGIN, {"email": admin_email, "password": ADMIN_PASSWORD})
-    running = Running(started, client, login["login"]["token"], provider)
+    running = Running(started, client, login["login"]["token"], provider, replicate)
     failed_before = request.session.testsfailed
     try:
         yield running

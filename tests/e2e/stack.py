@@ -55,6 +55,8 @@ KILN_ENV = (
     "PAYMENT_WEBHOOK_TOLERANCE_SECONDS",
     "CREDIT_PACKS",
     "OPENAI_API_KEY",
+    "REPLICATE_API_TOKEN",
+    "REPLICATE_BASE_URL",
     "OPENAI_BASE_URL",
     "PROVIDER_LIMITS",
     "PROVIDER_RETRY_ATTEMPTS",
@@ -63,6 +65,7 @@ KILN_ENV = (
     "BREAKER_COOLDOWN_SECONDS",
     "FETCH_ALLOW_HOSTS",
 )
+REPLICATE_TOKEN = "r8_e2e_fake"
 # Both stacks accept payment webhooks signed with this.
 PAYMENT_WEBHOOK_SECRET = "whsec_e2e_secret"
 
@@ -102,6 +105,11 @@ routes = [
   { provider = "openai", model = "flaky-model", timeout = 30 },
   { provider = "local", model = "pattern-v1", timeout = 30 },
 ]
+
+[models.queued-image]
+kind = "IMAGE"
+cost_per_output = 1
+routes = [{ provider = "replicate", model = "black-forest-labs/flux-schnell", timeout = 30 }]
 
 [models.local-slow]
 kind = "IMAGE"
@@ -299,12 +307,14 @@ def create_admin(stack: Stack, email: str, password: str) -> None:
         raise StackError(f"manage.py create-admin failed:\n{result.stdout!r}\n{result.stderr!r}")
 
 
-def provider_env(openai_url: str) -> dict[str, str]:
-    """Both stacks reach the fake OpenAI-compatible provider, at most 5 calls at a time, with
-    quick breakers so the tests can watch them open and recover."""
+def provider_env(openai_url: str, replicate_url: str) -> dict[str, str]:
+    """Both stacks reach the fake OpenAI-compatible provider (at most 5 calls at a time) and a
+    fake Replicate, with quick breakers so the tests can watch them open and recover."""
     return {
         "OPENAI_API_KEY": "sk-e2e-fake",
         "OPENAI_BASE_URL": openai_url,
+        "REPLICATE_API_TOKEN": REPLICATE_TOKEN,
+        "REPLICATE_BASE_URL": replicate_url,
         "PROVIDER_LIMITS": '{"openai": {"max_concurrent": 5}}',
         "PROVIDER_RETRY_ATTEMPTS": "2",
         "BREAKER_FAILURE_THRESHOLD": "3",

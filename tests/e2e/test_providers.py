@@ -103,3 +103,37 @@ async def test_a_provider_limited_to_five_calls_never_sees_six(stack: Running):
     for account in accounts:
         nodes = await api.my_generations(stack.client, account)
         assert {n["status"] for n in nodes} == {"COMPLETED"}
+
+
+async def test_a_queued_provider_is_polled_with_delayed_messages(stack: Running):
+    account = await api.register(stack.client)
+    created = await api.create(stack.client, account, model="queued-image")
+    updates = await api.watch(stack.ws_url, account, created["id"], within=60)
+    api.assert_monotonic(updates)
+    last = updates[-1]
+    assert (last["status"], last["provider"]) == ("COMPLETED", "replicate"), last
+    assert any(
+        u["status"] == "PROCESSING" and u["stage"] not in (None, "starting") for u in updates
+    )  # the provider's own states came through
+    response = await stack.client.http.get(last["outputs"][0]["url"])
+    assert response.status_code == 200 and response.content.startswith(b"\x89PNG")
+
+
+async def test_cancelling_stops_the_provider_job(stack: Running):
+    account = await api.register(stack.client)
+    stack.replicate.outcome.polls = 50  # it would run for a long while
+    try:
+        created = await api.create(stack.client, account, model="queued-image")
+        async with await api.GraphQLSocket.open(stack.ws_url, account.token) as socket:
+            subscription = await socket.subscribe(api.GENERATION_UPDATED, {"id": created["id"]})
+            await subscription.collect_until(
+                lambda m: m["generationUpdated"]["status"] == "PROCESSING"
+            )
+        await asyncio.sleep(0.5)  # let the job be submitted
+        await stack.client.data(api.CANCEL, {"id": created["id"]}, account.token)
+        async with asyncio.timeout(20):
+            while not any(c.path.endswith("/cancel") for c in stack.replicate.calls("POST")):
+                await asyncio.sleep(0.2)
+    finally:
+        stack.replicate.outcome.polls = 2
+    assert await api.balance(stack.client, account) == {"available": 5, "reserved": 0, "total": 5}
