@@ -15,6 +15,7 @@ import redis.asyncio as aioredis
 from models.config import close_database, open_database
 from providers.registry import ProviderRegistry, build_registry
 from realtime.hub import Hub, make_hub, set_hub
+from services import error_events
 from services.api_calls import record_call
 from services.breakers import BreakerPolicy, MemoryBreakers, RedisBreakers
 from services.catalogue import Catalogue, load_catalogue
@@ -59,6 +60,7 @@ class Runtime:
                 log.exception("sweep failed")
 
     async def stop(self) -> None:
+        await error_events.flush()  # error events still being written
         if self._sweeper is not None:
             self._sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):

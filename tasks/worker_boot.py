@@ -19,7 +19,10 @@ class WorkerBoot(Middleware):
         self.settings = settings
 
     def after_worker_boot(self, broker: Any, worker: Any) -> None:
+        from observability.logs import setup_logging
         from runtime import start_runtime
+
+        setup_logging(level=self.settings.log_level, fmt=self.settings.log_format)
 
         async def boot() -> None:
             runtime = await start_runtime(self.settings, migrate=False)
