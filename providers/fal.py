@@ -56,6 +56,7 @@ from providers.base import (
     Result,
     WebhookUpdate,
 )
+from providers.content import decode_data_url
 from providers.http import MAX_ERROR_TEXT, ProviderHTTP, error_for_status, json_body
 
 DEFAULT_BASE_URL = "https://queue.fal.run"
@@ -400,16 +401,7 @@ def _file_output(item: Any) -> ProviderOutput:
     width, height = _int(item.get("width")), _int(item.get("height"))
     if url.startswith("data:"):
         # sync_mode: the file itself, inline.
-        header, _, encoded = url.partition(",")
-        if not header.endswith(";base64"):
-            raise ProviderError("PROVIDER_BAD_RESPONSE", "fal sent an unreadable data URL.")
-        try:
-            data = base64.b64decode(encoded, validate=True)
-        except (binascii.Error, ValueError):
-            raise ProviderError(
-                "PROVIDER_BAD_RESPONSE", "fal sent an unreadable data URL."
-            ) from None
-        inline_type = header[5 : -len(";base64")] or None
+        data, inline_type = decode_data_url(url)
         return ProviderOutput(content_type or inline_type, data=data, width=width, height=height)
     if not url.startswith(("https://", "http://")):
         raise ProviderError("PROVIDER_BAD_RESPONSE", "fal sent an output URL we cannot fetch.")

@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import binascii
 import io
 import math
 from collections.abc import Awaitable, Callable, Mapping
@@ -61,6 +60,7 @@ from providers.base import (
     Result,
     WebhookUpdate,
 )
+from providers.content import bad_response, decode_base64, sniff
 from providers.http import MAX_ERROR_TEXT, ProviderHTTP, error_for_status
 
 T = TypeVar("T")
@@ -185,7 +185,7 @@ class GeminiProvider:
     def _body(self, request: ProviderRequest, config: dict[str, Any]) -> dict[str, Any]:
         parts: list[dict[str, Any]] = [{"text": request.prompt}]
         if request.input_image is not None:
-            mime_type = request.input_image_type or _sniff(request.input_image) or "image/png"
+            mime_type = request.input_image_type or sniff(request.input_image) or "image/png"
             parts.append(
                 {
                     "inline_data": {
@@ -220,14 +220,16 @@ class GeminiProvider:
             try:
                 answer = orjson.loads(response.content)
             except orjson.JSONDecodeError:
-                return _bad_response("The provider sent a malformed answer.", response)
+                return bad_response("The provider sent a malformed answer.", response.status_code)
             try:
                 parsed.append(parse(answer))
             except ProviderError as error:
                 error.status_code = error.status_code or response.status_code
                 return error
             except (KeyError, IndexError, TypeError, ValueError, AttributeError):
-                return _bad_response("The provider's answer had an unexpected shape.", response)
+                return bad_response(
+                    "The provider's answer had an unexpected shape.", response.status_code
+                )
             return None
 
         model = request.model.removeprefix("models/")
@@ -365,9 +367,9 @@ def _candidate_outputs(candidate: dict[str, Any], *, image: bool) -> list[Provid
         declared = inline.get("mimeType") or inline.get("mime_type")
         if declared and not str(declared).startswith("image/"):
             continue
-        data = _b64decode(inline["data"])
+        data = decode_base64(inline["data"])
         width, height = _dimensions(data)
-        content_type = _sniff(data) or (str(declared) if declared else None)
+        content_type = sniff(data) or (str(declared) if declared else None)
         outputs.append(ProviderOutput(content_type, data=data, width=width, height=height))
     return outputs
 
@@ -395,29 +397,6 @@ def _error_object(response: httpx.Response) -> dict[str, Any]:
         error: dict[str, Any] = body["error"]
         return error
     return {}
-
-
-def _bad_response(message: str, response: httpx.Response) -> ProviderError:
-    return ProviderError("PROVIDER_BAD_RESPONSE", message, status_code=response.status_code)
-
-
-def _b64decode(value: Any) -> bytes:
-    try:
-        return base64.b64decode(str(value), validate=True)
-    except (binascii.Error, ValueError) as error:
-        raise ProviderError(
-            "PROVIDER_BAD_RESPONSE", "The provider sent an image that is not base64."
-        ) from error
-
-
-def _sniff(data: bytes) -> str | None:
-    if data.startswith(b"\x89PNG\r\n\x1a\n"):
-        return "image/png"
-    if data.startswith(b"\xff\xd8\xff"):
-        return "image/jpeg"
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "image/webp"
-    return None
 
 
 def _dimensions(data: bytes) -> tuple[int | None, int | None]:

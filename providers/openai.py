@@ -45,7 +45,6 @@ Authorization header and is scrubbed from every error message (401 answers quote
 from __future__ import annotations
 
 import base64
-import binascii
 import io
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
@@ -64,6 +63,7 @@ from providers.base import (
     Result,
     WebhookUpdate,
 )
+from providers.content import bad_response, decode_base64, sniff
 from providers.http import MAX_ERROR_TEXT, ProviderHTTP, error_for_status
 
 T = TypeVar("T")
@@ -193,7 +193,7 @@ class OpenAIProvider:
         for name, value in _passthrough(request.params, EDIT_PARAMS).items():
             fields[name] = value if isinstance(value, str) else orjson.dumps(value).decode()
         image = request.input_image or b""
-        content_type = request.input_image_type or _sniff(image) or "image/png"
+        content_type = request.input_image_type or sniff(image) or "image/png"
         extension = content_type.rsplit("/", 1)[-1].replace("jpeg", "jpg")
         # ProviderHTTP sends `json` or raw `content`, not `files`: let httpx encode the
         # multipart body, then send its bytes with its Content-Type (and boundary).
@@ -217,7 +217,7 @@ class OpenAIProvider:
         if system:
             messages.append({"role": "system", "content": str(system)})
         if request.input_image is not None:
-            image_type = request.input_image_type or _sniff(request.input_image) or "image/png"
+            image_type = request.input_image_type or sniff(request.input_image) or "image/png"
             data_url = f"data:{image_type};base64,{base64.b64encode(request.input_image).decode()}"
             user: Any = [
                 {"type": "text", "text": request.prompt},
@@ -253,14 +253,16 @@ class OpenAIProvider:
             try:
                 answer = orjson.loads(response.content)
             except orjson.JSONDecodeError:
-                return _bad_response("The provider sent a malformed answer.", response)
+                return bad_response("The provider sent a malformed answer.", response.status_code)
             try:
                 parsed.append(parse(answer))
             except ProviderError as error:
                 error.status_code = error.status_code or response.status_code
                 return error
             except (KeyError, IndexError, TypeError, ValueError, AttributeError):
-                return _bad_response("The provider's answer had an unexpected shape.", response)
+                return bad_response(
+                    "The provider's answer had an unexpected shape.", response.status_code
+                )
             return None
 
         all_headers = {"Authorization": f"Bearer {self.api_key}"}
@@ -366,8 +368,8 @@ def _image_outputs(answer: Any, request: ProviderRequest) -> list[ProviderOutput
         if not isinstance(item, dict):
             continue
         if item.get("b64_json"):
-            data = _b64decode(item["b64_json"])
-            content_type = _sniff(data) or declared
+            data = decode_base64(item["b64_json"])
+            content_type = sniff(data) or declared
             width, height = _dimensions(data)
             outputs.append(ProviderOutput(content_type, data=data, width=width, height=height))
         elif item.get("url"):
@@ -431,31 +433,6 @@ def _error_object(response: httpx.Response) -> dict[str, Any]:
         if isinstance(body.get("detail"), str):  # FastAPI-based servers
             return {"message": body["detail"]}
     return {}
-
-
-def _bad_response(message: str, response: httpx.Response) -> ProviderError:
-    return ProviderError("PROVIDER_BAD_RESPONSE", message, status_code=response.status_code)
-
-
-def _b64decode(value: Any) -> bytes:
-    try:
-        return base64.b64decode(str(value), validate=True)
-    except (binascii.Error, ValueError) as error:
-        raise ProviderError(
-            "PROVIDER_BAD_RESPONSE", "The provider sent an image that is not base64."
-        ) from error
-
-
-def _sniff(data: bytes) -> str | None:
-    if data.startswith(b"\x89PNG\r\n\x1a\n"):
-        return "image/png"
-    if data.startswith(b"\xff\xd8\xff"):
-        return "image/jpeg"
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "image/webp"
-    if data[:6] in (b"GIF87a", b"GIF89a"):
-        return "image/gif"
-    return None
 
 
 def _dimensions(data: bytes) -> tuple[int | None, int | None]:

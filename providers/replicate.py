@@ -29,7 +29,7 @@ import re
 import time
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import quote, unquote_to_bytes, urlsplit
+from urllib.parse import quote, urlsplit
 
 import httpx
 import orjson
@@ -44,6 +44,7 @@ from providers.base import (
     Result,
     WebhookUpdate,
 )
+from providers.content import bad_response, decode_data_url
 from providers.http import ProviderHTTP, error_for_status, json_body
 
 DEFAULT_BASE_URL = "https://api.replicate.com/v1"
@@ -185,7 +186,7 @@ class ReplicateProvider:
     def _result(self, prediction: dict[str, Any]) -> Result:
         job_id = prediction.get("id")
         if not isinstance(job_id, str) or not job_id:
-            raise _bad_response("The prediction has no id.")
+            raise bad_response("The prediction has no id.")
         status = prediction.get("status")
         if status in ("starting", "processing"):
             return Pending(
@@ -203,7 +204,7 @@ class ReplicateProvider:
         if status == "aborted":
             # The prediction's deadline passed before it started: nothing ran.
             raise ProviderError("PROVIDER_ERROR", "aborted", retryable=False)
-        raise _bad_response("The prediction has an unknown status.")
+        raise bad_response("The prediction has an unknown status.")
 
     def _failure(self, error: Any) -> ProviderError:
         text = error if isinstance(error, str) else ""
@@ -285,7 +286,7 @@ def _job_path(job_id: str) -> str:
 def _prediction(response: httpx.Response) -> dict[str, Any]:
     body = json_body(response)
     if not isinstance(body, dict):
-        raise _bad_response("The provider sent something other than a prediction.")
+        raise bad_response("The provider sent something other than a prediction.")
     return body
 
 
@@ -311,7 +312,7 @@ def _outputs(output: Any) -> list[ProviderOutput]:
         # A language model's output is a list of tokens.
         text = "".join(items)
         return [ProviderOutput(content_type="text/plain", data=text.encode(), text=text)]
-    raise _bad_response("The prediction's output is not files or text.")
+    raise bad_response("The prediction's output is not files or text.")
 
 
 def _is_url(value: str) -> bool:
@@ -320,16 +321,7 @@ def _is_url(value: str) -> bool:
 
 def _file_output(value: str) -> ProviderOutput:
     if value.startswith("data:"):
-        header, _, payload = value.partition(",")
-        kind = header[5:].split(";")[0] or None
-        try:
-            data = (
-                base64.b64decode(payload, validate=True)
-                if header.endswith(";base64")
-                else unquote_to_bytes(payload)
-            )
-        except binascii.Error as error:
-            raise _bad_response("The prediction's output is a broken data URL.") from error
+        data, kind = decode_data_url(value)
         return ProviderOutput(content_type=kind, data=data)
     path = urlsplit(value).path
     extension = path.rsplit(".", 1)[-1].lower() if "." in path.rsplit("/", 1)[-1] else ""
@@ -346,10 +338,6 @@ def _webhook_key(secret: str) -> bytes:
 
 def _rejected(message: str) -> ProviderError:
     return ProviderError("WEBHOOK_REJECTED", message, retryable=False)
-
-
-def _bad_response(message: str) -> ProviderError:
-    return ProviderError("PROVIDER_BAD_RESPONSE", message)
 
 
 def _bad_route(model: str) -> ProviderError:

@@ -52,6 +52,7 @@ from providers.base import (
     Result,
     WebhookUpdate,
 )
+from providers.content import bad_response
 from providers.http import ProviderHTTP, error_for_status, json_body
 
 DEFAULT_BASE_URL = "https://api.stability.ai"
@@ -102,7 +103,7 @@ class StabilityProvider:
             result = await self._submit(request, endpoint, model_field, index)
             if isinstance(result, Pending):
                 if outputs:  # a synchronous endpoint turned asynchronous half-way
-                    raise _bad_response("Stability queued one of several images.")
+                    raise bad_response("Stability queued one of several images.")
                 return result
             outputs.extend(result.outputs)
         await progress(1.0, "done")
@@ -123,7 +124,7 @@ class StabilityProvider:
             return Pending(job_id=job_id, stage="in progress", poll_after=_poll_after(request))
         result = self._read(response, request)
         if isinstance(result, Pending):
-            raise _bad_response("Stability answered a finished result without content.")
+            raise bad_response("Stability answered a finished result without content.")
         return result
 
     async def cancel(self, request: ProviderRequest, job_id: str) -> None:
@@ -180,15 +181,15 @@ class StabilityProvider:
         if media_type == "application/json":
             return self._read_json(response, request)
         if not response.content:
-            raise _bad_response("Stability answered without content.")
+            raise bad_response("Stability answered without content.")
         if not media_type.startswith(("image/", "video/")):
-            raise _bad_response("Stability answered something that is not an image or video.")
+            raise bad_response("Stability answered something that is not an image or video.")
         return Finished([_output(response.content, media_type)])
 
     def _read_json(self, response: httpx.Response, request: ProviderRequest) -> Result:
         body = json_body(response)
         if not isinstance(body, dict):
-            raise _bad_response("Stability answered JSON that is not an object.")
+            raise bad_response("Stability answered JSON that is not an object.")
         if str(body.get("finish_reason", "")).upper() == "CONTENT_FILTERED":
             raise _moderated()
         for field, default_type in (("video", "video/mp4"), ("image", _image_type(request))):
@@ -197,12 +198,12 @@ class StabilityProvider:
                 try:
                     data = base64.b64decode(encoded, validate=True)
                 except binascii.Error as error:
-                    raise _bad_response("Stability's base64 content is broken.") from error
+                    raise bad_response("Stability's base64 content is broken.") from error
                 return Finished([_output(data, default_type)])
         job_id = body.get("id")
         if isinstance(job_id, str) and job_id:
             return Pending(job_id=job_id, stage="queued", poll_after=_poll_after(request))
-        raise _bad_response("Stability answered JSON without an id, image or video.")
+        raise bad_response("Stability answered JSON without an id, image or video.")
 
 
 # -- helpers ---------------------------------------------------------------------------------
@@ -313,7 +314,3 @@ def _moderated(status: int | None = None) -> ProviderError:
 
 def _refused(message: str) -> ProviderError:
     return ProviderError("PROVIDER_REJECTED", message, retryable=False)
-
-
-def _bad_response(message: str) -> ProviderError:
-    return ProviderError("PROVIDER_BAD_RESPONSE", message)

@@ -14,15 +14,9 @@ from urllib.parse import urljoin, urlsplit
 
 import httpx
 
+from providers.content import sniff
+
 MAX_REDIRECTS = 5
-SIGNATURES: tuple[tuple[bytes, int, str], ...] = (
-    (b"\x89PNG\r\n\x1a\n", 0, "image/png"),
-    (b"\xff\xd8\xff", 0, "image/jpeg"),
-    (b"GIF87a", 0, "image/gif"),
-    (b"GIF89a", 0, "image/gif"),
-    (b"WEBP", 8, "image/webp"),  # after "RIFF" + size
-    (b"ftyp", 4, "video/mp4"),
-)
 
 
 class FetchRefused(Exception):
@@ -34,15 +28,6 @@ class Fetched:
     data: bytes
     content_type: str  # sniffed from the bytes
     url: str  # the final URL after redirects
-
-
-def sniff(data: bytes) -> str | None:
-    for magic, offset, content_type in SIGNATURES:
-        if data[offset : offset + len(magic)] == magic:
-            if content_type == "image/webp" and not data.startswith(b"RIFF"):
-                continue
-            return content_type
-    return None
 
 
 async def check_url(url: str, allow_hosts: frozenset[str] = frozenset()) -> None:
