@@ -11,8 +11,7 @@ from datetime import UTC, datetime, timedelta
 from models.api_call import ApiCallLog
 from providers.http import CallRecord
 from services.breakers import Breakers, CircuitState
-from services.errors import BadUserInput
-from services.pagination import Page, decode_cursor, encode_cursor
+from services.pagination import Page, newest_first_by_id
 
 log = logging.getLogger(__name__)
 HEALTH_WINDOW = timedelta(minutes=5)
@@ -49,13 +48,7 @@ async def list_calls(
         query = query.filter(provider=provider)
     if failed_only:
         query = query.filter(ok=False)
-    if after:
-        _, last_id = decode_cursor(after)
-        if not last_id.isdigit():
-            raise BadUserInput("Invalid cursor.", field="after")
-        query = query.filter(id__lt=int(last_id))
-    rows = await query.order_by("-id").limit(first + 1)
-    return Page(rows[:first], len(rows) > first, lambda r: encode_cursor(r.created_at, str(r.id)))
+    return await newest_first_by_id(query, first=first, after=after)
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from models.generation import FINAL_STATUSES, Generation, GenerationStatus, Hold
 from realtime import channels
 from services.errors import BadUserInput, Conflict, InsufficientCredits, NotFound
 from services.events import publish_after_commit
-from services.pagination import Page, decode_cursor, encode_cursor
+from services.pagination import Page, newest_first_by_id
 from services.unit_of_work import atomic
 
 
@@ -50,13 +50,7 @@ async def list_transactions(
 ) -> Page[LedgerEntry]:
     """Newest first; the cursor carries the entry id, which only grows."""
     query = LedgerEntry.filter(user_id=user_id)
-    if after:
-        _, last_id = decode_cursor(after)
-        if not last_id.isdigit():
-            raise BadUserInput("Invalid cursor.", field="after")
-        query = query.filter(id__lt=int(last_id))
-    rows = await query.order_by("-id").limit(first + 1)
-    return Page(rows[:first], len(rows) > first, lambda r: encode_cursor(r.created_at, str(r.id)))
+    return await newest_first_by_id(query, first=first, after=after)
 
 
 async def open_account(user_id: uuid.UUID, grant: int) -> None:

@@ -11,9 +11,8 @@ from typing import Any
 from models.error_event import Severity
 from models.generation import Generation
 from models.notification import Notification
-from services.errors import BadUserInput
 from services.events import publish_after_commit
-from services.pagination import Page, decode_cursor, encode_cursor
+from services.pagination import Page, newest_first_by_id
 from services.unit_of_work import atomic
 from settings import get_settings
 
@@ -91,13 +90,7 @@ async def list_notifications(
 ) -> Page[Notification]:
     """The user's own, newest first; the cursor carries the id, which only grows."""
     query = Notification.filter(user_id=user_id)
-    if after:
-        _, last_id = decode_cursor(after)
-        if not last_id.isdigit():
-            raise BadUserInput("Invalid cursor.", field="after")
-        query = query.filter(id__lt=int(last_id))
-    rows = await query.order_by("-id").limit(first + 1)
-    return Page(rows[:first], len(rows) > first, lambda n: encode_cursor(n.created_at, str(n.id)))
+    return await newest_first_by_id(query, first=first, after=after)
 
 
 def message_of(notification: Notification) -> dict[str, Any]:

@@ -6,7 +6,10 @@ import base64
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
+
+from tortoise.models import Model
+from tortoise.queryset import QuerySet
 
 from services.errors import BadUserInput
 
@@ -37,3 +40,21 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
         return datetime.fromisoformat(created_at), row_id
     except (ValueError, UnicodeDecodeError) as error:
         raise BadUserInput("Invalid cursor.", field="after") from error
+
+
+M = TypeVar("M", bound=Model)
+
+
+async def newest_first_by_id(query: QuerySet[M], *, first: int, after: str | None) -> Page[M]:
+    """Rows with growing integer ids, newest first; the cursor carries the id."""
+    if after:
+        _, last_id = decode_cursor(after)
+        if not last_id.isdigit():
+            raise BadUserInput("Invalid cursor.", field="after")
+        query = query.filter(id__lt=int(last_id))
+    rows = await query.order_by("-id").limit(first + 1)
+    return Page(rows[:first], len(rows) > first, _id_cursor)
+
+
+def _id_cursor(row: Any) -> str:
+    return encode_cursor(row.created_at, str(row.id))
