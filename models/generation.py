@@ -75,6 +75,9 @@ class Generation(Model):
     # column so a provider's webhook finds its generation.
     provider_job: dict[str, Any] | None = fields.JSONField(null=True)
     provider_job_id = fields.CharField(max_length=255, null=True, db_index=True)
+    # Response cache: the canonical content's hash; a completed generation with the same
+    # user and key within the TTL answers a new request at once.
+    cache_key = fields.CharField(max_length=64, null=True, db_index=True)
     # Same user + key + request within the retention window returns this generation again.
     idempotency_key = fields.CharField(max_length=255, null=True)
     request_hash = fields.CharField(max_length=64, null=True)
