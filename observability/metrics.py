@@ -54,6 +54,11 @@ GENERATION_DURATION = Histogram(
     ["model", "status"],
     buckets=_WORK_BUCKETS,
 )
+CACHE_LOOKUPS = Counter(
+    "kiln_response_cache_lookups_total",
+    "Response-cache lookups of cacheable requests, by result (hit, miss).",
+    ["result"],
+)
 PROVIDER_CALLS = Counter(
     "kiln_provider_calls_total",
     "Calls to AI providers by outcome (ok, error, stopped).",

@@ -15,6 +15,7 @@ from models.error_event import ErrorCategory, Severity
 from resolvers import mutations, queries, subscriptions
 from resolvers.errors import format_error
 from resolvers.operations import OperationsMutation, OperationsQuery, OperationsSubscription
+from resolvers.workflows import WorkflowMutation
 from services.error_events import Occurrence, record, stack_of
 
 log = logging.getLogger("kiln.graphql")
@@ -55,7 +56,7 @@ class KilnSchema(strawberry.Schema):
 
 # Each area keeps its own resolver classes; the schema's root types are their union.
 Query = merge_types("Query", (queries.Query, OperationsQuery))
-Mutation = merge_types("Mutation", (mutations.Mutation, OperationsMutation))
+Mutation = merge_types("Mutation", (mutations.Mutation, OperationsMutation, WorkflowMutation))
 Subscription = merge_types("Subscription", (subscriptions.Subscription, OperationsSubscription))
 
 

@@ -33,6 +33,9 @@ class ModelSpec:
     time_limit: float
     routes: tuple[Route, ...]
     default: bool = False
+    # Response cache: an identical request of the same user within the TTL is answered
+    # with the earlier outputs instead of a new provider call.
+    cache: bool = False
     # Takes an input image (image-to-image): every route's provider must support it.
     image_input: bool = False
 
@@ -49,6 +52,7 @@ class PresetSpec:
     description: str | None = None
     negative_prompt: str | None = None
     strength: float | None = None
+    cache: bool = False
 
     def render_prompt(self, user_prompt: str) -> str:
         return self.prompt.replace("{prompt}", user_prompt.strip())
@@ -58,6 +62,8 @@ class PresetSpec:
 class WorkflowPricing:
     cost: int  # held when the workflow starts
     change_cost: int = 0  # held again for each round of requested changes
+    model: str | None = None  # the IMAGE model that draws the views
+    views: tuple[str, ...] = ("back", "side", "top", "bottom")  # after the front view
 
 
 @dataclass(frozen=True)
@@ -67,6 +73,13 @@ class Catalogue:
     workflows: dict[str, WorkflowPricing] = field(default_factory=dict)
     # Whether a response-cache hit costs the same as a fresh generation.
     charge_cache_hits: bool = False
+    cache_ttl: float = 24 * 3600
+
+    def workflow(self, workflow_id: str) -> WorkflowPricing:
+        spec = self.workflows.get(workflow_id)
+        if spec is None or spec.model is None:
+            raise BadUserInput(f"The {workflow_id} workflow is not offered.", field="kind")
+        return spec
 
     def model(self, model_id: str | None, kind: GenerationKind) -> ModelSpec:
         if model_id is None:
@@ -104,6 +117,7 @@ def parse_catalogue(data: dict[str, Any]) -> Catalogue:
             time_limit=float(raw.get("time_limit", 300)),
             default=bool(raw.get("default", False)),
             image_input=bool(raw.get("image_input", False)),
+            cache=bool(raw.get("cache", False)),
             routes=tuple(Route(**route) for route in raw["routes"]),
         )
         for model_id, raw in data.get("models", {}).items()
@@ -124,19 +138,25 @@ def parse_catalogue(data: dict[str, Any]) -> Catalogue:
             description=raw.get("description"),
             negative_prompt=raw.get("negative_prompt"),
             strength=raw.get("strength"),
+            cache=bool(raw.get("cache", False)),
         )
     workflows = {
         workflow_id: WorkflowPricing(
-            cost=int(raw["cost"]), change_cost=int(raw.get("change_cost", 0))
+            cost=int(raw["cost"]),
+            change_cost=int(raw.get("change_cost", 0)),
+            model=raw.get("model"),
+            views=tuple(raw.get("views", WorkflowPricing.views)),
         )
         for workflow_id, raw in data.get("workflows", {}).items()
     }
     pricing = data.get("pricing", {})
+    ttl = float(pricing.get("cache_ttl", 24 * 3600))
     return Catalogue(
         models=models,
         presets=presets,
         workflows=workflows,
         charge_cache_hits=bool(pricing.get("charge_cache_hits", False)),
+        cache_ttl=ttl,
     )
 
 

@@ -189,26 +189,43 @@ async def settle_open_holds() -> int:
 
 async def reserve_for(generation: Generation) -> None:
     """Hold the generation's cost for its current attempt (inside the caller's transaction)."""
+    if generation.cost:
+        await _move(
+            generation.user_id,
+            LedgerKind.RESERVE,
+            amount=-generation.cost,
+            held=generation.cost,
+            generation_id=generation.id,
+            unique_key=_hold_key(generation, "reserve"),
+        )
+
+
+async def add_to_hold(generation: Generation, amount: int, step: str) -> None:
+    """Hold `amount` more for this attempt (a workflow's round of changes), inside the
+    caller's transaction, which also raises the generation's cost by as much."""
     await _move(
         generation.user_id,
         LedgerKind.RESERVE,
-        amount=-generation.cost,
-        held=generation.cost,
+        amount=-amount,
+        held=amount,
         generation_id=generation.id,
-        unique_key=_hold_key(generation, "reserve"),
+        reference=step,
+        unique_key=_hold_key(generation, f"reserve:{step}"),
     )
 
 
-async def capture_for(generation_id: uuid.UUID) -> bool:
-    return await _settle(generation_id, HoldState.CAPTURED)
+async def capture_for(generation_id: uuid.UUID, charge: int | None = None) -> bool:
+    """Capture the hold; with `charge` below the cost (a batch partly delivered), capture
+    that much and release the rest, in the same step."""
+    return await _settle(generation_id, HoldState.CAPTURED, charge)
 
 
 async def release_for(generation_id: uuid.UUID) -> bool:
-    return await _settle(generation_id, HoldState.RELEASED)
+    return await _settle(generation_id, HoldState.RELEASED, 0)
 
 
-async def _settle(generation_id: uuid.UUID, outcome: HoldState) -> bool:
-    """Capture or release the open hold. Whoever flips HELD first wins; everyone else no-ops."""
+async def _settle(generation_id: uuid.UUID, outcome: HoldState, charge: int | None) -> bool:
+    """Settle the open hold. Whoever flips HELD first wins; everyone else no-ops."""
     async with atomic():
         flipped = await Generation.filter(id=generation_id, hold=HoldState.HELD).update(
             hold=outcome
@@ -216,15 +233,26 @@ async def _settle(generation_id: uuid.UUID, outcome: HoldState) -> bool:
         if not flipped:
             return False
         generation = await Generation.get(id=generation_id)
-        captured = outcome is HoldState.CAPTURED
-        await _move(
-            generation.user_id,
-            LedgerKind.CAPTURE if captured else LedgerKind.RELEASE,
-            amount=0 if captured else generation.cost,
-            held=-generation.cost,
-            generation_id=generation.id,
-            unique_key=_hold_key(generation, "capture" if captured else "release"),
-        )
+        captured = generation.cost if charge is None else max(0, min(charge, generation.cost))
+        released = generation.cost - captured
+        if captured:
+            await _move(
+                generation.user_id,
+                LedgerKind.CAPTURE,
+                amount=0,
+                held=-captured,
+                generation_id=generation.id,
+                unique_key=_hold_key(generation, "capture"),
+            )
+        if released:
+            await _move(
+                generation.user_id,
+                LedgerKind.RELEASE,
+                amount=released,
+                held=-released,
+                generation_id=generation.id,
+                unique_key=_hold_key(generation, "release"),
+            )
         return True
 
 

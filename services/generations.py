@@ -24,7 +24,7 @@ from models.generation import (
 )
 from models.user import Role, User
 from realtime import channels
-from services import credits, notifications, stats
+from services import credits, jobs, notifications, response_cache, stats
 from services.catalogue import Catalogue
 from services.errors import BadUserInput, Conflict, InvalidTransition, NotFound
 from services.events import publish_after_commit
@@ -130,12 +130,21 @@ async def create_generation(
     request_id: str | None = None,
     fetch_allow_hosts: frozenset[str] = frozenset(),
 ) -> Generation:
-    """Validate, price, hold the credits and queue the work; the job leaves after commit."""
+    """Validate, price, hold the credits and queue the work; the job leaves after commit.
+    A cacheable request answered by the response cache is returned COMPLETED at once."""
     _validate(new)
     preset = catalogue.preset(new.preset) if new.preset else None
     if preset is not None and preset.kind != new.kind:
         raise BadUserInput(f"Preset {preset.id!r} makes {preset.kind.value}.", field="preset")
-    spec = catalogue.model(new.model or (preset.model if preset else None), new.kind)
+    workflow = None
+    if new.kind is GenerationKind.MULTI_VIEW:
+        # A product's views: drawn by the workflow's image model, priced by the workflow.
+        workflow = catalogue.workflow("multi_view")
+        if new.num_outputs != 1:
+            raise BadUserInput("A multi-view workflow makes one set of views.", field="numOutputs")
+        spec = catalogue.model(new.model or workflow.model, GenerationKind.IMAGE)
+    else:
+        spec = catalogue.model(new.model or (preset.model if preset else None), new.kind)
     if new.input_image_url is not None:
         if not spec.image_input:
             raise BadUserInput(
@@ -149,6 +158,7 @@ async def create_generation(
                 f"inputImageUrl is refused: {refused}.", field="inputImageUrl"
             ) from refused
     per_output = preset.cost if preset else spec.cost_per_output
+    cost = workflow.cost if workflow else per_output * new.num_outputs
     params: dict[str, Any] = {
         "numOutputs": new.num_outputs,
         "width": new.width,
@@ -157,11 +167,18 @@ async def create_generation(
         "strength": new.strength if new.strength is not None else (preset and preset.strength),
         "inputImageUrl": new.input_image_url,
     }
+    params = {k: v for k, v in params.items() if v is not None}
+    prompt = preset.render_prompt(new.prompt) if preset else new.prompt
+    negative_prompt = new.negative_prompt or (preset.negative_prompt if preset else None)
     request_hash = _request_hash(new) if new.idempotency_key else None
     if new.idempotency_key:
         existing = await _idempotent_replay(user, new.idempotency_key, request_hash)
         if existing is not None:
             return existing
+    key = None
+    if spec.cache or (preset is not None and preset.cache):
+        key = response_cache.cache_key(spec.id, new.kind, prompt, negative_prompt, params)
+    cached = await response_cache.lookup(user.id, key, catalogue.cache_ttl) if key else None
     try:
         async with atomic():
             generation = await Generation.create(
@@ -171,18 +188,21 @@ async def create_generation(
                 stage="queued",
                 model=spec.id,
                 preset=preset.id if preset else None,
-                prompt=preset.render_prompt(new.prompt) if preset else new.prompt,
-                negative_prompt=new.negative_prompt or (preset.negative_prompt if preset else None),
-                params={k: v for k, v in params.items() if v is not None},
-                cost=per_output * new.num_outputs,
+                prompt=prompt,
+                negative_prompt=negative_prompt,
+                params=params,
+                cost=0 if cached and not catalogue.charge_cache_hits else cost,
                 hold=HoldState.HELD,
                 request_id=request_id,
                 idempotency_key=new.idempotency_key,
                 request_hash=request_hash,
+                cache_key=key,
                 queued_at=_now(),
             )
             await credits.reserve_for(generation)
-            _announce(generation, [])
+            if cached is not None:
+                return await _answer_from_cache(generation, cached)
+            announce(generation, [])
             enqueue_after_commit(generation.id)
     except IntegrityError:
         # A concurrent request with the same idempotency key won the insert.
@@ -192,6 +212,31 @@ async def create_generation(
                 return existing
         raise
     return generation
+
+
+async def _answer_from_cache(generation: Generation, cached: Generation) -> Generation:
+    """Complete a new generation with the cached one's outputs (the same stored files: they
+    are never modified or deleted once completed)."""
+    outputs = await outputs_of(cached.id)
+    await GenerationOutput.bulk_create(
+        [GenerationOutput(generation_id=generation.id, **o.__dict__) for o in outputs]
+    )
+    now = _now()
+    done = await transition(
+        generation.id,
+        Q(status=GenerationStatus.QUEUED),
+        status=GenerationStatus.COMPLETED,
+        progress=1.0,
+        stage="completed from cache",
+        provider=cached.provider,
+        started_at=now,
+        completed_at=now,
+        publish=False,
+    )
+    assert done is not None  # inserted in this transaction
+    await credits.capture_for(generation.id)
+    announce(done, outputs)
+    return done
 
 
 async def _idempotent_replay(user: User, key: str, request_hash: str | None) -> Generation | None:
@@ -209,7 +254,7 @@ async def _idempotent_replay(user: User, key: str, request_hash: str | None) -> 
 
 async def start(generation_id: uuid.UUID) -> Generation | None:
     """QUEUED -> PROCESSING. None when the row is not QUEUED (duplicate or late delivery)."""
-    return await _transition(
+    return await transition(
         generation_id,
         Q(status=GenerationStatus.QUEUED),
         status=GenerationStatus.PROCESSING,
@@ -232,7 +277,7 @@ async def report_progress(
     """Progress never goes backwards within an attempt. False once the generation left
     PROCESSING or moved to another attempt, which tells the worker to stop."""
     progress = min(max(progress, 0.0), 1.0)
-    changed = await _transition(
+    changed = await transition(
         generation_id,
         _live(attempt) & Q(progress__lte=progress),
         progress=progress,
@@ -251,7 +296,7 @@ async def complete(
     attempt: int | None = None,
 ) -> Generation | None:
     async with atomic():
-        generation = await _transition(
+        generation = await transition(
             generation_id,
             _live(attempt),
             status=GenerationStatus.COMPLETED,
@@ -259,18 +304,26 @@ async def complete(
             stage="completed",
             provider=provider,
             completed_at=_now(),
-            announce=False,
+            publish=False,
         )
         if generation is None:
             return None
-        await GenerationOutput.filter(generation_id=generation_id).delete()
-        await GenerationOutput.bulk_create(
-            [GenerationOutput(generation_id=generation_id, **o.__dict__) for o in outputs]
-        )
-        await credits.capture_for(generation_id)
-        await notifications.generation_completed(generation)
-        _announce(generation, outputs)
+        await credits.capture_for(generation_id, _charge(generation, len(outputs)))
+        if generation.parent_id is None:
+            await notifications.generation_completed(generation)
+        else:
+            _advance_workflow(generation)
+        await replace_outputs(generation, outputs)
         return generation
+
+
+def _charge(generation: Generation, delivered: int) -> int | None:
+    """A batch the provider only partly delivered is charged per delivered output and the
+    rest is refunded; None charges the whole cost."""
+    requested = int(generation.params.get("numOutputs", 1))
+    if generation.kind is GenerationKind.MULTI_VIEW or not 0 < delivered < requested:
+        return None
+    return generation.cost * delivered // requested
 
 
 async def fail(
@@ -288,7 +341,7 @@ async def fail(
         guard = Q(status__in=CANCELABLE)
         if attempt is not None:
             guard &= Q(attempts=attempt)
-        generation = await _transition(
+        generation = await transition(
             generation_id,
             guard,
             status=GenerationStatus.FAILED,
@@ -300,14 +353,26 @@ async def fail(
         )
         if generation is not None:
             refunded = await credits.release_for(generation_id)
-            await notifications.generation_failed(generation, refunded=refunded)
+            if generation.parent_id is None:
+                await notifications.generation_failed(generation, refunded=refunded)
+            else:
+                _advance_workflow(generation)
         return generation
 
 
+def _advance_workflow(view: Generation) -> None:
+    """A view reached its end: its workflow decides what comes next, after commit."""
+    if view.parent_id is not None:
+        jobs.enqueue_after_commit(
+            view.parent_id, actor=jobs.ADVANCE, args=(str(view.params.get("workflowAttempt", 1)),)
+        )
+
+
 async def cancel(user: User, generation_id: uuid.UUID) -> Generation:
-    await get_visible(user, generation_id)
+    """Live -> CANCELED, credits released; a workflow's views are cancelled with it."""
+    _not_a_view(await get_visible(user, generation_id))
     async with atomic():
-        generation = await _transition(
+        generation = await transition(
             generation_id,
             Q(status__in=CANCELABLE),
             status=GenerationStatus.CANCELED,
@@ -318,17 +383,40 @@ async def cancel(user: User, generation_id: uuid.UUID) -> Generation:
             current = await Generation.get(id=generation_id)
             raise InvalidTransition(f"A {current.status.value} generation cannot be canceled.")
         await credits.release_for(generation_id)
+        await cancel_children(generation_id)
         return generation
 
 
+async def cancel_children(parent_id: uuid.UUID) -> None:
+    """End a workflow's views that still run (they hold no credits of their own)."""
+    live = await Generation.filter(parent_id=parent_id, status__in=CANCELABLE).only("id")
+    for child in live:
+        await transition(
+            child.id,
+            Q(status__in=CANCELABLE),
+            status=GenerationStatus.CANCELED,
+            stage="canceled",
+            completed_at=_now(),
+        )
+
+
+def _not_a_view(generation: Generation) -> None:
+    if generation.parent_id is not None:
+        raise InvalidTransition("This view belongs to a workflow: cancel or retry the workflow.")
+
+
 async def retry(user: User, generation_id: uuid.UUID) -> Generation:
-    """FAILED/CANCELED -> QUEUED again: same id, attempts + 1, credits held again."""
-    await get_visible(user, generation_id)
+    """FAILED/CANCELED -> QUEUED again: same id, attempts + 1, credits held again (a
+    workflow starts over from its front view, its rounds of changes kept)."""
+    current = await get_visible(user, generation_id)
+    _not_a_view(current)
+    params = {k: v for k, v in current.params.items() if k not in ("phase", "features")}
     async with atomic():
-        generation = await _transition(
+        generation = await transition(
             generation_id,
-            Q(status__in=RETRYABLE),
+            Q(status__in=RETRYABLE, attempts=current.attempts),
             status=GenerationStatus.QUEUED,
+            params=params,
             attempts=F("attempts") + 1,
             progress=0.0,
             stage="queued",
@@ -341,14 +429,14 @@ async def retry(user: User, generation_id: uuid.UUID) -> Generation:
             queued_at=_now(),
             provider_job=None,
             provider_job_id=None,
-            announce=False,
+            publish=False,
         )
         if generation is None:
             current = await Generation.get(id=generation_id)
             raise InvalidTransition(f"A {current.status.value} generation cannot be retried.")
         await GenerationOutput.filter(generation_id=generation_id).delete()
         await credits.reserve_for(generation)
-        _announce(generation, [])
+        announce(generation, [])
         enqueue_after_commit(generation.id)
         return generation
 
@@ -390,8 +478,8 @@ async def prune_idempotency_keys() -> int:
     ).update(idempotency_key=None)
 
 
-async def _transition(
-    generation_id: uuid.UUID, guard: Q, *, announce: bool = True, **changes: Any
+async def transition(
+    generation_id: uuid.UUID, guard: Q, *, publish: bool = True, **changes: Any
 ) -> Generation | None:
     """One conditional UPDATE; re-reads and publishes the row only if it matched."""
     async with atomic():
@@ -403,13 +491,13 @@ async def _transition(
         generation = await Generation.get(id=generation_id)
         if "status" in changes:
             await stats.observe_transition(generation)
-        if announce:
+        if publish:
             outputs = (
                 await outputs_of(generation_id)
                 if generation.status is GenerationStatus.COMPLETED
                 else []
             )
-            _announce(generation, outputs)
+            announce(generation, outputs)
         return generation
 
 
@@ -430,7 +518,18 @@ def stored_output(row: GenerationOutput) -> StoredOutput:
     )
 
 
-def _announce(generation: Generation, outputs: list[StoredOutput]) -> None:
+async def replace_outputs(generation: Generation, outputs: list[StoredOutput]) -> None:
+    """Store these as the generation's outputs (inside the caller's transaction) and
+    announce its state with them."""
+    await GenerationOutput.filter(generation_id=generation.id).delete()
+    await GenerationOutput.bulk_create(
+        [GenerationOutput(generation_id=generation.id, **o.__dict__) for o in outputs]
+    )
+    announce(generation, outputs)
+
+
+def announce(generation: Generation, outputs: list[StoredOutput]) -> None:
+    """Publish the generation's state, with these outputs, after commit."""
     message = snapshot(generation, outputs)
     publish_after_commit(channels.generation(generation.id), message)
     publish_after_commit(channels.user_generations(generation.user_id), message)

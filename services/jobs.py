@@ -16,6 +16,8 @@ JobSender = Callable[[str, tuple[str, ...], int | None], None]
 RUN = "generation.run"
 POLL = "generation.poll"
 RESUME = "generation.resume"
+VIEWS = "workflow.views"
+ADVANCE = "workflow.advance"
 
 _sender: JobSender | None = None
 
@@ -33,11 +35,13 @@ async def send(actor: str, *args: str, delay_seconds: float | None = None) -> No
     await asyncio.to_thread(_sender, actor, args, delay)
 
 
-def enqueue_after_commit(generation_id: uuid.UUID) -> None:
-    """Send `generation.run` once the enclosing transaction commits (the sweeper re-sends it
-    if this process dies in between)."""
+def enqueue_after_commit(
+    generation_id: uuid.UUID, *, actor: str = RUN, args: tuple[str, ...] = ()
+) -> None:
+    """Send `actor` (by default `generation.run`) for the generation once the enclosing
+    transaction commits; the sweeper re-sends work whose message was lost."""
 
-    async def run() -> None:
-        await send(RUN, str(generation_id))
+    async def deliver() -> None:
+        await send(actor, str(generation_id), *args)
 
-    after_commit(run)
+    after_commit(deliver)

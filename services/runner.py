@@ -17,9 +17,9 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 
 from models.error_event import ErrorCategory, Severity
-from models.generation import Generation, GenerationStatus
+from models.generation import Generation, GenerationKind, GenerationStatus
 from providers.base import Finished, Pending, Provider, ProviderError, ProviderRequest, Result
-from services import generations, jobs, routing
+from services import generations, jobs, routing, workflows
 from services.api_calls import current_generation, current_request
 from services.catalogue import Catalogue, Route
 from services.error_events import Occurrence, record, stack_of
@@ -307,7 +307,9 @@ async def _finish(
         raise Stopped
     stored: list[StoredOutput] = []
     try:
-        for index, output in enumerate(finished.outputs):
+        # A workflow's view keeps its view's number as its output index.
+        first = int(generation.params.get("viewIndex", 0))
+        for index, output in enumerate(finished.outputs, start=first):
             data, content_type = output.data, output.content_type
             if data is None:
                 data, content_type = await _download(output.url, deps)
@@ -321,9 +323,14 @@ async def _finish(
             )
         if not stored:
             raise ProviderError("PROVIDER_BAD_RESPONSE", "The provider returned no outputs.")
-        done = await generations.complete(
-            generation.id, stored, provider, attempt=generation.attempts
-        )
+        if generation.kind is GenerationKind.MULTI_VIEW:
+            done = await workflows.front_view_ready(
+                generation.id, stored, provider, generation.attempts
+            )
+        else:
+            done = await generations.complete(
+                generation.id, stored, provider, attempt=generation.attempts
+            )
     except BaseException:
         await _delete(store, stored)
         raise
@@ -443,7 +450,9 @@ def _request(
     return ProviderRequest(
         kind=generation.kind,
         model=route.model,
-        prompt=generation.prompt,
+        prompt=workflows.front_prompt(generation)
+        if generation.kind is GenerationKind.MULTI_VIEW
+        else generation.prompt,
         negative_prompt=generation.negative_prompt,
         width=params.get("width"),
         height=params.get("height"),

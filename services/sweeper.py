@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 from models.error_event import ErrorCategory, Severity
 from models.generation import Generation, GenerationStatus
-from services import credits, generations
+from services import credits, generations, workflows
 from services.catalogue import Catalogue
 from services.error_events import Occurrence, record
 
@@ -26,8 +26,10 @@ async def sweep(catalogue: Catalogue, requeue_after: float) -> dict[str, int]:
     shortest = min((m.time_limit for m in catalogue.models.values()), default=300.0)
     running = await Generation.filter(
         status=GenerationStatus.PROCESSING, started_at__lt=now - timedelta(seconds=shortest)
-    ).only("id", "model", "started_at", "user_id", "request_id")
+    ).only("id", "kind", "model", "stage", "params", "started_at", "user_id", "request_id")
     for generation in running:
+        if workflows.waiting_on_views(generation):
+            continue  # its views have time limits of their own
         limit = catalogue.time_limit(generation.model)
         if generation.started_at and generation.started_at < now - timedelta(seconds=limit):
             failed = await generations.fail(
@@ -51,6 +53,7 @@ async def sweep(catalogue: Catalogue, requeue_after: float) -> dict[str, int]:
                     )
                 )
     settled = await credits.settle_open_holds()
+    await workflows.nudge()
     pruned = await generations.prune_idempotency_keys()
     if requeued or timed_out or settled or pruned:
         log.info(

@@ -23,6 +23,10 @@ class OutputStore(Protocol):
 
     async def delete(self, key: str) -> None: ...
 
+    async def get(self, key: str) -> bytes:
+        """The stored bytes; FileNotFoundError when there are none."""
+        ...
+
     def url_for(self, key: str, base_url: str) -> str: ...
 
 

@@ -30,6 +30,9 @@ class LocalStore:
         partial.write_bytes(data)
         os.replace(partial, path)
 
+    async def get(self, key: str) -> bytes:
+        return await asyncio.to_thread(self.path_for(key).read_bytes)
+
     async def delete(self, key: str) -> None:
         await asyncio.to_thread(self.path_for(key).unlink, True)
 

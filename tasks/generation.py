@@ -8,7 +8,7 @@ from typing import Any
 import dramatiq
 
 import runtime
-from services import jobs, runner
+from services import jobs, runner, workflows
 
 # Provider calls may take minutes; the sweeper's per-model time limit is the real bound.
 TIME_LIMIT_MS = 30 * 60 * 1000
@@ -34,10 +34,23 @@ async def resume_generation(generation_id: str, attempt: str, route: str) -> Non
     )
 
 
+@dramatiq.actor(actor_name=jobs.VIEWS, max_retries=5, time_limit=TIME_LIMIT_MS)
+async def start_workflow_views(generation_id: str, attempt: str) -> None:
+    rt = runtime.current()
+    await workflows.start_views(uuid.UUID(generation_id), int(attempt), rt.catalogue, rt.store)
+
+
+@dramatiq.actor(actor_name=jobs.ADVANCE, max_retries=5, time_limit=TIME_LIMIT_MS)
+async def advance_workflow(generation_id: str, attempt: str) -> None:
+    await workflows.advance(uuid.UUID(generation_id), int(attempt))
+
+
 _ACTORS: dict[str, Any] = {
     jobs.RUN: run_generation,
     jobs.POLL: poll_generation,
     jobs.RESUME: resume_generation,
+    jobs.VIEWS: start_workflow_views,
+    jobs.ADVANCE: advance_workflow,
 }
 
 

@@ -1,0 +1,316 @@
+"""The MULTI_VIEW workflow (product design).
+
+1. The parent generation (kind MULTI_VIEW) draws the front view (its output 0), then waits in
+   AWAITING_APPROVAL. Its credits (the workflow's price) stay held throughout.
+2. `request_changes` draws the front view again with the feedback: a new round that holds
+   `change_cost` more at once (INSUFFICIENT_CREDITS when unavailable).
+3. `approve` analyses the approved front view (colours, materials, key elements; the
+   built-in analysis is deterministic) and starts one child generation per remaining view
+   (`parent`, output index = the view's number), all in parallel. Children hold no credits.
+4. When every view is done the parent COMPLETES (outputs: all views) and everything it held
+   is captured; when a view fails after its retries the workflow FAILS, its other views are
+   cancelled and everything it held is released. Cancelling it at any point releases all.
+Moves the state machine does not allow are CONFLICT."""
+
+from __future__ import annotations
+
+import io
+import re
+import uuid
+from collections import Counter
+from datetime import UTC, datetime
+from typing import Any
+
+from PIL import Image
+from tortoise.expressions import F, Q
+
+from models.generation import Generation, GenerationKind, GenerationStatus
+from models.user import User
+from services import credits, generations, jobs
+from services.catalogue import Catalogue
+from services.errors import BadUserInput, InvalidTransition
+from services.generations import StoredOutput
+from services.unit_of_work import atomic
+from storage import OutputStore
+
+FRONT_SHARE = 0.2  # of the parent's progress bar; the views share the rest
+ANALYSING = "analysing the front view"
+DRAWING = "drawing the views"
+MATERIALS = (
+    "leather",
+    "suede",
+    "canvas",
+    "cotton",
+    "denim",
+    "wool",
+    "silk",
+    "linen",
+    "metal",
+    "steel",
+    "aluminium",
+    "aluminum",
+    "brass",
+    "wood",
+    "bamboo",
+    "glass",
+    "ceramic",
+    "porcelain",
+    "plastic",
+    "rubber",
+    "concrete",
+    "stone",
+    "marble",
+    "paper",
+)
+STOPWORDS = frozenset(
+    [
+        "a",
+        "an",
+        "the",
+        "and",
+        "or",
+        "of",
+        "with",
+        "for",
+        "in",
+        "on",
+        "at",
+        "to",
+        "by",
+        "from",
+        "front",
+        "view",
+        "back",
+        "side",
+        "top",
+        "bottom",
+        "product",
+        "photo",
+        "image",
+        "picture",
+    ]
+)
+
+
+def _workflow_view(generation: Generation) -> None:
+    if generation.kind is not GenerationKind.MULTI_VIEW:
+        raise InvalidTransition("Only a multi-view workflow can be approved or changed.")
+
+
+def front_prompt(parent: Generation) -> str:
+    feedback = parent.params.get("feedback") or []
+    changes = "".join(f" Changes requested: {note}." for note in feedback)
+    return f"Front view of {parent.prompt}.{changes}"
+
+
+def view_prompt(parent: Generation, view: str, features: dict[str, Any]) -> str:
+    return (
+        f"{view.capitalize()} view of {parent.prompt}, the same product as the approved "
+        f"front view. Colours: {', '.join(features['colours'])}. "
+        f"Materials: {', '.join(features['materials'])}. "
+        f"Keep: {', '.join(features['elements'])}."
+    )
+
+
+def analyse(front: bytes, prompt: str) -> dict[str, Any]:
+    """Deterministic features of the front view: its dominant colours, and the materials
+    and key elements its description names."""
+    with Image.open(io.BytesIO(front)) as image:
+        small = image.convert("RGB").resize((64, 64)).quantize(colors=4)
+        palette: list[int] = list(small.getpalette() or [])
+        counts: list[tuple[int, int]] = sorted(small.getcolors() or [], reverse=True)  # type: ignore[arg-type]
+    colours = []
+    for _, index in counts[:3]:
+        red, green, blue = palette[index * 3 : index * 3 + 3]
+        colours.append(f"#{red:02x}{green:02x}{blue:02x}")
+    words = [w.lower() for w in re.findall(r"[A-Za-z]+", prompt)]
+    materials = [w for w in dict.fromkeys(words) if w in MATERIALS] or ["as in the front view"]
+    common = Counter(w for w in words if len(w) > 2 and w not in STOPWORDS and w not in MATERIALS)
+    elements = [w for w, _ in common.most_common(5)] or ["the overall shape"]
+    return {"colours": colours, "materials": materials, "elements": elements}
+
+
+async def front_view_ready(
+    generation_id: uuid.UUID, outputs: list[StoredOutput], provider: str, attempt: int
+) -> Generation | None:
+    """The front view is drawn: PROCESSING -> AWAITING_APPROVAL, with it as output 0."""
+    async with atomic():
+        parent = await generations.transition(
+            generation_id,
+            Q(status=GenerationStatus.PROCESSING, attempts=attempt),
+            status=GenerationStatus.AWAITING_APPROVAL,
+            progress=FRONT_SHARE,
+            stage="awaiting approval",
+            provider=provider,
+            publish=False,
+        )
+        if parent is None:
+            return None
+        await generations.replace_outputs(parent, outputs)
+        return parent
+
+
+async def request_changes(
+    user: User, generation_id: uuid.UUID, feedback: str, catalogue: Catalogue
+) -> Generation:
+    feedback = feedback.strip()
+    if not 1 <= len(feedback) <= 2000:
+        raise BadUserInput("Feedback must be 1 to 2000 characters.", field="feedback")
+    current = await generations.get_visible(user, generation_id)
+    _workflow_view(current)
+    change_cost = catalogue.workflow("multi_view").change_cost
+    rounds = [*current.params.get("feedback", []), feedback]
+    async with atomic():
+        parent = await generations.transition(
+            generation_id,
+            Q(status=GenerationStatus.AWAITING_APPROVAL, attempts=current.attempts),
+            status=GenerationStatus.QUEUED,
+            progress=0.0,
+            stage="queued",
+            cost=F("cost") + change_cost,
+            params={**current.params, "feedback": rounds},
+            queued_at=datetime.now(UTC),
+            publish=False,
+        )
+        if parent is None:
+            raise InvalidTransition("Changes can only be requested while awaiting approval.")
+        if change_cost:
+            await credits.add_to_hold(parent, change_cost, f"change-{len(rounds)}")
+        generations.announce(parent, [])
+        jobs.enqueue_after_commit(parent.id)
+        return parent
+
+
+async def approve(user: User, generation_id: uuid.UUID) -> Generation:
+    current = await generations.get_visible(user, generation_id)
+    _workflow_view(current)
+    async with atomic():
+        parent = await generations.transition(
+            generation_id,
+            Q(status=GenerationStatus.AWAITING_APPROVAL, attempts=current.attempts),
+            status=GenerationStatus.PROCESSING,
+            stage=ANALYSING,
+        )
+        if parent is None:
+            raise InvalidTransition("Only a workflow awaiting approval can be approved.")
+        jobs.enqueue_after_commit(parent.id, actor=jobs.VIEWS, args=(str(parent.attempts),))
+        return parent
+
+
+async def start_views(
+    parent_id: uuid.UUID, attempt: int, catalogue: Catalogue, store: OutputStore
+) -> None:
+    """Analyse the approved front view and start the views (actor `workflow.views`)."""
+    parent = await Generation.get_or_none(id=parent_id)
+    if (
+        parent is None
+        or parent.attempts != attempt
+        or parent.stage != ANALYSING
+        or parent.status is not GenerationStatus.PROCESSING
+    ):
+        return  # a duplicate delivery, or the workflow moved on
+    front = next(o for o in await generations.outputs_of(parent_id) if o.index == 0)
+    features = analyse(await store.get(front.storage_key), parent.prompt)
+    views = catalogue.workflow("multi_view").views
+    async with atomic():
+        claimed = await generations.transition(
+            parent_id,
+            Q(status=GenerationStatus.PROCESSING, attempts=attempt, stage=ANALYSING),
+            stage=DRAWING,
+            params={**parent.params, "features": features, "phase": "views"},
+        )
+        if claimed is None:
+            return
+        for number, view in enumerate(views, start=1):
+            child = await Generation.create(
+                user_id=parent.user_id,
+                parent_id=parent.id,
+                kind=GenerationKind.IMAGE,
+                status=GenerationStatus.QUEUED,
+                stage="queued",
+                model=parent.model,
+                prompt=view_prompt(parent, view, features),
+                negative_prompt=parent.negative_prompt,
+                params={
+                    **{
+                        k: parent.params[k]
+                        for k in ("width", "height", "seed")
+                        if k in parent.params
+                    },
+                    "numOutputs": 1,
+                    "view": view,
+                    "viewIndex": number,
+                    "workflowAttempt": attempt,
+                },
+                cost=0,
+                request_id=parent.request_id,
+                queued_at=datetime.now(UTC),
+            )
+            generations.announce(child, [])
+            jobs.enqueue_after_commit(child.id)
+
+
+async def advance(parent_id: uuid.UUID, attempt: int) -> None:
+    """A view ended (actor `workflow.advance`, also re-sent by the sweeper): complete the
+    workflow when all views are done, fail it when one failed, else move its progress."""
+    parent = await Generation.get_or_none(id=parent_id)
+    if (
+        parent is None
+        or parent.attempts != attempt
+        or parent.params.get("phase") != "views"
+        or parent.status is not GenerationStatus.PROCESSING
+    ):
+        return
+    views = [
+        v
+        for v in await Generation.filter(parent_id=parent_id)
+        if v.params.get("workflowAttempt") == attempt
+    ]
+    failed = next(
+        (v for v in views if v.status in (GenerationStatus.FAILED, GenerationStatus.CANCELED)), None
+    )
+    if failed is not None:
+        async with atomic():
+            done = await generations.fail(
+                parent_id,
+                "WORKFLOW_VIEW_FAILED",
+                f"The {failed.params.get('view', 'product')} view could not be made. "
+                "Your credits were refunded.",
+                attempt=attempt,
+            )
+            if done is not None:
+                await generations.cancel_children(parent_id)
+        return
+    finished = [v for v in views if v.status is GenerationStatus.COMPLETED]
+    if views and len(finished) == len(views):
+        outputs = [o for o in await generations.outputs_of(parent_id) if o.index == 0]
+        for view in sorted(finished, key=lambda v: v.params.get("viewIndex", 0)):
+            outputs += await generations.outputs_of(view.id)
+        await generations.complete(parent_id, outputs, parent.provider or "local", attempt=attempt)
+        return
+    share = (1 - FRONT_SHARE) * len(finished) / max(len(views), 1)
+    await generations.report_progress(
+        parent_id,
+        FRONT_SHARE + share,
+        f"{len(finished)} of {len(views)} views done",
+        attempt=attempt,
+    )
+
+
+def waiting_on_views(generation: Generation) -> bool:
+    return generation.kind is GenerationKind.MULTI_VIEW and (
+        generation.stage == ANALYSING or generation.params.get("phase") == "views"
+    )
+
+
+async def nudge() -> None:
+    """Sweeper: send the next step of every approved workflow again, in case its message was
+    lost (both steps are idempotent)."""
+    approved = await Generation.filter(
+        kind=GenerationKind.MULTI_VIEW, status=GenerationStatus.PROCESSING
+    ).only("id", "kind", "stage", "params", "attempts")
+    for parent in approved:
+        if parent.stage == ANALYSING:
+            await jobs.send(jobs.VIEWS, str(parent.id), str(parent.attempts))
+        elif parent.params.get("phase") == "views":
+            await jobs.send(jobs.ADVANCE, str(parent.id), str(parent.attempts))
