@@ -4,7 +4,8 @@ and calls in flight, and each model name picks a behaviour:
 
 - "good-model": answers a real PNG (b64_json) after `delay` seconds;
 - "broken-model": always 500;
-- "flaky-model": 503 while `down` is set, a PNG otherwise."""
+- "flaky-model": 503 while `down` is set, a PNG otherwise;
+- "side-fails-model": refuses (400) prompts for a side view, draws the rest."""
 
 from __future__ import annotations
 
@@ -54,6 +55,8 @@ class FakeProvider:
         try:
             if model == "broken-model" or (model == "flaky-model" and self.down):
                 return JSONResponse({"error": {"message": "upstream down"}}, status_code=503)
+            if model == "side-fails-model" and body.get("prompt", "").startswith("Side view"):
+                return JSONResponse({"error": {"message": "cannot draw sides"}}, status_code=400)
             await asyncio.sleep(self.delay)
             width, height = (int(v) for v in body.get("size", "64x64").split("x"))
             buffer = io.BytesIO()

@@ -111,6 +111,16 @@ kind = "IMAGE"
 cost_per_output = 1
 routes = [{ provider = "replicate", model = "black-forest-labs/flux-schnell", timeout = 30 }]
 
+[models.side-fails-image]
+kind = "IMAGE"
+cost_per_output = 1
+routes = [{ provider = "openai", model = "side-fails-model", timeout = 30 }]
+
+[models.local-steady]
+kind = "IMAGE"
+cost_per_output = 1
+routes = [{ provider = "local", model = "pattern-v1", timeout = 30, params = { delay = 0.5 } }]
+
 [models.local-slow]
 kind = "IMAGE"
 cost_per_output = 1
