@@ -1,10 +1,12 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 from datetime import UTC, datetime, timedelta
 
 from models.credits import LedgerEntry
 from models.generation import Generation, GenerationKind, GenerationStatus
+from models.user import User
 from observability.metrics import CACHE_LOOKUPS
 from services import credits, generations, response_cache, runner
 from services.catalogue import load_catalogue
@@ -51,12 +53,13 @@ async def test_an_identical_seeded_request_completes_at_once_from_the_cache(make
 async def test_what_is_not_a_hit(make_user, backend):
     user, other = await make_user(credits=10), await make_user()
     first = await made(user, backend)
-    for who, fields in [
+    variants: list[tuple[User, dict[str, Any]]] = [
         (user, {"seed": 43}),
         (user, {"seed": None}),
         (other, {}),
         (user, {"num_outputs": 2}),
-    ]:
+    ]
+    for who, fields in variants:
         request = NewGeneration(prompt="a teapot", width=64, height=64, **{"seed": 42, **fields})
         generation = await generations.create_generation(who, request, CATALOGUE)
         assert generation.status is GenerationStatus.QUEUED, fields
