@@ -1,8 +1,8 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from models.credits import LedgerEntry
 from models.generation import Generation, GenerationKind, GenerationStatus
