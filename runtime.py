@@ -14,6 +14,7 @@ import redis.asyncio as aioredis
 
 from models.config import close_database, open_database
 from providers.registry import ProviderRegistry, build_registry
+from realtime import channels
 from realtime.hub import Hub, make_hub, set_hub
 from services import error_events
 from services.api_calls import record_call
@@ -52,7 +53,10 @@ class Runtime:
             try:
                 # With several processes, one sweep per interval is enough.
                 if self.redis is not None and not await self.redis.set(
-                    "kiln:sweeper:lock", "1", nx=True, px=int(interval * 900)
+                    f"{self.settings.redis_namespace}:sweeper:lock",
+                    "1",
+                    nx=True,
+                    px=int(interval * 900),
                 ):
                     continue
                 await sweep(self.catalogue, self.settings.requeue_after_seconds)
@@ -88,6 +92,7 @@ def current() -> Runtime:
 
 async def start_runtime(settings: Settings, *, migrate: bool) -> Runtime:
     global _current
+    channels.configure(settings.redis_namespace)
     await open_database(settings, migrate=migrate)
     hub = make_hub(settings.redis_url)
     await hub.start()
@@ -122,10 +127,15 @@ def build_provider_deps(settings: Settings, redis: aioredis.Redis | None) -> Pro
         for name, raw in settings.provider_limits.items()
     }
     client = httpx.AsyncClient(limits=httpx.Limits(max_connections=200))
+    namespace = settings.redis_namespace
     return ProviderDeps(
         registry=build_registry(settings, client, record_call),
-        breakers=RedisBreakers(redis, policy) if redis is not None else MemoryBreakers(policy),
-        limiter=RedisLimiter(redis, limits) if redis is not None else MemoryLimiter(limits),
+        breakers=RedisBreakers(redis, policy, prefix=f"{namespace}:breaker")
+        if redis is not None
+        else MemoryBreakers(policy),
+        limiter=RedisLimiter(redis, limits, prefix=f"{namespace}:limit")
+        if redis is not None
+        else MemoryLimiter(limits),
         retry=RetryPolicy(
             attempts=settings.provider_retry_attempts,
             max_total_wait=settings.provider_retry_max_wait_seconds,

@@ -24,6 +24,9 @@ class Settings(BaseSettings):
     database_url: str = ""
     # Redis for the Dramatiq broker, pub/sub and shared counters; in-process when empty.
     redis_url: str = ""
+    # Prefix of every Redis key, queue and channel Kiln uses: deployments (or test runs)
+    # sharing one Redis need different ones.
+    redis_namespace: str = "kiln"
 
     host: str = "127.0.0.1"
     port: int = 8000

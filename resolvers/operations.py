@@ -9,6 +9,7 @@ import strawberry
 from strawberry.types import Info
 
 from models.error_event import Severity
+from realtime import channels
 from realtime.hub import get_hub
 from schema.operations_types import (
     ErrorEvent,
@@ -147,7 +148,7 @@ class OperationsSubscription:
         self, min_severity: Severity | None = Severity.WARNING
     ) -> AsyncGenerator[ErrorEvent, None]:
         minimum = Severity(min_severity or Severity.WARNING)
-        async with get_hub().subscribe(error_events.ADMIN_CHANNEL) as mailbox:
+        async with get_hub().subscribe(channels.admin_errors()) as mailbox:
             # The mailbox already drops a group state older than one it delivered.
             async for message in mailbox:
                 if error_events.at_least(Severity(message["severity"]), minimum):

@@ -26,6 +26,7 @@ from tortoise.transactions import in_transaction
 
 from models.error_event import ErrorCategory, ErrorEvent, ErrorStatus, Severity
 from observability import metrics
+from realtime import channels
 from realtime.hub import get_hub
 from services import stats
 from services.errors import BadUserInput, NotFound
@@ -38,7 +39,6 @@ from settings import get_settings
 log = logging.getLogger(__name__)
 
 # Every recording publishes the group's new state here, for errorEventStream.
-ADMIN_CHANNEL = "kiln:admin:errors"
 SEVERITY_RANK = {Severity.INFO: 0, Severity.WARNING: 1, Severity.ERROR: 2, Severity.CRITICAL: 3}
 MAX_NOTES = 4000
 
@@ -180,7 +180,7 @@ async def _write(occurrence: Occurrence, at: datetime) -> None:
         await stats.count_error(at, key, occurrence.severity, occurrence.category)
         group = await ErrorEvent.get(id=rows[0]["id"])
     try:
-        await get_hub().publish(ADMIN_CHANNEL, message_of(group))
+        await get_hub().publish(channels.admin_errors(), message_of(group))
     except Exception:
         # No hub (a script) or pub/sub down: the group is recorded, the live view catches up.
         log.debug("could not publish error event %s", group.id, exc_info=True)
@@ -245,7 +245,7 @@ async def _set_status(event_id: int, **changes: Any) -> ErrorEvent:
         if not updated:
             raise NotFound("Error event not found.")
         event = await ErrorEvent.get(id=event_id)
-        publish_after_commit(ADMIN_CHANNEL, message_of(event))
+        publish_after_commit(channels.admin_errors(), message_of(event))
         return event
 
 

@@ -11,6 +11,7 @@ from typing import Any
 from models.error_event import Severity
 from models.generation import Generation
 from models.notification import Notification
+from realtime import channels
 from services.events import publish_after_commit
 from services.pagination import Page, newest_first_by_id
 from services.unit_of_work import atomic
@@ -21,7 +22,7 @@ GENERATION_COMPLETED = "GENERATION_COMPLETED"
 
 
 def channel(user_id: uuid.UUID | str) -> str:
-    return f"kiln:user:{user_id}:notifications"
+    return channels.user_notifications(user_id)
 
 
 async def notify(

@@ -17,7 +17,7 @@ def _make_broker() -> dramatiq.Broker:
     if settings.embedded:
         # The server runs the actors' coroutines on its own event loop (see server.py).
         return StubBroker()
-    broker = RedisBroker(url=settings.redis_url, namespace="kiln")
+    broker = RedisBroker(url=settings.redis_url, namespace=settings.redis_namespace)
     # "after" hooks run in reverse order: WorkerBoot, added last, closes the runtime (once
     # in-flight messages finished) before AsyncIO stops the event loop it lives on.
     broker.add_middleware(AsyncIO())

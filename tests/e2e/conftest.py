@@ -15,6 +15,7 @@ import pytest
 from tests.e2e.client import KilnClient
 from tests.e2e.fake_provider import FakeProvider, fake_provider
 from tests.e2e.stack import (
+    REDIS_NAMESPACE,
     REPLICATE_TOKEN,
     Stack,
     StackError,
@@ -68,11 +69,13 @@ class Running:
 
 
 async def _flush_redis(url: str) -> None:
+    """Forget this run's namespace only: other runs may share the Redis db."""
     import redis.asyncio as aioredis
 
     client = aioredis.Redis.from_url(url)
     try:
-        await client.flushdb()
+        async for key in client.scan_iter(match=f"{REDIS_NAMESPACE}*"):
+            await client.delete(key)
     finally:
         await client.aclose()
 

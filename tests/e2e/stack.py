@@ -37,6 +37,7 @@ KILN_ENV = (
     "DATA_DIR",
     "DATABASE_URL",
     "REDIS_URL",
+    "REDIS_NAMESPACE",
     "HOST",
     "PORT",
     "PUBLIC_BASE_URL",
@@ -66,6 +67,8 @@ KILN_ENV = (
     "FETCH_ALLOW_HOSTS",
 )
 REPLICATE_TOKEN = "r8_e2e_fake"
+# This run's own Redis namespace: runs side by side never take each other's jobs.
+REDIS_NAMESPACE = f"kiln-e2e-{os.getpid()}"
 # Both stacks accept payment webhooks signed with this.
 PAYMENT_WEBHOOK_SECRET = "whsec_e2e_secret"
 
@@ -368,6 +371,7 @@ def start_production(
     env = base_env(
         DATABASE_URL=database_url,
         REDIS_URL=redis_url,
+        REDIS_NAMESPACE=REDIS_NAMESPACE,
         DATA_DIR=str(data_dir),
         LOCAL_PROVIDER_DELAY="0.05",
         CATALOGUE_PATH=str(stack.catalogue_path),

@@ -20,6 +20,7 @@ from tests.e2e import api
 from tests.e2e.api import FINAL, Account
 from tests.e2e.client import GraphQLSocket, close_code_of, handshake
 from tests.e2e.conftest import Running
+from tests.e2e.stack import REDIS_NAMESPACE
 
 pytestmark = pytest.mark.e2e
 
@@ -382,7 +383,7 @@ async def test_duplicate_run_messages_do_nothing_twice(stack: Running) -> None:
     ledger_before = await api.transactions(client, account)
     balance_before = await api.balance(client, account)
 
-    broker = RedisBroker(url=stack.stack.redis_url, namespace="kiln")
+    broker = RedisBroker(url=stack.stack.redis_url, namespace=REDIS_NAMESPACE)
     try:
         for _ in range(2):
             broker.enqueue(

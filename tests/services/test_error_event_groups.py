@@ -10,6 +10,7 @@ import uuid
 import pytest
 
 from models.error_event import ErrorCategory, ErrorEvent, ErrorHourlyCount, ErrorStatus, Severity
+from realtime import channels
 from services import error_events
 from services.error_events import Occurrence, fingerprint, record
 from services.errors import BadUserInput, NotFound
@@ -169,7 +170,7 @@ async def test_a_slow_database_does_not_hold_up_the_caller(backend, monkeypatch)
 
 async def test_each_recording_publishes_the_group_state_for_admins(backend):
     occurrence = Occurrence(Severity.ERROR, ErrorCategory.VIDEO, unique("Encoder crashed"), "ENC")
-    async with backend.hub.subscribe(error_events.ADMIN_CHANNEL) as mailbox:
+    async with backend.hub.subscribe(channels.admin_errors()) as mailbox:
         await record(occurrence)
         await record(occurrence)
         group = await group_of(ErrorCategory.VIDEO, "ENC", occurrence.message)
