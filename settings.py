@@ -13,6 +13,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_JWT_SECRET = "kiln-dev-secret-change-me-in-production"
+DEFAULT_API_KEY_PEPPER = "kiln-dev-api-key-pepper-change-me-in-production"
 
 
 class Settings(BaseSettings):
@@ -112,6 +113,42 @@ class Settings(BaseSettings):
     s3_public_base_url: str = ""
     s3_presign_seconds: int = 3600
 
+    # --- Security and abuse resistance (README: Security) ---
+    # Server-side secret mixed into API key hashes (HMAC-SHA256). Set it in production: with it,
+    # a stolen copy of the database alone cannot be used to check guessed keys.
+    api_key_pepper: str = DEFAULT_API_KEY_PEPPER
+    max_api_keys_per_user: int = 20
+
+    # Login protection: after this many failed logins for one email within the window,
+    # further attempts are RATE_LIMITED, whatever the password.
+    login_max_failures: int = 3
+    login_failure_window_seconds: int = 900
+
+    # Mutations and subscriptions per window: per user, per priority user, and per client IP
+    # for anonymous callers (register, login). Each root field counts once.
+    rate_limit_window_seconds: int = 60
+    rate_limit_per_user: int = 120
+    rate_limit_per_priority_user: int = 1200
+    rate_limit_per_ip: int = 30
+
+    # GraphQL documents: depth, aliases, tokens and the HTTP body are capped; parsed and
+    # validated documents are cached in bounded LRU caches.
+    max_query_depth: int = 12
+    max_query_aliases: int = 30
+    max_query_tokens: int = 2000
+    max_body_bytes: int = 1024 * 1024
+    graphql_cache_size: int = 256
+    # Introspection and GraphiQL (switch both off in production if the schema is private).
+    introspection_enabled: bool = True
+    graphiql_enabled: bool = True
+    # Origins allowed to call the API from a browser, comma-separated ("*" for any); empty: no
+    # CORS headers at all (same-origin and non-browser clients only).
+    cors_allow_origins: str = ""
+
+    @property
+    def cors_origins(self) -> list[str]:
+        return [o.strip() for o in self.cors_allow_origins.split(",") if o.strip()]
+
     @property
     def payment_webhook_secrets(self) -> list[str]:
         return [s.strip() for s in self.payment_webhook_secret.split(",") if s.strip()]
@@ -145,3 +182,13 @@ class Settings(BaseSettings):
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     return Settings()
+
+
+def production_problems(settings: Settings) -> list[str]:
+    """Why `settings` must not run in production: secrets left at their development defaults."""
+    problems = []
+    if settings.jwt_secret == DEFAULT_JWT_SECRET or len(settings.jwt_secret) < 32:
+        problems.append("JWT_SECRET is the development default or shorter than 32 characters")
+    if settings.api_key_pepper == DEFAULT_API_KEY_PEPPER or len(settings.api_key_pepper) < 32:
+        problems.append("API_KEY_PEPPER is the development default or shorter than 32 characters")
+    return problems

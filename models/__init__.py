@@ -1,5 +1,6 @@
 """Tortoise models. Import the concrete classes from here."""
 
+from models.api_key import ApiKey
 from models.credits import CreditAccount, LedgerEntry, LedgerKind
 from models.error_event import ErrorCategory, ErrorEvent, ErrorHourlyCount, ErrorStatus, Severity
 from models.generation import Generation, GenerationKind, GenerationOutput, GenerationStatus
@@ -8,6 +9,7 @@ from models.stats import GenerationHourlyCount
 from models.user import Role, User
 
 __all__ = [
+    "ApiKey",
     "CreditAccount",
     "ErrorCategory",
     "ErrorEvent",

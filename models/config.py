@@ -16,6 +16,7 @@ MODEL_MODULES = [
     "models.error_event",
     "models.notification",
     "models.stats",
+    "models.api_key",
 ]
 
 

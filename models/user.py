@@ -17,6 +17,9 @@ class User(Model):
     email = fields.CharField(max_length=254, unique=True)
     password_hash = fields.CharField(max_length=255)
     role = fields.CharEnumField(Role, max_length=16, default=Role.USER)
+    # Premium accounts: higher rate limits, and their generations run on the priority queue.
+    # Only admins change it (setUserPriority).
+    priority = fields.BooleanField(default=False)
     created_at = fields.DatetimeField(auto_now_add=True)
 
     class Meta:

@@ -13,8 +13,9 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from tortoise.exceptions import IntegrityError
 
 from models.user import Role, User
-from services import credits
-from services.errors import BadUserInput, Conflict, Unauthenticated
+from services import api_keys, credits, login_guard
+from services.errors import BadUserInput, Conflict, NotFound, Unauthenticated
+from services.rate_limits import Counters
 from services.unit_of_work import atomic
 from settings import Settings
 
@@ -55,15 +56,27 @@ async def register(
     return user
 
 
-async def login(email: str, password: str) -> User:
+async def login(
+    email: str,
+    password: str,
+    settings: Settings | None = None,
+    counters: Counters | None = None,
+) -> User:
+    """Without `counters` (scripts, tests of the happy path) failures are not counted."""
     try:
         email = normalise_email(email)
     except BadUserInput:
         email = ""
+    if email and counters is not None and settings is not None:
+        await login_guard.attempt(counters, email, settings)
     user = await User.get_or_none(email=email) if email else None
-    ok = await asyncio.to_thread(_verify, user.password_hash if user else _DUMMY_HASH, password)
-    if user is None or not ok:
+    # An over-long password is simply wrong, but still costs a verification (same timing).
+    candidate = password if len(password) <= MAX_PASSWORD else ""
+    ok = await asyncio.to_thread(_verify, user.password_hash if user else _DUMMY_HASH, candidate)
+    if user is None or not ok or not candidate:
         raise Unauthenticated("Wrong email or password.")
+    if counters is not None:
+        await login_guard.succeeded(counters, email)
     return user
 
 
@@ -93,6 +106,13 @@ async def authenticate(authorization: str | None, settings: Settings) -> User | 
     scheme, _, token = authorization.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise Unauthenticated("Use 'Authorization: Bearer <token>'.")
+    if len(token) > 4096:
+        raise Unauthenticated("Invalid or expired token.")
+    if api_keys.looks_like_key(token.strip()):
+        by_key = await api_keys.user_for(token.strip(), settings)
+        if by_key is None:
+            raise Unauthenticated("Invalid or revoked API key.")
+        return by_key
     try:
         claims = jwt.decode(
             token.strip(),
@@ -117,3 +137,13 @@ async def create_admin(email: str, password: str, settings: Settings) -> User:
         await existing.save(update_fields=["role"])
         return existing
     return await register(email, password, settings, role=Role.ADMIN)
+
+
+async def set_priority(user_id: uuid.UUID, priority: bool) -> User:
+    """Premium/priority accounts: higher rate limits, generations on the priority queue."""
+    user = await User.get_or_none(id=user_id)
+    if user is None:
+        raise NotFound("User not found.")
+    user.priority = priority
+    await user.save(update_fields=["priority"])
+    return user
