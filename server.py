@@ -18,6 +18,7 @@ import dramatiq
 from cross_web import HTTPException
 from dramatiq.asyncio import EventLoopThread, set_event_loop_thread
 from starlette.applications import Starlette
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Mount, Route, WebSocketRoute
@@ -26,6 +27,11 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
 from strawberry.exceptions import ConnectionRejectionError
+from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
+from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
+    BaseGraphQLTransportWSHandler,
+)
+from strawberry.subscriptions.protocols.graphql_transport_ws.types import SubscribeMessage
 from tortoise import connections
 
 import runtime
@@ -41,8 +47,9 @@ from services import runner
 from services.error_events import Occurrence, record
 from services.errors import DomainError
 from services.payments import WebhookRejected, handle_payment_webhook
+from services.rate_limits import Counters, MemoryCounters, RedisCounters
 from services.stats import queue_stats
-from settings import DEFAULT_JWT_SECRET, Settings, get_settings
+from settings import Settings, get_settings, production_problems
 
 log = logging.getLogger("kiln.server")
 
@@ -90,22 +97,123 @@ class SocketGauge:
             metrics.WEBSOCKET_CONNECTIONS.dec()
 
 
-def observed_schema() -> Any:
+class BodyLimit:
+    """Refuses HTTP request bodies over `max_bytes` with 413, by Content-Length when given
+    and by counting the bytes as they arrive when not (chunked uploads)."""
+
+    class _TooLarge(Exception):
+        pass
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > self.max_bytes:
+            await self._refuse(scope, receive, send)
+            return
+        received = 0
+        started = False
+
+        async def counting_receive() -> Any:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise BodyLimit._TooLarge()
+            return message
+
+        async def tracking_send(message: Any) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, counting_receive, tracking_send)
+        except BodyLimit._TooLarge:
+            if not started:
+                await self._refuse(scope, receive, send)
+
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = JSONResponse(
+            {
+                "errors": [
+                    {
+                        "message": f"Request bodies are limited to {self.max_bytes} bytes.",
+                        "extensions": {"code": "BAD_USER_INPUT"},
+                    }
+                ]
+            },
+            status_code=413,
+        )
+        await response(scope, receive, send)
+
+
+class LimitedTransportWS(BaseGraphQLTransportWSHandler[Context, None]):
+    """Strawberry's handler answers a subscription over the per-socket cap with a bare error;
+    ours gives it a contract code, like every other GraphQL error."""
+
+    async def handle_subscribe(self, message: SubscribeMessage) -> None:
+        cap = self.max_subscriptions_per_connection
+        if (
+            cap is not None
+            and self.connection_acknowledged
+            and message["id"] not in self.operations
+            and len(self.operations) >= cap
+        ):
+            await self.send_message(
+                {
+                    "id": message["id"],
+                    "type": "error",
+                    "payload": [
+                        {
+                            "message": f"At most {cap} operations at once on one connection.",
+                            "extensions": {"code": "RATE_LIMITED", "retryAfter": 1},
+                        }
+                    ],
+                }
+            )
+            return
+        await super().handle_subscribe(message)
+
+
+def observed_schema(settings: Settings | None = None) -> Any:
     """The schema, measured: operation counts, latency and live subscriptions."""
-    schema = build_schema()
+    schema = build_schema(settings)
     schema.extensions = (*schema.extensions, GraphQLObservability)
     return schema
 
 
 class KilnGraphQL(GraphQL):
+    graphql_transport_ws_handler_class = LimitedTransportWS  # type: ignore[assignment]
+
     def __init__(self, settings: Settings) -> None:
         super().__init__(
-            observed_schema(),
+            observed_schema(settings),
+            graphql_ide="graphiql" if settings.graphiql_enabled else None,
+            # Mutations are never accepted over GET (Strawberry allows only queries there).
+            allow_queries_via_get=True,
+            subscription_protocols=(GRAPHQL_TRANSPORT_WS_PROTOCOL,),
             connection_init_wait_timeout=timedelta(seconds=settings.ws_init_timeout_seconds),
             max_subscriptions_per_connection=settings.max_subscriptions_per_connection,
         )
         self.settings = settings
         self._graphiql = graphiql_html()
+        self._counters: tuple[Any, Counters] | None = None
+
+    def counters(self) -> Counters:
+        """Shared through Redis when the runtime has it (every API process agrees), else one
+        in-memory set for this process. Rebuilt if the runtime was restarted."""
+        redis = getattr(runtime.current(), "redis", None)
+        if self._counters is None or self._counters[0] is not redis:
+            made: Counters = RedisCounters(redis) if redis is not None else MemoryCounters()
+            self._counters = (redis, made)
+        return self._counters[1]
 
     @property
     def graphql_ide_html(self) -> str:
@@ -136,6 +244,7 @@ class KilnGraphQL(GraphQL):
             request_id=request.scope.get("state", {}).get("request_id", uuid.uuid4().hex),
             # A socket's context lives as long as the socket: never cache rows across it.
             loaders=Loaders(cache=not websocket),
+            counters=self.counters(),
         )
 
     async def on_ws_connect(self, context: Context) -> Any:  # type: ignore[override]
@@ -283,8 +392,8 @@ class _RunningLoop(EventLoopThread):
 
 def create_app(settings: Settings | None = None) -> Starlette:
     settings = settings or get_settings()
-    if settings.environment == "production" and settings.jwt_secret == DEFAULT_JWT_SECRET:
-        raise SystemExit("Refusing to start in production with the default JWT_SECRET.")
+    if settings.environment == "production" and (problems := production_problems(settings)):
+        raise SystemExit("Refusing to start in production: " + "; ".join(problems) + ".")
     logs.setup_logging(level=settings.log_level, fmt=settings.log_format)
 
     @contextlib.asynccontextmanager
@@ -327,6 +436,23 @@ def create_app(settings: Settings | None = None) -> Starlette:
         lifespan=lifespan,
     )
     app.add_middleware(SocketGauge)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    if settings.cors_origins:
+        # Browsers may call from these origins only; bearer tokens, not cookies, so no
+        # credentials mode.
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST", "OPTIONS"],
+            allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
+            expose_headers=[
+                "X-Request-ID",
+                "RateLimit-Limit",
+                "RateLimit-Remaining",
+                "RateLimit-Reset",
+            ],
+            max_age=600,
+        )
     app.add_middleware(RequestId)
     return app
 

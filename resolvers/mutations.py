@@ -20,10 +20,13 @@ class Mutation:
         user = await auth.register(email, password, settings)
         return AuthPayload(token=auth.issue_token(user, settings), user=User.of(user))
 
-    @strawberry.mutation
+    @strawberry.mutation(
+        description="After repeated failures for an email, RATE_LIMITED for a while."
+    )
     async def login(self, info: Info, email: str, password: str) -> AuthPayload:
-        user = await auth.login(email, password)
-        return AuthPayload(token=auth.issue_token(user, info.context.settings), user=User.of(user))
+        settings = info.context.settings
+        user = await auth.login(email, password, settings, info.context.counters)
+        return AuthPayload(token=auth.issue_token(user, settings), user=User.of(user))
 
     @strawberry.mutation(
         permission_classes=[IsAuthenticated], description="Returns at once, QUEUED."

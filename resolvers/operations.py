@@ -31,8 +31,8 @@ from services.stats import TimeWindow
 
 
 def _event_id(value: str) -> int:
-    """Group ids are integers; anything else names nothing."""
-    if not value.isdigit():
+    """Group ids are integers (64-bit); anything else names nothing."""
+    if not (value.isascii() and value.isdigit() and len(value) <= 18):
         raise NotFound("Error event not found.")
     return int(value)
 

@@ -30,7 +30,7 @@ from schema.types import (
 from services import api_calls, credits, generations
 from services.availability import model_availability
 from services.errors import Forbidden, NotFound
-from services.pagination import check_first
+from services.pagination import check_first, check_uuid_cursor
 
 
 @strawberry.type
@@ -60,6 +60,8 @@ class Query:
         kind: GenerationKind | None = None,
     ) -> GenerationConnection:
         user = await info.context.require_user()
+        if after is not None:
+            check_uuid_cursor(after)
         page = await generations.list_generations(
             user,
             first=check_first(first),

@@ -13,10 +13,13 @@ from strawberry.types import ExecutionContext
 
 from models.error_event import ErrorCategory, Severity
 from resolvers import mutations, queries, subscriptions
+from resolvers.accounts import AccountsMutation, AccountsQuery
 from resolvers.errors import format_error
 from resolvers.operations import OperationsMutation, OperationsQuery, OperationsSubscription
 from resolvers.workflows import WorkflowMutation
+from schema.security import security_extensions
 from services.error_events import Occurrence, record, stack_of
+from settings import Settings, get_settings
 
 log = logging.getLogger("kiln.graphql")
 _background: set[asyncio.Task[None]] = set()
@@ -55,10 +58,19 @@ class KilnSchema(strawberry.Schema):
 
 
 # Each area keeps its own resolver classes; the schema's root types are their union.
-Query = merge_types("Query", (queries.Query, OperationsQuery))
-Mutation = merge_types("Mutation", (mutations.Mutation, OperationsMutation, WorkflowMutation))
+Query = merge_types("Query", (queries.Query, OperationsQuery, AccountsQuery))
+Mutation = merge_types(
+    "Mutation", (mutations.Mutation, OperationsMutation, WorkflowMutation, AccountsMutation)
+)
 Subscription = merge_types("Subscription", (subscriptions.Subscription, OperationsSubscription))
 
 
-def build_schema() -> strawberry.Schema:
-    return KilnSchema(query=Query, mutation=Mutation, subscription=Subscription)
+def build_schema(settings: Settings | None = None) -> strawberry.Schema:
+    """With the document limits, input caps and rate limits of `settings` (the process's
+    settings when not given)."""
+    return KilnSchema(
+        query=Query,
+        mutation=Mutation,
+        subscription=Subscription,
+        extensions=list(security_extensions(settings or get_settings())),
+    )

@@ -14,6 +14,7 @@ from schema.loaders import Loaders
 from services import auth
 from services.catalogue import Catalogue
 from services.errors import Unauthenticated
+from services.rate_limits import Counters, MemoryCounters
 from services.routing import ProviderDeps
 from settings import Settings
 
@@ -31,7 +32,17 @@ class Context:
     loaders: Loaders
     # Set by strawberry from the socket's connection_init payload.
     connection_params: dict[str, Any] | None = None
+    # Login failures and operation rate limits: the server passes the process's shared
+    # counters (Redis when there is one); a bare Context counts only for itself.
+    counters: Counters = field(default_factory=MemoryCounters)
     _user: Any = field(default=_UNSET)
+
+    @property
+    def client_ip(self) -> str:
+        """The peer address (behind a proxy, run uvicorn with --proxy-headers and
+        --forwarded-allow-ips so this is the real client's)."""
+        client = self.request.client
+        return client.host if client is not None else "unknown"
 
     @property
     def base_url(self) -> str:

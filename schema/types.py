@@ -50,6 +50,9 @@ class User:
     email: str
     role: Role
     created_at: datetime
+    priority: bool = strawberry.field(
+        default=False, description="Premium: higher rate limits and the priority queue."
+    )
 
     @strawberry.field
     async def credits(self) -> CreditBalance:
@@ -58,7 +61,11 @@ class User:
     @classmethod
     def of(cls, row: UserRow) -> User:
         return cls(
-            id=strawberry.ID(str(row.id)), email=row.email, role=row.role, created_at=row.created_at
+            id=strawberry.ID(str(row.id)),
+            email=row.email,
+            role=row.role,
+            created_at=row.created_at,
+            priority=row.priority,
         )
 
 

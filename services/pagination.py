@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import base64
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 
 from tortoise.models import Model
@@ -35,11 +36,23 @@ def encode_cursor(created_at: datetime, row_id: str) -> str:
 
 
 def decode_cursor(cursor: str) -> tuple[datetime, str]:
+    """A cursor is client input: anything but a timestamp and a row id of ours (a 64-bit
+    integer or a UUID) is BAD_USER_INPUT, never an error from the database."""
     try:
         created_at, row_id = base64.urlsafe_b64decode(cursor.encode()).decode().split("|", 1)
-        return datetime.fromisoformat(created_at), row_id
+        when = datetime.fromisoformat(created_at)
+        if not (row_id.isascii() and row_id.isdigit() and len(row_id) <= 18):
+            row_id = str(uuid.UUID(row_id))
     except (ValueError, UnicodeDecodeError) as error:
         raise BadUserInput("Invalid cursor.", field="after") from error
+    return (when if when.tzinfo else when.replace(tzinfo=UTC)), row_id
+
+
+def check_uuid_cursor(cursor: str) -> None:
+    """For connections of rows with UUID ids: a cursor naming an integer id is not ours."""
+    _, row_id = decode_cursor(cursor)
+    if row_id.isdigit():
+        raise BadUserInput("Invalid cursor.", field="after")
 
 
 M = TypeVar("M", bound=Model)

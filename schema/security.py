@@ -1,0 +1,193 @@
+"""Schema extensions that keep one caller from flooding or breaking the API: operation rate
+limits, input length caps, and the document limits (depth, aliases, tokens, bounded caches,
+introspection), all configured from settings."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from graphql import (
+    FieldNode,
+    FragmentDefinitionNode,
+    FragmentSpreadNode,
+    GraphQLResolveInfo,
+    InlineFragmentNode,
+    OperationDefinitionNode,
+    SelectionSetNode,
+)
+from strawberry.extensions import (
+    DisableIntrospection,
+    MaxAliasesLimiter,
+    MaxTokensLimiter,
+    ParserCache,
+    QueryDepthLimiter,
+    SchemaExtension,
+    ValidationCache,
+)
+from strawberry.types import ExecutionContext
+from strawberry.types.graphql import OperationType
+
+from services import rate_limits
+from services.errors import BadUserInput, DomainError, RateLimited
+from settings import Settings
+
+# Longest accepted string per argument or input field (compared without case or
+# underscores); any other string input gets DEFAULT_MAX_STRING. Services check the exact
+# rules (email syntax, prompt length, ...); these caps make sure nothing unbounded reaches
+# them, the database or a log line.
+MAX_STRING = {
+    "id": 64,
+    "userid": 64,
+    "generationid": 64,
+    "after": 256,
+    "email": 254,
+    "password": 256,
+    "name": 100,
+    "reason": 255,
+    "notes": 4000,
+    "feedback": 4000,
+    "prompt": 4000,
+    "negativeprompt": 4000,
+    "idempotencykey": 255,
+    "inputimageurl": 2048,
+    "model": 120,
+    "preset": 120,
+    "provider": 64,
+}
+DEFAULT_MAX_STRING = 4000
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(part[:1].upper() + part[1:] for part in rest)
+
+
+def check_inputs(values: dict[str, Any]) -> None:
+    """Raise BadUserInput (naming the field) for any string longer than its cap."""
+
+    def walk(name: str, value: Any) -> None:
+        if isinstance(value, str):
+            cap = MAX_STRING.get(name.replace("_", "").lower(), DEFAULT_MAX_STRING)
+            if len(value) > cap:
+                field = _camel(name)
+                raise BadUserInput(f"{field} must be at most {cap} characters.", field=field)
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                walk(str(key), item)
+        elif isinstance(value, list | tuple):
+            for item in value:
+                walk(name, item)
+        elif hasattr(value, "__dict__"):  # an input object already turned into its class
+            for key, item in vars(value).items():
+                walk(key, item)
+
+    for key, value in values.items():
+        walk(key, value)
+
+
+class InputLimits(SchemaExtension):
+    """Caps every string argument of every root field before its resolver runs."""
+
+    def resolve(
+        self,
+        _next: Callable[..., Any],
+        root: Any,
+        info: GraphQLResolveInfo,
+        *args: str,
+        **kwargs: Any,
+    ) -> Any:
+        if info.path.prev is None and kwargs:
+            check_inputs(kwargs)
+        return _next(root, info, *args, **kwargs)
+
+
+def root_field_count(context: ExecutionContext) -> int:
+    """How many root fields the operation runs (aliases and fragments included): each one is
+    a mutation or subscription of its own, so each counts against the rate limit."""
+    document = context.graphql_document
+    if document is None:
+        return 1
+    fragments = {
+        d.name.value: d.selection_set
+        for d in document.definitions
+        if isinstance(d, FragmentDefinitionNode)
+    }
+    operations = [d for d in document.definitions if isinstance(d, OperationDefinitionNode)]
+    name = context.operation_name
+    chosen = next(
+        (o for o in operations if name is None or (o.name and o.name.value == name)), None
+    )
+    if chosen is None:
+        return 1
+
+    def count(selection_set: SelectionSetNode, seen: frozenset[str]) -> int:
+        total = 0
+        for selection in selection_set.selections:
+            if isinstance(selection, FieldNode):
+                total += 1
+            elif isinstance(selection, InlineFragmentNode):
+                total += count(selection.selection_set, seen)
+            elif isinstance(selection, FragmentSpreadNode):
+                target = selection.name.value
+                if target in fragments and target not in seen:
+                    total += count(fragments[target], seen | {target})
+        return total
+
+    return max(1, count(chosen.selection_set, frozenset()))
+
+
+class OperationRateLimit(SchemaExtension):
+    """Mutations and subscriptions count against the caller's window (services.rate_limits).
+    Over the limit the whole operation is refused with RATE_LIMITED and retryAfter; HTTP
+    responses carry RateLimit-Limit / -Remaining / -Reset."""
+
+    async def on_execute(self) -> Any:
+        context = self.execution_context
+        if context.operation_type in (OperationType.MUTATION, OperationType.SUBSCRIPTION):
+            await self._spend(context)
+        yield
+
+    async def _spend(self, execution: ExecutionContext) -> None:
+        context: Any = execution.context
+        counters = getattr(context, "counters", None)
+        settings: Settings | None = getattr(context, "settings", None)
+        if counters is None or settings is None:
+            return
+        try:
+            user = await context.user()
+        except DomainError:
+            user = None  # a bad credential: the resolver reports it; count by address
+        try:
+            quota = await rate_limits.spend(
+                counters, user, context.client_ip, root_field_count(execution), settings
+            )
+        except RateLimited as limited:
+            limit = rate_limits.operation_limit(user, settings)
+            _set_headers(context, rate_limits.Quota(limit, 0, limited.retry_after))
+            raise
+        _set_headers(context, quota)
+
+
+def _set_headers(context: Any, quota: rate_limits.Quota) -> None:
+    headers = getattr(getattr(context, "response", None), "headers", None)
+    if headers is None or not hasattr(headers, "__setitem__"):
+        return  # a socket: the protocol has no headers per operation
+    headers["RateLimit-Limit"] = str(quota.limit)
+    headers["RateLimit-Remaining"] = str(max(0, quota.remaining))
+    headers["RateLimit-Reset"] = str(quota.reset_after)
+
+
+def security_extensions(settings: Settings) -> Iterator[Any]:
+    """The schema's protective extensions, as factories (one instance per operation)."""
+    size = settings.graphql_cache_size
+    yield functools.partial(ParserCache, maxsize=size)
+    yield functools.partial(ValidationCache, maxsize=size)
+    yield functools.partial(MaxTokensLimiter, max_token_count=settings.max_query_tokens)
+    yield functools.partial(QueryDepthLimiter, max_depth=settings.max_query_depth)
+    yield functools.partial(MaxAliasesLimiter, max_alias_count=settings.max_query_aliases)
+    if not settings.introspection_enabled:
+        yield DisableIntrospection
+    yield InputLimits
+    yield OperationRateLimit

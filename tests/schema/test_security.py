@@ -1,0 +1,284 @@
+"""The schema's protective extensions: document limits, introspection switch, input caps on
+every string argument, and rate limits on mutations and subscriptions."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import pytest
+from graphql import GraphQLList, GraphQLNonNull, GraphQLScalarType, get_introspection_query
+from starlette.responses import Response
+
+from models.user import Role
+from schema.build import build_schema
+from schema.security import DEFAULT_MAX_STRING, MAX_STRING
+from services import auth
+from services.rate_limits import MemoryCounters
+from tests.schema.test_authorization_matrix import PASSWORD, SCHEMA, context
+
+
+def first_error(result: Any) -> Any:
+    return result.errors[0]
+
+
+def root_fields(root: str) -> Any:
+    return SCHEMA._schema.get_type(root).fields  # type: ignore[union-attr]
+
+
+def code(result: Any) -> str:
+    assert result.errors, result.data
+    return str(first_error(result).extensions.get("code"))
+
+
+async def test_a_too_deep_query_is_refused(world):
+    nested = "id " + "parent { " * 14 + "id" + " }" * 14
+    result = await SCHEMA.execute(
+        f'{{ generation(id: "{world.generation_id}") {{ {nested} }} }}',
+        context_value=context(world.settings, world.tokens["other"]),
+    )
+    assert code(result) == "BAD_USER_INPUT"
+    assert "exceeds maximum operation depth" in first_error(result).message
+
+
+async def test_a_hundred_aliases_are_refused(world):
+    aliases = " ".join(f"a{i}: me {{ id }}" for i in range(100))
+    result = await SCHEMA.execute(
+        f"{{ {aliases} }}", context_value=context(world.settings, world.tokens["other"])
+    )
+    assert code(result) == "BAD_USER_INPUT"
+    assert "aliases" in first_error(result).message
+
+
+async def test_too_many_tokens_are_refused_before_anything_runs(world):
+    fields = " ".join(["__typename"] * 3000)
+    result = await SCHEMA.execute(f"{{ {fields} }}", context_value=context(world.settings))
+    assert code(result) == "BAD_USER_INPUT"
+
+
+async def test_graphiqls_introspection_query_fits_the_limits(world):
+    result = await SCHEMA.execute(get_introspection_query(), context_value=context(world.settings))
+    assert result.errors is None
+
+
+async def test_introspection_can_be_switched_off(world):
+    settings = world.settings.model_copy(update={"introspection_enabled": False})
+    schema = build_schema(settings)
+    result = await schema.execute(
+        "{ __schema { types { name } } }", context_value=context(settings)
+    )
+    assert code(result) == "BAD_USER_INPUT"
+    ok = await schema.execute("{ models { id } }", context_value=context(settings))
+    assert ok.errors is None
+
+
+def _dummy(graphql_type: Any, name: str) -> Any:
+    """A value of the argument's type that passes coercion."""
+    if isinstance(graphql_type, GraphQLNonNull):
+        return _dummy(graphql_type.of_type, name)
+    if isinstance(graphql_type, GraphQLList):
+        return [_dummy(graphql_type.of_type, name)]
+    if isinstance(graphql_type, GraphQLScalarType):
+        return {"Int": 1, "Float": 0.5, "Boolean": False, "JSON": {}}.get(
+            graphql_type.name, f"{name}-value"
+        )
+    if hasattr(graphql_type, "values"):  # enum
+        return next(iter(graphql_type.values))
+    return {
+        field_name: _dummy(f.type, field_name)
+        for field_name, f in graphql_type.fields.items()
+        if isinstance(f.type, GraphQLNonNull)
+    }
+
+
+def string_inputs() -> list[tuple[str, str, list[str]]]:
+    """(root type, field, path to a String/ID argument or input field) for every one."""
+    found = []
+    for root in ("Query", "Mutation"):
+        for field_name, field_def in root_fields(root).items():
+            for arg_name, arg in field_def.args.items():
+                inner = arg.type
+                while isinstance(inner, GraphQLNonNull | GraphQLList):
+                    inner = inner.of_type
+                if isinstance(inner, GraphQLScalarType) and inner.name in ("String", "ID"):
+                    found.append((root, field_name, [arg_name]))
+                elif hasattr(inner, "fields"):
+                    for sub_name, sub in inner.fields.items():
+                        sub_type = sub.type
+                        while isinstance(sub_type, GraphQLNonNull | GraphQLList):
+                            sub_type = sub_type.of_type
+                        if getattr(sub_type, "name", "") in ("String", "ID"):
+                            found.append((root, field_name, [arg_name, sub_name]))
+    return found
+
+
+@pytest.mark.parametrize(
+    "root,field,path", string_inputs(), ids=lambda v: ".".join(v) if isinstance(v, list) else v
+)
+async def test_every_string_input_is_capped(world, root, field, path):
+    """Far past its cap, every String or ID argument (and input field) of every query and
+    mutation is BAD_USER_INPUT naming the field; never INTERNAL, never stored."""
+    field_def = root_fields(root)[field]
+    variables = {
+        name: _dummy(arg.type, name)
+        for name, arg in field_def.args.items()
+        if isinstance(arg.type, GraphQLNonNull) or name == path[0]
+    }
+    cap = MAX_STRING.get(path[-1].lower(), DEFAULT_MAX_STRING)
+    huge = "x" * (cap + 1)
+    if len(path) == 1:
+        variables[path[0]] = (
+            [huge] if isinstance(field_def.args[path[0]].type, GraphQLList) else huge
+        )
+    else:
+        variables[path[0]][path[1]] = huge
+    declared = ", ".join(f"${n}: {field_def.args[n].type}" for n in variables)
+    passed = ", ".join(f"{n}: ${n}" for n in variables)
+    selection = _selection(field_def.type)
+    keyword = "query" if root == "Query" else "mutation"
+    document = f"{keyword}({declared}) {{ {field}({passed}) {selection} }}"
+    result = await SCHEMA.execute(
+        document,
+        variable_values=variables,
+        context_value=context(world.settings, world.tokens["admin"]),
+    )
+    assert code(result) == "BAD_USER_INPUT", (document, result.errors)
+    assert first_error(result).extensions.get("field") == path[-1], result.errors
+
+
+def _selection(graphql_type: Any) -> str:
+    while isinstance(graphql_type, GraphQLNonNull | GraphQLList):
+        graphql_type = graphql_type.of_type
+    return "{ __typename }" if hasattr(graphql_type, "fields") else ""
+
+
+REVOKE = "mutation($id: ID!) { revokeApiKey(id: $id) { id } }"
+
+
+async def test_a_burst_over_the_users_limit_is_rate_limited(world):
+    settings = world.settings.model_copy(update={"rate_limit_per_user": 5})
+    schema, counters = build_schema(settings), MemoryCounters()
+    token = world.tokens["other"]
+    for n in range(5):
+        response = Response()
+        ctx = context(settings, token, counters=counters)
+        ctx.response = response
+        result = await schema.execute(REVOKE, {"id": str(uuid.uuid4())}, context_value=ctx)
+        assert code(result) == "NOT_FOUND"
+        assert response.headers["RateLimit-Limit"] == "5"
+        assert response.headers["RateLimit-Remaining"] == str(4 - n)
+        assert 1 <= int(response.headers["RateLimit-Reset"]) <= 60
+    response = Response()
+    ctx = context(settings, token, counters=counters)
+    ctx.response = response
+    result = await schema.execute(REVOKE, {"id": str(uuid.uuid4())}, context_value=ctx)
+    assert code(result) == "RATE_LIMITED"
+    assert 1 <= first_error(result).extensions["retryAfter"] <= 60
+    assert response.headers["RateLimit-Remaining"] == "0"
+    # Queries are not counted; another user has a window of their own.
+    ok = await schema.execute(
+        "{ me { id } }", context_value=context(settings, token, counters=counters)
+    )
+    assert ok.errors is None
+    theirs = await schema.execute(
+        REVOKE,
+        {"id": str(uuid.uuid4())},
+        context_value=context(settings, world.tokens["admin"], counters=counters),
+    )
+    assert code(theirs) == "NOT_FOUND"
+
+
+async def test_aliased_mutations_each_count(world):
+    settings = world.settings.model_copy(update={"rate_limit_per_user": 5})
+    schema, counters = build_schema(settings), MemoryCounters()
+    many = " ".join(f'm{i}: revokeApiKey(id: "{uuid.uuid4()}") {{ id }}' for i in range(6))
+    result = await schema.execute(
+        f"mutation {{ {many} }}",
+        context_value=context(settings, world.tokens["other"], counters=counters),
+    )
+    assert code(result) == "RATE_LIMITED"
+
+
+async def test_subscriptions_count_too(world):
+    settings = world.settings.model_copy(update={"rate_limit_per_user": 1})
+    schema, counters = build_schema(settings), MemoryCounters()
+    first = await schema.subscribe(
+        "subscription { creditBalanceChanged { available } }",
+        context_value=context(settings, world.tokens["other"], counters=counters),
+    )
+    message = await first.__anext__()
+    assert message.errors is None
+    await first.aclose()
+    second = await schema.subscribe(
+        "subscription { creditBalanceChanged { available } }",
+        context_value=context(settings, world.tokens["other"], counters=counters),
+    )
+    message = await second.__anext__()
+    assert code(message) == "RATE_LIMITED"
+    await second.aclose()
+
+
+async def test_priority_users_get_the_higher_limit(world, backend):
+    settings = world.settings.model_copy(
+        update={"rate_limit_per_user": 1, "rate_limit_per_priority_user": 3}
+    )
+    schema, counters = build_schema(settings), MemoryCounters()
+    premium = await auth.register(
+        f"premium-{uuid.uuid4().hex[:8]}@example.com", PASSWORD, settings, role=Role.USER
+    )
+    await auth.set_priority(premium.id, True)
+    token = auth.issue_token(premium, settings)
+    codes = []
+    for _ in range(4):
+        result = await schema.execute(
+            REVOKE,
+            {"id": str(uuid.uuid4())},
+            context_value=context(settings, token, counters=counters),
+        )
+        codes.append(code(result))
+    assert codes == ["NOT_FOUND", "NOT_FOUND", "NOT_FOUND", "RATE_LIMITED"]
+
+
+async def test_anonymous_callers_are_limited_per_address(world):
+    settings = world.settings.model_copy(update={"rate_limit_per_ip": 2})
+    schema, counters = build_schema(settings), MemoryCounters()
+    login = 'mutation { login(email: "nobody@example.com", password: "wrong password") { token } }'
+    codes = [
+        code(await schema.execute(login, context_value=context(settings, counters=counters)))
+        for _ in range(3)
+    ]
+    assert codes == ["UNAUTHENTICATED", "UNAUTHENTICATED", "RATE_LIMITED"]
+
+
+def _cursor(text: str) -> str:
+    import base64
+
+    return base64.urlsafe_b64encode(text.encode()).decode()
+
+
+FORGED_CURSORS = [
+    _cursor("2024-01-01T00:00:00+00:00|" + "9" * 30),  # past 64 bits
+    _cursor("2024-01-01T00:00:00+00:00|²"),  # a digit, but not an ASCII one
+    _cursor("2024-01-01T00:00:00+00:00|not-a-uuid"),
+    _cursor("2024-01-01T00:00:00|1"),  # naive time, integer id on a UUID connection
+    _cursor("2024-01-01|x|y"),
+    _cursor("9999-99-99|1"),
+    "%%%",
+]
+
+
+@pytest.mark.parametrize("cursor", FORGED_CURSORS)
+@pytest.mark.parametrize(
+    "connection",
+    ["generations", "creditTransactions", "notifications", "errorEvents", "apiCallLogs"],
+)
+async def test_forged_cursors_are_bad_user_input(world, connection, cursor):
+    result = await SCHEMA.execute(
+        f"query($a: String) {{ {connection}(after: $a) {{ edges {{ cursor }} }} }}",
+        {"a": cursor},
+        context_value=context(world.settings, world.tokens["admin"]),
+    )
+    # Refused as bad input, or (the integer-id cursor on an integer connection) a page.
+    assert result.errors is None or code(result) == "BAD_USER_INPUT", result.errors
+    if cursor != _cursor("2024-01-01T00:00:00|1") or connection == "generations":
+        assert result.errors is not None and code(result) == "BAD_USER_INPUT"
