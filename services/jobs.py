@@ -6,16 +6,24 @@ has capacity) are sent at once with a delay."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 from collections.abc import Callable
 
+from models.generation import Generation
 from services.unit_of_work import after_commit
+
+log = logging.getLogger(__name__)
 
 # (actor name, arguments, delay in milliseconds or None)
 JobSender = Callable[[str, tuple[str, ...], int | None], None]
 RUN = "generation.run"
 POLL = "generation.poll"
 RESUME = "generation.resume"
+# `generation.run` of priority (premium) accounts: the same work on its own Dramatiq queue,
+# so dedicated workers (`dramatiq tasks --queues generations-priority`) serve them first.
+RUN_PRIORITY = "generation.run_priority"
+PRIORITY_QUEUE = "generations-priority"
 VIEWS = "workflow.views"
 ADVANCE = "workflow.advance"
 
@@ -31,8 +39,19 @@ async def send(actor: str, *args: str, delay_seconds: float | None = None) -> No
     if _sender is None:
         raise RuntimeError("no job sender configured")
     delay = int(delay_seconds * 1000) if delay_seconds else None
+    if actor == RUN and args and await _owner_has_priority(args[0]):
+        actor = RUN_PRIORITY
     # Dramatiq's send is blocking I/O on the broker; keep the event loop free.
     await asyncio.to_thread(_sender, actor, args, delay)
+
+
+async def _owner_has_priority(generation_id: str) -> bool:
+    try:
+        return await Generation.filter(id=generation_id, user__priority=True).exists()
+    except Exception:
+        # Never lose a job over the queue choice: the normal queue runs it too.
+        log.warning("priority lookup failed for %s", generation_id, exc_info=True)
+        return False
 
 
 def enqueue_after_commit(

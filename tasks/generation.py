@@ -20,6 +20,18 @@ async def run_generation(generation_id: str) -> None:
     await runner.run_generation(uuid.UUID(generation_id), rt.catalogue, rt.providers, rt.store)
 
 
+@dramatiq.actor(
+    actor_name=jobs.RUN_PRIORITY,
+    queue_name=jobs.PRIORITY_QUEUE,
+    max_retries=5,
+    time_limit=TIME_LIMIT_MS,
+)
+async def run_priority_generation(generation_id: str) -> None:
+    """generation.run for priority accounts, on its own queue."""
+    rt = runtime.current()
+    await runner.run_generation(uuid.UUID(generation_id), rt.catalogue, rt.providers, rt.store)
+
+
 @dramatiq.actor(actor_name=jobs.POLL, max_retries=5, time_limit=TIME_LIMIT_MS)
 async def poll_generation(generation_id: str, attempt: str) -> None:
     rt = runtime.current()
@@ -47,6 +59,7 @@ async def advance_workflow(generation_id: str, attempt: str) -> None:
 
 _ACTORS: dict[str, Any] = {
     jobs.RUN: run_generation,
+    jobs.RUN_PRIORITY: run_priority_generation,
     jobs.POLL: poll_generation,
     jobs.RESUME: resume_generation,
     jobs.VIEWS: start_workflow_views,
