@@ -139,3 +139,20 @@ def assert_monotonic(updates: list[dict[str, Any]]) -> None:
 
 def ledger_sum(entries: list[dict[str, Any]]) -> int:
     return sum(entry["amount"] for entry in entries)
+
+
+CREATE_API_KEY = """mutation($name: String!) {
+  createApiKey(name: $name) { secret apiKey { id name prefix createdAt lastUsedAt } }
+}"""
+REVOKE_API_KEY = "mutation($id: ID!) { revokeApiKey(id: $id) { id } }"
+API_KEYS = "query { apiKeys { id name prefix createdAt lastUsedAt } }"
+LOGIN = """mutation($email: String!, $password: String!) {
+  login(email: $email, password: $password) { token }
+}"""
+
+
+async def create_api_key(client: KilnClient, account: Account, name: str) -> dict[str, Any]:
+    """{"secret": ..., "apiKey": {...}}"""
+    data = await client.data(CREATE_API_KEY, {"name": name}, account.token)
+    created: dict[str, Any] = data["createApiKey"]
+    return created

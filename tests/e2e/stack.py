@@ -65,8 +65,26 @@ KILN_ENV = (
     "BREAKER_MIN_CALLS",
     "BREAKER_COOLDOWN_SECONDS",
     "FETCH_ALLOW_HOSTS",
+    "API_KEY_PEPPER",
+    "LOGIN_MAX_FAILURES",
+    "LOGIN_FAILURE_WINDOW_SECONDS",
+    "RATE_LIMIT_WINDOW_SECONDS",
+    "RATE_LIMIT_PER_USER",
+    "RATE_LIMIT_PER_PRIORITY_USER",
+    "RATE_LIMIT_PER_IP",
+    "MAX_QUERY_DEPTH",
+    "MAX_QUERY_ALIASES",
+    "MAX_QUERY_TOKENS",
+    "MAX_BODY_BYTES",
+    "GRAPHQL_CACHE_SIZE",
+    "INTROSPECTION_ENABLED",
+    "GRAPHIQL_ENABLED",
+    "CORS_ALLOW_ORIGINS",
 )
 REPLICATE_TOKEN = "r8_e2e_fake"
+# Operations per minute per user and per address on both stacks, and the one browser origin.
+E2E_RATE_LIMIT = 100_000
+E2E_CORS_ORIGIN = "https://app.example.com"
 # This run's own Redis namespace: runs side by side never take each other's jobs.
 REDIS_NAMESPACE = f"kiln-e2e-{os.getpid()}"
 # Both stacks accept payment webhooks signed with this.
@@ -334,6 +352,12 @@ def provider_env(openai_url: str, replicate_url: str) -> dict[str, str]:
         "BREAKER_MIN_CALLS": "3",
         "BREAKER_COOLDOWN_SECONDS": "2",
         "FETCH_ALLOW_HOSTS": "127.0.0.1",
+        # The whole suite registers and works from one address: limits the tests do not
+        # trip by accident (test_security checks the headers that count them).
+        "RATE_LIMIT_PER_USER": str(E2E_RATE_LIMIT),
+        "RATE_LIMIT_PER_PRIORITY_USER": str(E2E_RATE_LIMIT * 2),
+        "RATE_LIMIT_PER_IP": str(E2E_RATE_LIMIT),
+        "CORS_ALLOW_ORIGINS": E2E_CORS_ORIGIN,
     }
 
 
