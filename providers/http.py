@@ -9,13 +9,14 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import orjson
 
 from providers.base import ProviderError
 
+T = TypeVar("T")
 RETRYABLE_STATUS = frozenset({408, 409, 425, 429})
 MAX_ERROR_TEXT = 300
 
@@ -152,6 +153,53 @@ class ProviderHTTP:
                 error=f"{error.code}: {error.message}"[:MAX_ERROR_TEXT] if error else None,
             )
         )
+
+
+async def call_json(
+    http: ProviderHTTP,
+    method: str,
+    url: str,
+    parse: Callable[[Any], T],
+    *,
+    timeout: float,
+    model: str | None = None,
+    json: Any = None,
+    content: bytes | None = None,
+    headers: dict[str, str] | None = None,
+    error: Callable[[httpx.Response], ProviderError] = error_for_status,
+) -> T:
+    """A call whose JSON answer `parse` reads. Reading happens inside the call, so a 200
+    that is malformed, of an unexpected shape or a refusal is logged as the failed call it
+    is. `error` maps an HTTP error in the provider's own shape."""
+    parsed: list[T] = []
+
+    def check(response: httpx.Response) -> ProviderError | None:
+        if response.status_code >= 400:
+            return error(response)
+        try:
+            parsed.append(parse(json_body(response)))
+        except ProviderError as failure:
+            failure.status_code = failure.status_code or response.status_code
+            return failure
+        except (KeyError, IndexError, TypeError, ValueError, AttributeError):
+            return ProviderError(
+                "PROVIDER_BAD_RESPONSE",
+                "The provider's answer had an unexpected shape.",
+                status_code=response.status_code,
+            )
+        return None
+
+    await http.request(
+        method,
+        url,
+        timeout=timeout,
+        model=model,
+        json=json,
+        content=content,
+        headers=headers,
+        check=check,
+    )
+    return parsed[0]
 
 
 def json_body(response: httpx.Response) -> Any:

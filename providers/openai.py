@@ -63,8 +63,8 @@ from providers.base import (
     Result,
     WebhookUpdate,
 )
-from providers.content import bad_response, decode_base64, sniff
-from providers.http import MAX_ERROR_TEXT, ProviderHTTP, error_for_status
+from providers.content import decode_base64, sniff
+from providers.http import MAX_ERROR_TEXT, ProviderHTTP, call_json, error_for_status
 
 T = TypeVar("T")
 
@@ -243,43 +243,22 @@ class OpenAIProvider:
         content: bytes | None = None,
         headers: dict[str, str] | None = None,
     ) -> T:
-        """One request. The answer is read inside ProviderHTTP's `check`, so a malformed or
-        refused 200 is recorded in the call log as a failed call, like an HTTP error."""
-        parsed: list[T] = []
-
-        def check(response: httpx.Response) -> ProviderError | None:
-            if response.status_code >= 400:
-                return self._error(response)
-            try:
-                answer = orjson.loads(response.content)
-            except orjson.JSONDecodeError:
-                return bad_response("The provider sent a malformed answer.", response.status_code)
-            try:
-                parsed.append(parse(answer))
-            except ProviderError as error:
-                error.status_code = error.status_code or response.status_code
-                return error
-            except (KeyError, IndexError, TypeError, ValueError, AttributeError):
-                return bad_response(
-                    "The provider's answer had an unexpected shape.", response.status_code
-                )
-            return None
-
         all_headers = {"Authorization": f"Bearer {self.api_key}"}
         if self.organization:
             all_headers["OpenAI-Organization"] = self.organization
         all_headers.update(headers or {})
-        await self.http.request(
+        return await call_json(
+            self.http,
             "POST",
             self.base_url + path,
+            parse,
             timeout=request.timeout,
             model=request.model,
             json=json,
             content=content,
             headers=all_headers,
-            check=check,
+            error=self._error,
         )
-        return parsed[0]
 
     def _error(self, response: httpx.Response) -> ProviderError:
         """An HTTP error in OpenAI's shape `{"error": {"message", "type", "param", "code"}}`
