@@ -118,9 +118,9 @@ async def handle_webhook(
     adapter = deps.registry.get(provider)
     if adapter is None:
         raise ProviderError("WEBHOOK_REJECTED", f"unknown provider {provider!r}", retryable=False)
-    prepare = getattr(adapter, "refresh_keys", None)
-    if prepare is not None:
-        await prepare()
+    refresh = getattr(adapter, "refresh_keys", None)  # fal: signing keys, cached for a day
+    if refresh is not None:
+        await refresh()
     update = adapter.parse_webhook(headers, body)
     generation = await Generation.get_or_none(provider_job_id=update.job_id)
     if generation is None or not generation.provider_job:
