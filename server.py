@@ -211,7 +211,11 @@ class KilnGraphQL(GraphQL):
         in-memory set for this process. Rebuilt if the runtime was restarted."""
         redis = getattr(runtime.current(), "redis", None)
         if self._counters is None or self._counters[0] is not redis:
-            made: Counters = RedisCounters(redis) if redis is not None else MemoryCounters()
+            made: Counters = (
+                RedisCounters(redis, prefix=f"{self.settings.redis_namespace}:rate")
+                if redis is not None
+                else MemoryCounters()
+            )
             self._counters = (redis, made)
         return self._counters[1]
 
