@@ -15,7 +15,6 @@ from tortoise.exceptions import IntegrityError
 from tortoise.expressions import F, Q
 
 from models.generation import (
-    FINAL_STATUSES,
     Generation,
     GenerationKind,
     GenerationOutput,
@@ -604,6 +603,3 @@ async def list_generations(
         cursor_of=lambda g: encode_cursor(g.created_at, str(g.id)),
     )
 
-
-def is_final(status: GenerationStatus) -> bool:
-    return status in FINAL_STATUSES
