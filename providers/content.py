@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import base64
 import binascii
+import io
 from typing import Any
 from urllib.parse import unquote_to_bytes
+
+from PIL import Image
 
 from providers.base import ProviderError
 
@@ -18,6 +21,22 @@ SIGNATURES: tuple[tuple[bytes, int, str], ...] = (
     (b"WEBP", 8, "image/webp"),  # after "RIFF" and the size
     (b"ftyp", 4, "video/mp4"),
 )
+
+
+def redact(text: str, secret: str) -> str:
+    """Providers sometimes echo the credential back in an error: never pass it on."""
+    if secret and len(secret) >= 4:
+        return text.replace(secret, "[redacted]")
+    return text
+
+
+def image_size(data: bytes) -> tuple[int | None, int | None]:
+    """Width and height from the image header (Pillow reads no pixels for this)."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            return image.size
+    except Exception:  # not an image Pillow knows: Kiln's fetcher checks types later
+        return None, None
 
 
 def bad_response(message: str, status_code: int | None = None) -> ProviderError:

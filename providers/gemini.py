@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import io
 import math
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
@@ -48,7 +47,6 @@ from urllib.parse import quote
 
 import httpx
 import orjson
-from PIL import Image
 
 from models.generation import GenerationKind
 from providers.base import (
@@ -60,7 +58,7 @@ from providers.base import (
     Result,
     WebhookUpdate,
 )
-from providers.content import decode_base64, sniff
+from providers.content import decode_base64, image_size, redact, sniff
 from providers.http import MAX_ERROR_TEXT, ProviderHTTP, call_json, error_for_status
 
 T = TypeVar("T")
@@ -228,7 +226,7 @@ class GeminiProvider:
         status = response.status_code
         error = _error_object(response)
         message = str(error.get("message") or "") if error else response.text
-        message = _redact(message, self.api_key)[:MAX_ERROR_TEXT]
+        message = redact(message, self.api_key)[:MAX_ERROR_TEXT]
         details = [d for d in error.get("details") or [] if isinstance(d, dict)]
         reasons = {str(d.get("reason")) for d in details if d.get("reason")}
         if status in (401, 403) or "API_KEY_INVALID" in reasons:
@@ -347,7 +345,7 @@ def _candidate_outputs(candidate: dict[str, Any], *, image: bool) -> list[Provid
         if declared and not str(declared).startswith("image/"):
             continue
         data = decode_base64(inline["data"])
-        width, height = _dimensions(data)
+        width, height = image_size(data)
         content_type = sniff(data) or (str(declared) if declared else None)
         outputs.append(ProviderOutput(content_type, data=data, width=width, height=height))
     return outputs
@@ -376,18 +374,3 @@ def _error_object(response: httpx.Response) -> dict[str, Any]:
         error: dict[str, Any] = body["error"]
         return error
     return {}
-
-
-def _dimensions(data: bytes) -> tuple[int | None, int | None]:
-    """Width and height from the image header (Pillow reads no pixels for this)."""
-    try:
-        with Image.open(io.BytesIO(data)) as image:
-            return image.size
-    except Exception:  # not an image Pillow knows: Kiln's store checks it later
-        return None, None
-
-
-def _redact(text: str, secret: str) -> str:
-    if secret and len(secret) >= 4:
-        return text.replace(secret, "[redacted]")
-    return text

@@ -45,13 +45,11 @@ Authorization header and is scrubbed from every error message (401 answers quote
 from __future__ import annotations
 
 import base64
-import io
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 import httpx
 import orjson
-from PIL import Image
 
 from models.generation import GenerationKind
 from providers.base import (
@@ -63,7 +61,7 @@ from providers.base import (
     Result,
     WebhookUpdate,
 )
-from providers.content import decode_base64, sniff
+from providers.content import decode_base64, image_size, redact, sniff
 from providers.http import MAX_ERROR_TEXT, ProviderHTTP, call_json, error_for_status
 
 T = TypeVar("T")
@@ -267,7 +265,7 @@ class OpenAIProvider:
         error = _error_object(response)
         code = str(error.get("code") or "")
         message = str(error.get("message") or "") if error else response.text
-        message = _redact(message, self.api_key)[:MAX_ERROR_TEXT]
+        message = redact(message, self.api_key)[:MAX_ERROR_TEXT]
         if 400 <= status < 500 and (
             code in CONTENT_POLICY_CODES or "safety system" in message.lower()
         ):
@@ -349,7 +347,7 @@ def _image_outputs(answer: Any, request: ProviderRequest) -> list[ProviderOutput
         if item.get("b64_json"):
             data = decode_base64(item["b64_json"])
             content_type = sniff(data) or declared
-            width, height = _dimensions(data)
+            width, height = image_size(data)
             outputs.append(ProviderOutput(content_type, data=data, width=width, height=height))
         elif item.get("url"):
             outputs.append(ProviderOutput(declared, url=str(item["url"])))
@@ -412,18 +410,3 @@ def _error_object(response: httpx.Response) -> dict[str, Any]:
         if isinstance(body.get("detail"), str):  # FastAPI-based servers
             return {"message": body["detail"]}
     return {}
-
-
-def _dimensions(data: bytes) -> tuple[int | None, int | None]:
-    """Width and height from the image header (Pillow reads no pixels for this)."""
-    try:
-        with Image.open(io.BytesIO(data)) as image:
-            return image.size
-    except Exception:  # not an image Pillow knows: Kiln's store checks it later
-        return None, None
-
-
-def _redact(text: str, secret: str) -> str:
-    if secret and len(secret) >= 4:
-        return text.replace(secret, "[redacted]")
-    return text
