@@ -1,0 +1,210 @@
+"""Shared pieces: settings of a run, load loops, percentiles and result rows."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import redis.asyncio as aioredis
+
+ROOT = Path(__file__).resolve().parents[1]
+PG_HOST = os.environ.get("KILN_BENCH_PG_HOST", "127.0.0.1")
+PG_PORT = int(os.environ.get("KILN_BENCH_PG_PORT", "5432"))
+PG_USER = os.environ.get("KILN_BENCH_PG_USER", "postgres")
+REDIS_HOST = os.environ.get("KILN_BENCH_REDIS_HOST", "127.0.0.1")
+REDIS_PORT = int(os.environ.get("KILN_BENCH_REDIS_PORT", "6379"))
+REDIS_URL = f"redis://{REDIS_HOST}:{REDIS_PORT}/0"
+PASSWORD = "correct horse battery staple"
+# Credits given to every benchmark user (direct SQL), so no request fails for lack of them.
+CREDITS = 1_000_000_000
+HTTP_TIMEOUT = 30.0
+
+REGISTER = """
+mutation Register($email: String!, $password: String!) {
+  register(email: $email, password: $password) { token user { id } }
+}
+"""
+
+
+@dataclass
+class Options:
+    quick: bool = False
+    clients: int = 64
+    workers: int = 2
+    threads: int = 8
+    duration: float = 20.0
+    warmup: float = 3.0
+    generations: int = 2000
+    subscribers: int = 1000
+    inflight: int = 5000
+    provider_seconds: float = 10.0
+
+
+@dataclass
+class Row:
+    """One line of the results table: Kiln's number, the raw limit of the machine for the same
+    work, and Kiln as a fraction of it (for latencies: raw / Kiln, so 1.0 is as good as raw)."""
+
+    benchmark: str
+    metric: str
+    kiln: float
+    raw: float | None
+    unit: str
+    higher_is_better: bool = True
+    note: str = ""
+
+    @property
+    def ratio(self) -> float | None:
+        if self.raw is None or not self.kiln or not self.raw:
+            return None
+        return self.kiln / self.raw if self.higher_is_better else self.raw / self.kiln
+
+
+@dataclass
+class LoadResult:
+    ok: int = 0
+    errors: int = 0
+    latencies: list[float] = field(default_factory=list)
+    elapsed: float = 0.0
+    first_error: str = ""
+
+    @property
+    def rate(self) -> float:
+        return self.ok / self.elapsed if self.elapsed else 0.0
+
+    def p(self, q: float) -> float:
+        return percentile(self.latencies, q)
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
+    return ordered[index]
+
+
+async def closed_loop(
+    clients: int,
+    duration: float,
+    warmup: float,
+    operation: Callable[[int], Awaitable[None]],
+) -> LoadResult:
+    """`clients` loops call `operation(client_index)` back to back for `warmup` + `duration`
+    seconds; only operations that start and end within the measured window count. An operation
+    raising counts as an error."""
+    result = LoadResult()
+    start = time.perf_counter()
+    measure_from = start + warmup
+    stop_at = measure_from + duration
+
+    async def loop(index: int) -> None:
+        while True:
+            began = time.perf_counter()
+            if began >= stop_at:
+                return
+            try:
+                await operation(index)
+            except Exception as error:
+                if began >= measure_from:
+                    result.errors += 1
+                    result.first_error = result.first_error or repr(error)[:300]
+                continue
+            ended = time.perf_counter()
+            if began >= measure_from and ended <= stop_at:
+                result.ok += 1
+                result.latencies.append(ended - began)
+
+    await asyncio.gather(*(loop(i) for i in range(clients)))
+    result.elapsed = duration
+    return result
+
+
+def pg_dsn(database: str) -> str:
+    return f"postgres://{PG_USER}@{PG_HOST}:{PG_PORT}/{database}"
+
+
+async def create_database(name: str) -> None:
+    conn = await asyncpg.connect(pg_dsn("postgres"))
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+
+
+async def drop_database(name: str) -> None:
+    conn = await asyncpg.connect(pg_dsn("postgres"))
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+async def delete_redis_namespace(namespace: str) -> None:
+    client = aioredis.from_url(REDIS_URL)
+    try:
+        keys = [key async for key in client.scan_iter(match=f"{namespace}*", count=1000)]
+        for i in range(0, len(keys), 500):
+            await client.delete(*keys[i : i + 500])
+    finally:
+        await client.aclose()
+
+
+@dataclass
+class User:
+    token: str
+    user_id: str
+
+
+async def gql(
+    http: httpx.AsyncClient,
+    query: str,
+    variables: dict[str, Any] | None = None,
+    token: str | None = None,
+) -> dict[str, Any]:
+    """POST /graphql; raises when the answer carries errors or no data."""
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    response = await http.post(
+        "/graphql", json={"query": query, "variables": variables or {}}, headers=headers
+    )
+    body: dict[str, Any] = response.json()
+    if body.get("errors") or not body.get("data"):
+        raise RuntimeError(f"{response.status_code} {str(body)[:300]}")
+    data: dict[str, Any] = body["data"]
+    return data
+
+
+async def register_users(base_url: str, database: str, count: int) -> list[User]:
+    """`count` new accounts over GraphQL, each then given CREDITS by direct SQL."""
+    users: list[User] = []
+    async with httpx.AsyncClient(base_url=base_url, timeout=HTTP_TIMEOUT) as http:
+        semaphore = asyncio.Semaphore(8)
+
+        async def one() -> None:
+            async with semaphore:
+                email = f"bench-{uuid.uuid4().hex}@example.com"
+                data = await gql(http, REGISTER, {"email": email, "password": PASSWORD})
+                payload = data["register"]
+                users.append(User(payload["token"], payload["user"]["id"]))
+
+        await asyncio.gather(*(one() for _ in range(count)))
+    conn = await asyncpg.connect(pg_dsn(database))
+    try:
+        await conn.execute("UPDATE credit_accounts SET balance = $1", CREDITS)
+    finally:
+        await conn.close()
+    return users
+
+
+def http_client(base_url: str, clients: int) -> httpx.AsyncClient:
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    return httpx.AsyncClient(base_url=base_url, timeout=HTTP_TIMEOUT, limits=limits)

@@ -1,0 +1,269 @@
+"""Fan-out: N WebSocket subscribers (`generationUpdated`), each on its own generation, while
+the benchmark publishes updates on the generations' Redis channels (the same messages Kiln's
+workers publish, captured from the API's own announcements, with the publish time in `stage`).
+Measures publish -> receipt latency, lost final states and the API's RSS per connection.
+Raw limit: the same messages through Redis pub/sub to N plain subscribers (one Redis
+connection each) in this process."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import copy
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+import redis.asyncio as aioredis
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.typing import Subprotocol
+
+from bench.common import (
+    REDIS_URL,
+    Options,
+    Row,
+    User,
+    gql,
+    http_client,
+    percentile,
+    register_users,
+)
+from bench.stack import Run, kiln
+
+USERS = 10
+BATCHES = 10  # updates are published in this many batches per round
+BATCH_GAP = 0.1  # seconds between batches
+CONNECT_CONCURRENCY = 50
+STEP_TIMEOUT = 120.0
+SUBPROTOCOL = Subprotocol("graphql-transport-ws")
+CREATE = "mutation C($input: CreateGenerationInput!) { createGeneration(input: $input) { id } }"
+WATCH = "subscription W($id: ID!) { generationUpdated(id: $id) { id status stage version } }"
+
+
+@dataclass
+class Receipts:
+    expected: int = 0
+    latencies: list[float] = field(default_factory=list)
+    finals: int = 0
+    all_final: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def final(self) -> None:
+        self.finals += 1
+        if self.finals >= self.expected:
+            self.all_final.set()
+
+
+def rss_bytes(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def stamped(template: dict[str, Any], status: str, version: int) -> bytes:
+    message = copy.copy(template)
+    message.update(
+        status=status,
+        version=version,
+        progress=1.0 if status == "COMPLETED" else 0.5,
+        stage=f"t={time.time():.6f}",
+    )
+    return orjson.dumps(message)
+
+
+def latency_of(stage: str) -> float:
+    return time.time() - float(stage[2:])
+
+
+async def publish_rounds(
+    redis: aioredis.Redis, channels: list[str], templates: list[dict[str, Any]]
+) -> None:
+    """Two rounds (PROCESSING, then the final COMPLETED), each in BATCHES paced batches."""
+    size = max(1, len(channels) // BATCHES)
+    for status, version in (("PROCESSING", 2), ("COMPLETED", 3)):
+        for start in range(0, len(channels), size):
+            async with redis.pipeline(transaction=False) as pipe:
+                for channel, template in zip(
+                    channels[start : start + size], templates[start : start + size], strict=True
+                ):
+                    pipe.publish(channel, stamped(template, status, version))
+                await pipe.execute()
+            await asyncio.sleep(BATCH_GAP)
+
+
+async def subscribe_ws(
+    url: str, token: str, generation_id: str, ready: asyncio.Event, receipts: Receipts
+) -> ClientConnection:
+    ws = await connect(url, subprotocols=[SUBPROTOCOL], open_timeout=STEP_TIMEOUT, max_queue=None)
+    await ws.send(
+        json.dumps({"type": "connection_init", "payload": {"authorization": f"Bearer {token}"}})
+    )
+    ack = json.loads(await asyncio.wait_for(ws.recv(), STEP_TIMEOUT))
+    if ack.get("type") != "connection_ack":
+        raise RuntimeError(f"no ack: {ack}")
+    await ws.send(
+        json.dumps(
+            {
+                "id": "1",
+                "type": "subscribe",
+                "payload": {"query": WATCH, "variables": {"id": generation_id}},
+            }
+        )
+    )
+
+    async def read() -> None:
+        with contextlib.suppress(Exception):
+            async for raw in ws:
+                message = json.loads(raw)
+                if message.get("type") != "next":
+                    if message.get("type") in ("complete", "error"):
+                        return
+                    continue
+                node = message["payload"]["data"]["generationUpdated"]
+                if node["status"] == "QUEUED":
+                    ready.set()
+                    continue
+                receipts.latencies.append(latency_of(node["stage"]))
+                if node["status"] == "COMPLETED":
+                    receipts.final()
+                    return
+
+    asyncio.get_running_loop().create_task(read())
+    return ws
+
+
+async def kiln_fanout(run: Run, options: Options) -> tuple[Receipts, int, float]:
+    n = options.subscribers
+    users = await register_users(run.base_url, run.database, USERS)
+    redis = aioredis.from_url(REDIS_URL)
+    templates: dict[str, dict[str, Any]] = {}
+    pubsub = redis.pubsub()
+    await pubsub.psubscribe(f"{run.namespace}:generation:*")
+    owners: dict[str, User] = {}
+    async with http_client(run.base_url, 32) as http:
+        semaphore = asyncio.Semaphore(32)
+
+        async def create(i: int) -> None:
+            async with semaphore:
+                user = users[i % len(users)]
+                data = await gql(
+                    http,
+                    CREATE,
+                    {"input": {"prompt": f"f {i}", "width": 64, "height": 64}},
+                    user.token,
+                )
+                owners[data["createGeneration"]["id"]] = user
+
+        await asyncio.gather(*(create(i) for i in range(n)))
+    deadline = time.monotonic() + STEP_TIMEOUT
+    while len(templates) < n and time.monotonic() < deadline:
+        message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+        if message:
+            body = orjson.loads(message["data"])
+            templates[body["id"]] = body
+    await pubsub.aclose()
+    if len(templates) < n:
+        raise RuntimeError(f"captured {len(templates)} of {n} announcements")
+
+    api_pid = run.pids("api")[0]
+    rss_before = rss_bytes(api_pid)
+    receipts = Receipts(expected=n)
+    sockets: list[ClientConnection] = []
+    readies: list[asyncio.Event] = []
+    ws_url = run.base_url.replace("http", "ws") + "/graphql"
+    semaphore = asyncio.Semaphore(CONNECT_CONCURRENCY)
+    ids = list(templates)
+
+    async def open_one(generation_id: str) -> None:
+        ready = asyncio.Event()
+        readies.append(ready)
+        async with semaphore:
+            sockets.append(
+                await subscribe_ws(
+                    ws_url, owners[generation_id].token, generation_id, ready, receipts
+                )
+            )
+            await asyncio.wait_for(ready.wait(), STEP_TIMEOUT)
+
+    try:
+        await asyncio.gather(*(open_one(g) for g in ids))
+        await asyncio.sleep(1.0)
+        rss_per_conn = (rss_bytes(api_pid) - rss_before) / n
+        channels = [f"{run.namespace}:generation:{g}" for g in ids]
+        await publish_rounds(redis, channels, [templates[g] for g in ids])
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(receipts.all_final.wait(), STEP_TIMEOUT)
+        await asyncio.sleep(0.5)
+    finally:
+        await asyncio.gather(*(ws.close() for ws in sockets), return_exceptions=True)
+        await redis.aclose()
+    return receipts, n - receipts.finals, rss_per_conn
+
+
+async def raw_fanout(namespace: str, options: Options, sample: dict[str, Any]) -> Receipts:
+    n = options.subscribers
+    receipts = Receipts(expected=n)
+    channels = [f"{namespace}:rawfan:{i}" for i in range(n)]
+    publisher = aioredis.from_url(REDIS_URL)
+    clients = [aioredis.Redis.from_url(REDIS_URL) for _ in range(n)]
+    pubsubs = [c.pubsub() for c in clients]
+    semaphore = asyncio.Semaphore(CONNECT_CONCURRENCY)
+
+    async def sub(pubsub: Any, channel: str) -> None:
+        async with semaphore:
+            await pubsub.subscribe(channel)
+            await pubsub.get_message(timeout=STEP_TIMEOUT)  # the subscribe confirmation
+
+    async def listen(pubsub: Any) -> None:
+        while True:
+            message = await pubsub.get_message(timeout=STEP_TIMEOUT)
+            if message is None:
+                return
+            if message["type"] != "message":
+                continue
+            body = orjson.loads(message["data"])
+            receipts.latencies.append(latency_of(body["stage"]))
+            if body["status"] == "COMPLETED":
+                receipts.final()
+                return
+
+    try:
+        await asyncio.gather(*(sub(p, c) for p, c in zip(pubsubs, channels, strict=True)))
+        listeners = [asyncio.create_task(listen(p)) for p in pubsubs]
+        await publish_rounds(publisher, channels, [sample] * n)
+        await asyncio.wait_for(asyncio.gather(*listeners), STEP_TIMEOUT)
+    finally:
+        for pubsub in pubsubs:
+            await pubsub.aclose()
+        for client in clients:
+            await client.aclose()
+        await publisher.aclose()
+    return receipts
+
+
+async def run(options: Options) -> list[Row]:
+    async with kiln("fanout") as stack:
+        receipts, lost, rss = await kiln_fanout(stack, options)
+        sample = {"id": "x", "status": "QUEUED", "stage": "queued", "version": 1}
+        raw = await raw_fanout(stack.namespace, options, sample)
+    n = options.subscribers
+    note = (
+        f"{n} subscribers, 2 updates each in {BATCHES} batches/round; "
+        f"lost finals kiln={lost} raw={n - raw.finals}; "
+        f"API RSS/connection {rss / 1024:.0f} KiB"
+    )
+    k, r = receipts.latencies, raw.latencies
+    return [
+        Row("fanout", "delivered", len(k), len(r), "msgs", note=note),
+        Row("fanout", "lost final states", lost, n - raw.finals, "", False),
+        Row(
+            "fanout", "latency p50", percentile(k, 50) * 1000, percentile(r, 50) * 1000, "ms", False
+        ),
+        Row(
+            "fanout", "latency p99", percentile(k, 99) * 1000, percentile(r, 99) * 1000, "ms", False
+        ),
+        Row("fanout", "API RSS per connection", rss / 1024, None, "KiB", False),
+    ]
