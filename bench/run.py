@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import accept, fanout, pipeline, read
+from bench import accept, fanout, inflight, pipeline, read
 from bench.common import Options, Row
 
 BENCHMARKS: dict[str, Callable[[Options], Awaitable[list[Row]]]] = {
@@ -26,6 +26,7 @@ BENCHMARKS: dict[str, Callable[[Options], Awaitable[list[Row]]]] = {
     "read": read.run,
     "pipeline": pipeline.run,
     "fanout": fanout.run,
+    "inflight": inflight.run,
 }
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 
@@ -40,6 +41,10 @@ def parse(argv: list[str]) -> tuple[list[str], Options]:
     parser.add_argument("--threads", type=int, default=8, help="threads per worker process")
     parser.add_argument("--generations", type=int, help="pipeline generations (2000; quick 500)")
     parser.add_argument("--subscribers", type=int, help="fan-out subscribers (1000; quick 200)")
+    parser.add_argument("--inflight", type=int, help="in-flight generations (5000; quick 300)")
+    parser.add_argument(
+        "--provider-seconds", type=float, help="in-flight provider time T (10; quick 5)"
+    )
     args = parser.parse_args(argv)
     names = [n.strip() for n in args.only.split(",") if n.strip()]
     unknown = [n for n in names if n not in BENCHMARKS]
@@ -54,6 +59,8 @@ def parse(argv: list[str]) -> tuple[list[str], Options]:
         warmup=2.0 if args.quick else 3.0,
         generations=args.generations or (500 if args.quick else 2000),
         subscribers=args.subscribers or (200 if args.quick else 1000),
+        inflight=args.inflight or (300 if args.quick else 5000),
+        provider_seconds=args.provider_seconds or (5.0 if args.quick else 10.0),
     )
     return names, options
 

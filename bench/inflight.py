@@ -1,0 +1,118 @@
+"""In flight: many generations against a fake asynchronous (Replicate-like) provider whose
+predictions take T seconds each, with the workers' threads capped (16 by default: 2 processes
+x 8 threads). A worker thread must never wait for a prediction, so every generation should
+complete within 1.2 x T of being queued. The raw limit is T itself."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import subprocess
+import sys
+import time
+
+import asyncpg
+import httpx
+
+from bench.common import (
+    ROOT,
+    Options,
+    Row,
+    gql,
+    http_client,
+    percentile,
+    pg_dsn,
+    register_users,
+)
+from bench.stack import free_port, kiln
+
+USERS = 16
+TOKEN = "r8_bench_fake"
+MODEL = "queued-image"  # the e2e catalogue's Replicate-only model
+CREATE = "mutation C($input: CreateGenerationInput!) { createGeneration(input: $input) { id } }"
+
+
+def start_fake(seconds: float) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    env = {**os.environ, "BENCH_FAKE_SECONDS": str(seconds), "BENCH_FAKE_TOKEN": TOKEN}
+    process = subprocess.Popen(
+        [
+            sys.executable, "-m", "uvicorn", "bench.fake_replicate:app",
+            "--host", "127.0.0.1", "--port", str(port), "--no-access-log",
+            "--log-level", "warning",
+        ],
+        cwd=ROOT, env=env, stdin=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            httpx.get(f"{url}/v1/predictions/none", timeout=1)
+            return process, url
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    process.kill()
+    raise RuntimeError("fake Replicate did not start")
+
+
+async def run(options: Options) -> list[Row]:
+    seconds = options.provider_seconds
+    total = options.inflight
+    fake, url = await asyncio.to_thread(start_fake, seconds)
+    try:
+        env = {"REPLICATE_API_TOKEN": TOKEN, "REPLICATE_BASE_URL": f"{url}/v1"}
+        async with kiln("inflight", env) as stack:
+            users = await register_users(stack.base_url, stack.database, USERS)
+            await asyncio.to_thread(stack.start_workers, options.workers, options.threads)
+            await asyncio.to_thread(stack.wait_ready)
+            started = time.monotonic()
+            async with http_client(stack.base_url, 32) as http:
+                semaphore = asyncio.Semaphore(32)
+
+                async def create(i: int) -> None:
+                    async with semaphore:
+                        body = {"prompt": f"q {i}", "model": MODEL, "width": 64, "height": 64}
+                        await gql(http, CREATE, {"input": body}, users[i % len(users)].token)
+
+                await asyncio.gather(*(create(i) for i in range(total)))
+            submitted = time.monotonic() - started
+            conn = await asyncpg.connect(pg_dsn(stack.database))
+            try:
+                deadline = time.monotonic() + 3 * seconds + 60
+                final = 0
+                while time.monotonic() < deadline:
+                    final = await conn.fetchval(
+                        "SELECT count(*) FROM generations "
+                        "WHERE status IN ('COMPLETED', 'FAILED', 'CANCELED')"
+                    )
+                    if final >= total:
+                        break
+                    await asyncio.sleep(0.5)
+                rows = await conn.fetch(
+                    "SELECT status, extract(epoch FROM completed_at - queued_at) AS took "
+                    "FROM generations"
+                )
+            finally:
+                await conn.close()
+    finally:
+        fake.terminate()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            await asyncio.to_thread(fake.wait, 10)
+        if fake.poll() is None:
+            fake.kill()
+    took = [float(r["took"]) for r in rows if r["status"] == "COMPLETED" and r["took"]]
+    completed = len(took)
+    within = sum(1 for t in took if t <= 1.2 * seconds)
+    note = (
+        f"{total} generations, T={seconds:g}s, {options.workers}x{options.threads} worker "
+        f"threads, submitted in {submitted:.1f}s; completed {completed}, within 1.2T {within}, "
+        f"not completed {total - completed}"
+    )
+    return [
+        Row("inflight", "within 1.2T", within, total, "generations", note=note),
+        Row("inflight", "queued->completed p50", percentile(took, 50), seconds, "s", False),
+        Row("inflight", "queued->completed p99", percentile(took, 99), seconds, "s", False),
+        Row("inflight", "queued->completed max", max(took, default=float("nan")), seconds, "s",
+            False),
+    ]  # fmt: skip
