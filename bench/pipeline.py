@@ -10,6 +10,8 @@ import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
 
 import asyncpg
 import redis.asyncio as aioredis
@@ -72,7 +74,7 @@ async def fill(run: Run, users: list[User], total: int) -> None:
         await asyncio.gather(*(create(i) for i in range(total)))
 
 
-async def kiln_pipeline(options: Options) -> tuple[float, float, int]:
+async def kiln_pipeline(options: Options) -> tuple[float, float, int, Steady]:
     async with kiln("pipeline") as run:
         users = await register_users(run.base_url, run.database, USERS)
         await fill(run, users, options.generations)
@@ -93,9 +95,34 @@ async def kiln_pipeline(options: Options) -> tuple[float, float, int]:
             failed = await conn.fetchval(
                 "SELECT count(*) FROM generations WHERE status <> 'COMPLETED'"
             )
+            times = [
+                r["t"]
+                for r in await conn.fetch(
+                    "SELECT extract(epoch FROM completed_at) AS t FROM generations "
+                    "WHERE status = 'COMPLETED' ORDER BY completed_at"
+                )
+            ]
         finally:
             await conn.close()
-    return rate, span, int(failed)
+    return rate, span, int(failed), steady(times)
+
+
+def steady(times: list[Any]) -> Steady:
+    """The completion rate between the 5th and the 95th percentile completion, and when the
+    50th, 95th and last completion came (seconds after the first)."""
+    if len(times) < 20:
+        return Steady(float("nan"), [])
+    t = [float(v) for v in times]
+    lo, hi = t[len(t) * 5 // 100], t[len(t) * 95 // 100]
+    rate = (len(t) * 90 // 100) / (hi - lo) if hi > lo else float("nan")
+    marks = [t[len(t) // 2] - t[0], t[len(t) * 95 // 100] - t[0], t[-1] - t[0]]
+    return Steady(rate, marks)
+
+
+@dataclass
+class Steady:
+    rate: float
+    marks: list[float]
 
 
 async def raw_pipeline(options: Options) -> float:
@@ -163,12 +190,21 @@ async def raw_pipeline(options: Options) -> float:
 
 
 async def run(options: Options) -> list[Row]:
-    rate, span, not_completed = await kiln_pipeline(options)
+    rate, span, not_completed, mid = await kiln_pipeline(options)
     raw = await raw_pipeline(options)
     note = (
         f"{options.generations} generations, {options.workers} processes x {options.threads} "
         f"threads, LOCAL_PROVIDER_DELAY=0, drained in {span:.1f}s"
     )
+    if mid.marks:
+        note += (
+            "; completions after the first: 50% at {:.1f}s, 95% at {:.1f}s, last at {:.1f}s".format(
+                *mid.marks
+            )
+        )
     if not_completed:
         note += f"; {not_completed} not COMPLETED"
-    return [Row("pipeline", "completed/s", rate, raw, "/s", note=note)]
+    return [
+        Row("pipeline", "completed/s", rate, raw, "/s", note=note),
+        Row("pipeline", "completed/s, 5%-95%", mid.rate, raw, "/s"),
+    ]
