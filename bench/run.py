@@ -68,6 +68,8 @@ def parse(argv: list[str]) -> tuple[list[str], Options]:
 def fmt(value: float | None) -> str:
     if value is None or math.isnan(value):
         return "-"
+    if value == int(value) and abs(value) < 1e15:
+        return f"{int(value):,}"
     if abs(value) >= 100:
         return f"{value:,.0f}"
     return f"{value:.3g}" if abs(value) < 1 else f"{value:.1f}"
