@@ -18,7 +18,9 @@ class WorkerBoot(Middleware):
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
 
-    def after_worker_boot(self, broker: Any, worker: Any) -> None:
+    def before_worker_boot(self, broker: Any, worker: Any) -> None:
+        # Before the worker's consumers start: a backlog waiting in Redis must find the
+        # runtime ready (AsyncIO's own before-boot hook, earlier in the stack, started the loop).
         from observability.logs import setup_logging
         from runtime import start_runtime
 
