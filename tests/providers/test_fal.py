@@ -22,6 +22,7 @@ from providers.fal import FalProvider, _app_root
 from providers.http import CallRecord, ProviderHTTP
 from tests.providers.fakes.fal import FakeFal
 from tests.support.fake_server import serve
+from tests.support.providers import Progress
 
 KEY = "fal-test-key-5f2c9e0b7d"
 MODEL = "fal-ai/flux/dev"
@@ -31,26 +32,12 @@ needs_cryptography = pytest.mark.skipif(
 )
 
 
-class Progress:
-    def __init__(self) -> None:
-        self.calls: list[tuple[float, str]] = []
-
-    async def __call__(self, fraction: float, stage: str) -> None:
-        self.calls.append((fraction, stage))
-
-
 @pytest.fixture
 def fake():
     fal = FakeFal(api_key=KEY)
     with serve(fal.app) as url:
         fal.base_url = url
         yield fal
-
-
-@pytest.fixture
-async def client():
-    async with httpx.AsyncClient() as http_client:
-        yield http_client
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -14,29 +14,14 @@ from PIL import Image
 from models.generation import GenerationKind
 from providers.base import Finished, ProviderError, ProviderOutput, ProviderRequest
 from providers.gemini import GeminiProvider
-from providers.http import CallRecord, ProviderHTTP
+from providers.http import ProviderHTTP
 from tests.providers.fakes.gemini import API_KEY, FakeGemini, Scripted, google_error
 from tests.providers.fakes.openai import png
 from tests.support.fake_server import serve
+from tests.support.providers import Progress, Sink
 
 IMAGE_MODEL = "gemini-2.5-flash-image"
 TEXT_MODEL = "gemini-2.5-flash"
-
-
-class Sink:
-    def __init__(self) -> None:
-        self.records: list[CallRecord] = []
-
-    async def __call__(self, record: CallRecord) -> None:
-        self.records.append(record)
-
-
-class Progress:
-    def __init__(self) -> None:
-        self.calls: list[tuple[float, str]] = []
-
-    async def __call__(self, fraction: float, stage: str) -> None:
-        self.calls.append((fraction, stage))
 
 
 @pytest.fixture(scope="module")
@@ -55,12 +40,6 @@ def _fresh(fake: FakeGemini) -> None:
 @pytest.fixture
 def sink() -> Sink:
     return Sink()
-
-
-@pytest.fixture
-async def client() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient() as client:
-        yield client
 
 
 def make(fake: FakeGemini, client: httpx.AsyncClient, sink: Sink, **kwargs: Any) -> GeminiProvider:

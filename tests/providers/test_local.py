@@ -12,18 +12,7 @@ from models.generation import GenerationKind
 from providers.base import Finished, ProviderError, ProviderOutput, ProviderRequest
 from providers.local import LocalProvider
 from providers.registry import ProviderRegistry
-
-
-class Progress:
-    def __init__(self) -> None:
-        self.calls: list[tuple[float, str]] = []
-
-    async def __call__(self, fraction: float, stage: str) -> None:
-        self.calls.append((fraction, stage))
-
-    @property
-    def fractions(self) -> list[float]:
-        return [fraction for fraction, _ in self.calls]
+from tests.support.providers import Progress
 
 
 @pytest.fixture

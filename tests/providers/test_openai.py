@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -13,26 +13,11 @@ from PIL import Image
 
 from models.generation import GenerationKind
 from providers.base import Finished, ProviderError, ProviderOutput, ProviderRequest
-from providers.http import CallRecord, ProviderHTTP
+from providers.http import ProviderHTTP
 from providers.openai import OpenAIProvider
 from tests.providers.fakes.openai import API_KEY, FakeOpenAI, Scripted, error, png
 from tests.support.fake_server import serve
-
-
-class Sink:
-    def __init__(self) -> None:
-        self.records: list[CallRecord] = []
-
-    async def __call__(self, record: CallRecord) -> None:
-        self.records.append(record)
-
-
-class Progress:
-    def __init__(self) -> None:
-        self.calls: list[tuple[float, str]] = []
-
-    async def __call__(self, fraction: float, stage: str) -> None:
-        self.calls.append((fraction, stage))
+from tests.support.providers import Progress, Sink
 
 
 @pytest.fixture(scope="module")
@@ -51,12 +36,6 @@ def _fresh(fake: FakeOpenAI) -> None:
 @pytest.fixture
 def sink() -> Sink:
     return Sink()
-
-
-@pytest.fixture
-async def client() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient() as client:
-        yield client
 
 
 def make(fake: FakeOpenAI, client: httpx.AsyncClient, sink: Sink, **kwargs: Any) -> OpenAIProvider:

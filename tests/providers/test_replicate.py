@@ -9,7 +9,7 @@ import hashlib
 import hmac
 import io
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -59,12 +59,6 @@ def fake(fake_server: tuple[FakeReplicate, str]) -> FakeReplicate:
 @pytest.fixture
 def base_url(fake_server: tuple[FakeReplicate, str]) -> str:
     return f"{fake_server[1]}/v1"
-
-
-@pytest.fixture
-async def client() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient() as client:
-        yield client
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ end, content moderation, and the failures the routing layer must tell apart."""
 from __future__ import annotations
 
 import io
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -19,17 +19,10 @@ from providers.http import CallRecord, ProviderHTTP
 from providers.stability import StabilityProvider
 from tests.providers.fakes.stability import VIDEO_BYTES, FakeStability, png_bytes
 from tests.support.fake_server import serve
+from tests.support.providers import Progress
 
 KEY = "sk-FAKEstabilityKEY0123456789abcdefSECRET"
 INPUT_PNG = png_bytes(96, 64, seed=3)
-
-
-class Progress:
-    def __init__(self) -> None:
-        self.calls: list[tuple[float, str]] = []
-
-    async def __call__(self, fraction: float, stage: str) -> None:
-        self.calls.append((fraction, stage))
 
 
 # -- fixtures --------------------------------------------------------------------------------
@@ -51,12 +44,6 @@ def fake(fake_server: tuple[FakeStability, str]) -> FakeStability:
 @pytest.fixture
 def base_url(fake_server: tuple[FakeStability, str]) -> str:
     return fake_server[1]
-
-
-@pytest.fixture
-async def client() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient() as client:
-        yield client
 
 
 @pytest.fixture

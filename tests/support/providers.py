@@ -6,6 +6,7 @@ from __future__ import annotations
 import httpx
 
 from providers.base import Provider
+from providers.http import CallRecord
 from providers.local import LocalProvider
 from providers.registry import ProviderRegistry
 from services.breakers import BreakerPolicy, MemoryBreakers
@@ -36,3 +37,27 @@ def provider_deps(
         fetch_allow_hosts=allow_hosts,
         webhook_base_url=webhook_base_url,
     )
+
+
+class Progress:
+    """A progress callback that remembers every report."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[float, str]] = []
+
+    async def __call__(self, fraction: float, stage: str) -> None:
+        self.calls.append((fraction, stage))
+
+    @property
+    def fractions(self) -> list[float]:
+        return [fraction for fraction, _ in self.calls]
+
+
+class Sink:
+    """A call sink that keeps the CallRecords adapters report."""
+
+    def __init__(self) -> None:
+        self.records: list[CallRecord] = []
+
+    async def __call__(self, record: CallRecord) -> None:
+        self.records.append(record)
