@@ -202,7 +202,7 @@ async def create_generation(
             if cached is not None:
                 return await _answer_from_cache(generation, cached)
             announce(generation, [])
-            enqueue_after_commit(generation.id)
+            enqueue_after_commit(generation.id, priority=user.priority)
     except IntegrityError:
         # A concurrent request with the same idempotency key won the insert.
         if new.idempotency_key:
@@ -436,7 +436,9 @@ async def retry(user: User, generation_id: uuid.UUID) -> Generation:
         await GenerationOutput.filter(generation_id=generation_id).delete()
         await credits.reserve_for(generation)
         announce(generation, [])
-        enqueue_after_commit(generation.id)
+        # An admin may retry someone else's: then the owner's queue is looked up.
+        owner_priority = user.priority if user.id == generation.user_id else None
+        enqueue_after_commit(generation.id, priority=owner_priority)
         return generation
 
 

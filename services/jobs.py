@@ -35,12 +35,19 @@ def set_sender(sender: JobSender | None) -> None:
     _sender = sender
 
 
-async def send(actor: str, *args: str, delay_seconds: float | None = None) -> None:
+async def send(
+    actor: str, *args: str, delay_seconds: float | None = None, priority: bool | None = None
+) -> None:
+    """`priority` picks the queue of a `generation.run`; callers that know the owner say so,
+    the others (sweeper re-sends, workflow views) have it looked up."""
     if _sender is None:
         raise RuntimeError("no job sender configured")
     delay = int(delay_seconds * 1000) if delay_seconds else None
-    if actor == RUN and args and await _owner_has_priority(args[0]):
-        actor = RUN_PRIORITY
+    if actor == RUN and args:
+        if priority is None:
+            priority = await _owner_has_priority(args[0])
+        if priority:
+            actor = RUN_PRIORITY
     # Dramatiq's send is blocking I/O on the broker; keep the event loop free.
     await asyncio.to_thread(_sender, actor, args, delay)
 
@@ -55,12 +62,16 @@ async def _owner_has_priority(generation_id: str) -> bool:
 
 
 def enqueue_after_commit(
-    generation_id: uuid.UUID, *, actor: str = RUN, args: tuple[str, ...] = ()
+    generation_id: uuid.UUID,
+    *,
+    actor: str = RUN,
+    args: tuple[str, ...] = (),
+    priority: bool | None = None,
 ) -> None:
     """Send `actor` (by default `generation.run`) for the generation once the enclosing
     transaction commits; the sweeper re-sends work whose message was lost."""
 
     async def deliver() -> None:
-        await send(actor, str(generation_id), *args)
+        await send(actor, str(generation_id), *args, priority=priority)
 
     after_commit(deliver)

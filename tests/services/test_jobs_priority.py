@@ -18,6 +18,18 @@ async def test_priority_accounts_run_on_the_priority_queue(backend, make_user):
     assert sent == {str(slow.id): jobs.RUN, str(fast.id): jobs.RUN_PRIORITY}
 
 
+async def test_senders_that_do_not_know_the_owner_get_the_queue_looked_up(backend, make_user):
+    premium = await make_user()
+    await auth.set_priority(premium.id, True)
+    premium = await type(premium).get(id=premium.id)
+    generation = await generations.create_generation(
+        premium, NewGeneration(prompt="c"), load_catalogue()
+    )
+    before = len(backend.sent)
+    await jobs.send(jobs.RUN, str(generation.id))  # as the sweeper re-sends it
+    assert [actor for actor, *_ in backend.sent[before:]] == [jobs.RUN_PRIORITY]
+
+
 def test_the_priority_actor_is_declared_on_its_own_queue():
     import dramatiq
 
