@@ -93,7 +93,7 @@ class Scripted:
         return WebhookUpdate(body.decode(), Finished([ProviderOutput("image/png", png("red"))]))
 
 
-def catalogue(*routes: str):
+def catalogue(*routes: str, image_input: bool = False):
     return parse_catalogue(
         {
             "models": {
@@ -101,6 +101,7 @@ def catalogue(*routes: str):
                     "kind": "IMAGE",
                     "cost_per_output": 1,
                     "default": True,
+                    "image_input": image_input,
                     "routes": [{"provider": name, "model": f"{name}-model"} for name in routes],
                 }
             }
@@ -276,19 +277,7 @@ async def test_image_to_image_fetches_stores_and_passes_the_input(make_user, bac
             seen.append(request)
             return await super().start(request, progress)
 
-    cat = parse_catalogue(
-        {
-            "models": {
-                "edit": {
-                    "kind": "IMAGE",
-                    "cost_per_output": 1,
-                    "default": True,
-                    "image_input": True,
-                    "routes": [{"provider": "alpha", "model": "alpha-edit"}],
-                }
-            }
-        }
-    )
+    cat = catalogue("alpha", image_input=True)
     deps = provider_deps(Recording("alpha", Finished([ProviderOutput("image/png", png())])))
     user = await make_user()
     generation = await generations.create_generation(
@@ -310,19 +299,7 @@ async def test_image_to_image_fetches_stores_and_passes_the_input(make_user, bac
 
 
 async def test_an_input_image_that_vanished_fails_and_refunds(make_user, backend, files):
-    cat = parse_catalogue(
-        {
-            "models": {
-                "edit": {
-                    "kind": "IMAGE",
-                    "cost_per_output": 1,
-                    "default": True,
-                    "image_input": True,
-                    "routes": [{"provider": "local", "model": "pattern-v1"}],
-                }
-            }
-        }
-    )
+    cat = catalogue("local", image_input=True)
     user = await make_user()
     generation = await generations.create_generation(
         user,
@@ -350,19 +327,7 @@ async def test_an_input_image_that_vanished_fails_and_refunds(make_user, backend
 async def test_private_input_image_urls_are_bad_user_input(make_user, url):
     from services.errors import BadUserInput
 
-    cat = parse_catalogue(
-        {
-            "models": {
-                "edit": {
-                    "kind": "IMAGE",
-                    "cost_per_output": 1,
-                    "default": True,
-                    "image_input": True,
-                    "routes": [{"provider": "local", "model": "pattern-v1"}],
-                }
-            }
-        }
-    )
+    cat = catalogue("local", image_input=True)
     user = await make_user()
     with pytest.raises(BadUserInput) as raised:
         await generations.create_generation(
