@@ -130,16 +130,8 @@ class Query:
         description="Breaker state and the last 5 minutes of calls, per provider.",
     )
     async def provider_health(self, info: Info) -> list[ProviderHealth]:
-        deps = info.context.providers
-        providers = sorted(
-            {
-                route.provider
-                for spec in info.context.catalogue.models.values()
-                for route in spec.routes
-            }
-            | set(deps.registry.names)
-        )
-        return [ProviderHealth.of(h) for h in await api_calls.health(providers, deps.breakers)]
+        report = await api_calls.health(info.context.catalogue, info.context.providers)
+        return [ProviderHealth.of(h) for h in report]
 
     @strawberry.field(permission_classes=[IsAdmin])
     async def api_call_logs(

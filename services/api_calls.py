@@ -7,11 +7,16 @@ import uuid
 from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 
 from models.api_call import ApiCallLog
 from providers.http import CallRecord
-from services.breakers import Breakers, CircuitState
+from services.breakers import CircuitState
 from services.pagination import Page, newest_first_by_id
+
+if TYPE_CHECKING:
+    from services.catalogue import Catalogue
+    from services.routing import ProviderDeps
 
 log = logging.getLogger(__name__)
 HEALTH_WINDOW = timedelta(minutes=5)
@@ -62,7 +67,11 @@ class ProviderHealth:
     last_checked_at: datetime | None
 
 
-async def health(providers: list[str], breakers: Breakers) -> list[ProviderHealth]:
+async def health(catalogue: Catalogue, deps: ProviderDeps) -> list[ProviderHealth]:
+    """Every provider a route names or that is configured."""
+    named = {route.provider for spec in catalogue.models.values() for route in spec.routes}
+    providers = sorted(named | set(deps.registry.names))
+    breakers = deps.breakers
     since = datetime.now(UTC) - HEALTH_WINDOW
     report = []
     for provider in providers:
