@@ -1,9 +1,13 @@
 """Fan-out: N WebSocket subscribers (`generationUpdated`), each on its own generation, while
-the benchmark publishes updates on the generations' Redis channels (the same messages Kiln's
-workers publish, captured from the API's own announcements, with the publish time in `stage`).
-Measures publish -> receipt latency, lost final states and the API's RSS per connection.
-Raw limit: the same messages through Redis pub/sub to N plain subscribers (one Redis
-connection each) in this process."""
+the benchmark publishes status updates on the generations' Redis channels at a steady
+RATE per second (the issue's "workers publish 1,000 status updates per second"), whatever N
+is: the same messages Kiln's workers publish, captured from the API's own announcements, with
+the publish time in `stage`. Every subscriber gets PROCESSING, then its final COMPLETED.
+Measures publish -> receipt latency, lost final states (a subscriber whose COMPLETED never
+arrives), versions that went backwards, and the API's RSS per idle subscribed connection.
+Raw limit: the same messages, at the same rate, through Redis pub/sub to N plain subscribers
+(one Redis connection each) in this process. Redis's `maxclients` is raised for the run when
+N needs it, and restored afterwards."""
 
 from __future__ import annotations
 
@@ -12,6 +16,7 @@ import contextlib
 import copy
 import json
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,8 +39,8 @@ from bench.common import (
 from bench.stack import Run, kiln
 
 USERS = 10
-BATCHES = 10  # updates are published in this many batches per round
-BATCH_GAP = 0.1  # seconds between batches
+RATE = 1000.0  # status updates published per second, in total over all subscribers
+TICK = 0.01  # the publisher sends what is due every TICK seconds (~10 updates at RATE)
 CONNECT_CONCURRENCY = 50
 STEP_TIMEOUT = 120.0
 SUBPROTOCOL = Subprotocol("graphql-transport-ws")
@@ -48,6 +53,8 @@ class Receipts:
     expected: int = 0
     latencies: list[float] = field(default_factory=list)
     finals: int = 0
+    backwards: int = 0  # messages whose version was not newer than one already received
+    rate: float = 0.0  # updates per second actually published
     all_final: asyncio.Event = field(default_factory=asyncio.Event)
 
     def final(self) -> None:
@@ -78,20 +85,49 @@ def latency_of(stage: str) -> float:
     return time.time() - float(stage[2:])
 
 
-async def publish_rounds(
+async def publish_paced(
     redis: aioredis.Redis, channels: list[str], templates: list[dict[str, Any]]
-) -> None:
-    """Two rounds (PROCESSING, then the final COMPLETED), each in BATCHES paced batches."""
-    size = max(1, len(channels) // BATCHES)
-    for status, version in (("PROCESSING", 2), ("COMPLETED", 3)):
-        for start in range(0, len(channels), size):
+) -> float:
+    """PROCESSING to every channel, then the final COMPLETED to every channel, RATE updates per
+    second in all (a pipeline of what is due every TICK). Returns the rate achieved."""
+    plan = [
+        (channel, template, status, version)
+        for status, version in (("PROCESSING", 2), ("COMPLETED", 3))
+        for channel, template in zip(channels, templates, strict=True)
+    ]
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    sent = 0
+    while sent < len(plan):
+        due = min(len(plan), int((loop.time() - start) * RATE) + 1)
+        if due > sent:
             async with redis.pipeline(transaction=False) as pipe:
-                for channel, template in zip(
-                    channels[start : start + size], templates[start : start + size], strict=True
-                ):
+                for channel, template, status, version in plan[sent:due]:
                     pipe.publish(channel, stamped(template, status, version))
                 await pipe.execute()
-            await asyncio.sleep(BATCH_GAP)
+            sent = due
+        await asyncio.sleep(TICK)
+    elapsed = loop.time() - start
+    return sent / elapsed if elapsed else 0.0
+
+
+@contextlib.asynccontextmanager
+async def redis_clients_for(n: int) -> AsyncIterator[None]:
+    """Raises Redis's maxclients so N more connections fit (the raw side opens one per
+    subscriber), and puts the old value back afterwards."""
+    admin = aioredis.from_url(REDIS_URL)
+    try:
+        before = int(str((await admin.config_get("maxclients"))["maxclients"]))
+        needed = n + 1000  # the API, this process's publisher, other users of this Redis
+        if needed > before:
+            await admin.config_set("maxclients", needed)
+        try:
+            yield
+        finally:
+            if needed > before:
+                await admin.config_set("maxclients", before)
+    finally:
+        await admin.aclose()
 
 
 async def subscribe_ws(
@@ -115,6 +151,7 @@ async def subscribe_ws(
     )
 
     async def read() -> None:
+        last = 0
         with contextlib.suppress(Exception):
             async for raw in ws:
                 message = json.loads(raw)
@@ -123,6 +160,9 @@ async def subscribe_ws(
                         return
                     continue
                 node = message["payload"]["data"]["generationUpdated"]
+                if node["version"] <= last:
+                    receipts.backwards += 1
+                last = node["version"]
                 if node["status"] == "QUEUED":
                     ready.set()
                     continue
@@ -193,7 +233,7 @@ async def kiln_fanout(run: Run, options: Options) -> tuple[Receipts, int, float]
         await asyncio.sleep(1.0)
         rss_per_conn = (rss_bytes(api_pid) - rss_before) / n
         channels = [f"{run.namespace}:generation:{g}" for g in ids]
-        await publish_rounds(redis, channels, [templates[g] for g in ids])
+        receipts.rate = await publish_paced(redis, channels, [templates[g] for g in ids])
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(receipts.all_final.wait(), STEP_TIMEOUT)
         await asyncio.sleep(0.5)
@@ -233,7 +273,7 @@ async def raw_fanout(namespace: str, options: Options, sample: dict[str, Any]) -
     try:
         await asyncio.gather(*(sub(p, c) for p, c in zip(pubsubs, channels, strict=True)))
         listeners = [asyncio.create_task(listen(p)) for p in pubsubs]
-        await publish_rounds(publisher, channels, [sample] * n)
+        receipts.rate = await publish_paced(publisher, channels, [sample] * n)
         await asyncio.wait_for(asyncio.gather(*listeners), STEP_TIMEOUT)
     finally:
         for pubsub in pubsubs:
@@ -248,12 +288,14 @@ async def run(options: Options) -> list[Row]:
     async with kiln("fanout") as stack:
         receipts, lost, rss = await kiln_fanout(stack, options)
         sample = {"id": "x", "status": "QUEUED", "stage": "queued", "version": 1}
-        raw = await raw_fanout(stack.namespace, options, sample)
+        async with redis_clients_for(options.subscribers):
+            raw = await raw_fanout(stack.namespace, options, sample)
     n = options.subscribers
     note = (
-        f"{n} subscribers, 2 updates each in {BATCHES} batches/round; "
-        f"lost finals kiln={lost} raw={n - raw.finals}; "
-        f"API RSS/connection {rss / 1024:.0f} KiB"
+        f"{n} subscribers, 2 updates each (PROCESSING, COMPLETED), published at "
+        f"{receipts.rate:,.0f}/s (raw {raw.rate:,.0f}/s); lost finals kiln={lost} "
+        f"raw={n - raw.finals}; versions backwards kiln={receipts.backwards}; "
+        f"API RSS/idle connection {rss / 1024:.0f} KiB"
     )
     k, r = receipts.latencies, raw.latencies
     return [
