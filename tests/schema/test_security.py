@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from graphql import GraphQLList, GraphQLNonNull, GraphQLScalarType, get_introspection_query
 from starlette.responses import Response
+from strawberry.extensions.validation_cache import _get_validate_cache
 
 from models.user import Role
 from schema.build import build_schema
@@ -70,6 +71,26 @@ async def test_introspection_can_be_switched_off(world):
     assert code(result) == "BAD_USER_INPUT"
     ok = await schema.execute("{ models { id } }", context_value=context(settings))
     assert ok.errors is None
+
+
+async def test_a_repeated_document_is_validated_once(world):
+    """The limits must not defeat the validation cache: the second run of the same text is a
+    cache hit, and the limits still apply to it."""
+    settings = world.settings.model_copy(update={"graphql_cache_size": 7})  # its own cache
+    schema = build_schema(settings)
+    cache = _get_validate_cache(7)
+    cache.cache_clear()
+    query = f'{{ generation(id: "{world.generation_id}") {{ id status }} }}'
+    for _ in range(3):
+        result = await schema.execute(query, context_value=context(settings, world.tokens["other"]))
+        assert result.errors is None
+    assert cache.cache_info().misses == 1
+    assert cache.cache_info().hits == 2
+    deep = "id " + "parent { " * 14 + "id" + " }" * 14
+    too_deep = f'{{ generation(id: "{world.generation_id}") {{ {deep} }} }}'
+    for _ in range(2):
+        refused = await schema.execute(too_deep, context_value=context(settings))
+        assert code(refused) == "BAD_USER_INPUT"
 
 
 def _dummy(graphql_type: Any, name: str) -> Any:
