@@ -5,10 +5,9 @@ has capacity) are sent at once with a delay."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from models.generation import Generation
 from services.unit_of_work import after_commit
@@ -16,7 +15,7 @@ from services.unit_of_work import after_commit
 log = logging.getLogger(__name__)
 
 # (actor name, arguments, delay in milliseconds or None)
-JobSender = Callable[[str, tuple[str, ...], int | None], None]
+JobSender = Callable[[str, tuple[str, ...], int | None], Awaitable[None]]
 RUN = "generation.run"
 POLL = "generation.poll"
 RESUME = "generation.resume"
@@ -48,8 +47,7 @@ async def send(
             priority = await _owner_has_priority(args[0])
         if priority:
             actor = RUN_PRIORITY
-    # Dramatiq's send is blocking I/O on the broker; keep the event loop free.
-    await asyncio.to_thread(_sender, actor, args, delay)
+    await _sender(actor, args, delay)
 
 
 async def _owner_has_priority(generation_id: str) -> bool:

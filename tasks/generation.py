@@ -9,6 +9,7 @@ import dramatiq
 
 import runtime
 from services import jobs, runner, workflows
+from tasks.enqueue import Enqueuer
 
 # Provider calls may take minutes; the sweeper's per-model time limit is the real bound.
 TIME_LIMIT_MS = 30 * 60 * 1000
@@ -33,9 +34,18 @@ async def run_priority_generation(generation_id: str) -> None:
 
 
 @dramatiq.actor(actor_name=jobs.POLL, max_retries=5, time_limit=TIME_LIMIT_MS)
-async def poll_generation(generation_id: str, attempt: str) -> None:
+async def poll_generation(generation_id: str, attempt: str, pending_at: str = "") -> None:
+    """`pending_at`: seconds into the job when the previous poll found it pending ("" for
+    the first poll, and in messages sent before this argument existed)."""
     rt = runtime.current()
-    await runner.poll(uuid.UUID(generation_id), int(attempt), rt.catalogue, rt.providers, rt.store)
+    await runner.poll(
+        uuid.UUID(generation_id),
+        int(attempt),
+        rt.catalogue,
+        rt.providers,
+        rt.store,
+        pending_at=float(pending_at) if pending_at else None,
+    )
 
 
 @dramatiq.actor(actor_name=jobs.RESUME, max_retries=5, time_limit=TIME_LIMIT_MS)
@@ -67,8 +77,16 @@ _ACTORS: dict[str, Any] = {
 }
 
 
-def _send(actor: str, args: tuple[str, ...], delay: int | None) -> None:
-    _ACTORS[actor].send_with_options(args=args, delay=delay)
+_enqueuer: Enqueuer | None = None
+
+
+async def _send(actor: str, args: tuple[str, ...], delay: int | None) -> None:
+    global _enqueuer
+    target = _ACTORS[actor]
+    redis = runtime.current().redis
+    if _enqueuer is None or not _enqueuer.uses(redis):
+        _enqueuer = Enqueuer(target.broker, redis)
+    await _enqueuer.enqueue(target.message_with_options(args=args), delay)
 
 
 jobs.set_sender(_send)

@@ -54,7 +54,10 @@ async def backend(
     set_hub(hub)
     set_store(store)
     result = Backend(request.param, settings, hub, store)
-    jobs.set_sender(lambda actor, args, delay: result.sent.append((actor, args, delay)))
+    async def record_job(actor: str, args: tuple[str, ...], delay: int | None) -> None:
+        result.sent.append((actor, args, delay))
+
+    jobs.set_sender(record_job)
     try:
         yield result
     finally:
