@@ -30,7 +30,7 @@ from services.events import publish_after_commit
 from services.fetch import FetchRefused, check_url
 from services.jobs import enqueue_after_commit
 from services.pagination import Page, decode_cursor, encode_cursor
-from services.unit_of_work import atomic
+from services.unit_of_work import atomic, effects_only
 
 IDEMPOTENCY_WINDOW = timedelta(hours=24)
 CANCELABLE = (
@@ -294,6 +294,9 @@ async def complete(
     *,
     attempt: int | None = None,
 ) -> Generation | None:
+    """PROCESSING -> COMPLETED with these outputs, the hold captured, in one transaction.
+    The shared rows (the owner's account, the hourly counter) are written last, so their
+    locks are held for as short a time as possible."""
     async with atomic():
         generation = await transition(
             generation_id,
@@ -304,15 +307,17 @@ async def complete(
             provider=provider,
             completed_at=_now(),
             publish=False,
+            observe=False,
         )
         if generation is None:
             return None
-        await credits.capture_for(generation_id, _charge(generation, len(outputs)))
+        await replace_outputs(generation, outputs)
         if generation.parent_id is None:
             await notifications.generation_completed(generation)
         else:
             _advance_workflow(generation)
-        await replace_outputs(generation, outputs)
+        await credits.capture_for(generation_id, _charge(generation, len(outputs)))
+        await stats.observe_transition(generation)
         return generation
 
 
@@ -348,6 +353,7 @@ async def fail(
             error_code=code[:64],
             error_message=message,
             completed_at=_now(),
+            observe=False,
             **changes,
         )
         if generation is not None:
@@ -356,6 +362,7 @@ async def fail(
                 await notifications.generation_failed(generation, refunded=refunded)
             else:
                 _advance_workflow(generation)
+            await stats.observe_transition(generation)
         return generation
 
 
@@ -442,12 +449,13 @@ async def retry(user: User, generation_id: uuid.UUID) -> Generation:
         return generation
 
 
-async def attach_job(generation_id: uuid.UUID, attempt: int, job: dict[str, Any]) -> bool:
-    """Remember the provider job that the current attempt waits on (see Generation)."""
-    return bool(
-        await Generation.filter(_live(attempt), id=generation_id).update(
-            provider_job=job, provider_job_id=job["job"]
-        )
+async def attach_job(
+    generation_id: uuid.UUID, attempt: int, job: dict[str, Any], stage: str
+) -> Generation | None:
+    """Remember the provider job that the current attempt waits on (see Generation), with the
+    stage the provider reports: one visible change. None when the attempt is no longer live."""
+    return await transition(
+        generation_id, _live(attempt), provider_job=job, provider_job_id=job["job"], stage=stage
     )
 
 
@@ -480,17 +488,25 @@ async def prune_idempotency_keys() -> int:
 
 
 async def transition(
-    generation_id: uuid.UUID, guard: Q, *, publish: bool = True, **changes: Any
+    generation_id: uuid.UUID,
+    guard: Q,
+    *,
+    publish: bool = True,
+    observe: bool = True,
+    **changes: Any,
 ) -> Generation | None:
-    """One conditional UPDATE; re-reads and publishes the row only if it matched."""
-    async with atomic():
-        updated = await Generation.filter(guard, id=generation_id).update(
-            version=F("version") + 1, **changes
-        )
-        if not updated:
+    """One conditional UPDATE ... RETURNING that bumps `version`; publishes the new row (after
+    commit) only if it matched. A change that writes nothing else runs as that one statement,
+    without BEGIN/COMMIT. `observe=False` leaves the stats of a status change to the caller
+    (`stats.observe_transition`), which runs them last in its transaction: the hourly counter
+    row is shared by every finishing generation, so its lock is taken just before commit."""
+    status = changes.get("status")
+    counted = observe and status is not None and GenerationStatus(status).is_final
+    async with atomic() if counted else effects_only():
+        generation = await _update_returning(guard & Q(id=generation_id), changes)
+        if generation is None:
             return None
-        generation = await Generation.get(id=generation_id)
-        if "status" in changes:
+        if observe and status is not None:
             await stats.observe_transition(generation)
         if publish:
             outputs = (
@@ -500,6 +516,20 @@ async def transition(
             )
             announce(generation, outputs)
         return generation
+
+
+async def _update_returning(guard: Q, changes: dict[str, Any]) -> Generation | None:
+    """`Generation.filter(guard).update(version=version + 1, **changes)`, returning the updated
+    row in the same round trip (PostgreSQL and SQLite >= 3.35 both know RETURNING). Tortoise's
+    update() only returns a count, so its query is built and then run with RETURNING."""
+    query = Generation.filter(guard).update(version=F("version") + 1, **changes)
+    query._choose_db_if_not_chosen(True)
+    query._make_query()
+    sql, params = query.query.get_parameterized_sql()
+    rows = await query._db.execute_query_dict(f"{sql} RETURNING *", params)
+    if not rows:
+        return None
+    return Generation._init_from_db(**rows[0])
 
 
 async def outputs_of(generation_id: uuid.UUID) -> list[StoredOutput]:
@@ -604,4 +634,3 @@ async def list_generations(
         has_next=len(rows) > first,
         cursor_of=lambda g: encode_cursor(g.created_at, str(g.id)),
     )
-

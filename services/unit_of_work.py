@@ -39,6 +39,27 @@ async def atomic() -> AsyncIterator[None]:
             log.exception("after-commit effect failed")
 
 
+@asynccontextmanager
+async def effects_only() -> AsyncIterator[None]:
+    """For a single statement, which commits on its own: effects registered inside run once
+    it returns (or after the enclosing atomic() block commits), and are dropped if it raises.
+    Saves the BEGIN and COMMIT round trips of a one-statement atomic() block."""
+    if _pending.get() is not None:
+        yield  # inside a transaction: its effects wait for that transaction's commit
+        return
+    effects: list[Effect] = []
+    token = _pending.set(effects)
+    try:
+        yield
+    finally:
+        _pending.reset(token)
+    for effect in effects:
+        try:
+            await effect()
+        except Exception:
+            log.exception("after-commit effect failed")
+
+
 def after_commit(effect: Effect) -> None:
     pending = _pending.get()
     if pending is None:
