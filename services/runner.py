@@ -12,9 +12,12 @@ Every function takes ids and re-reads rows, so any message may be delivered twic
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
 
 from models.error_event import ErrorCategory, Severity
 from models.generation import Generation, GenerationKind, GenerationStatus
@@ -32,6 +35,16 @@ from storage import OutputStore, output_key
 log = logging.getLogger(__name__)
 OUTPUT_TYPES = frozenset({"image/png", "image/jpeg", "image/webp", "image/gif", "video/mp4"})
 INPUT_TYPES = frozenset({"image/png", "image/jpeg", "image/webp"})
+# A provider's progress reports are written (a versioned update + publish each) at most this
+# often per generation; the ones in between are dropped, the last one is never needed (the
+# completion writes progress 1.0). Reports further apart than this are all written.
+PROGRESS_INTERVAL = 0.04
+# Polling a queued provider job: never sooner than this after the previous poll, ...
+MIN_POLL = 0.25
+# ... once past the expected duration, every this fraction of it, ...
+POLL_FRACTION = 0.05
+# ... and, when the provider also sends webhooks, polls are only the safety net for a lost one.
+WEBHOOK_FALLBACK_POLL = 60.0
 
 
 class Stopped(Exception):
@@ -79,7 +92,10 @@ async def poll(
     catalogue: Catalogue,
     deps: ProviderDeps,
     store: OutputStore,
+    pending_at: float | None = None,
 ) -> None:
+    """Ask the provider about the attempt's job. `pending_at`: how long after its start the
+    previous poll found it still pending (None: this is the first poll)."""
     generation = await Generation.get_or_none(id=generation_id)
     if generation is None or generation.attempts != attempt or not generation.provider_job:
         return
@@ -101,6 +117,13 @@ async def poll(
             )
         except ProviderError as error:
             result = error
+    elapsed = _elapsed(job)
+    if isinstance(result, Pending):
+        await _report(generation, result)
+        await _poll_later(generation, job, result, deps, pending_at=elapsed)
+        return
+    if isinstance(result, Finished):
+        DURATIONS.observe(_duration_key(job), pending_at, elapsed)
     await _on_result(generation, job, result, catalogue, deps, store, polling=True)
 
 
@@ -190,7 +213,7 @@ async def _from_route(
             request = _request(generation, route, deps, image)
             result = await _start(generation, adapter, request, deps)
             if isinstance(result, Pending):
-                await _attach(generation, index, adapter, result, lease, request)
+                await _attach(generation, index, adapter, result, lease, request, deps)
                 return
             await deps.limiter.release(lease)
             await _finish(generation, result, adapter.name, deps, store)
@@ -219,15 +242,36 @@ async def _from_route(
     )
 
 
+@dataclass
+class _Progress:
+    """Coalesces one attempt's progress reports: a report is written only when it changes
+    something and the previous write is at least PROGRESS_INTERVAL old. A write that finds
+    the attempt no longer live raises Stopped."""
+
+    generation: Generation
+    written_at: float = field(default_factory=time.monotonic)
+
+    async def report(self, progress: float, stage: str) -> None:
+        now = time.monotonic()
+        current = (self.generation.progress, self.generation.stage)
+        if (progress, stage) == current or now - self.written_at < PROGRESS_INTERVAL:
+            return
+        self.written_at = now
+        if not await generations.report_progress(
+            self.generation.id, progress, stage, attempt=self.generation.attempts
+        ):
+            raise Stopped
+        self.generation.progress, self.generation.stage = max(progress, current[0]), stage
+
+
 async def _start(
     generation: Generation, adapter: Provider, request: ProviderRequest, deps: ProviderDeps
 ) -> Result:
+    gate = _Progress(generation)
+
     async def progress(fraction: float, stage: str) -> None:
         # Downloading and storing take the last tenth of the bar.
-        if not await generations.report_progress(
-            generation.id, 0.9 * fraction, stage, attempt=generation.attempts
-        ):
-            raise Stopped
+        await gate.report(0.9 * fraction, stage)
 
     return await routing.call(
         adapter.name,
@@ -245,16 +289,111 @@ async def _attach(
     pending: Pending,
     lease: Lease,
     request: ProviderRequest,
+    deps: ProviderDeps,
 ) -> None:
-    job = {"route": route, "provider": adapter.name, "job": pending.job_id, "lease": lease.token}
-    if not await generations.attach_job(generation.id, generation.attempts, job):
+    job = {
+        "route": route,
+        "provider": adapter.name,
+        "job": pending.job_id,
+        "lease": lease.token,
+        "model": request.model,
+        "at": time.time(),  # when the provider accepted it: polls are timed from here
+    }
+    stage = pending.stage or "processing"
+    attached = await generations.attach_job(generation.id, generation.attempts, job, stage)
+    if attached is None:
         await adapter.cancel(request, pending.job_id)  # cancelled while we were submitting
         return
-    generation.provider_job = job
-    await _report(generation, pending)
+    await _report(attached, pending)
+    await _poll_later(attached, job, pending, deps, pending_at=None)
+
+
+async def _poll_later(
+    generation: Generation,
+    job: dict[str, Any],
+    pending: Pending,
+    deps: ProviderDeps,
+    *,
+    pending_at: float | None,
+) -> None:
+    """Send the next `generation.poll`, timed by `poll_delay`. `pending_at`: how far into the
+    job this poll found it still pending (None when it was only just accepted)."""
+    elapsed = _elapsed(job)
+    webhooks = deps.webhook_url(str(job["provider"])) is not None
+    delay = poll_delay(elapsed, pending.poll_after, _expected(job), webhooks=webhooks)
     await jobs.send(
-        jobs.POLL, str(generation.id), str(generation.attempts), delay_seconds=pending.poll_after
+        jobs.POLL,
+        str(generation.id),
+        str(generation.attempts),
+        "" if pending_at is None else f"{pending_at:.3f}",
+        delay_seconds=delay,
     )
+
+
+def poll_delay(
+    elapsed: float, hint: float, expected: float | None, *, webhooks: bool = False
+) -> float:
+    """Seconds until the next poll of a job that was still pending `elapsed` seconds after
+    the provider accepted it. With webhooks the poll is only a safety net (backing off from
+    WEBHOOK_FALLBACK_POLL). Otherwise: unknown duration, the adapter's `hint`; a known one,
+    right at the expected end, then every POLL_FRACTION of it. A worker never waits: each
+    poll is its own delayed message."""
+    if webhooks:
+        return max(WEBHOOK_FALLBACK_POLL, elapsed)
+    if expected is None:
+        return max(MIN_POLL, hint)
+    if elapsed < expected - MIN_POLL:
+        return expected - elapsed
+    return max(MIN_POLL, POLL_FRACTION * expected)
+
+
+class Durations:
+    """How long each (provider, model) takes, learned from the jobs this process polls, so
+    polls land near the end of a job instead of every few seconds along it. Only a hint: a
+    process that knows nothing polls at the adapter's pace, so nothing depends on another
+    process's memory.
+
+    A poll that finds a job done after one that found it pending brackets its duration:
+    the midpoint is a sample (moving average). A job found done at its first poll only says
+    "at most this long": the estimate is lowered a little, so a stale, too long estimate
+    creeps down until a poll finds a job pending again."""
+
+    WEIGHT = 0.2
+    SHRINK = 0.97
+
+    def __init__(self) -> None:
+        self._estimates: dict[tuple[str, str], float] = {}
+
+    def get(self, key: tuple[str, str]) -> float | None:
+        return self._estimates.get(key)
+
+    def observe(self, key: tuple[str, str], pending_at: float | None, done_at: float) -> None:
+        if done_at <= 0:
+            return
+        current = self._estimates.get(key)
+        if pending_at is not None and 0 < pending_at < done_at:
+            sample = (pending_at + done_at) / 2
+            self._estimates[key] = (
+                sample if current is None else current + self.WEIGHT * (sample - current)
+            )
+        elif current is not None:
+            self._estimates[key] = min(current, done_at) * self.SHRINK
+
+
+DURATIONS = Durations()
+
+
+def _duration_key(job: Mapping[str, Any]) -> tuple[str, str]:
+    return (str(job.get("provider")), str(job.get("model", job.get("route"))))
+
+
+def _elapsed(job: Mapping[str, Any]) -> float:
+    at = job.get("at")
+    return max(0.0, time.time() - float(at)) if isinstance(at, int | float) else 0.0
+
+
+def _expected(job: Mapping[str, Any]) -> float | None:
+    return DURATIONS.get(_duration_key(job))
 
 
 async def _on_result(
@@ -268,14 +407,7 @@ async def _on_result(
     polling: bool,
 ) -> None:
     if isinstance(result, Pending):
-        await _report(generation, result)
-        if polling:
-            await jobs.send(
-                jobs.POLL,
-                str(generation.id),
-                str(generation.attempts),
-                delay_seconds=result.poll_after,
-            )
+        await _report(generation, result)  # a webhook's progress; polls come from poll()
         return
     if not await generations.claim_job(generation.id, str(job["job"])):
         return  # the webhook and the poller raced: the other one has it
@@ -301,7 +433,10 @@ async def _finish(
     deps: ProviderDeps,
     store: OutputStore,
 ) -> None:
-    if not await generations.report_progress(
+    # Downloads take a while: say so (and stop here if the attempt ended meanwhile). Outputs
+    # already in hand go straight to the store: completing is guarded anyway.
+    downloads = any(output.data is None for output in finished.outputs)
+    if downloads and not await generations.report_progress(
         generation.id, 0.9, "storing outputs", attempt=generation.attempts
     ):
         raise Stopped
@@ -397,10 +532,13 @@ async def _wait_for_capacity(generation: Generation, route: int, spec: Route, wa
 
 
 async def _report(generation: Generation, pending: Pending) -> None:
+    """A pending job's progress, written only when it says something new (most polls of a
+    queued job change nothing, and each write is a versioned update and two publishes)."""
     fraction = pending.progress if pending.progress is not None else 0.0
-    await generations.report_progress(
-        generation.id, 0.9 * fraction, pending.stage or "processing", attempt=generation.attempts
-    )
+    progress, stage = 0.9 * fraction, (pending.stage or "processing")[:120]
+    if stage == generation.stage and progress <= generation.progress:
+        return
+    await generations.report_progress(generation.id, progress, stage, attempt=generation.attempts)
 
 
 async def _live(generation_id: uuid.UUID, attempt: int) -> Generation | None:

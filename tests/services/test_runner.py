@@ -7,7 +7,7 @@ from PIL import Image
 from models.error_event import ErrorEvent
 from models.generation import Generation, GenerationStatus
 from realtime import channels
-from services import credits, generations
+from services import credits, generations, runner
 from services.catalogue import load_catalogue, parse_catalogue
 from services.generations import NewGeneration
 from services.routing import ProviderDeps
@@ -45,7 +45,8 @@ def registry(delay: float = 0.0) -> ProviderDeps:
     return provider_deps(local_delay=delay)
 
 
-async def test_a_generation_runs_to_completion_with_real_pngs(make_user, backend):
+async def test_a_generation_runs_to_completion_with_real_pngs(make_user, backend, monkeypatch):
+    monkeypatch.setattr(runner, "PROGRESS_INTERVAL", 0.0)  # every report is written
     user = await make_user(credits=5)
     generation = await generations.create_generation(
         user, NewGeneration(prompt="lighthouse", num_outputs=2, width=96, height=64), CATALOGUE
@@ -138,3 +139,33 @@ async def test_a_model_dropped_from_the_catalogue_fails_cleanly(make_user, backe
     row = await Generation.get(id=generation.id)
     assert (row.status, row.error_code) == (GenerationStatus.FAILED, "MODEL_UNAVAILABLE")
     assert (await credits.get_balance(user.id)).available == 5
+
+
+async def test_progress_reports_are_coalesced(make_user, backend, monkeypatch):
+    """Reports closer together than PROGRESS_INTERVAL are dropped: a fast generation is
+    published as started and completed, and still ends with progress 1.0."""
+    monkeypatch.setattr(runner, "PROGRESS_INTERVAL", 3600.0)
+    user = await make_user(credits=5)
+    generation = await generations.create_generation(
+        user, NewGeneration(prompt="quick", num_outputs=2, width=64, height=64), CATALOGUE
+    )
+    async with backend.hub.subscribe(channels.generation(generation.id)) as mailbox:
+        seen: list[dict] = []
+
+        async def watch() -> None:
+            async for message in mailbox:
+                seen.append(message)
+                if message["status"] == "COMPLETED":
+                    return
+
+        watcher = asyncio.create_task(watch())
+        await run_generation(generation.id, CATALOGUE, registry(0.0), backend.store)
+        await asyncio.wait_for(watcher, 5)
+
+    assert [(m["status"], m["stage"]) for m in seen] == [
+        ("PROCESSING", "starting"),
+        ("COMPLETED", "completed"),
+    ]
+    assert [m["version"] for m in seen] == [2, 3]
+    assert seen[-1]["progress"] == 1.0 and len(seen[-1]["outputs"]) == 2
+    await assert_ledger_matches(user.id)

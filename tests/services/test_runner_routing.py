@@ -206,7 +206,7 @@ async def test_a_queued_job_is_polled_and_its_url_outputs_downloaded(make_user, 
     row = await Generation.get(id=generation.id)
     assert row.status is GenerationStatus.PROCESSING and row.provider_job_id == "job-1"
     assert row.stage == "in queue (position 2)"
-    assert backend.sent[sent][:2] == (jobs.POLL, (str(generation.id), "1"))
+    assert backend.sent[sent][:2] == (jobs.POLL, (str(generation.id), "1", ""))
     assert isinstance(await deps.limiter.acquire("alpha"), type(None)) is False  # slot held
 
     await runner.poll(generation.id, 1, cat, deps, backend.store)
@@ -368,3 +368,51 @@ async def test_failed_provider_calls_are_error_events(make_user, backend):
     events = await ErrorEvent.filter(error_code="PROVIDER_UNAVAILABLE", category=ErrorCategory.API)
     assert sum(e.count for e in events) == before + 3  # each retry of the failing route
     assert any(e.message == "alpha call failed: PROVIDER_UNAVAILABLE" for e in events)
+
+
+async def test_a_poll_that_learns_nothing_new_writes_nothing(make_user, backend):
+    queued = Scripted("alpha", Pending("job-2", stage="processing"))
+    queued.polls = [Pending("job-2", stage="processing"), Pending("job-2", stage="processing")]
+    deps = provider_deps(queued)
+    cat = catalogue("alpha")
+    generation = await new(await make_user(), cat)
+    await runner.run_generation(generation.id, cat, deps, backend.store)
+    attached = await Generation.get(id=generation.id)
+    sent = len(backend.sent)
+    await runner.poll(generation.id, 1, cat, deps, backend.store)
+    await runner.poll(generation.id, 1, cat, deps, backend.store, pending_at=1.0)
+    assert (await Generation.get(id=generation.id)).version == attached.version
+    # Each poll sent the next one, saying how far into the job it still found it pending.
+    follow_ups = backend.sent[sent:]
+    assert [(actor, args[:2]) for actor, args, _ in follow_ups] == [
+        (jobs.POLL, (str(generation.id), "1"))
+    ] * 2
+    assert all(float(args[2]) >= 0 for _, args, _ in follow_ups)
+
+
+def test_polls_wait_for_the_expected_end_of_a_job():
+    # Nothing known yet: the adapter's pace.
+    assert runner.poll_delay(0.0, 2.0, None) == 2.0
+    # Known: right at the expected end, then every POLL_FRACTION of it.
+    assert runner.poll_delay(1.0, 2.0, 10.0) == 9.0
+    assert runner.poll_delay(10.0, 2.0, 10.0) == 10.0 * runner.POLL_FRACTION
+    assert runner.poll_delay(30.0, 2.0, 1.0) == runner.MIN_POLL
+    # With webhooks a poll is only the safety net, backing off.
+    assert runner.poll_delay(0.0, 2.0, 10.0, webhooks=True) == runner.WEBHOOK_FALLBACK_POLL
+    assert runner.poll_delay(500.0, 2.0, 10.0, webhooks=True) == 500.0
+
+
+def test_job_durations_are_learned_from_the_polls_that_bracket_them():
+    durations = runner.Durations()
+    key = ("alpha", "m")
+    durations.observe(key, None, 12.0)  # found done at its first poll: only "at most 12"
+    assert durations.get(key) is None
+    durations.observe(key, 9.0, 11.0)  # pending at 9, done at 11
+    assert durations.get(key) == 10.0
+    durations.observe(key, 9.5, 10.5)
+    assert durations.get(key) == 10.0
+    # Jobs found done at their first poll pull a stale, too long estimate down.
+    durations.observe(key, None, 10.0)
+    assert durations.get(key) < 10.0
+    durations.observe(key, None, 4.0)
+    assert durations.get(key) < 4.0
