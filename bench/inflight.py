@@ -1,11 +1,16 @@
 """In flight: many generations against a fake asynchronous (Replicate-like) provider whose
 predictions take T seconds each, with the workers' threads capped (16 by default: 2 processes
 x 8 threads). A worker thread must never wait for a prediction, so every generation should
-complete within 1.2 x T of being queued. The raw limit is T itself."""
+complete within 1.2 x T of being queued. The raw limit is T itself.
+
+BENCH_INFLIGHT_WEBHOOKS=1 runs it with Replicate's webhooks on (the fake signs and POSTs each
+finished prediction to the API's /webhooks/providers/replicate; polls are only the safety
+net); by default results are found by polling."""
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import os
 import subprocess
@@ -29,13 +34,20 @@ from bench.stack import free_port, kiln
 
 USERS = 16
 TOKEN = "r8_bench_fake"
+WEBHOOK_SECRET = "whsec_" + base64.b64encode(b"kiln-bench-inflight-webhook-key").decode()
+WEBHOOKS = os.environ.get("BENCH_INFLIGHT_WEBHOOKS", "") not in ("", "0")
 MODEL = "queued-image"  # the e2e catalogue's Replicate-only model
 CREATE = "mutation C($input: CreateGenerationInput!) { createGeneration(input: $input) { id } }"
 
 
 def start_fake(seconds: float) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
-    env = {**os.environ, "BENCH_FAKE_SECONDS": str(seconds), "BENCH_FAKE_TOKEN": TOKEN}
+    env = {
+        **os.environ,
+        "BENCH_FAKE_SECONDS": str(seconds),
+        "BENCH_FAKE_TOKEN": TOKEN,
+        "BENCH_FAKE_WEBHOOK_SECRET": WEBHOOK_SECRET if WEBHOOKS else "",
+    }
     process = subprocess.Popen(
         [
             sys.executable, "-m", "uvicorn", "bench.fake_replicate:app",
@@ -62,7 +74,12 @@ async def run(options: Options) -> list[Row]:
     fake, url = await asyncio.to_thread(start_fake, seconds)
     try:
         env = {"REPLICATE_API_TOKEN": TOKEN, "REPLICATE_BASE_URL": f"{url}/v1"}
+        if WEBHOOKS:
+            env["REPLICATE_WEBHOOK_SECRET"] = WEBHOOK_SECRET  # the API verifies them
         async with kiln("inflight", env) as stack:
+            if WEBHOOKS:
+                # The workers ask Replicate to call the API back (known once it listens).
+                stack.env["PUBLIC_BASE_URL"] = stack.base_url
             users = await register_users(stack.base_url, stack.database, USERS)
             await asyncio.to_thread(stack.start_workers, options.workers, options.threads)
             await asyncio.to_thread(stack.wait_ready)
@@ -105,6 +122,7 @@ async def run(options: Options) -> list[Row]:
     completed = len(took)
     within = sum(1 for t in took if t <= 1.2 * seconds)
     note = (
+        f"{'webhooks' if WEBHOOKS else 'polling'}, "
         f"{total} generations, T={seconds:g}s, {options.workers}x{options.threads} worker "
         f"threads, submitted in {submitted:.1f}s; completed {completed}, within 1.2T {within}, "
         f"not completed {total - completed}"
