@@ -14,6 +14,7 @@ import hashlib
 import io
 import random
 from collections.abc import Mapping
+from functools import lru_cache
 
 from PIL import Image, ImageDraw
 
@@ -119,7 +120,8 @@ def _render(request: ProviderRequest, rng: random.Random) -> ProviderOutput:
         strength = request.strength if request.strength is not None else 0.5
         picture = Image.blend(source.resize((width, height)), picture, strength)
     buffer = io.BytesIO()
-    picture.save(buffer, "PNG", optimize=False)
+    # Fast zlib level: the same pixels, a slightly bigger file, a third of the encode time.
+    picture.save(buffer, "PNG", optimize=False, compress_level=1)
     return ProviderOutput("image/png", buffer.getvalue(), width=width, height=height)
 
 
@@ -139,7 +141,7 @@ def _picture(width: int, height: int, rng: random.Random, shift: int = 0) -> Ima
     state = rng.getstate()
     top = tuple(rng.randrange(256) for _ in range(3))
     bottom = tuple(rng.randrange(256) for _ in range(3))
-    gradient = Image.linear_gradient("L").resize((width, height))
+    gradient = _gradient(width, height)
     image = Image.composite(
         Image.new("RGB", (width, height), bottom), Image.new("RGB", (width, height), top), gradient
     )
@@ -152,6 +154,13 @@ def _picture(width: int, height: int, rng: random.Random, shift: int = 0) -> Ima
         draw.ellipse((x - r, y - r, x + r, y + r), fill=colour)
     rng.setstate(state)  # every frame of a video draws the same shapes, moved
     return image
+
+
+@lru_cache(maxsize=16)
+def _gradient(width: int, height: int) -> Image.Image:
+    """The vertical blend mask of a size (resizing it was a third of drawing a small image).
+    Only ever read: Image.composite does not modify its mask."""
+    return Image.linear_gradient("L").resize((width, height))
 
 
 def _text(prompt: str, rng: random.Random) -> str:
