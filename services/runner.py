@@ -41,8 +41,9 @@ INPUT_TYPES = frozenset({"image/png", "image/jpeg", "image/webp"})
 PROGRESS_INTERVAL = 0.04
 # Polling a queued provider job: never sooner than this after the previous poll, ...
 MIN_POLL = 0.25
-# ... once past the expected duration, every this fraction of it, ...
-POLL_FRACTION = 0.05
+# ... once past the expected duration, every this fraction of the time the job has run
+# (geometric: a too short estimate costs a few polls, never a storm of them), ...
+POLL_FRACTION = 0.1
 # ... and, when the provider also sends webhooks, polls are only the safety net for a lost one.
 WEBHOOK_FALLBACK_POLL = 60.0
 
@@ -336,15 +337,15 @@ def poll_delay(
     """Seconds until the next poll of a job that was still pending `elapsed` seconds after
     the provider accepted it. With webhooks the poll is only a safety net (backing off from
     WEBHOOK_FALLBACK_POLL). Otherwise: unknown duration, the adapter's `hint`; a known one,
-    right at the expected end, then every POLL_FRACTION of it. A worker never waits: each
-    poll is its own delayed message."""
+    right at the expected end, then every POLL_FRACTION of the time it has run. A worker
+    never waits: each poll is its own delayed message."""
     if webhooks:
         return max(WEBHOOK_FALLBACK_POLL, elapsed)
     if expected is None:
         return max(MIN_POLL, hint)
     if elapsed < expected - MIN_POLL:
         return expected - elapsed
-    return max(MIN_POLL, POLL_FRACTION * expected)
+    return max(MIN_POLL, POLL_FRACTION * max(expected, elapsed))
 
 
 class Durations:
@@ -359,7 +360,7 @@ class Durations:
     creeps down until a poll finds a job pending again."""
 
     WEIGHT = 0.2
-    SHRINK = 0.97
+    SHRINK = 0.99
 
     def __init__(self) -> None:
         self._estimates: dict[tuple[str, str], float] = {}

@@ -396,7 +396,9 @@ def test_polls_wait_for_the_expected_end_of_a_job():
     # Known: right at the expected end, then every POLL_FRACTION of it.
     assert runner.poll_delay(1.0, 2.0, 10.0) == 9.0
     assert runner.poll_delay(10.0, 2.0, 10.0) == 10.0 * runner.POLL_FRACTION
-    assert runner.poll_delay(30.0, 2.0, 1.0) == runner.MIN_POLL
+    # A too short estimate: polls spread out with the time the job has run, no storm.
+    assert runner.poll_delay(30.0, 2.0, 1.0) == 30.0 * runner.POLL_FRACTION
+    assert runner.poll_delay(1.0, 2.0, 0.5) == runner.MIN_POLL
     # With webhooks a poll is only the safety net, backing off.
     assert runner.poll_delay(0.0, 2.0, 10.0, webhooks=True) == runner.WEBHOOK_FALLBACK_POLL
     assert runner.poll_delay(500.0, 2.0, 10.0, webhooks=True) == 500.0
