@@ -5,7 +5,7 @@ introspection), all configured from settings."""
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 from graphql import (
@@ -13,10 +13,14 @@ from graphql import (
     FieldNode,
     FragmentDefinitionNode,
     FragmentSpreadNode,
-    GraphQLResolveInfo,
     InlineFragmentNode,
+    ListValueNode,
+    ObjectValueNode,
     OperationDefinitionNode,
     SelectionSetNode,
+    StringValueNode,
+    ValueNode,
+    VariableNode,
 )
 from graphql.validation import NoSchemaIntrospectionCustomRule
 from strawberry.extensions import (
@@ -66,78 +70,121 @@ def _camel(name: str) -> str:
     return head + "".join(part[:1].upper() + part[1:] for part in rest)
 
 
+def _check(name: str, value: str) -> None:
+    cap = MAX_STRING.get(name.replace("_", "").lower(), DEFAULT_MAX_STRING)
+    if len(value) > cap:
+        field = _camel(name)
+        raise BadUserInput(f"{field} must be at most {cap} characters.", field=field)
+
+
 def check_inputs(values: dict[str, Any]) -> None:
     """Raise BadUserInput (naming the field) for any string longer than its cap."""
 
     def walk(name: str, value: Any) -> None:
         if isinstance(value, str):
-            cap = MAX_STRING.get(name.replace("_", "").lower(), DEFAULT_MAX_STRING)
-            if len(value) > cap:
-                field = _camel(name)
-                raise BadUserInput(f"{field} must be at most {cap} characters.", field=field)
+            _check(name, value)
         elif isinstance(value, dict):
             for key, item in value.items():
                 walk(str(key), item)
         elif isinstance(value, list | tuple):
             for item in value:
                 walk(name, item)
-        elif hasattr(value, "__dict__"):  # an input object already turned into its class
-            for key, item in vars(value).items():
-                walk(key, item)
 
     for key, value in values.items():
         walk(key, value)
 
 
-class InputLimits(SchemaExtension):
-    """Caps every string argument of every root field before its resolver runs."""
+def _operation(context: ExecutionContext) -> OperationDefinitionNode | None:
+    document = context.graphql_document
+    if document is None:
+        return None
+    name = context.operation_name
+    return next(
+        (
+            d
+            for d in document.definitions
+            if isinstance(d, OperationDefinitionNode)
+            and (name is None or (d.name is not None and d.name.value == name))
+        ),
+        None,
+    )
 
-    def resolve(
-        self,
-        _next: Callable[..., Any],
-        root: Any,
-        info: GraphQLResolveInfo,
-        *args: str,
-        **kwargs: Any,
-    ) -> Any:
-        if info.path.prev is None and kwargs:
-            check_inputs(kwargs)
-        return _next(root, info, *args, **kwargs)
+
+def _root_fields(context: ExecutionContext) -> list[FieldNode]:
+    """The operation's root fields, through fragments, aliases included."""
+    operation = _operation(context)
+    if operation is None or context.graphql_document is None:
+        return []
+    fragments = {
+        d.name.value: d.selection_set
+        for d in context.graphql_document.definitions
+        if isinstance(d, FragmentDefinitionNode)
+    }
+    found: list[FieldNode] = []
+
+    def collect(selection_set: SelectionSetNode, seen: frozenset[str]) -> None:
+        for selection in selection_set.selections:
+            if isinstance(selection, FieldNode):
+                found.append(selection)
+            elif isinstance(selection, InlineFragmentNode):
+                collect(selection.selection_set, seen)
+            elif isinstance(selection, FragmentSpreadNode):
+                target = selection.name.value
+                if target in fragments and target not in seen:
+                    collect(fragments[target], seen | {target})
+
+    collect(operation.selection_set, frozenset())
+    return found
+
+
+def check_operation_inputs(context: ExecutionContext) -> None:
+    """Caps every string reaching a root field, written in the document or sent as a
+    variable, under the name of the argument or input field it fills."""
+    operation = _operation(context)
+    if operation is None:
+        return
+    variables = context.variables or {}
+    defaults = {
+        d.variable.name.value: d.default_value for d in operation.variable_definitions or ()
+    }
+
+    def walk(name: str, node: ValueNode) -> None:
+        if isinstance(node, VariableNode):
+            variable = node.name.value
+            if variable in variables:
+                check_inputs({name: variables[variable]})
+            elif defaults.get(variable) is not None:
+                walk(name, defaults[variable])  # type: ignore[arg-type]
+        elif isinstance(node, StringValueNode):
+            _check(name, node.value)
+        elif isinstance(node, ObjectValueNode):
+            for field in node.fields:
+                walk(field.name.value, field.value)
+        elif isinstance(node, ListValueNode):
+            for item in node.values:
+                walk(name, item)
+
+    for root in _root_fields(context):
+        for argument in root.arguments or ():
+            walk(argument.name.value, argument.value)
+
+
+class InputLimits(SchemaExtension):
+    """Caps every string argument of every root field before any resolver runs.
+
+    Checked once per operation from the document and its variables rather than in a
+    per-field `resolve` hook: such a hook wraps every field of every result (a page of
+    twenty generations is hundreds of fields), which cost reads most of their speed."""
+
+    def on_execute(self) -> Iterator[None]:
+        check_operation_inputs(self.execution_context)
+        yield
 
 
 def root_field_count(context: ExecutionContext) -> int:
     """How many root fields the operation runs (aliases and fragments included): each one is
     a mutation or subscription of its own, so each counts against the rate limit."""
-    document = context.graphql_document
-    if document is None:
-        return 1
-    fragments = {
-        d.name.value: d.selection_set
-        for d in document.definitions
-        if isinstance(d, FragmentDefinitionNode)
-    }
-    operations = [d for d in document.definitions if isinstance(d, OperationDefinitionNode)]
-    name = context.operation_name
-    chosen = next(
-        (o for o in operations if name is None or (o.name and o.name.value == name)), None
-    )
-    if chosen is None:
-        return 1
-
-    def count(selection_set: SelectionSetNode, seen: frozenset[str]) -> int:
-        total = 0
-        for selection in selection_set.selections:
-            if isinstance(selection, FieldNode):
-                total += 1
-            elif isinstance(selection, InlineFragmentNode):
-                total += count(selection.selection_set, seen)
-            elif isinstance(selection, FragmentSpreadNode):
-                target = selection.name.value
-                if target in fragments and target not in seen:
-                    total += count(fragments[target], seen | {target})
-        return total
-
-    return max(1, count(chosen.selection_set, frozenset()))
+    return max(1, len(_root_fields(context)))
 
 
 class OperationRateLimit(SchemaExtension):

@@ -82,8 +82,10 @@ class MemoryCounters:
 
 
 def retry_after(window: Window) -> int:
-    """Whole seconds, at least one (clients sleep on it)."""
-    return max(1, math.ceil(window.reset_after))
+    """Whole seconds, at least one (clients sleep on it). Rounded to the millisecond first:
+    `closes - now` of a window just opened can come out a hair above its length in floating
+    point, which would announce 61 s for a 60 s window."""
+    return max(1, math.ceil(round(window.reset_after, 3)))
 
 
 @dataclass(frozen=True)

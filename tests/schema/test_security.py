@@ -78,7 +78,7 @@ async def test_a_repeated_document_is_validated_once(world):
     cache hit, and the limits still apply to it."""
     settings = world.settings.model_copy(update={"graphql_cache_size": 7})  # its own cache
     schema = build_schema(settings)
-    cache = _get_validate_cache(7)
+    cache: Any = _get_validate_cache(7)
     cache.cache_clear()
     query = f'{{ generation(id: "{world.generation_id}") {{ id status }} }}'
     for _ in range(3):
@@ -165,6 +165,33 @@ async def test_every_string_input_is_capped(world, root, field, path):
     )
     assert code(result) == "BAD_USER_INPUT", (document, result.errors)
     assert first_error(result).extensions.get("field") == path[-1], result.errors
+
+
+@pytest.mark.parametrize(
+    "document,variables",
+    [
+        # written in the document
+        ('{{ generation(id: "{huge}") {{ id }} }}', {}),
+        # a variable named unlike the argument it fills
+        ("query($x: ID!) {{ generation(id: $x) {{ id }} }}", {"x": "{huge}"}),
+        # a variable's default value
+        ('query($x: ID! = "{huge}") {{ generation(id: $x) {{ id }} }}', {}),
+        # behind a fragment on the root
+        ('query {{ ...F }} fragment F on Query {{ generation(id: "{huge}") {{ id }} }}', {}),
+        # an input field written inside an input object
+        ('mutation {{ createGeneration(input: {{prompt: "{huge}"}}) {{ id }} }}', {}),
+    ],
+)
+async def test_caps_follow_strings_however_they_arrive(world, document, variables):
+    field = "prompt" if "createGeneration" in document else "id"
+    huge = "x" * (MAX_STRING[field] + 1)
+    result = await SCHEMA.execute(
+        document.format(huge=huge),
+        variable_values={k: v.format(huge=huge) for k, v in variables.items()},
+        context_value=context(world.settings, world.tokens["other"]),
+    )
+    assert code(result) == "BAD_USER_INPUT", result.errors
+    assert first_error(result).extensions.get("field") == field
 
 
 def _selection(graphql_type: Any) -> str:
