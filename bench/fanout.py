@@ -15,6 +15,9 @@ import asyncio
 import contextlib
 import copy
 import json
+import os
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -52,10 +55,34 @@ WATCH = "subscription W($id: ID!) { generationUpdated(id: $id) { id status stage
 class Receipts:
     expected: int = 0
     latencies: list[float] = field(default_factory=list)
+    # (publish time, status, latency) of every receipt, for the breakdown on stderr
+    samples: list[tuple[float, str, float]] = field(default_factory=list)
     finals: int = 0
     backwards: int = 0  # messages whose version was not newer than one already received
     rate: float = 0.0  # updates per second actually published
     all_final: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def record(self, status: str, stage: str) -> None:
+        published = float(stage[2:])
+        latency = time.time() - published
+        self.latencies.append(latency)
+        self.samples.append((published, status, latency))
+
+    def breakdown(self, label: str) -> None:
+        """p50/p99 per status and per second of publishing, on stderr."""
+        if not self.samples:
+            return
+        start = min(s[0] for s in self.samples)
+        groups: dict[str, list[float]] = {}
+        for published, status, latency in self.samples:
+            groups.setdefault(status, []).append(latency)
+            groups.setdefault(f"second {int(published - start):>3}", []).append(latency)
+        for name, values in sorted(groups.items()):
+            print(
+                f"{label} {name}: n={len(values)} p50={percentile(values, 50) * 1000:.1f} ms "
+                f"p99={percentile(values, 99) * 1000:.1f} ms max={max(values) * 1000:.1f} ms",
+                file=sys.stderr,
+            )
 
     def final(self) -> None:
         self.finals += 1
@@ -70,6 +97,16 @@ def rss_bytes(pid: int) -> int:
     return 0
 
 
+def start_profiler(pid: int, seconds: float) -> subprocess.Popen[bytes] | None:
+    """With KILN_BENCH_PYSPY=<file>, py-spy records the API process while updates are
+    published (raw format, for flame graphs or grep)."""
+    out = os.environ.get("KILN_BENCH_PYSPY")
+    if not out:
+        return None
+    command = ["py-spy", "record", "-p", str(pid), "-d", f"{seconds:.0f}", "-f", "raw", "-o", out]
+    return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
 def stamped(template: dict[str, Any], status: str, version: int) -> bytes:
     message = copy.copy(template)
     message.update(
@@ -79,10 +116,6 @@ def stamped(template: dict[str, Any], status: str, version: int) -> bytes:
         stage=f"t={time.time():.6f}",
     )
     return orjson.dumps(message)
-
-
-def latency_of(stage: str) -> float:
-    return time.time() - float(stage[2:])
 
 
 async def publish_paced(
@@ -166,7 +199,7 @@ async def subscribe_ws(
                 if node["status"] == "QUEUED":
                     ready.set()
                     continue
-                receipts.latencies.append(latency_of(node["stage"]))
+                receipts.record(node["status"], node["stage"])
                 if node["status"] == "COMPLETED":
                     receipts.final()
                     return
@@ -233,10 +266,13 @@ async def kiln_fanout(run: Run, options: Options) -> tuple[Receipts, int, float]
         await asyncio.sleep(1.0)
         rss_per_conn = (rss_bytes(api_pid) - rss_before) / n
         channels = [f"{run.namespace}:generation:{g}" for g in ids]
+        profiler = start_profiler(api_pid, 2 * n / RATE + 2)
         receipts.rate = await publish_paced(redis, channels, [templates[g] for g in ids])
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(receipts.all_final.wait(), STEP_TIMEOUT)
         await asyncio.sleep(0.5)
+        if profiler is not None:
+            await asyncio.to_thread(profiler.wait)
     finally:
         await asyncio.gather(*(ws.close() for ws in sockets), return_exceptions=True)
         await redis.aclose()
@@ -265,7 +301,7 @@ async def raw_fanout(namespace: str, options: Options, sample: dict[str, Any]) -
             if message["type"] != "message":
                 continue
             body = orjson.loads(message["data"])
-            receipts.latencies.append(latency_of(body["stage"]))
+            receipts.record(body["status"], body["stage"])
             if body["status"] == "COMPLETED":
                 receipts.final()
                 return
@@ -291,11 +327,14 @@ async def run(options: Options) -> list[Row]:
         async with redis_clients_for(options.subscribers):
             raw = await raw_fanout(stack.namespace, options, sample)
     n = options.subscribers
+    receipts.breakdown("kiln")
+    raw.breakdown("raw")
     note = (
         f"{n} subscribers, 2 updates each (PROCESSING, COMPLETED), published at "
         f"{receipts.rate:,.0f}/s (raw {raw.rate:,.0f}/s); lost finals kiln={lost} "
         f"raw={n - raw.finals}; versions backwards kiln={receipts.backwards}; "
         f"API RSS/idle connection {rss / 1024:.0f} KiB"
+        + ("; py-spy attached to the API" if os.environ.get("KILN_BENCH_PYSPY") else "")
     )
     k, r = receipts.latencies, raw.latencies
     return [

@@ -1,0 +1,375 @@
+"""Subscription events delivered without re-running GraphQL execution for each of them.
+
+graphql-core executes a subscription's selection set again for every event: a new executor,
+a resolve-info object and a middleware call per field, extension hooks, then the result is
+encoded with the standard library's JSON. With one event per subscriber that was most of the
+API's CPU per delivered message (bench/RESULTS.md, fan-out).
+
+A `Projection` is compiled once per subscription from its selection set (aliases, fragments,
+`__typename`, `@skip`/`@include`, nested objects and lists) and computes the same `data`
+straight from the event: plain fields are read as Strawberry reads them, resolvers without
+arguments are called as Strawberry calls them, and leaves are serialised by the schema's own
+scalar and enum types. The payload is encoded once per (event, selection) with orjson and
+shared by every local subscriber of that channel with the same selection.
+
+Anything it cannot reproduce exactly is left to graphql-core: `compile_projection` returns
+None for field arguments, other directives, abstract types, fields with permission classes or
+extensions, and schemas whose extensions hook field resolution beyond the root field; a
+resolver raising, a null where the schema says non-null or a value orjson cannot encode raises
+`Unsupported` from `payload`, and the caller yields that event the normal way (so errors keep
+their extensions.code and path).
+
+The transport (server.py) offers the direct send for the operation it runs through
+DIRECT_SEND; without it (another transport, tests of the schema) nothing changes.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from graphql import (
+    FieldNode,
+    FragmentDefinitionNode,
+    FragmentSpreadNode,
+    GraphQLIncludeDirective,
+    GraphQLList,
+    GraphQLNonNull,
+    GraphQLObjectType,
+    GraphQLResolveInfo,
+    GraphQLSchema,
+    GraphQLSkipDirective,
+    InlineFragmentNode,
+    SelectionSetNode,
+    is_abstract_type,
+    is_leaf_type,
+)
+from graphql.execution.values import VariableValues, get_directive_values
+from graphql.pyutils import Undefined
+
+# Sends one `next` message whose payload is already encoded (JSON bytes of {"data": ...}).
+DirectSend = Callable[[bytes], Awaitable[None]]
+DIRECT_SEND: ContextVar[DirectSend | None] = ContextVar("kiln_direct_send", default=None)
+
+_BACKREF = "strawberry-definition"  # where Strawberry keeps a GraphQL field's definition
+_PROJECTIONS = 512  # compiled selections kept (one per distinct document and variables)
+_PAYLOADS = 2048  # encoded payloads kept (one per recent event and selection)
+
+
+class Unsupported(Exception):
+    """This event cannot be projected exactly; execute it the normal way."""
+
+
+class _LiteInfo:
+    """What a resolver called by a projection sees as `info`: the context only. A resolver
+    that needs more raises AttributeError, and the event goes the normal way."""
+
+    __slots__ = ("context",)
+
+    def __init__(self, context: Any) -> None:
+        self.context = context
+
+
+@dataclass(frozen=True)
+class _Field:
+    key: str  # the response key (alias or name)
+    typename: str | None = None  # set for __typename
+    definition: Any = None  # the StrawberryField
+    pass_self: bool = False
+    info_name: str | None = None
+    source_names: tuple[str, ...] = ()  # root / parent parameters given the source
+    is_async: bool = False
+    basic: bool = True
+    output: Any = None  # the GraphQL output type (wrapped)
+    children: tuple[_Field, ...] | None = None  # for object types
+
+    @property
+    def reads_context(self) -> bool:
+        return self.info_name is not None or any(c.reads_context for c in self.children or ())
+
+
+class Projection:
+    """The compiled selection of one subscription field. `nodes` and `variables` are kept so
+    the cache keys built from their ids stay valid while the projection lives."""
+
+    def __init__(
+        self, root_key: str, fields: tuple[_Field, ...], nodes: tuple[FieldNode, ...]
+    ) -> None:
+        self.root_key = root_key
+        self.fields = fields
+        self.nodes = nodes
+        self.prefix = b'{"data":{' + orjson.dumps(root_key) + b":"
+        # A resolver given `info` may read anything in the context (the caller, the address
+        # output URLs are built on): such payloads are shared only within one connection.
+        self.per_context = any(f.reads_context for f in fields)
+
+    async def data(self, value: Any, context: Any) -> dict[str, Any]:
+        return await _complete_object(self.fields, value, context)
+
+    async def payload(self, message: Any, value: Callable[[Any], Any], context: Any) -> bytes:
+        """The encoded payload (`{"data": {...}}`) for `message`, a published event shared by
+        the subscribers of its channel: computed from `value(message)` on first use, then reused.
+        The cache holds what its key's ids point at, so an id is never reused while cached."""
+        owner = context if self.per_context else None
+        key = (id(message), id(self), id(owner))
+        cached = _payloads.get(key)
+        if cached is not None and cached[0] is message and cached[1] is self and cached[2] is owner:
+            _payloads.move_to_end(key)
+            return cached[3]
+        data = await self.data(value(message), context)
+        try:
+            encoded = self.prefix + orjson.dumps(data) + b"}}"
+        except TypeError as error:  # e.g. an integer beyond 64 bits
+            raise Unsupported(str(error)) from error
+        _payloads[key] = (message, self, owner, encoded)
+        if len(_payloads) > _PAYLOADS:
+            _payloads.popitem(last=False)
+        return encoded
+
+
+_projections: OrderedDict[tuple[Any, ...], Projection | None] = OrderedDict()
+_payloads: OrderedDict[tuple[int, int, int], tuple[object, Projection, Any, bytes]] = OrderedDict()
+
+
+def compile_projection(info: Any) -> Projection | None:
+    """The projection of the field `info` resolves (a Strawberry Info), or None when the
+    selection needs graphql-core."""
+    raw: GraphQLResolveInfo | None = getattr(info, "_raw_info", None)
+    if raw is None:
+        return None
+    try:
+        variables = orjson.dumps(_variables(raw).coerced, option=orjson.OPT_SORT_KEYS)
+    except TypeError:
+        return None
+    key = (*map(id, raw.field_nodes), id(raw.schema), variables)
+    if key in _projections:
+        _projections.move_to_end(key)
+        return _projections[key]
+    projection = _compile(raw)
+    _projections[key] = projection
+    if len(_projections) > _PROJECTIONS:
+        _projections.popitem(last=False)
+    return projection
+
+
+def _variables(raw: GraphQLResolveInfo) -> VariableValues:
+    """graphql-core gives a subscription's source resolver the coerced values as a plain dict
+    (other resolvers get VariableValues)."""
+    given: Any = raw.variable_values
+    return given if isinstance(given, VariableValues) else VariableValues({}, dict(given or {}))
+
+
+def _compile(raw: GraphQLResolveInfo) -> Projection | None:
+    if not _only_root_middleware(raw.schema):
+        return None
+    object_type = _object_type(raw.return_type)
+    if object_type is None:
+        return None
+    try:
+        fields = _compile_selection(
+            raw.schema, raw.fragments, _variables(raw), object_type, raw.field_nodes
+        )
+    except Unsupported:
+        return None
+    return Projection(str(raw.path.key), fields, tuple(raw.field_nodes))
+
+
+# Schema extensions whose `resolve` hook acts on root fields only (so it already ran for the
+# subscription field itself) and may be skipped for the fields of its events. Kiln's schema has
+# no `resolve` hook at all today (InputLimits checks inputs in on_execute).
+ROOT_ONLY_RESOLVE_HOOKS: tuple[type, ...] = ()
+
+
+def _only_root_middleware(schema: GraphQLSchema) -> bool:
+    """A projection skips the `resolve` hooks of schema extensions, so any extension with one,
+    other than those known to act on root fields only, sends every event to graphql-core."""
+    strawberry_schema = getattr(schema, "_strawberry_schema", None)
+    if strawberry_schema is None:
+        return False
+    for extension in strawberry_schema.extensions:
+        cls = getattr(extension, "func", extension)
+        if not isinstance(cls, type):
+            cls = type(cls)
+        implements = getattr(cls, "_implements_resolve", None)
+        if implements is not None and implements() and cls not in ROOT_ONLY_RESOLVE_HOOKS:
+            return False
+    return True
+
+
+def _object_type(output: Any) -> GraphQLObjectType | None:
+    while isinstance(output, GraphQLNonNull | GraphQLList):
+        output = output.of_type
+    return output if isinstance(output, GraphQLObjectType) else None
+
+
+def _included(node: Any, variables: VariableValues) -> bool:
+    for directive in node.directives or ():
+        if directive.name.value not in ("skip", "include"):
+            raise Unsupported(f"directive @{directive.name.value}")
+    skip = get_directive_values(GraphQLSkipDirective, node, variables)
+    if skip and skip.get("if") is True:
+        return False
+    include = get_directive_values(GraphQLIncludeDirective, node, variables)
+    return not (include and include.get("if") is False)
+
+
+def _applies(schema: GraphQLSchema, condition: Any, object_type: GraphQLObjectType) -> bool:
+    if condition is None:
+        return True
+    named = schema.get_type(condition.name.value)
+    if named is object_type:
+        return True
+    if named is not None and is_abstract_type(named):
+        return schema.is_sub_type(named, object_type)
+    return False
+
+
+def _collect(
+    schema: GraphQLSchema,
+    fragments: dict[str, FragmentDefinitionNode],
+    variables: VariableValues,
+    object_type: GraphQLObjectType,
+    selection_set: SelectionSetNode,
+    into: dict[str, list[FieldNode]],
+    visited: set[str],
+) -> None:
+    """graphql-core's field collection, for one concrete type, in the same order."""
+    for selection in selection_set.selections:
+        if not _included(selection, variables):
+            continue
+        if isinstance(selection, FieldNode):
+            key = selection.alias.value if selection.alias else selection.name.value
+            into.setdefault(key, []).append(selection)
+        elif isinstance(selection, InlineFragmentNode):
+            if _applies(schema, selection.type_condition, object_type):
+                _collect(
+                    schema, fragments, variables, object_type, selection.selection_set, into,
+                    visited,
+                )  # fmt: skip
+        elif isinstance(selection, FragmentSpreadNode):
+            name = selection.name.value
+            fragment = fragments.get(name)
+            if getattr(selection, "arguments", None) or getattr(
+                fragment, "variable_definitions", None
+            ):
+                raise Unsupported(f"fragment variables on {name}")  # experimental in graphql-core
+            if name in visited or fragment is None:
+                continue
+            visited.add(name)
+            if _applies(schema, fragment.type_condition, object_type):
+                _collect(
+                    schema, fragments, variables, object_type, fragment.selection_set, into,
+                    visited,
+                )  # fmt: skip
+
+
+def _compile_selection(
+    schema: GraphQLSchema,
+    fragments: dict[str, FragmentDefinitionNode],
+    variables: VariableValues,
+    object_type: GraphQLObjectType,
+    nodes: list[FieldNode] | tuple[FieldNode, ...],
+) -> tuple[_Field, ...]:
+    grouped: dict[str, list[FieldNode]] = {}
+    visited: set[str] = set()
+    for node in nodes:
+        if node.selection_set is not None:
+            _collect(
+                schema, fragments, variables, object_type, node.selection_set, grouped, visited
+            )
+    fields = []
+    for key, group in grouped.items():
+        name = group[0].name.value
+        if name == "__typename":
+            fields.append(_Field(key, typename=object_type.name))
+            continue
+        graphql_field = object_type.fields.get(name)
+        if graphql_field is None or any(node.arguments for node in group):
+            raise Unsupported(name)
+        definition = (graphql_field.extensions or {}).get(_BACKREF)
+        if definition is None or definition.extensions or definition.arguments:
+            raise Unsupported(name)
+        resolver = definition.base_resolver
+        info = resolver.info_parameter if resolver else None
+        sources = tuple(
+            p.name for p in (resolver.root_parameter, resolver.parent_parameter) if p
+        ) if resolver else ()  # fmt: skip
+        output = graphql_field.type
+        children = None
+        named = output
+        while isinstance(named, GraphQLNonNull | GraphQLList):
+            named = named.of_type
+        if isinstance(named, GraphQLObjectType):
+            children = _compile_selection(schema, fragments, variables, named, group)
+        elif not is_leaf_type(named):
+            raise Unsupported(name)  # unions and interfaces need resolve_type
+        fields.append(
+            _Field(
+                key=key,
+                typename=None,
+                definition=definition,
+                pass_self=bool(resolver and resolver.self_parameter),
+                info_name=info.name if info else None,
+                source_names=sources,
+                is_async=bool(resolver and resolver.is_async),
+                basic=resolver is None,
+                output=output,
+                children=children,
+            )
+        )
+    return tuple(fields)
+
+
+async def _resolve(field: _Field, source: Any, context: Any) -> Any:
+    definition = field.definition
+    if field.basic:
+        return definition.get_result(source, info=None, args=[], kwargs={})
+    args = [source] if field.pass_self else []
+    kwargs: dict[str, Any] = dict.fromkeys(field.source_names, source)
+    if field.info_name:
+        kwargs[field.info_name] = _LiteInfo(context)
+    try:
+        result = definition.base_resolver(*args, **kwargs)
+        if field.is_async or inspect.isawaitable(result):
+            result = await result
+    except Exception as error:
+        raise Unsupported(f"{field.key}: {error!r}") from error
+    return result
+
+
+async def _complete_object(fields: tuple[_Field, ...], source: Any, context: Any) -> dict[str, Any]:
+    data: dict[str, Any] = {}
+    for field in fields:
+        if field.typename is not None:
+            data[field.key] = field.typename
+            continue
+        value = await _resolve(field, source, context)
+        data[field.key] = await _complete(field, field.output, value, context)
+    return data
+
+
+async def _complete(field: _Field, output: Any, value: Any, context: Any) -> Any:
+    if isinstance(output, GraphQLNonNull):
+        if value is None:
+            raise Unsupported(f"{field.key}: null for a non-null field")
+        return await _complete(field, output.of_type, value, context)
+    if value is None:
+        return None
+    if isinstance(output, GraphQLList):
+        if isinstance(value, str | bytes | dict) or not hasattr(value, "__iter__"):
+            raise Unsupported(f"{field.key}: not a list")
+        return [await _complete(field, output.of_type, item, context) for item in value]
+    if field.children is not None:
+        return await _complete_object(field.children, value, context)
+    try:
+        serialized = output.serialize(value)
+    except Exception as error:
+        raise Unsupported(f"{field.key}: {error!r}") from error
+    if serialized is Undefined or serialized is None:
+        raise Unsupported(f"{field.key}: not serialisable")
+    return serialized
