@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from typing import Any
 
 from tortoise import connections
 from tortoise.exceptions import IntegrityError
-from tortoise.expressions import F
 
 from models.credits import CreditAccount, LedgerEntry, LedgerKind
 from models.generation import FINAL_STATUSES, Generation, GenerationStatus, HoldState
@@ -16,6 +16,7 @@ from realtime import channels
 from services.errors import BadUserInput, Conflict, InsufficientCredits, NotFound
 from services.events import publish_after_commit
 from services.pagination import Page, newest_first_by_id
+from services.sql import dialect_sql
 from services.unit_of_work import atomic
 
 
@@ -260,6 +261,18 @@ def _hold_key(generation: Generation, what: str) -> str:
     return f"gen:{generation.id}:{generation.attempts}:{what}"
 
 
+# The account's change and its new state in one round trip (PostgreSQL and SQLite >= 3.35
+# both know RETURNING). Spending is guarded so available credit never goes below zero.
+_MOVE = """
+UPDATE credit_accounts SET balance = balance + ?, reserved = reserved + ?
+WHERE user_id = ? RETURNING balance, reserved
+"""
+_MOVE_GUARDED = """
+UPDATE credit_accounts SET balance = balance + ?, reserved = reserved + ?
+WHERE user_id = ? AND balance - reserved >= ? RETURNING balance, reserved
+"""
+
+
 async def _move(
     user_id: uuid.UUID,
     kind: LedgerKind,
@@ -272,28 +285,28 @@ async def _move(
 ) -> Balance:
     """The only code that changes an account. `amount` moves available credit, `held` moves
     reserved credit; the update is guarded so available credit can never go below zero."""
-    account = CreditAccount.filter(user_id=user_id)
-    if amount < 0:
-        account = account.filter(balance__gte=F("reserved") - amount)
-    updated = await account.update(
-        balance=F("balance") + (amount + held), reserved=F("reserved") + held
+    connection = connections.get("default")
+    guarded = _MOVE_GUARDED if amount < 0 else _MOVE
+    params: list[Any] = [amount + held, held, str(user_id)]
+    rows = await connection.execute_query_dict(
+        dialect_sql(guarded, connection), [*params, -amount] if amount < 0 else params
     )
-    if not updated:
+    if not rows:
         row = await CreditAccount.get_or_none(user_id=user_id)
         if row is None:
             raise NotFound("No credit account.")
         raise InsufficientCredits(needed=-amount, available=row.balance - row.reserved)
-    row = await CreditAccount.get(user_id=user_id)
+    balance_now, reserved_now = int(rows[0]["balance"]), int(rows[0]["reserved"])
     entry = await LedgerEntry.create(
         user_id=user_id,
         kind=kind,
         amount=amount,
         held=held,
-        balance_after=row.balance - row.reserved,
+        balance_after=balance_now - reserved_now,
         generation_id=generation_id,
         reference=reference,
         unique_key=unique_key,
     )
-    balance = Balance(row.balance - row.reserved, row.reserved, entry.id)
+    balance = Balance(balance_now - reserved_now, reserved_now, entry.id)
     publish_after_commit(channels.user_credits(user_id), balance.to_message())
     return balance

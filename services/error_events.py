@@ -32,7 +32,8 @@ from services import stats
 from services.errors import BadUserInput, NotFound
 from services.events import publish_after_commit
 from services.pagination import Page, decode_cursor, encode_cursor
-from services.stats import TimeWindow, dialect_sql
+from services.sql import dialect_sql
+from services.stats import TimeWindow
 from services.unit_of_work import atomic
 from settings import get_settings
 

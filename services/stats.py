@@ -12,13 +12,13 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 
 from tortoise import connections
-from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.functions import Count, Sum
 
 from models.error_event import ErrorCategory, ErrorEvent, ErrorHourlyCount, ErrorStatus, Severity
 from models.generation import Generation, GenerationStatus
 from models.stats import GenerationHourlyCount
 from observability import logs, metrics
+from services.sql import dialect_sql
 from services.unit_of_work import after_commit
 
 
@@ -48,14 +48,6 @@ def hour_of(moment: datetime) -> datetime:
 
 def window_start(window: TimeWindow, now: datetime | None = None) -> datetime:
     return hour_of((now or datetime.now(UTC)) - window.duration)
-
-
-def dialect_sql(text: str, connection: BaseDBAsyncClient) -> str:
-    """Raw SQL is written with `?` placeholders; asyncpg wants $1, $2, ..."""
-    if connection.capabilities.dialect != "postgres":
-        return text
-    parts = text.split("?")
-    return "".join(f"{part}${i}" for i, part in enumerate(parts[:-1], start=1)) + parts[-1]
 
 
 _COUNT_ERROR = """

@@ -1,0 +1,14 @@
+"""Raw SQL for the hot paths the ORM makes slow (building a query costs more than running
+it), written once with `?` placeholders for both backends."""
+
+from __future__ import annotations
+
+from tortoise.backends.base.client import BaseDBAsyncClient
+
+
+def dialect_sql(text: str, connection: BaseDBAsyncClient) -> str:
+    """Raw SQL is written with `?` placeholders; asyncpg wants $1, $2, ..."""
+    if connection.capabilities.dialect != "postgres":
+        return text
+    parts = text.split("?")
+    return "".join(f"{part}${i}" for i, part in enumerate(parts[:-1], start=1)) + parts[-1]
