@@ -1,6 +1,7 @@
 """Kiln's ASGI app. `uv run server.py` starts it embedded on http://127.0.0.1:8000.
 
-Production: `uv run uvicorn --factory server:create_app --host 0.0.0.0 --port 8000`
+Production: `uv run uvicorn --factory server:create_app --host 0.0.0.0 --port 8000
+--ws-per-message-deflate false` (see WS_UVICORN_OPTIONS)
 with DATABASE_URL and REDIS_URL set, and workers started with `uv run dramatiq tasks`.
 """
 
@@ -33,7 +34,10 @@ from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
     BaseGraphQLTransportWSHandler,
     Operation,
 )
-from strawberry.subscriptions.protocols.graphql_transport_ws.types import SubscribeMessage
+from strawberry.subscriptions.protocols.graphql_transport_ws.types import (
+    ConnectionInitMessage,
+    SubscribeMessage,
+)
 from tortoise import connections
 
 import runtime
@@ -157,6 +161,13 @@ class BodyLimit:
         await response(scope, receive, send)
 
 
+# How uvicorn must run Kiln's sockets (`uv run server.py` passes these; production's uvicorn
+# command line gives `--ws-per-message-deflate false`, see README). Per-message deflate keeps a
+# zlib compressor and decompressor per connection, about half of the API's memory per idle
+# socket, to shrink messages of a few hundred bytes (bench/RESULTS.md, fan-out).
+WS_UVICORN_OPTIONS: dict[str, Any] = {"ws_per_message_deflate": False}
+
+
 class LimitedTransportWS(BaseGraphQLTransportWSHandler[Context, None]):
     """Strawberry's handler answers a subscription over the per-socket cap with a bare error;
     ours gives it a contract code, like every other GraphQL error."""
@@ -183,6 +194,14 @@ class LimitedTransportWS(BaseGraphQLTransportWSHandler[Context, None]):
             )
             return
         await super().handle_subscribe(message)
+
+    async def handle_connection_init(self, message: ConnectionInitMessage) -> None:
+        await super().handle_connection_init(message)
+        # The 4408 timer's job is done: without this every new socket keeps a sleeping task
+        # for WS_INIT_TIMEOUT_SECONDS.
+        timer = self.connection_init_timeout_task
+        if self.connection_init_received and timer is not None and not timer.done():
+            timer.cancel()
 
     async def run_operation(self, operation: Operation[Context, None]) -> None:
         """Lets the operation's subscription resolvers send events whose payload they encoded
@@ -492,7 +511,13 @@ def main() -> None:
 
     settings = get_settings()
     # log_config=None: uvicorn keeps the logging that create_app set up (JSON lines).
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_config=None)
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        **WS_UVICORN_OPTIONS,
+    )
 
 
 if __name__ == "__main__":

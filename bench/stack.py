@@ -129,6 +129,9 @@ def _start(
             "--port",
             str(stack.port),
             "--no-access-log",
+            # As in production (README): no per-message deflate on sockets.
+            "--ws-per-message-deflate",
+            "false",
         ],
         env,
     )
