@@ -7,6 +7,7 @@ execution for every message; an event the projection cannot reproduce is yielded
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import Any
@@ -15,6 +16,7 @@ import strawberry
 from strawberry.types import Info
 
 from models.generation import FINAL_STATUSES, GenerationStatus
+from models.user import User
 from realtime import channels
 from realtime.hub import get_hub
 from resolvers.ids import parse_id
@@ -56,6 +58,13 @@ class _Direct:
         return True
 
 
+async def _current_state(user: User, generation_id: uuid.UUID) -> tuple[Generation, int, bool]:
+    """The generation as the database has it now, its version, and whether it is final."""
+    row = await generations.get_visible(user, generation_id)
+    outputs = await generations.outputs_of(generation_id)
+    return Generation.of(row, outputs), row.version, row.status in FINAL_STATUSES
+
+
 @strawberry.type
 class Subscription:
     @strawberry.subscription(
@@ -68,12 +77,12 @@ class Subscription:
         user = await info.context.require_user()
         generation_id = parse_id(id)
         async with get_hub().subscribe(channels.generation(generation_id)) as mailbox:
-            row = await generations.get_visible(user, generation_id)
-            outputs = await generations.outputs_of(generation_id)
-            yield Generation.of(row, outputs)
-            if row.status in FINAL_STATUSES:
+            first, last, final = await _current_state(user, generation_id)
+            yield first
+            # A subscription may stay open for long: it keeps the version, not the state.
+            del first, user
+            if final:
                 return
-            last = row.version
             direct = _Direct.of(info)
             async for message in mailbox:
                 if message["version"] <= last:
