@@ -41,6 +41,9 @@ class Settings(BaseSettings):
 
     # Worker threads started inside the server process in embedded mode.
     embedded_worker_threads: int = 4
+    # Longest a worker's idle queue consumer waits between two looks at Redis. Dramatiq's
+    # default (1 s) is also how late a due poll or an arriving job can start.
+    worker_poll_ms: int = 100
     # Seconds the built-in local provider spends per progress step (3 steps per output).
     local_provider_delay: float = 0.3
     # The sweeper re-enqueues QUEUED generations older than this.

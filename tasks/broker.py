@@ -3,7 +3,10 @@ broker in embedded mode (worker threads inside the server process)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import dramatiq
+from dramatiq.broker import Consumer
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.brokers.stub import StubBroker
 from dramatiq.middleware import AsyncIO
@@ -12,12 +15,29 @@ from settings import get_settings
 from tasks.worker_boot import WorkerBoot
 
 
+class KilnRedisBroker(RedisBroker):
+    """Dramatiq's consumers back off up to the worker's timeout (1 s, not settable from the
+    `dramatiq` command) when their queue is empty, so a job arriving at a quiet worker, or a
+    delayed poll coming due, waited up to a second; WORKER_POLL_MS caps that wait."""
+
+    def __init__(self, *, poll_ms: int, **options: Any) -> None:
+        super().__init__(**options)
+        self.poll_ms = poll_ms
+
+    def consume(self, queue_name: str, prefetch: int = 1, timeout: int = 5000) -> Consumer:
+        return super().consume(queue_name, prefetch, min(timeout, self.poll_ms))
+
+
 def _make_broker() -> dramatiq.Broker:
     settings = get_settings()
     if settings.embedded:
         # The server runs the actors' coroutines on its own event loop (see server.py).
         return StubBroker()
-    broker = RedisBroker(url=settings.redis_url, namespace=settings.redis_namespace)
+    broker = KilnRedisBroker(
+        url=settings.redis_url,
+        namespace=settings.redis_namespace,
+        poll_ms=settings.worker_poll_ms,
+    )
     # "after" hooks run in reverse order: WorkerBoot, added last, closes the runtime (once
     # in-flight messages finished) before AsyncIO stops the event loop it lives on.
     broker.add_middleware(AsyncIO())
