@@ -146,7 +146,7 @@ async def raw_accept(
 
 
 async def run(options: Options) -> list[Row]:
-    async with kiln("accept") as stack:
+    async with kiln("accept", api_processes=options.api_processes) as stack:
         users = await register_users(stack.base_url, stack.database, options.clients)
         result = await kiln_accept(stack.base_url, users, options)
         conn = await asyncpg.connect(pg_dsn(stack.database))
@@ -156,7 +156,10 @@ async def run(options: Options) -> list[Row]:
             await conn.close()
         model, cost = (row["model"], row["cost"]) if row else (MODEL, 1)
         raw = await raw_accept(stack.database, stack.namespace, users, cost, model, options)
-    note = f"{options.clients} clients, {options.duration:.0f}s, API only"
+    note = (
+        f"{options.clients} clients, {options.duration:.0f}s, "
+        f"{options.api_processes} API process(es), workers paused"
+    )
     if result.errors or raw.errors:
         first = result.first_error or raw.first_error
         note += f"; errors kiln={result.errors} raw={raw.errors} {first}"

@@ -40,6 +40,7 @@ class Options:
     clients: int = 64
     workers: int = 2
     threads: int = 8
+    api_processes: int = 1
     duration: float = 20.0
     warmup: float = 3.0
     generations: int = 2000

@@ -107,7 +107,8 @@ async def run(options: Options) -> list[Row]:
                         break
                     await asyncio.sleep(0.5)
                 rows = await conn.fetch(
-                    "SELECT status, extract(epoch FROM completed_at - queued_at) AS took "
+                    "SELECT status, extract(epoch FROM completed_at - queued_at) AS took, "
+                    "extract(epoch FROM started_at - queued_at) AS waited "
                     "FROM generations"
                 )
             finally:
@@ -120,12 +121,14 @@ async def run(options: Options) -> list[Row]:
             fake.kill()
     took = [float(r["took"]) for r in rows if r["status"] == "COMPLETED" and r["took"]]
     completed = len(took)
+    waited = [float(r["waited"]) for r in rows if r["waited"] is not None]
     within = sum(1 for t in took if t <= 1.2 * seconds)
     note = (
         f"{'webhooks' if WEBHOOKS else 'polling'}, "
         f"{total} generations, T={seconds:g}s, {options.workers}x{options.threads} worker "
         f"threads, submitted in {submitted:.1f}s; completed {completed}, within 1.2T {within}, "
-        f"not completed {total - completed}"
+        f"not completed {total - completed}; queued->started p50 "
+        f"{percentile(waited, 50):.2f}s, p99 {percentile(waited, 99):.2f}s"
     )
     return [
         Row("inflight", "within 1.2T", within, total, "generations", note=note),

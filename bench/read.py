@@ -110,7 +110,7 @@ async def raw_read(run: Run, users: list[User], options: Options) -> LoadResult:
 
 
 async def run(options: Options) -> list[Row]:
-    async with kiln("read") as stack:
+    async with kiln("read", api_processes=options.api_processes) as stack:
         users = await seed(stack, options)
         # The workers are idle now; stop them so they take no CPU from the measurement.
         for process in [p for p in stack.stack.processes if p.name == "worker"]:
@@ -118,7 +118,10 @@ async def run(options: Options) -> list[Row]:
             await asyncio.to_thread(process.popen.wait, 15)
         result = await kiln_read(stack, users, options)
         raw = await raw_read(stack, users, options)
-    note = f"{options.clients} clients, {options.duration:.0f}s, 20 rows + outputs"
+    note = (
+        f"{options.clients} clients, {options.duration:.0f}s, "
+        f"{options.api_processes} API process(es), 20 rows + outputs"
+    )
     if result.errors or raw.errors:
         first = result.first_error or raw.first_error
         note += f"; errors kiln={result.errors} raw={raw.errors} {first}"

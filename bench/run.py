@@ -39,6 +39,9 @@ def parse(argv: list[str]) -> tuple[list[str], Options]:
     parser.add_argument("--duration", type=float, help="seconds measured per load (20; quick 8)")
     parser.add_argument("--workers", type=int, default=2, help="worker processes (pipeline)")
     parser.add_argument("--threads", type=int, default=8, help="threads per worker process")
+    parser.add_argument(
+        "--api-processes", type=int, default=1, help="uvicorn processes (accept, read)"
+    )
     parser.add_argument("--generations", type=int, help="pipeline generations (2000; quick 500)")
     parser.add_argument("--subscribers", type=int, help="fan-out subscribers (1000; quick 200)")
     parser.add_argument("--inflight", type=int, help="in-flight generations (5000; quick 300)")
@@ -55,6 +58,7 @@ def parse(argv: list[str]) -> tuple[list[str], Options]:
         clients=args.clients,
         workers=args.workers,
         threads=args.threads,
+        api_processes=args.api_processes,
         duration=args.duration or (8.0 if args.quick else 20.0),
         warmup=2.0 if args.quick else 3.0,
         generations=args.generations or (500 if args.quick else 2000),

@@ -89,7 +89,12 @@ class Run:
 
 
 def _start(
-    run_name: str, database: str, namespace: str, data_dir: Path, extra_env: dict[str, str]
+    run_name: str,
+    database: str,
+    namespace: str,
+    data_dir: Path,
+    extra_env: dict[str, str],
+    api_processes: int,
 ) -> Run:
     stack = BenchStack("bench", free_port(), data_dir, write_catalogue(data_dir))
     env = base_env(
@@ -145,9 +150,11 @@ def _start(
 
 
 @asynccontextmanager
-async def kiln(name: str, extra_env: dict[str, str] | None = None) -> AsyncIterator[Run]:
-    """Kiln's API (no workers yet) on its own database and namespace; everything is stopped,
-    dropped and deleted on the way out."""
+async def kiln(
+    name: str, extra_env: dict[str, str] | None = None, api_processes: int = 1
+) -> AsyncIterator[Run]:
+    """Kiln's API (`api_processes` uvicorn processes; no workers yet) on its own database and
+    namespace; everything is stopped, dropped and deleted on the way out."""
     tag = f"{os.getpid()}_{name}"
     database = f"kiln_bench_{tag}"
     namespace = f"kiln-bench-{tag}"
@@ -155,7 +162,9 @@ async def kiln(name: str, extra_env: dict[str, str] | None = None) -> AsyncItera
     await create_database(database)
     run: Run | None = None
     try:
-        run = await asyncio.to_thread(_start, name, database, namespace, data_dir, extra_env or {})
+        run = await asyncio.to_thread(
+            _start, name, database, namespace, data_dir, extra_env or {}, api_processes
+        )
         yield run
     finally:
         if run is not None:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import re
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -100,6 +102,16 @@ def issue_token(user: User, settings: Settings) -> str:
     return jwt.encode(claims, settings.jwt_secret, algorithm="HS256")
 
 
+@functools.lru_cache(maxsize=4096)
+def _verified_claims(token: str, secret: str) -> tuple[uuid.UUID, float]:
+    """The subject and expiry of a token whose signature checks out. Cached: a client sends
+    the same token with every request, and verifying it again each time was a visible part
+    of a request's cost. Failures are not cached (they raise); expiry is checked by the
+    caller on every use, so a cached token still stops working when it expires."""
+    claims = jwt.decode(token, secret, algorithms=["HS256"], options={"require": ["exp", "sub"]})
+    return uuid.UUID(claims["sub"]), float(claims["exp"])
+
+
 async def authenticate(authorization: str | None, settings: Settings) -> User | None:
     """The user of an `Authorization: Bearer ...` value; None when there is none.
     A present but invalid credential is an error, never silently anonymous."""
@@ -116,15 +128,11 @@ async def authenticate(authorization: str | None, settings: Settings) -> User | 
             raise Unauthenticated("Invalid or revoked API key.")
         return by_key
     try:
-        claims = jwt.decode(
-            token.strip(),
-            settings.jwt_secret,
-            algorithms=["HS256"],
-            options={"require": ["exp", "sub"]},
-        )
-        user_id = uuid.UUID(claims["sub"])
+        user_id, expires = _verified_claims(token.strip(), settings.jwt_secret)
     except (jwt.PyJWTError, ValueError) as error:
         raise Unauthenticated("Invalid or expired token.") from error
+    if expires <= time.time():
+        raise Unauthenticated("Invalid or expired token.")
     user = await _user_by_id(user_id)
     if user is None:
         raise Unauthenticated("Invalid or expired token.")
