@@ -1,9 +1,12 @@
 from __future__ import annotations
 
+import time
+import uuid
+
 import jwt
 import pytest
 
-from models.user import Role
+from models.user import Role, User
 from services import auth
 from services.errors import BadUserInput, Conflict, Unauthenticated
 
@@ -70,3 +73,21 @@ async def test_create_admin_creates_or_promotes(backend):
     user = await auth.register("promote@example.com", "long enough pw", backend.settings)
     promoted = await auth.create_admin("promote@example.com", "ignored", backend.settings)
     assert promoted.id == user.id and promoted.role is Role.ADMIN
+
+
+async def test_a_verified_token_still_expires_and_still_needs_its_user(backend, monkeypatch):
+    """Signatures are verified once per process; expiry and the account are checked on every
+    request all the same."""
+    user = await auth.register("barbara@example.com", "long enough pw", backend.settings)
+    token = auth.issue_token(user, backend.settings)
+    assert await auth.authenticate(f"Bearer {token}", backend.settings) is not None
+    later = time.time() + backend.settings.jwt_ttl_seconds + 1
+    monkeypatch.setattr(auth.time, "time", lambda: later)
+    with pytest.raises(Unauthenticated):
+        await auth.authenticate(f"Bearer {token}", backend.settings)
+    monkeypatch.undo()
+    # A well-signed token of an account that does not exist (any more) is refused.
+    ghost = auth.issue_token(User(id=uuid.uuid4(), role=Role.USER), backend.settings)
+    for _ in range(2):
+        with pytest.raises(Unauthenticated):
+            await auth.authenticate(f"Bearer {ghost}", backend.settings)
