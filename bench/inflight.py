@@ -36,7 +36,19 @@ USERS = 16
 TOKEN = "r8_bench_fake"
 WEBHOOK_SECRET = "whsec_" + base64.b64encode(b"kiln-bench-inflight-webhook-key").decode()
 WEBHOOKS = os.environ.get("BENCH_INFLIGHT_WEBHOOKS", "") not in ("", "0")
-MODEL = "queued-image"  # the e2e catalogue's Replicate-only model
+MODEL = "bench-queued"
+# A Replicate-only model whose route states the provider's usual duration, as an operator
+# would from the provider's documentation or their own measurements.
+CATALOGUE = """
+[models.{model}]
+kind = "IMAGE"
+cost_per_output = 1
+
+[[models.{model}.routes]]
+provider = "replicate"
+model = "black-forest-labs/flux-schnell"
+expected_seconds = {seconds}
+"""
 CREATE = "mutation C($input: CreateGenerationInput!) { createGeneration(input: $input) { id } }"
 
 
@@ -76,7 +88,8 @@ async def run(options: Options) -> list[Row]:
         env = {"REPLICATE_API_TOKEN": TOKEN, "REPLICATE_BASE_URL": f"{url}/v1"}
         if WEBHOOKS:
             env["REPLICATE_WEBHOOK_SECRET"] = WEBHOOK_SECRET  # the API verifies them
-        async with kiln("inflight", env) as stack:
+        model = CATALOGUE.format(model=MODEL, seconds=seconds)
+        async with kiln("inflight", env, catalogue_extra=model) as stack:
             if WEBHOOKS:
                 # The workers ask Replicate to call the API back (known once it listens).
                 stack.env["PUBLIC_BASE_URL"] = stack.base_url

@@ -95,8 +95,11 @@ def _start(
     data_dir: Path,
     extra_env: dict[str, str],
     api_processes: int,
+    catalogue_extra: str,
 ) -> Run:
-    stack = BenchStack("bench", free_port(), data_dir, write_catalogue(data_dir))
+    catalogue = write_catalogue(data_dir)
+    catalogue.write_text(catalogue.read_text() + catalogue_extra)
+    stack = BenchStack("bench", free_port(), data_dir, catalogue)
     env = base_env(
         DATABASE_URL=pg_dsn(database),
         REDIS_URL=REDIS_URL,
@@ -151,10 +154,14 @@ def _start(
 
 @asynccontextmanager
 async def kiln(
-    name: str, extra_env: dict[str, str] | None = None, api_processes: int = 1
+    name: str,
+    extra_env: dict[str, str] | None = None,
+    api_processes: int = 1,
+    catalogue_extra: str = "",
 ) -> AsyncIterator[Run]:
     """Kiln's API (`api_processes` uvicorn processes; no workers yet) on its own database and
-    namespace; everything is stopped, dropped and deleted on the way out."""
+    namespace, with the end-to-end tests' catalogue plus `catalogue_extra`; everything is
+    stopped, dropped and deleted on the way out."""
     tag = f"{os.getpid()}_{name}"
     database = f"kiln_bench_{tag}"
     namespace = f"kiln-bench-{tag}"
@@ -163,7 +170,14 @@ async def kiln(
     run: Run | None = None
     try:
         run = await asyncio.to_thread(
-            _start, name, database, namespace, data_dir, extra_env or {}, api_processes
+            _start,
+            name,
+            database,
+            namespace,
+            data_dir,
+            extra_env or {},
+            api_processes,
+            catalogue_extra,
         )
         yield run
     finally:

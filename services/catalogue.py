@@ -23,6 +23,13 @@ class Route:
     model: str
     timeout: float = 60.0
     params: dict[str, Any] = field(default_factory=dict)
+    # How long a queued (asynchronous) provider usually takes on this route: its jobs are
+    # first polled then, until the workers have learned the duration from finished jobs.
+    expected_seconds: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.expected_seconds is not None and not self.expected_seconds > 0:
+            raise ValueError(f"route {self.model!r}: expected_seconds must be positive")
 
 
 @dataclass(frozen=True)

@@ -214,7 +214,7 @@ async def _from_route(
             request = _request(generation, route, deps, image)
             result = await _start(generation, adapter, request, deps)
             if isinstance(result, Pending):
-                await _attach(generation, index, adapter, result, lease, request, deps)
+                await _attach(generation, index, route, adapter, result, lease, request, deps)
                 return
             await deps.limiter.release(lease)
             await _finish(generation, result, adapter.name, deps, store)
@@ -286,6 +286,7 @@ async def _start(
 async def _attach(
     generation: Generation,
     route: int,
+    spec: Route,
     adapter: Provider,
     pending: Pending,
     lease: Lease,
@@ -300,6 +301,8 @@ async def _attach(
         "model": request.model,
         "at": time.time(),  # when the provider accepted it: polls are timed from here
     }
+    if spec.expected_seconds is not None:
+        job["expected"] = spec.expected_seconds
     stage = pending.stage or "processing"
     attached = await generations.attach_job(generation.id, generation.attempts, job, stage)
     if attached is None:
@@ -394,7 +397,12 @@ def _elapsed(job: Mapping[str, Any]) -> float:
 
 
 def _expected(job: Mapping[str, Any]) -> float | None:
-    return DURATIONS.get(_duration_key(job))
+    """What the workers learned, else what the catalogue says, else nothing."""
+    learned = DURATIONS.get(_duration_key(job))
+    if learned is not None:
+        return learned
+    hinted = job.get("expected")
+    return float(hinted) if isinstance(hinted, int | float) else None
 
 
 async def _on_result(

@@ -93,7 +93,8 @@ class Scripted:
         return WebhookUpdate(body.decode(), Finished([ProviderOutput("image/png", png("red"))]))
 
 
-def catalogue(*routes: str, image_input: bool = False):
+def catalogue(*routes: str, image_input: bool = False, expected_seconds: float | None = None):
+    extra = {} if expected_seconds is None else {"expected_seconds": expected_seconds}
     return parse_catalogue(
         {
             "models": {
@@ -102,7 +103,9 @@ def catalogue(*routes: str, image_input: bool = False):
                     "cost_per_output": 1,
                     "default": True,
                     "image_input": image_input,
-                    "routes": [{"provider": name, "model": f"{name}-model"} for name in routes],
+                    "routes": [
+                        {"provider": name, "model": f"{name}-model", **extra} for name in routes
+                    ],
                 }
             }
         }
@@ -388,6 +391,22 @@ async def test_a_poll_that_learns_nothing_new_writes_nothing(make_user, backend)
         (jobs.POLL, (str(generation.id), "1"))
     ] * 2
     assert all(float(args[2]) >= 0 for _, args, _ in follow_ups)
+
+
+async def test_a_routes_expected_duration_times_the_first_poll(make_user, backend):
+    """Before anything is learned, the catalogue's expected_seconds, not the adapter's 2 s."""
+    queued = Scripted("gamma", Pending("job-e", poll_after=2))
+    cat = catalogue("gamma", expected_seconds=30)
+    generation = await new(await make_user(), cat)
+    sent = len(backend.sent)
+    await runner.run_generation(generation.id, cat, provider_deps(queued), backend.store)
+    [(actor, _, delay)] = backend.sent[sent:]
+    assert actor == jobs.POLL and delay is not None and 29_000 <= delay <= 30_000
+
+
+def test_a_route_expects_a_positive_duration():
+    with pytest.raises(ValueError):
+        catalogue("gamma", expected_seconds=0)
 
 
 def test_polls_wait_for_the_expected_end_of_a_job():
