@@ -84,6 +84,9 @@ def setup_logging(*, level: str = "INFO", fmt: str = "json") -> None:
         if isinstance(handler, _KilnHandler):
             root.removeHandler(handler)
     root.setLevel(level.upper())
+    # httpx logs every request at INFO: a line per provider call and download, which Kiln's
+    # own API call log already records (with timings and outcomes).
+    logging.getLogger("httpx").setLevel(max(logging.WARNING, root.level))
     if root.handlers:
         return
     handler = _KilnHandler(sys.stderr)
