@@ -46,6 +46,7 @@ class Options:
     generations: int = 2000
     subscribers: int = 1000
     inflight: int = 5000
+    inflight_rate: float | None = None  # submissions per second; None: as fast as accepted
     provider_seconds: float = 10.0
 
 

@@ -101,6 +101,8 @@ async def run(options: Options) -> list[Row]:
                 semaphore = asyncio.Semaphore(32)
 
                 async def create(i: int) -> None:
+                    if options.inflight_rate:  # the i-th submission leaves at i / rate
+                        await asyncio.sleep(started + i / options.inflight_rate - time.monotonic())
                     async with semaphore:
                         body = {"prompt": f"q {i}", "model": MODEL, "width": 64, "height": 64}
                         await gql(http, CREATE, {"input": body}, users[i % len(users)].token)
@@ -138,6 +140,7 @@ async def run(options: Options) -> list[Row]:
     within = sum(1 for t in took if t <= 1.2 * seconds)
     note = (
         f"{'webhooks' if WEBHOOKS else 'polling'}, "
+        f"{f'{options.inflight_rate:g}/s' if options.inflight_rate else 'all at once'}, "
         f"{total} generations, T={seconds:g}s, {options.workers}x{options.threads} worker "
         f"threads, submitted in {submitted:.1f}s; completed {completed}, within 1.2T {within}, "
         f"not completed {total - completed}; queued->started p50 "

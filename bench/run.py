@@ -46,6 +46,9 @@ def parse(argv: list[str]) -> tuple[list[str], Options]:
     parser.add_argument("--subscribers", type=int, help="fan-out subscribers (1000; quick 200)")
     parser.add_argument("--inflight", type=int, help="in-flight generations (5000; quick 300)")
     parser.add_argument(
+        "--inflight-rate", type=float, help="in-flight submissions per second (default: at once)"
+    )
+    parser.add_argument(
         "--provider-seconds", type=float, help="in-flight provider time T (10; quick 5)"
     )
     args = parser.parse_args(argv)
@@ -64,6 +67,7 @@ def parse(argv: list[str]) -> tuple[list[str], Options]:
         generations=args.generations or (500 if args.quick else 2000),
         subscribers=args.subscribers or (200 if args.quick else 1000),
         inflight=args.inflight or (300 if args.quick else 5000),
+        inflight_rate=args.inflight_rate,
         provider_seconds=args.provider_seconds or (5.0 if args.quick else 10.0),
     )
     return names, options

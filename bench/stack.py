@@ -152,6 +152,13 @@ def _start(
     return run
 
 
+def _keep_logs(name: str, data_dir: Path) -> Path:
+    kept = Path(tempfile.mkdtemp(prefix=f"kiln-bench-logs-{name}-"))
+    for log in data_dir.glob("*.log"):
+        shutil.copy(log, kept)
+    return kept
+
+
 @asynccontextmanager
 async def kiln(
     name: str,
@@ -161,7 +168,8 @@ async def kiln(
 ) -> AsyncIterator[Run]:
     """Kiln's API (`api_processes` uvicorn processes; no workers yet) on its own database and
     namespace, with the end-to-end tests' catalogue plus `catalogue_extra`; everything is
-    stopped, dropped and deleted on the way out."""
+    stopped, dropped and deleted on the way out, except the processes' logs of a failed
+    benchmark, which are kept in a kiln-bench-logs-* directory (printed) to read."""
     tag = f"{os.getpid()}_{name}"
     database = f"kiln_bench_{tag}"
     namespace = f"kiln-bench-{tag}"
@@ -180,6 +188,10 @@ async def kiln(
             catalogue_extra,
         )
         yield run
+    except BaseException:
+        kept = await asyncio.to_thread(_keep_logs, name, data_dir)
+        print(f"logs of the failed run: {kept}", file=sys.stderr)
+        raise
     finally:
         if run is not None:
             await asyncio.to_thread(run.stack.stop)
