@@ -45,13 +45,9 @@ def registry(delay: float = 0.0) -> ProviderDeps:
     return provider_deps(local_delay=delay)
 
 
-async def test_a_generation_runs_to_completion_with_real_pngs(make_user, backend, monkeypatch):
-    monkeypatch.setattr(runner, "PROGRESS_INTERVAL", 0.0)  # every report is written
-    user = await make_user(credits=5)
-    generation = await generations.create_generation(
-        user, NewGeneration(prompt="lighthouse", num_outputs=2, width=96, height=64), CATALOGUE
-    )
-    async with backend.hub.subscribe(channels.generation(generation.id)) as mailbox:
+async def run_and_watch(backend, generation_id, *, delay: float) -> list[dict]:
+    """Run the generation with the local provider; the messages published until COMPLETED."""
+    async with backend.hub.subscribe(channels.generation(generation_id)) as mailbox:
         seen: list[dict] = []
 
         async def watch() -> None:
@@ -61,8 +57,18 @@ async def test_a_generation_runs_to_completion_with_real_pngs(make_user, backend
                     return
 
         watcher = asyncio.create_task(watch())
-        await run_generation(generation.id, CATALOGUE, registry(0.01), backend.store)
+        await run_generation(generation_id, CATALOGUE, registry(delay), backend.store)
         await asyncio.wait_for(watcher, 5)
+    return seen
+
+
+async def test_a_generation_runs_to_completion_with_real_pngs(make_user, backend, monkeypatch):
+    monkeypatch.setattr(runner, "PROGRESS_INTERVAL", 0.0)  # every report is written
+    user = await make_user(credits=5)
+    generation = await generations.create_generation(
+        user, NewGeneration(prompt="lighthouse", num_outputs=2, width=96, height=64), CATALOGUE
+    )
+    seen = await run_and_watch(backend, generation.id, delay=0.01)
 
     row = await Generation.get(id=generation.id)
     assert (row.status, row.provider, row.progress) == (GenerationStatus.COMPLETED, "local", 1.0)
@@ -149,18 +155,7 @@ async def test_progress_reports_are_coalesced(make_user, backend, monkeypatch):
     generation = await generations.create_generation(
         user, NewGeneration(prompt="quick", num_outputs=2, width=64, height=64), CATALOGUE
     )
-    async with backend.hub.subscribe(channels.generation(generation.id)) as mailbox:
-        seen: list[dict] = []
-
-        async def watch() -> None:
-            async for message in mailbox:
-                seen.append(message)
-                if message["status"] == "COMPLETED":
-                    return
-
-        watcher = asyncio.create_task(watch())
-        await run_generation(generation.id, CATALOGUE, registry(0.0), backend.store)
-        await asyncio.wait_for(watcher, 5)
+    seen = await run_and_watch(backend, generation.id, delay=0.0)
 
     assert [(m["status"], m["stage"]) for m in seen] == [
         ("PROCESSING", "starting"),
