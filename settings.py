@@ -23,6 +23,10 @@ class Settings(BaseSettings):
     data_dir: Path = Path("data")
     # PostgreSQL (`postgres://user:pass@host:5432/db`); SQLite under data_dir when empty.
     database_url: str = ""
+    # PostgreSQL connections each process keeps (unless DATABASE_URL sets ?maxsize=). Every
+    # transaction holds one, so it caps a process's concurrent database work: Tortoise's
+    # default of 5 queued requests and worker threads behind each other.
+    database_pool_size: int = 16
     # Redis for the Dramatiq broker, pub/sub and shared counters; in-process when empty.
     redis_url: str = ""
     # Prefix of every Redis key, queue and channel Kiln uses: deployments (or test runs)
@@ -174,6 +178,8 @@ class Settings(BaseSettings):
             for alias in ("postgresql+asyncpg://", "postgresql://"):
                 if url.startswith(alias):
                     url = "postgres://" + url[len(alias) :]
+            if url.startswith("postgres://") and "maxsize=" not in url:
+                url += f"{'&' if '?' in url else '?'}maxsize={self.database_pool_size}"
             return url
         return f"sqlite://{(self.data_dir / 'kiln.sqlite3').resolve()}"
 
