@@ -167,6 +167,9 @@ class User:
     user_id: str
 
 
+TRANSPORT_RETRIES = 2
+
+
 async def gql(
     http: httpx.AsyncClient,
     query: str,
@@ -175,9 +178,17 @@ async def gql(
 ) -> dict[str, Any]:
     """POST /graphql; raises when the answer carries errors or no data."""
     headers = {"Authorization": f"Bearer {token}"} if token else {}
-    response = await http.post(
-        "/graphql", json={"query": query, "variables": variables or {}}, headers=headers
-    )
+    for attempt in range(TRANSPORT_RETRIES + 1):
+        try:
+            response = await http.post(
+                "/graphql", json={"query": query, "variables": variables or {}}, headers=headers
+            )
+            break
+        except httpx.TransportError:
+            # A pooled keep-alive connection closed by the server just as it was reused:
+            # retried, as any HTTP client does (the measured loads count it as latency).
+            if attempt == TRANSPORT_RETRIES:
+                raise
     body: dict[str, Any] = response.json()
     if body.get("errors") or not body.get("data"):
         raise RuntimeError(f"{response.status_code} {str(body)[:300]}")
