@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import uuid
 from collections.abc import AsyncIterator
@@ -439,6 +440,17 @@ class _RunningLoop(EventLoopThread):
         self.interrupt_check_ival = 0.1
 
 
+def _tune_garbage_collection() -> None:
+    """A process holding thousands of sockets has millions of long-lived objects, and each
+    full collection walks all of them while the event loop stands still (a 2.7 s pause at
+    10,000 subscribers in the fan-out benchmark). Everything alive after start-up is frozen
+    out of collection, and full collections come far less often; Kiln's request objects die
+    young, which the young generations still catch."""
+    gc.freeze()
+    young, middle, _ = gc.get_threshold()
+    gc.set_threshold(young, middle, 1000)
+
+
 def create_app(settings: Settings | None = None) -> Starlette:
     settings = settings or get_settings()
     if settings.environment == "production" and (problems := production_problems(settings)):
@@ -459,6 +471,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             worker.start()
             app.state.embedded_worker = worker
             rt.start_sweeper()
+        _tune_garbage_collection()
         log.info("Kiln ready (%s mode)", "embedded" if settings.embedded else "production")
         try:
             yield
