@@ -21,6 +21,7 @@ from bench.common import (
     closed_loop,
     gql,
     http_client,
+    load_rows,
     pg_dsn,
     register_users,
 )
@@ -156,15 +157,4 @@ async def run(options: Options) -> list[Row]:
             await conn.close()
         model, cost = (row["model"], row["cost"]) if row else (MODEL, 1)
         raw = await raw_accept(stack.database, stack.namespace, users, cost, model, options)
-    note = (
-        f"{options.clients} clients, {options.duration:.0f}s, "
-        f"{options.api_processes} API process(es), workers paused"
-    )
-    if result.errors or raw.errors:
-        first = result.first_error or raw.first_error
-        note += f"; errors kiln={result.errors} raw={raw.errors} {first}"
-    return [
-        Row("accept", "accepted/s", result.rate, raw.rate, "/s", note=note),
-        Row("accept", "p50", result.p(50) * 1000, raw.p(50) * 1000, "ms", False),
-        Row("accept", "p99", result.p(99) * 1000, raw.p(99) * 1000, "ms", False),
-    ]
+    return load_rows("accept", "accepted/s", result, raw, options, "workers paused")

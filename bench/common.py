@@ -86,6 +86,24 @@ class LoadResult:
         return percentile(self.latencies, q)
 
 
+def load_rows(
+    benchmark: str, metric: str, kiln: LoadResult, raw: LoadResult, options: Options, what: str
+) -> list[Row]:
+    """Rate, p50 and p99 of a closed-loop load on Kiln beside the same load on the raw side."""
+    note = (
+        f"{options.clients} clients, {options.duration:.0f}s, "
+        f"{options.api_processes} API process(es), {what}"
+    )
+    if kiln.errors or raw.errors:
+        first = kiln.first_error or raw.first_error
+        note += f"; errors kiln={kiln.errors} raw={raw.errors} {first}"
+    return [
+        Row(benchmark, metric, kiln.rate, raw.rate, "/s", note=note),
+        Row(benchmark, "p50", kiln.p(50) * 1000, raw.p(50) * 1000, "ms", False),
+        Row(benchmark, "p99", kiln.p(99) * 1000, raw.p(99) * 1000, "ms", False),
+    ]
+
+
 def percentile(values: list[float], q: float) -> float:
     if not values:
         return float("nan")

@@ -17,6 +17,7 @@ from bench.common import (
     closed_loop,
     gql,
     http_client,
+    load_rows,
     pg_dsn,
     register_users,
 )
@@ -118,15 +119,4 @@ async def run(options: Options) -> list[Row]:
             await asyncio.to_thread(process.popen.wait, 15)
         result = await kiln_read(stack, users, options)
         raw = await raw_read(stack, users, options)
-    note = (
-        f"{options.clients} clients, {options.duration:.0f}s, "
-        f"{options.api_processes} API process(es), 20 rows + outputs"
-    )
-    if result.errors or raw.errors:
-        first = result.first_error or raw.first_error
-        note += f"; errors kiln={result.errors} raw={raw.errors} {first}"
-    return [
-        Row("read", "requests/s", result.rate, raw.rate, "/s", note=note),
-        Row("read", "p50", result.p(50) * 1000, raw.p(50) * 1000, "ms", False),
-        Row("read", "p99", result.p(99) * 1000, raw.p(99) * 1000, "ms", False),
-    ]
+    return load_rows("read", "requests/s", result, raw, options, "20 rows + outputs")

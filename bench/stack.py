@@ -137,9 +137,14 @@ def _start(
             "--port",
             str(stack.port),
             "--no-access-log",
-            # As in production (README): no per-message deflate on sockets.
+            # As in production (README): no per-message deflate on sockets, and keep-alive
+            # longer than any client's or balancer's idle timeout.
             "--ws-per-message-deflate",
             "false",
+            "--timeout-keep-alive",
+            "75",
+            "--workers",
+            str(api_processes),
         ],
         env,
     )
