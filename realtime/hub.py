@@ -56,6 +56,16 @@ class Hub:
     @asynccontextmanager
     async def subscribe(self, *channels: str) -> AsyncIterator[Mailbox]:
         """Returns once the subscription is live, so a read made afterwards misses nothing."""
+        box = await self.attach(*channels)
+        try:
+            yield box
+        finally:
+            await self.detach(box)
+
+    async def attach(self, *channels: str) -> Mailbox:
+        """`subscribe` for a caller that hands its mailbox on to another owner (the WebSocket
+        transport keeps a subscription's mailbox once its resolver has returned): live when
+        this returns, and received until `detach`."""
         box = Mailbox(channels)
         try:
             for channel in channels:
@@ -64,21 +74,27 @@ class Hub:
                 if live is None:
                     live = self._live[channel] = asyncio.ensure_future(self._listen(channel))
                 await asyncio.shield(live)
-            yield box
-        finally:
-            box.close()
-            for channel in channels:
-                boxes = self._local.get(channel)
-                if boxes is None:
-                    continue
-                boxes.discard(box)
-                if not boxes:
-                    del self._local[channel]
-                    live = self._live.pop(channel, None)
-                    if live is not None and not live.done():
-                        live.cancel()
-                    with contextlib.suppress(Exception):
-                        await self._unlisten(channel)
+        except BaseException:
+            await self.detach(box)
+            raise
+        return box
+
+    async def detach(self, box: Mailbox) -> None:
+        """Ends `box` and stops receiving its channels here once nobody else listens; a box
+        already detached is left alone."""
+        box.close()
+        for channel in box.channels:
+            boxes = self._local.get(channel)
+            if boxes is None or box not in boxes:
+                continue
+            boxes.discard(box)
+            if not boxes:
+                del self._local[channel]
+                live = self._live.pop(channel, None)
+                if live is not None and not live.done():
+                    live.cancel()
+                with contextlib.suppress(Exception):
+                    await self._unlisten(channel)
 
     @property
     def local_subscriptions(self) -> int:

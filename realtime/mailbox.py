@@ -12,6 +12,9 @@ Message = dict[str, Any]
 
 
 class Mailbox:
+    # One per subscription, alive as long as the subscription: no per-instance __dict__.
+    __slots__ = ("_closed", "_delivered", "_latest", "_ready", "channels")
+
     def __init__(self, channels: tuple[str, ...]) -> None:
         self.channels = channels
         self._latest: dict[str, Message] = {}
