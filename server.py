@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import inspect
 import logging
 import uuid
 from collections.abc import AsyncIterator
@@ -20,6 +21,7 @@ import dramatiq
 import orjson
 from cross_web import HTTPException
 from dramatiq.asyncio import EventLoopThread, set_event_loop_thread
+from graphql import execute, parse
 from starlette.applications import Starlette
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
@@ -30,6 +32,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect
 from strawberry.asgi import GraphQL
 from strawberry.exceptions import ConnectionRejectionError
+from strawberry.schema._graphql_core import execution_context_class_kwargs
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
     BaseGraphQLTransportWSHandler,
@@ -39,6 +42,9 @@ from strawberry.subscriptions.protocols.graphql_transport_ws.types import (
     ConnectionInitMessage,
     SubscribeMessage,
 )
+from strawberry.types import ExecutionContext as StrawberryExecutionContext
+from strawberry.types import ExecutionResult
+from strawberry.types.graphql import OperationType
 from tortoise import connections
 
 import runtime
@@ -47,6 +53,7 @@ from observability import logs, metrics
 from observability.graphql import GraphQLObservability
 from providers.base import ProviderError
 from resolvers.projection import DIRECT_SEND
+from resolvers.subscriptions import HAND_OFF, Follow
 from schema.build import build_schema
 from schema.context import Context
 from schema.graphiql import graphiql_html
@@ -212,6 +219,70 @@ class LimitedTransportWS(BaseGraphQLTransportWSHandler[Context, None]):
             DIRECT_SEND.set(lambda payload: self._send_encoded(operation, payload))
         await super().run_operation(operation)
 
+    async def _send_result_stream(
+        self, operation: Operation[Context, None], result_source: Any
+    ) -> None:
+        """Runs the operation's stream; a subscription whose resolver handed the rest of it
+        over (resolvers/subscriptions.py, HAND_OFF) is then delivered here, after the stream
+        and everything it held (extensions, graphql-core's executor) are gone. Strawberry
+        sends `complete` when this returns, as when a resolver ends."""
+        handover = _Handover()
+        if getattr(self.websocket, "ws", None) is not None:
+            HAND_OFF.set(handover.take)
+        try:
+            await super()._send_result_stream(operation, result_source)
+            # The stream is exhausted: its frames, and what they referenced, are freed.
+            del result_source
+            if handover.follow is not None:
+                await self._follow(operation, handover.follow)
+        finally:
+            if handover.follow is not None:
+                await handover.follow.close()
+
+    async def _follow(self, operation: Operation[Context, None], follow: Follow) -> None:
+        # Strawberry counted the subscription as ended when its stream ended; it is still live.
+        metrics.ACTIVE_SUBSCRIPTIONS.inc()
+        try:
+            await follow.run(
+                lambda payload: self._send_encoded(operation, payload),
+                lambda root: self._execute_event(operation, root),
+            )
+        finally:
+            metrics.ACTIVE_SUBSCRIPTIONS.dec()
+
+    async def _execute_event(self, operation: Operation[Context, None], root: Any) -> None:
+        """An event the projection cannot reproduce, executed as the subscription's stream
+        executes every event (graphql-core with the event as root value, the same document,
+        variables and context), its errors through the schema's error processing so they
+        carry extensions.code. Extension hooks are not run again: a stream runs them once
+        per operation, not per event."""
+        schema: Any = self.schema
+        result = execute(
+            schema._schema,
+            parse(operation.query),
+            root_value=root,
+            context_value=self.context,
+            variable_values=operation.variables,
+            operation_name=operation.operation_name,
+            # As Strawberry passes it, whichever graphql-core this is.
+            **execution_context_class_kwargs(schema.execution_context_class),
+        )
+        if inspect.isawaitable(result):
+            result = await result
+        if result.errors:
+            schema._process_errors(
+                result.errors,
+                StrawberryExecutionContext(
+                    query=operation.query,
+                    schema=schema,
+                    allowed_operations=(OperationType.SUBSCRIPTION,),
+                    context=self.context,
+                    variables=operation.variables,
+                    provided_operation_name=operation.operation_name,
+                ),
+            )
+        await operation.send_next(ExecutionResult(data=result.data, errors=result.errors))
+
     async def _send_encoded(self, operation: Operation[Context, None], payload: bytes) -> None:
         if operation.completed:
             return
@@ -220,6 +291,18 @@ class LimitedTransportWS(BaseGraphQLTransportWSHandler[Context, None]):
         # cancels it); failing here would only report the client's departure as an error.
         with contextlib.suppress(WebSocketDisconnect):
             await self.websocket.ws.send_text(frame.decode())  # type: ignore[attr-defined]
+
+
+class _Handover:
+    """Where a subscription resolver leaves the rest of its subscription for the transport."""
+
+    __slots__ = ("follow",)
+
+    def __init__(self) -> None:
+        self.follow: Follow | None = None
+
+    def take(self, follow: Follow) -> None:
+        self.follow = follow
 
 
 def observed_schema(settings: Settings | None = None) -> Any:

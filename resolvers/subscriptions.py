@@ -3,12 +3,21 @@ stream changes, dropping any message whose version is not newer than the last on
 
 Changes of generations go out through a projection of the subscriber's selection when the
 transport allows it (resolvers/projection.py): the same payload, without re-running GraphQL
-execution for every message; an event the projection cannot reproduce is yielded as usual."""
+execution for every message; an event the projection cannot reproduce is executed as usual.
+
+Where the transport also offers HAND_OFF (the WebSocket transport, server.py), a resolver
+hands the rest of its subscription over as a `Follow` once its first message is out, and
+returns: the resolver's generator, Strawberry's stream with its extensions, graphql-core's
+executor and the parsed operation are released, rather than kept for as long as the
+subscription lasts (hours, for an idle subscriber), and the transport delivers the changes
+holding only the mailbox, the compiled projection and the last versions sent."""
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncGenerator
+import weakref
+from collections.abc import AsyncGenerator, Awaitable, Callable
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +28,7 @@ from models.generation import FINAL_STATUSES, GenerationStatus
 from models.user import User
 from realtime import channels
 from realtime.hub import get_hub
+from realtime.mailbox import Mailbox, Message
 from resolvers.ids import parse_id
 from resolvers.projection import (
     DIRECT_SEND,
@@ -30,6 +40,27 @@ from resolvers.projection import (
 from schema.permissions import IsAuthenticated
 from schema.types import CreditBalance, Generation
 from services import credits, generations
+
+# Sends one `next` message for a root value through graphql-core's execution (errors and all).
+ExecuteEvent = Callable[[Any], Awaitable[None]]
+# Takes over the rest of a subscription from its resolver.
+HandOff = Callable[["Follow"], None]
+HAND_OFF: ContextVar[HandOff | None] = ContextVar("kiln_hand_off", default=None)
+
+# Subscriptions with the same selection share one compiled projection (and so its encoded
+# payloads): compile_projection keys its cache by the variables too, which differ for every
+# subscriber (the generation's id), so 10,000 subscribers would hold 10,000 equal copies.
+_shared: weakref.WeakValueDictionary[tuple[Any, ...], Projection] = weakref.WeakValueDictionary()
+
+
+def _projection(info: Info) -> Projection | None:
+    projection = compile_projection(info)
+    if projection is None:
+        return None
+    try:
+        return _shared.setdefault((projection.root_key, projection.fields), projection)
+    except TypeError:  # a field that cannot be hashed: keep this subscriber's own
+        return projection
 
 
 @dataclass
@@ -45,7 +76,7 @@ class _Direct:
         send = DIRECT_SEND.get()
         if send is None:
             return None
-        projection = compile_projection(info)
+        projection = _projection(info)
         return None if projection is None else cls(send, projection, info.context)
 
     async def sent(self, message: dict[str, Any]) -> bool:
@@ -56,6 +87,82 @@ class _Direct:
             return False
         await self.send(payload)
         return True
+
+
+class Follow:
+    """The rest of one subscription after its resolver returned: what delivering its changes
+    needs, and nothing else (kept for every idle subscriber, so no __dict__)."""
+
+    __slots__ = ("context", "ends", "mailbox", "per_id", "projection", "seen", "value")
+
+    def __init__(
+        self,
+        mailbox: Mailbox,
+        projection: Projection,
+        context: Any,
+        value: Callable[[Message], Any],
+        seen: dict[str, int],
+        *,
+        per_id: bool,
+        ends: bool,
+    ) -> None:
+        self.mailbox = mailbox
+        self.projection = projection
+        self.context = context
+        self.value = value  # the message as the subscription field's root value
+        self.seen = seen  # the last version sent, per generation id (per_id) or under ""
+        self.per_id = per_id
+        self.ends = ends  # completes after a generation's final state
+
+    def newer(self, message: Message) -> bool:
+        key = str(message["id"]) if self.per_id else ""
+        if message["version"] <= self.seen.get(key, 0):
+            return False
+        self.seen[key] = message["version"]
+        return True
+
+    async def run(self, send: DirectSend, execute: ExecuteEvent) -> None:
+        """Delivers every change, in order, until the final state (when `ends`), the hub's
+        close, or cancellation; the caller closes it afterwards."""
+        async for message in self.mailbox:
+            if not self.newer(message):
+                continue
+            try:
+                payload = await self.projection.payload(message, self.value, self.context)
+            except Unsupported:
+                await execute(self.value(message))
+            else:
+                await send(payload)
+            if self.ends and GenerationStatus(message["status"]) in FINAL_STATUSES:
+                return
+
+    async def close(self) -> None:
+        await get_hub().detach(self.mailbox)
+
+
+def _hand_off(
+    info: Info,
+    mailbox: Mailbox,
+    value: Callable[[Message], Any],
+    seen: dict[str, int],
+    *,
+    per_id: bool = False,
+    ends: bool = False,
+) -> bool:
+    """True when the transport took the subscription over; the caller then returns at once
+    and no longer owns `mailbox`."""
+    take = HAND_OFF.get()
+    if take is None:
+        return False
+    projection = _projection(info)
+    if projection is None:
+        return False
+    take(Follow(mailbox, projection, info.context, value, seen, per_id=per_id, ends=ends))
+    return True
+
+
+def _credit_balance(message: Message) -> CreditBalance:
+    return CreditBalance(**message)
 
 
 async def _current_state(user: User, generation_id: uuid.UUID) -> tuple[Generation, int, bool]:
@@ -76,12 +183,18 @@ class Subscription:
     ) -> AsyncGenerator[Generation, None]:
         user = await info.context.require_user()
         generation_id = parse_id(id)
-        async with get_hub().subscribe(channels.generation(generation_id)) as mailbox:
+        hub = get_hub()
+        mailbox = await hub.attach(channels.generation(generation_id))
+        handed = False  # True once the transport owns the mailbox (HAND_OFF)
+        try:
             first, last, final = await _current_state(user, generation_id)
             yield first
             # A subscription may stay open for long: it keeps the version, not the state.
             del first, user
             if final:
+                return
+            if _hand_off(info, mailbox, Generation.from_message, {"": last}, ends=True):
+                handed = True
                 return
             direct = _Direct.of(info)
             async for message in mailbox:
@@ -92,19 +205,31 @@ class Subscription:
                     yield Generation.from_message(message)
                 if GenerationStatus(message["status"]) in FINAL_STATUSES:
                     return
+        finally:
+            if not handed:
+                await hub.detach(mailbox)
 
     @strawberry.subscription(permission_classes=[IsAuthenticated])
     async def my_generations(self, info: Info) -> AsyncGenerator[Generation, None]:
         user = await info.context.require_user()
         seen: dict[str, int] = {}
-        direct = _Direct.of(info)
-        async with get_hub().subscribe(channels.user_generations(user.id)) as mailbox:
+        hub = get_hub()
+        mailbox = await hub.attach(channels.user_generations(user.id))
+        handed = False
+        try:
+            if _hand_off(info, mailbox, Generation.from_message, seen, per_id=True):
+                handed = True
+                return
+            direct = _Direct.of(info)
             async for message in mailbox:
                 if message["version"] <= seen.get(message["id"], 0):
                     continue
                 seen[message["id"]] = message["version"]
                 if direct is None or not await direct.sent(message):
                     yield Generation.from_message(message)
+        finally:
+            if not handed:
+                await hub.detach(mailbox)
 
     @strawberry.subscription(
         permission_classes=[IsAuthenticated],
@@ -112,12 +237,21 @@ class Subscription:
     )
     async def credit_balance_changed(self, info: Info) -> AsyncGenerator[CreditBalance, None]:
         user = await info.context.require_user()
-        async with get_hub().subscribe(channels.user_credits(user.id)) as mailbox:
+        hub = get_hub()
+        mailbox = await hub.attach(channels.user_credits(user.id))
+        handed = False
+        try:
             balance = await credits.get_balance(user.id)
             yield CreditBalance.of(balance)
             last = balance.version
+            if _hand_off(info, mailbox, _credit_balance, {"": last}):
+                handed = True
+                return
             async for message in mailbox:
                 if message["version"] <= last:
                     continue
                 last = message["version"]
                 yield CreditBalance(**message)
+        finally:
+            if not handed:
+                await hub.detach(mailbox)
