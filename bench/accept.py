@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
 import asyncpg
@@ -22,6 +23,7 @@ from bench.common import (
     gql,
     http_client,
     load_rows,
+    open_loop,
     pg_dsn,
     register_users,
 )
@@ -57,7 +59,19 @@ VALUES ('RESERVE', $1, $2, $3, NULL, $4, $5, $6, $7) RETURNING id
 """
 
 
-async def kiln_accept(base_url: str, users: list[User], options: Options) -> LoadResult:
+Load = Callable[[Callable[[int], Awaitable[None]]], Awaitable[LoadResult]]
+
+
+def loads(options: Options) -> dict[str, Load]:
+    """Throughput: `clients` back-to-back loops (latency then follows from Little's law:
+    clients / rate). Latency: `accept_rate` new generations a second, below saturation."""
+    return {
+        "throughput": lambda op: closed_loop(options.clients, options.duration, options.warmup, op),
+        "latency": lambda op: open_loop(options.accept_rate, options.duration, options.warmup, op),
+    }
+
+
+async def kiln_accept(base_url: str, users: list[User], options: Options, load: Load) -> LoadResult:
     async with http_client(base_url, options.clients) as http:
 
         async def create(index: int) -> None:
@@ -66,11 +80,11 @@ async def kiln_accept(base_url: str, users: list[User], options: Options) -> Loa
             if data["createGeneration"]["status"] != "QUEUED":
                 raise RuntimeError(str(data))
 
-        return await closed_loop(options.clients, options.duration, options.warmup, create)
+        return await load(create)
 
 
 async def raw_accept(
-    database: str, namespace: str, users: list[User], cost: int, model: str, options: Options
+    database: str, namespace: str, users: list[User], cost: int, model: str, load: Load
 ) -> LoadResult:
     """The same rows and the same Dramatiq message, without the GraphQL/ORM layers."""
     pool = await asyncpg.create_pool(pg_dsn(database), min_size=RAW_POOL, max_size=RAW_POOL)
@@ -140,21 +154,36 @@ async def raw_accept(
         )
 
     try:
-        return await closed_loop(options.clients, options.duration, options.warmup, create)
+        return await load(create)
     finally:
         await pool.close()
         await redis.aclose()
 
 
 async def run(options: Options) -> list[Row]:
+    results: dict[str, tuple[LoadResult, LoadResult]] = {}
     async with kiln("accept", api_processes=options.api_processes) as stack:
         users = await register_users(stack.base_url, stack.database, options.clients)
-        result = await kiln_accept(stack.base_url, users, options)
-        conn = await asyncpg.connect(pg_dsn(stack.database))
-        try:
-            row = await conn.fetchrow("SELECT model, cost FROM generations LIMIT 1")
-        finally:
-            await conn.close()
-        model, cost = (row["model"], row["cost"]) if row else (MODEL, 1)
-        raw = await raw_accept(stack.database, stack.namespace, users, cost, model, options)
-    return load_rows("accept", "accepted/s", result, raw, options, "workers paused")
+        for name, load in loads(options).items():
+            kiln_result = await kiln_accept(stack.base_url, users, options, load)
+            conn = await asyncpg.connect(pg_dsn(stack.database))
+            try:
+                row = await conn.fetchrow("SELECT model, cost FROM generations LIMIT 1")
+            finally:
+                await conn.close()
+            model, cost = (row["model"], row["cost"]) if row else (MODEL, 1)
+            raw = await raw_accept(stack.database, stack.namespace, users, cost, model, load)
+            results[name] = (kiln_result, raw)
+    rows = load_rows("accept", "accepted/s", *results["throughput"], options, "workers paused")
+    kiln_result, raw = results["latency"]
+    note = f"offered {options.accept_rate:g}/s (open loop), {options.duration:.0f}s"
+    if kiln_result.errors or raw.errors:
+        note += f"; errors kiln={kiln_result.errors} raw={raw.errors}"
+    rate = f"{options.accept_rate:g}/s"
+    return [
+        *rows,
+        Row(
+            "accept", f"p50 at {rate}", kiln_result.p(50) * 1e3, raw.p(50) * 1e3, "ms", False, note
+        ),
+        Row("accept", f"p99 at {rate}", kiln_result.p(99) * 1e3, raw.p(99) * 1e3, "ms", False),
+    ]

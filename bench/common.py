@@ -12,8 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
-import httpx
+import orjson
 import redis.asyncio as aioredis
+
+from bench.http import LoadClient
 
 ROOT = Path(__file__).resolve().parents[1]
 PG_HOST = os.environ.get("KILN_BENCH_PG_HOST", "127.0.0.1")
@@ -48,6 +50,8 @@ class Options:
     inflight: int = 5000
     inflight_rate: float | None = None  # submissions per second; None: as fast as accepted
     provider_seconds: float = 10.0
+    # Offered load for the latency measurement (accept): new generations per second.
+    accept_rate: float = 100.0
 
 
 @dataclass
@@ -148,6 +152,47 @@ async def closed_loop(
     return result
 
 
+async def open_loop(
+    rate: float,
+    duration: float,
+    warmup: float,
+    operation: Callable[[int], Awaitable[None]],
+) -> LoadResult:
+    """`operation(i)` started `rate` times a second whatever the answers' pace, for `warmup` +
+    `duration` seconds; latency counts from when each was due, so a stalled server is not
+    hidden by fewer requests being sent (no coordinated omission). Only operations due in the
+    measured window count."""
+    result = LoadResult()
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    measure_from = start + warmup
+    total = int(rate * (warmup + duration))
+    running: set[asyncio.Task[None]] = set()
+
+    async def one(index: int, due: float) -> None:
+        try:
+            await operation(index)
+        except Exception as error:
+            if due >= measure_from:
+                result.errors += 1
+                result.first_error = result.first_error or repr(error)[:300]
+            return
+        if due >= measure_from:
+            result.ok += 1
+            result.latencies.append(loop.time() - due)
+
+    for index in range(total):
+        due = start + index / rate
+        if (delay := due - loop.time()) > 0:
+            await asyncio.sleep(delay)
+        task = asyncio.create_task(one(index, due))
+        running.add(task)
+        task.add_done_callback(running.discard)
+    await asyncio.gather(*running)
+    result.elapsed = duration
+    return result
+
+
 def pg_dsn(database: str) -> str:
     return f"postgres://{PG_USER}@{PG_HOST}:{PG_PORT}/{database}"
 
@@ -185,39 +230,27 @@ class User:
     user_id: str
 
 
-TRANSPORT_RETRIES = 2
-
-
 async def gql(
-    http: httpx.AsyncClient,
+    http: LoadClient,
     query: str,
     variables: dict[str, Any] | None = None,
     token: str | None = None,
 ) -> dict[str, Any]:
     """POST /graphql; raises when the answer carries errors or no data."""
     headers = {"Authorization": f"Bearer {token}"} if token else {}
-    for attempt in range(TRANSPORT_RETRIES + 1):
-        try:
-            response = await http.post(
-                "/graphql", json={"query": query, "variables": variables or {}}, headers=headers
-            )
-            break
-        except httpx.TransportError:
-            # A pooled keep-alive connection closed by the server just as it was reused:
-            # retried, as any HTTP client does (the measured loads count it as latency).
-            if attempt == TRANSPORT_RETRIES:
-                raise
-    body: dict[str, Any] = response.json()
-    if body.get("errors") or not body.get("data"):
-        raise RuntimeError(f"{response.status_code} {str(body)[:300]}")
-    data: dict[str, Any] = body["data"]
+    body = orjson.dumps({"query": query, "variables": variables or {}})
+    status, answer = await http.post("/graphql", body, headers)
+    parsed: dict[str, Any] = orjson.loads(answer)
+    if parsed.get("errors") or not parsed.get("data"):
+        raise RuntimeError(f"{status} {str(parsed)[:300]}")
+    data: dict[str, Any] = parsed["data"]
     return data
 
 
 async def register_users(base_url: str, database: str, count: int) -> list[User]:
     """`count` new accounts over GraphQL, each then given CREDITS by direct SQL."""
     users: list[User] = []
-    async with httpx.AsyncClient(base_url=base_url, timeout=HTTP_TIMEOUT) as http:
+    async with http_client(base_url, 8) as http:
         semaphore = asyncio.Semaphore(8)
 
         async def one() -> None:
@@ -236,6 +269,6 @@ async def register_users(base_url: str, database: str, count: int) -> list[User]
     return users
 
 
-def http_client(base_url: str, clients: int) -> httpx.AsyncClient:
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    return httpx.AsyncClient(base_url=base_url, timeout=HTTP_TIMEOUT, limits=limits)
+def http_client(base_url: str, clients: int) -> LoadClient:
+    """At most `clients` keep-alive connections (see bench/http.py for why not httpx)."""
+    return LoadClient(base_url, clients, HTTP_TIMEOUT)

@@ -1,11 +1,14 @@
-"""Subscription events delivered without re-running GraphQL execution for each of them.
+"""Selections completed without graphql-core's per-field machinery.
 
-graphql-core executes a subscription's selection set again for every event: a new executor,
-a resolve-info object and a middleware call per field, extension hooks, then the result is
-encoded with the standard library's JSON. With one event per subscriber that was most of the
-API's CPU per delivered message (bench/RESULTS.md, fan-out).
+graphql-core completes every field of a result through a resolve-info object, a middleware
+call, awaitable checks and path bookkeeping. For a subscription it does so again for every
+event (with one event per subscriber, most of the API's CPU per delivered message), and for a
+page of 20 generations with outputs it is ~40% of the request's CPU (bench/RESULTS.md: fan-out,
+read). Subscriptions use a projection per event (resolvers/subscriptions.py); queries and
+mutations use one to complete the value of each root field (schema/execution.py).
 
-A `Projection` is compiled once per subscription from its selection set (aliases, fragments,
+A `Projection` is compiled once per (document, field, variables used by directives) from its
+selection set (aliases, fragments,
 `__typename`, `@skip`/`@include`, nested objects and lists) and computes the same `data`
 straight from the event: plain fields are read as Strawberry reads them, resolvers without
 arguments are called as Strawberry calls them, and leaves are serialised by the schema's own
@@ -16,8 +19,9 @@ Anything it cannot reproduce exactly is left to graphql-core: `compile_projectio
 None for field arguments, other directives, abstract types, fields with permission classes or
 extensions, and schemas whose extensions hook field resolution beyond the root field; a
 resolver raising, a null where the schema says non-null or a value orjson cannot encode raises
-`Unsupported` from `payload`, and the caller yields that event the normal way (so errors keep
-their extensions.code and path).
+`Unsupported` from `payload` or `complete`, and the caller completes that value the normal way
+(so errors keep their extensions.code and path). List items are completed concurrently when
+they may wait, so DataLoader loads from sibling items are still batched into one query.
 
 The transport (server.py) offers the direct send for the operation it runs through
 DIRECT_SEND; without it (another transport, tests of the schema) nothing changes.
@@ -25,6 +29,7 @@ DIRECT_SEND; without it (another transport, tests of the schema) nothing changes
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
@@ -34,6 +39,8 @@ from typing import Any
 
 import orjson
 from graphql import (
+    BREAK,
+    DirectiveNode,
     FieldNode,
     FragmentDefinitionNode,
     FragmentSpreadNode,
@@ -46,8 +53,11 @@ from graphql import (
     GraphQLSkipDirective,
     InlineFragmentNode,
     SelectionSetNode,
+    VariableNode,
+    Visitor,
     is_abstract_type,
     is_leaf_type,
+    visit,
 )
 from graphql.execution.values import VariableValues, get_directive_values
 from graphql.pyutils import Undefined
@@ -87,6 +97,13 @@ class _Field:
     basic: bool = True
     output: Any = None  # the GraphQL output type (wrapped)
     children: tuple[_Field, ...] | None = None  # for object types
+    # An async resolver below this field: its value is completed asynchronously, list items
+    # concurrently (so DataLoader loads of sibling items share a batch).
+    children_suspend: bool = False
+
+    @property
+    def suspends(self) -> bool:
+        return self.is_async or self.children_suspend
 
     @property
     def reads_context(self) -> bool:
@@ -98,18 +115,29 @@ class Projection:
     the cache keys built from their ids stay valid while the projection lives."""
 
     def __init__(
-        self, root_key: str, fields: tuple[_Field, ...], nodes: tuple[FieldNode, ...]
+        self,
+        root: _Field,
+        nodes: tuple[FieldNode, ...],
+        uses_variables: bool,
     ) -> None:
-        self.root_key = root_key
-        self.fields = fields
+        assert root.children is not None
+        self.root = root
+        self.root_key = root.key
+        self.fields = root.children
         self.nodes = nodes
-        self.prefix = b'{"data":{' + orjson.dumps(root_key) + b":"
+        self.uses_variables = uses_variables  # @skip/@include read variables: key on them
+        self.prefix = b'{"data":{' + orjson.dumps(root.key) + b":"
         # A resolver given `info` may read anything in the context (the caller, the address
         # output URLs are built on): such payloads are shared only within one connection.
-        self.per_context = any(f.reads_context for f in fields)
+        self.per_context = root.reads_context
 
     async def data(self, value: Any, context: Any) -> dict[str, Any]:
         return await _complete_object(self.fields, value, context)
+
+    async def complete(self, value: Any, context: Any) -> Any:
+        """The completed value of the root field itself (its non-null and list wrappers
+        included) for the resolved `value`."""
+        return await _complete(self.root, self.root.output, value, context)
 
     async def payload(self, message: Any, value: Callable[[Any], Any], context: Any) -> bytes:
         """The encoded payload (`{"data": {...}}`) for `message`, a published event shared by
@@ -140,21 +168,36 @@ def compile_projection(info: Any) -> Projection | None:
     """The projection of the field `info` resolves (a Strawberry Info), or None when the
     selection needs graphql-core."""
     raw: GraphQLResolveInfo | None = getattr(info, "_raw_info", None)
-    if raw is None:
-        return None
-    try:
-        variables = orjson.dumps(_variables(raw).coerced, option=orjson.OPT_SORT_KEYS)
-    except TypeError:
-        return None
-    key = (*map(id, raw.field_nodes), id(raw.schema), variables)
-    if key in _projections:
-        _projections.move_to_end(key)
-        return _projections[key]
-    projection = _compile(raw)
-    _projections[key] = projection
-    if len(_projections) > _PROJECTIONS:
-        _projections.popitem(last=False)
-    return projection
+    return None if raw is None else projection_of(raw)
+
+
+def projection_of(raw: GraphQLResolveInfo) -> Projection | None:
+    """The projection of the field `raw` resolves (graphql-core's info), or None."""
+    nodes_key = (*map(id, raw.field_nodes), id(raw.schema))
+    known = _projections.get(nodes_key, _MISSING)
+    if known is _MISSING or (known is not None and known.uses_variables):
+        try:
+            variables = orjson.dumps(_variables(raw).coerced, option=orjson.OPT_SORT_KEYS)
+        except TypeError:
+            return None
+        key: tuple[Any, ...] = (*nodes_key, variables)
+        if key in _projections:
+            _projections.move_to_end(key)
+            return _projections[key]
+        projection = _compile(raw)
+        # Keyed on the nodes alone when no directive reads a variable, so requests that
+        # differ only in their inputs (every createGeneration) share one projection.
+        if projection is None or not projection.uses_variables:
+            key = nodes_key
+        _projections[key] = projection
+        if len(_projections) > _PROJECTIONS:
+            _projections.popitem(last=False)
+        return projection
+    _projections.move_to_end(nodes_key)
+    return known
+
+
+_MISSING: Any = object()
 
 
 def _variables(raw: GraphQLResolveInfo) -> VariableValues:
@@ -176,7 +219,37 @@ def _compile(raw: GraphQLResolveInfo) -> Projection | None:
         )
     except Unsupported:
         return None
-    return Projection(str(raw.path.key), fields, tuple(raw.field_nodes))
+    root = _Field(
+        key=str(raw.path.key),
+        output=raw.return_type,
+        children=fields,
+        children_suspend=any(f.suspends for f in fields),
+    )
+    uses_variables = _directives_read_variables(raw.field_nodes, raw.fragments)
+    return Projection(root, tuple(raw.field_nodes), uses_variables)
+
+
+class _DirectiveVariables(Visitor):
+    found = False
+
+    def enter_directive(self, node: DirectiveNode, *_: Any) -> Any:
+        if any(isinstance(argument.value, VariableNode) for argument in node.arguments or ()):
+            self.found = True
+            return BREAK
+        return None
+
+
+def _directives_read_variables(
+    nodes: list[FieldNode], fragments: dict[str, FragmentDefinitionNode]
+) -> bool:
+    """Whether a directive in these fields or in any fragment of the document reads a
+    variable (then what the selection includes depends on the variables' values)."""
+    finder = _DirectiveVariables()
+    for node in (*nodes, *fragments.values()):
+        visit(node, finder)
+        if finder.found:
+            return True
+    return False
 
 
 # Schema extensions whose `resolve` hook acts on root fields only (so it already ran for the
@@ -208,7 +281,9 @@ def _object_type(output: Any) -> GraphQLObjectType | None:
 
 
 def _included(node: Any, variables: VariableValues) -> bool:
-    for directive in node.directives or ():
+    if not node.directives:
+        return True
+    for directive in node.directives:
         if directive.name.value not in ("skip", "include"):
             raise Unsupported(f"directive @{directive.name.value}")
     skip = get_directive_values(GraphQLSkipDirective, node, variables)
@@ -320,12 +395,14 @@ def _compile_selection(
                 basic=resolver is None,
                 output=output,
                 children=children,
+                children_suspend=any(c.suspends for c in children or ()),
             )
         )
     return tuple(fields)
 
 
-async def _resolve(field: _Field, source: Any, context: Any) -> Any:
+def _call(field: _Field, source: Any, context: Any) -> Any:
+    """What the field's resolver returns (an awaitable for async resolvers)."""
     definition = field.definition
     if field.basic:
         return definition.get_result(source, info=None, args=[], kwargs={})
@@ -333,8 +410,25 @@ async def _resolve(field: _Field, source: Any, context: Any) -> Any:
     kwargs: dict[str, Any] = dict.fromkeys(field.source_names, source)
     if field.info_name:
         kwargs[field.info_name] = _LiteInfo(context)
+    return definition.base_resolver(*args, **kwargs)
+
+
+def _resolve_now(field: _Field, source: Any, context: Any) -> Any:
+    """A field without an async resolver: no coroutine per field (most of a page's fields)."""
     try:
-        result = definition.base_resolver(*args, **kwargs)
+        result = _call(field, source, context)
+    except Exception as error:
+        raise Unsupported(f"{field.key}: {error!r}") from error
+    if not field.basic and inspect.isawaitable(result):
+        if inspect.iscoroutine(result):
+            result.close()
+        raise Unsupported(f"{field.key}: a plain resolver returned an awaitable")
+    return result
+
+
+async def _resolve(field: _Field, source: Any, context: Any) -> Any:
+    try:
+        result = _call(field, source, context)
         if field.is_async or inspect.isawaitable(result):
             result = await result
     except Exception as error:
@@ -347,13 +441,32 @@ async def _complete_object(fields: tuple[_Field, ...], source: Any, context: Any
     for field in fields:
         if field.typename is not None:
             data[field.key] = field.typename
-            continue
-        value = await _resolve(field, source, context)
-        data[field.key] = await _complete(field, field.output, value, context)
+        elif field.suspends:
+            if field.is_async:
+                value = await _resolve(field, source, context)
+            else:
+                value = _resolve_now(field, source, context)
+            data[field.key] = await _complete(field, field.output, value, context)
+        else:
+            value = _resolve_now(field, source, context)
+            data[field.key] = _complete_now(field, field.output, value, context)
+    return data
+
+
+def _complete_object_now(fields: tuple[_Field, ...], source: Any, context: Any) -> dict[str, Any]:
+    data: dict[str, Any] = {}
+    for field in fields:
+        if field.typename is not None:
+            data[field.key] = field.typename
+        else:
+            value = _resolve_now(field, source, context)
+            data[field.key] = _complete_now(field, field.output, value, context)
     return data
 
 
 async def _complete(field: _Field, output: Any, value: Any, context: Any) -> Any:
+    if not field.children_suspend:
+        return _complete_now(field, output, value, context)
     if isinstance(output, GraphQLNonNull):
         if value is None:
             raise Unsupported(f"{field.key}: null for a non-null field")
@@ -361,11 +474,38 @@ async def _complete(field: _Field, output: Any, value: Any, context: Any) -> Any
     if value is None:
         return None
     if isinstance(output, GraphQLList):
-        if isinstance(value, str | bytes | dict) or not hasattr(value, "__iter__"):
-            raise Unsupported(f"{field.key}: not a list")
-        return [await _complete(field, output.of_type, item, context) for item in value]
+        # Concurrently, as graphql-core does: loads from sibling items share one batch.
+        items = _items(field, value)
+        return list(
+            await asyncio.gather(*(_complete(field, output.of_type, i, context) for i in items))
+        )
     if field.children is not None:
         return await _complete_object(field.children, value, context)
+    return _serialize(field, output, value)
+
+
+def _complete_now(field: _Field, output: Any, value: Any, context: Any) -> Any:
+    if isinstance(output, GraphQLNonNull):
+        if value is None:
+            raise Unsupported(f"{field.key}: null for a non-null field")
+        output = output.of_type
+    if value is None:
+        return None
+    if isinstance(output, GraphQLList):
+        item_type = output.of_type
+        return [_complete_now(field, item_type, i, context) for i in _items(field, value)]
+    if field.children is not None:
+        return _complete_object_now(field.children, value, context)
+    return _serialize(field, output, value)
+
+
+def _items(field: _Field, value: Any) -> Any:
+    if isinstance(value, str | bytes | dict) or not hasattr(value, "__iter__"):
+        raise Unsupported(f"{field.key}: not a list")
+    return value
+
+
+def _serialize(field: _Field, output: Any, value: Any) -> Any:
     try:
         serialized = output.serialize(value)
     except Exception as error:

@@ -27,7 +27,7 @@ from schema.types import (
     ProviderHealth,
     User,
 )
-from services import api_calls, credits, generations
+from services import api_calls, credits, generation_pages, generations
 from services.availability import model_availability
 from services.errors import Forbidden, NotFound
 from services.pagination import check_first, check_uuid_cursor
@@ -62,7 +62,7 @@ class Query:
         user = await info.context.require_user()
         if after is not None:
             check_uuid_cursor(after)
-        page = await generations.list_generations(
+        page = await generation_pages.list_generations(
             user,
             first=check_first(first),
             after=after,

@@ -17,6 +17,7 @@ from resolvers.accounts import AccountsMutation, AccountsQuery
 from resolvers.errors import format_error
 from resolvers.operations import OperationsMutation, OperationsQuery, OperationsSubscription
 from resolvers.workflows import WorkflowMutation
+from schema.execution import ProjectingExecutionContext
 from schema.security import security_extensions
 from services.error_events import Occurrence, record, stack_of
 from settings import Settings, get_settings
@@ -73,4 +74,5 @@ def build_schema(settings: Settings | None = None) -> strawberry.Schema:
         mutation=Mutation,
         subscription=Subscription,
         extensions=list(security_extensions(settings or get_settings())),
+        execution_context_class=ProjectingExecutionContext,
     )

@@ -8,15 +8,8 @@ from collections.abc import Sequence
 
 from strawberry.dataloader import DataLoader
 
-from models.generation import Generation, GenerationOutput
-from services.generations import StoredOutput, stored_output
-
-
-async def _outputs(ids: Sequence[uuid.UUID]) -> list[list[StoredOutput]]:
-    grouped: dict[uuid.UUID, list[StoredOutput]] = defaultdict(list)
-    for row in await GenerationOutput.filter(generation_id__in=list(ids)).order_by("index"):
-        grouped[row.generation_id].append(stored_output(row))
-    return [grouped[i] for i in ids]
+from models.generation import Generation
+from services.generation_pages import outputs_by_generation
 
 
 async def _generations(ids: Sequence[uuid.UUID]) -> list[Generation | None]:
@@ -35,6 +28,6 @@ async def _children(ids: Sequence[uuid.UUID]) -> list[list[Generation]]:
 
 class Loaders:
     def __init__(self, *, cache: bool = True) -> None:
-        self.outputs = DataLoader(load_fn=_outputs, cache=cache)
+        self.outputs = DataLoader(load_fn=outputs_by_generation, cache=cache)
         self.generation = DataLoader(load_fn=_generations, cache=cache)
         self.children = DataLoader(load_fn=_children, cache=cache)

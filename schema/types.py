@@ -18,7 +18,7 @@ from schema.enums import GenerationKind, GenerationStatus, LedgerKind, Role
 from services import api_calls, credits
 from services.breakers import CircuitState
 from services.catalogue import ModelSpec, PresetSpec
-from services.generations import StoredOutput, snapshot
+from services.generations import StoredOutput
 from storage import get_store
 
 
@@ -192,11 +192,30 @@ class Generation:
 
     @classmethod
     def of(cls, row: GenerationRow, outputs: list[StoredOutput] | None = None) -> Generation:
-        message = snapshot(row, [])
-        message["outputs"] = None
-        generation = cls.from_message(message)
-        generation.known_outputs = outputs
-        return generation
+        """From a row (straight from its fields: every page builds twenty of these)."""
+        return cls(
+            id=strawberry.ID(str(row.id)),
+            kind=row.kind,
+            status=row.status,
+            progress=row.progress,
+            stage=row.stage,
+            model=row.model,
+            preset=row.preset,
+            provider=row.provider,
+            prompt=row.prompt,
+            negative_prompt=row.negative_prompt,
+            params=JSON(row.params),
+            cost=row.cost,
+            attempts=row.attempts,
+            version=row.version,
+            created_at=row.created_at,
+            started_at=row.started_at,
+            completed_at=row.completed_at,
+            parent_id=str(row.parent_id) if row.parent_id else None,
+            error_code=row.error_code,
+            error_message=row.error_message,
+            known_outputs=outputs,
+        )
 
     @classmethod
     def from_message(cls, message: dict[str, Any]) -> Generation:

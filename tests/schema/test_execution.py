@@ -1,0 +1,222 @@
+"""Root fields of queries and mutations completed by a projection (schema/execution.py) give
+exactly what graphql-core's field-by-field completion gives, errors included; the projection
+really runs, keeps DataLoader batching, and is shared by requests that differ only in inputs.
+
+Each case runs the same operation on two schemas side by side: Kiln's, and one built from the
+same types and extensions with Strawberry's own execution context."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
+
+from resolvers import projection
+from schema.build import KilnSchema, Mutation, Query, Subscription, build_schema
+from schema.execution import ProjectingExecutionContext
+from schema.security import security_extensions
+from services import auth, generations
+from services.catalogue import load_catalogue
+from services.generations import NewGeneration, StoredOutput
+from storage import get_store
+from tests.schema.test_generations_query import context_for
+
+PAGE = """
+query Page($first: Int!, $withOutputs: Boolean!) {
+  generations(first: $first) {
+    __typename
+    edges {
+      cursor
+      node {
+        __typename id kind status progress stage model preset provider prompt negativePrompt
+        params cost attempts version createdAt startedAt completedAt
+        shown: status
+        outputs @include(if: $withOutputs) { index url contentType sizeBytes width height text }
+        error { code message }
+        parent { id }
+        ...Family
+      }
+    }
+    pageInfo { hasNextPage endCursor }
+  }
+}
+fragment Family on Generation { children { id status } }
+"""
+CREATE = """
+mutation Create($input: CreateGenerationInput!) {
+  createGeneration(input: $input) { __typename status cost version progress outputs { url } }
+}
+"""
+
+
+def plain_schema(settings: Any) -> KilnSchema:
+    """Kiln's schema without the projecting execution context."""
+    return KilnSchema(
+        query=Query,
+        mutation=Mutation,
+        subscription=Subscription,
+        extensions=list(security_extensions(settings)),
+    )
+
+
+async def both(
+    backend: Any, token: str, query: str, variables: dict[str, Any]
+) -> tuple[Any, Any]:
+    results = []
+    for schema in (build_schema(backend.settings), plain_schema(backend.settings)):
+        results.append(
+            await schema.execute(
+                query,
+                variable_values=variables,
+                context_value=context_for(token, backend.settings),
+            )
+        )
+    return results[0], results[1]
+
+
+def formatted(result: Any) -> dict[str, Any]:
+    return {
+        "data": result.data,
+        "errors": [e.formatted for e in result.errors] if result.errors else None,
+    }
+
+
+@pytest.fixture
+async def owner(make_user: Any, backend: Any) -> str:
+    """A user with three completed generations (one with two outputs) and a failed one."""
+    user = await make_user(credits=50)
+    catalogue = load_catalogue()
+    for index in range(3):
+        generation = await generations.create_generation(
+            user, NewGeneration(prompt=f"p{index}", num_outputs=2), catalogue
+        )
+        await generations.start(generation.id)
+        outputs = [
+            StoredOutput(i, f"{user.id}/{generation.id}/{i}.png", "image/png", 10 + i, 64, 64)
+            for i in range(1 if index else 2)
+        ]
+        await generations.complete(generation.id, outputs, "local")
+    failed = await generations.create_generation(user, NewGeneration(prompt="f"), catalogue)
+    await generations.start(failed.id)
+    await generations.fail(failed.id, "PROVIDER_ERROR", "it broke")
+    return auth.issue_token(user, backend.settings)
+
+
+@pytest.fixture
+def completions(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
+    """How many objects graphql-core completed field by field."""
+    counter = {"objects": 0}
+    original = StrawberryGraphQLCoreExecutionContext.complete_object_value
+
+    def counted(self: Any, *args: Any, **kwargs: Any) -> Any:
+        counter["objects"] += 1
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(StrawberryGraphQLCoreExecutionContext, "complete_object_value", counted)
+    return counter
+
+
+@pytest.mark.parametrize("with_outputs", [True, False])
+async def test_a_page_is_the_same_as_graphql_core_gives(
+    backend: Any, owner: str, with_outputs: bool
+) -> None:
+    variables = {"first": 10, "withOutputs": with_outputs}
+    projected, plain = await both(backend, owner, PAGE, variables)
+    assert projected.errors is None
+    assert formatted(projected) == formatted(plain)
+    nodes = [e["node"] for e in projected.data["generations"]["edges"]]
+    assert len(nodes) == 4 and {n["status"] for n in nodes} == {"COMPLETED", "FAILED"}
+    assert ("outputs" in nodes[0]) is with_outputs
+
+
+async def test_a_page_is_completed_without_graphql_core_per_field(
+    backend: Any, owner: str, completions: dict[str, int]
+) -> None:
+    result = await build_schema(backend.settings).execute(
+        PAGE,
+        variable_values={"first": 10, "withOutputs": True},
+        context_value=context_for(owner, backend.settings),
+    )
+    assert result.errors is None
+    assert completions["objects"] == 0
+    await plain_schema(backend.settings).execute(
+        PAGE,
+        variable_values={"first": 10, "withOutputs": True},
+        context_value=context_for(owner, backend.settings),
+    )
+    assert completions["objects"] > 0  # the counter does see graphql-core's completion
+
+
+async def test_an_error_below_the_root_field_is_reported_as_graphql_core_reports_it(
+    backend: Any, owner: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*args: Any, **kwargs: Any) -> str:
+        raise RuntimeError("store is down")
+
+    monkeypatch.setattr(type(get_store()), "url_for", broken)
+    projected, plain = await both(backend, owner, PAGE, {"first": 10, "withOutputs": True})
+    assert projected.errors  # masked, with the code and path of the failing field
+    assert formatted(projected) == formatted(plain)
+    assert projected.errors[0].extensions["code"] == "INTERNAL"
+    assert "store is down" not in str(formatted(projected))
+
+
+async def test_a_mutation_result_is_the_same_as_graphql_core_gives(
+    backend: Any, make_user: Any
+) -> None:
+    user = await make_user(credits=50)
+    token = auth.issue_token(user, backend.settings)
+    variables = {"input": {"prompt": "a lighthouse", "width": 64, "height": 64}}
+    projected, plain = await both(backend, token, CREATE, variables)
+    assert projected.errors is None
+    assert formatted(projected) == formatted(plain)
+    assert projected.data["createGeneration"]["status"] == "QUEUED"
+
+
+async def test_requests_differing_only_in_inputs_share_one_projection(
+    backend: Any, make_user: Any
+) -> None:
+    user = await make_user(credits=50)
+    token = auth.issue_token(user, backend.settings)
+    schema = build_schema(backend.settings)
+    compiled: list[Any] = []
+    original = projection._compile
+
+    def counted(raw: Any) -> Any:
+        compiled.append(raw)
+        return original(raw)
+
+    try:
+        projection._compile = counted  # type: ignore[assignment]
+        for prompt in ("one", "two", "three"):
+            result = await schema.execute(
+                CREATE,
+                variable_values={"input": {"prompt": prompt, "width": 64, "height": 64}},
+                context_value=context_for(token, backend.settings),
+            )
+            assert result.errors is None
+    finally:
+        projection._compile = original  # type: ignore[assignment]
+    assert len(compiled) <= 1  # none when an earlier test already compiled this document
+
+
+async def test_directives_on_variables_get_one_projection_per_value(
+    backend: Any, owner: str, completions: dict[str, int]
+) -> None:
+    schema = build_schema(backend.settings)
+    shapes = []
+    for with_outputs in (True, False, True):
+        result = await schema.execute(
+            PAGE,
+            variable_values={"first": 2, "withOutputs": with_outputs},
+            context_value=context_for(owner, backend.settings),
+        )
+        assert result.errors is None
+        shapes.append("outputs" in result.data["generations"]["edges"][0]["node"])
+    assert shapes == [True, False, True]
+    assert completions["objects"] == 0
+
+
+def test_kiln_schema_executes_with_the_projecting_context(backend: Any) -> None:
+    assert build_schema(backend.settings).execution_context_class is ProjectingExecutionContext
