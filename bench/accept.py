@@ -175,15 +175,13 @@ async def run(options: Options) -> list[Row]:
             raw = await raw_accept(stack.database, stack.namespace, users, cost, model, load)
             results[name] = (kiln_result, raw)
     rows = load_rows("accept", "accepted/s", *results["throughput"], options, "workers paused")
-    kiln_result, raw = results["latency"]
+    kiln_at, raw_at = results["latency"]
     note = f"offered {options.accept_rate:g}/s (open loop), {options.duration:.0f}s"
-    if kiln_result.errors or raw.errors:
-        note += f"; errors kiln={kiln_result.errors} raw={raw.errors}"
+    if kiln_at.errors or raw_at.errors:
+        note += f"; errors kiln={kiln_at.errors} raw={raw_at.errors}"
     rate = f"{options.accept_rate:g}/s"
     return [
         *rows,
-        Row(
-            "accept", f"p50 at {rate}", kiln_result.p(50) * 1e3, raw.p(50) * 1e3, "ms", False, note
-        ),
-        Row("accept", f"p99 at {rate}", kiln_result.p(99) * 1e3, raw.p(99) * 1e3, "ms", False),
+        Row("accept", f"p50 at {rate}", kiln_at.p(50) * 1e3, raw_at.p(50) * 1e3, "ms", False, note),
+        Row("accept", f"p99 at {rate}", kiln_at.p(99) * 1e3, raw_at.p(99) * 1e3, "ms", False),
     ]
