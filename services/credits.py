@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, NoReturn
 
 from tortoise import connections
+from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.exceptions import IntegrityError
 
 from models.credits import CreditAccount, LedgerEntry, LedgerKind
@@ -17,7 +19,7 @@ from services.errors import BadUserInput, Conflict, InsufficientCredits, NotFoun
 from services.events import publish_after_commit
 from services.pagination import Page, newest_first_by_id
 from services.sql import dialect_sql
-from services.unit_of_work import atomic
+from services.unit_of_work import atomic, joined
 
 
 @dataclass(frozen=True)
@@ -226,39 +228,57 @@ async def release_for(generation_id: uuid.UUID) -> bool:
 
 
 async def _settle(generation_id: uuid.UUID, outcome: HoldState, charge: int | None) -> bool:
-    """Settle the open hold. Whoever flips HELD first wins; everyone else no-ops."""
-    async with atomic():
-        flipped = await Generation.filter(id=generation_id, hold=HoldState.HELD).update(
-            hold=outcome
+    """Settle the open hold. Whoever flips HELD first wins; everyone else no-ops. Joins the
+    caller's transaction (a completion or failure) instead of opening a savepoint in it."""
+    async with joined():
+        connection = connections.get("default")
+        # The flip returns what the entries need: one round trip instead of UPDATE + SELECT.
+        rows = await connection.execute_query_dict(
+            dialect_sql(_FLIP_HOLD, connection),
+            [outcome.value, str(generation_id), HoldState.HELD.value],
         )
-        if not flipped:
+        if not rows:
             return False
-        generation = await Generation.get(id=generation_id)
-        captured = generation.cost if charge is None else max(0, min(charge, generation.cost))
-        released = generation.cost - captured
+        user_id = _uuid(rows[0]["user_id"])
+        cost, attempts = int(rows[0]["cost"]), int(rows[0]["attempts"])
+        captured = cost if charge is None else max(0, min(charge, cost))
+        released = cost - captured
         if captured:
             await _move(
-                generation.user_id,
+                user_id,
                 LedgerKind.CAPTURE,
                 amount=0,
                 held=-captured,
-                generation_id=generation.id,
-                unique_key=_hold_key(generation, "capture"),
+                generation_id=generation_id,
+                unique_key=_key(generation_id, attempts, "capture"),
             )
         if released:
             await _move(
-                generation.user_id,
+                user_id,
                 LedgerKind.RELEASE,
                 amount=released,
                 held=-released,
-                generation_id=generation.id,
-                unique_key=_hold_key(generation, "release"),
+                generation_id=generation_id,
+                unique_key=_key(generation_id, attempts, "release"),
             )
         return True
 
 
+_FLIP_HOLD = """
+UPDATE generations SET hold = ? WHERE id = ? AND hold = ? RETURNING user_id, cost, attempts
+"""
+
+
+def _uuid(value: Any) -> uuid.UUID:
+    return value if isinstance(value, uuid.UUID) else uuid.UUID(str(value))
+
+
 def _hold_key(generation: Generation, what: str) -> str:
-    return f"gen:{generation.id}:{generation.attempts}:{what}"
+    return _key(generation.id, generation.attempts, what)
+
+
+def _key(generation_id: uuid.UUID, attempts: int, what: str) -> str:
+    return f"gen:{generation_id}:{attempts}:{what}"
 
 
 # The account's change and its new state in one round trip (PostgreSQL and SQLite >= 3.35
@@ -271,6 +291,26 @@ _MOVE_GUARDED = """
 UPDATE credit_accounts SET balance = balance + ?, reserved = reserved + ?
 WHERE user_id = ? AND balance - reserved >= ? RETURNING balance, reserved
 """
+
+
+# PostgreSQL: the account's change and its ledger entry in one statement (one round trip).
+# The entry reads the account's new state, so the UPDATE (and its row lock) comes first; an
+# account that does not match (missing, or not enough credit) inserts no entry.
+_MOVE_AND_RECORD = """
+WITH account AS (
+    UPDATE credit_accounts SET balance = balance + $1, reserved = reserved + $2
+    WHERE user_id = $3 {guard} RETURNING balance, reserved
+), entry AS (
+    INSERT INTO ledger_entries (user_id, kind, amount, held, balance_after, generation_id,
+                                reference, unique_key, created_at)
+    SELECT $3, $4::varchar, $5::int, $2, account.balance - account.reserved, $6::uuid,
+           $7::varchar, $8::varchar, $9::timestamptz
+    FROM account RETURNING id
+)
+SELECT account.balance, account.reserved, entry.id FROM account, entry
+"""
+_MOVE_AND_RECORD_GUARDED = _MOVE_AND_RECORD.format(guard="AND balance - reserved >= $10")
+_MOVE_AND_RECORD_FREE = _MOVE_AND_RECORD.format(guard="")
 
 
 async def _move(
@@ -286,16 +326,45 @@ async def _move(
     """The only code that changes an account. `amount` moves available credit, `held` moves
     reserved credit; the update is guarded so available credit can never go below zero."""
     connection = connections.get("default")
+    if connection.capabilities.dialect == "postgres":
+        params: list[Any] = [amount + held, held, str(user_id), kind.value, amount]
+        params += [str(generation_id) if generation_id else None, reference, unique_key]
+        params.append(datetime.now(UTC))
+        rows = await connection.execute_query_dict(
+            _MOVE_AND_RECORD_GUARDED if amount < 0 else _MOVE_AND_RECORD_FREE,
+            [*params, -amount] if amount < 0 else params,
+        )
+        if not rows:
+            await _refused(user_id, amount)
+        balance_now, reserved_now = int(rows[0]["balance"]), int(rows[0]["reserved"])
+        entry_id = int(rows[0]["id"])
+    else:
+        balance_now, reserved_now, entry_id = await _move_in_steps(
+            connection, user_id, kind, amount, held, generation_id, reference, unique_key
+        )
+    balance = Balance(balance_now - reserved_now, reserved_now, entry_id)
+    publish_after_commit(channels.user_credits(user_id), balance.to_message())
+    return balance
+
+
+async def _move_in_steps(
+    connection: BaseDBAsyncClient,
+    user_id: uuid.UUID,
+    kind: LedgerKind,
+    amount: int,
+    held: int,
+    generation_id: uuid.UUID | None,
+    reference: str | None,
+    unique_key: str | None,
+) -> tuple[int, int, int]:
+    """SQLite has no UPDATE inside WITH: the account, then its entry."""
     guarded = _MOVE_GUARDED if amount < 0 else _MOVE
     params: list[Any] = [amount + held, held, str(user_id)]
     rows = await connection.execute_query_dict(
         dialect_sql(guarded, connection), [*params, -amount] if amount < 0 else params
     )
     if not rows:
-        row = await CreditAccount.get_or_none(user_id=user_id)
-        if row is None:
-            raise NotFound("No credit account.")
-        raise InsufficientCredits(needed=-amount, available=row.balance - row.reserved)
+        await _refused(user_id, amount)
     balance_now, reserved_now = int(rows[0]["balance"]), int(rows[0]["reserved"])
     entry = await LedgerEntry.create(
         user_id=user_id,
@@ -307,6 +376,12 @@ async def _move(
         reference=reference,
         unique_key=unique_key,
     )
-    balance = Balance(balance_now - reserved_now, reserved_now, entry.id)
-    publish_after_commit(channels.user_credits(user_id), balance.to_message())
-    return balance
+    return balance_now, reserved_now, entry.id
+
+
+async def _refused(user_id: uuid.UUID, amount: int) -> NoReturn:
+    """Why an account did not move: there is none, or not enough available credit."""
+    row = await CreditAccount.get_or_none(user_id=user_id)
+    if row is None:
+        raise NotFound("No credit account.")
+    raise InsufficientCredits(needed=-amount, available=row.balance - row.reserved)

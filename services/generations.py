@@ -11,6 +11,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
+from tortoise import connections
+from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.exceptions import IntegrityError
 from tortoise.expressions import F, Q
 
@@ -30,6 +32,7 @@ from services.events import publish_after_commit
 from services.fetch import FetchRefused, check_url
 from services.jobs import enqueue_after_commit
 from services.pagination import Page, decode_cursor, encode_cursor
+from services.sql import dialect_sql
 from services.unit_of_work import atomic, effects_only
 
 IDEMPOTENCY_WINDOW = timedelta(hours=24)
@@ -255,7 +258,7 @@ async def start(generation_id: uuid.UUID) -> Generation | None:
     """QUEUED -> PROCESSING. None when the row is not QUEUED (duplicate or late delivery)."""
     return await transition(
         generation_id,
-        Q(status=GenerationStatus.QUEUED),
+        Guard((GenerationStatus.QUEUED,)),
         status=GenerationStatus.PROCESSING,
         progress=0.0,
         stage="starting",
@@ -270,6 +273,11 @@ def _live(attempt: int | None) -> Q:
     return guard & Q(attempts=attempt) if attempt is not None else guard
 
 
+def _live_guard(attempt: int | None, *, max_progress: float | None = None) -> Guard:
+    """`_live` as a fixed-SQL guard (the worker's hot path)."""
+    return Guard((GenerationStatus.PROCESSING,), attempt=attempt, max_progress=max_progress)
+
+
 async def report_progress(
     generation_id: uuid.UUID, progress: float, stage: str, *, attempt: int | None = None
 ) -> bool:
@@ -278,13 +286,13 @@ async def report_progress(
     progress = min(max(progress, 0.0), 1.0)
     changed = await transition(
         generation_id,
-        _live(attempt) & Q(progress__lte=progress),
+        _live_guard(attempt, max_progress=progress),
         progress=progress,
         stage=stage[:120],
     )
     if changed is not None:
         return True
-    return await Generation.filter(_live(attempt), id=generation_id).exists()
+    return await _matches(generation_id, _live_guard(attempt))
 
 
 async def complete(
@@ -300,7 +308,7 @@ async def complete(
     async with atomic():
         generation = await transition(
             generation_id,
-            _live(attempt),
+            _live_guard(attempt),
             status=GenerationStatus.COMPLETED,
             progress=1.0,
             stage="completed",
@@ -311,7 +319,7 @@ async def complete(
         )
         if generation is None:
             return None
-        await replace_outputs(generation, outputs)
+        await replace_outputs(generation, outputs, had_outputs=_had_outputs(generation))
         if generation.parent_id is None:
             await notifications.generation_completed(generation)
         else:
@@ -342,12 +350,9 @@ async def fail(
     With `attempt`, only that attempt may be failed (a worker failing its own run)."""
     async with atomic():
         changes: dict[str, Any] = {"provider": provider} if provider else {}
-        guard = Q(status__in=CANCELABLE)
-        if attempt is not None:
-            guard &= Q(attempts=attempt)
         generation = await transition(
             generation_id,
-            guard,
+            Guard(CANCELABLE, attempt=attempt),
             status=GenerationStatus.FAILED,
             stage="failed",
             error_code=code[:64],
@@ -487,9 +492,21 @@ async def prune_idempotency_keys() -> int:
     ).update(idempotency_key=None)
 
 
+@dataclass(frozen=True)
+class Guard:
+    """The condition of a state change on the worker's hot path, as fixed SQL (building a
+    Tortoise query cost more CPU than running it): the status is one of `statuses`, and the
+    attempt and progress are as given when set."""
+
+    statuses: tuple[GenerationStatus, ...]
+    attempt: int | None = None
+    # progress <= this: progress never goes backwards within an attempt
+    max_progress: float | None = None
+
+
 async def transition(
     generation_id: uuid.UUID,
-    guard: Q,
+    guard: Q | Guard,
     *,
     publish: bool = True,
     observe: bool = True,
@@ -503,7 +520,10 @@ async def transition(
     status = changes.get("status")
     counted = observe and status is not None and GenerationStatus(status).is_final
     async with atomic() if counted else effects_only():
-        generation = await _update_returning(guard & Q(id=generation_id), changes)
+        if isinstance(guard, Guard):
+            generation = await _set_returning(generation_id, guard, changes)
+        else:
+            generation = await _update_returning(guard & Q(id=generation_id), changes)
         if generation is None:
             return None
         if observe and status is not None:
@@ -532,6 +552,80 @@ async def _update_returning(guard: Q, changes: dict[str, Any]) -> Generation | N
     return Generation._init_from_db(**rows[0])
 
 
+# Whether the row had outputs before this change, read in the same statement: a completion
+# only deletes old outputs (a workflow's front view) when there are some.
+_HAD_OUTPUTS = "kiln_had_outputs"
+_SQL_CACHE: dict[tuple[Any, ...], str] = {}
+
+
+def _set_sql(names: tuple[str, ...], guard: Guard, connection: BaseDBAsyncClient) -> str:
+    """The UPDATE of `_set_returning`, built once per shape and dialect."""
+    key = (
+        names,
+        len(guard.statuses),
+        guard.attempt is not None,
+        guard.max_progress is not None,
+        connection.capabilities.dialect,
+    )
+    sql = _SQL_CACHE.get(key)
+    if sql is None:
+        fields = Generation._meta.fields_map
+        sets = "".join(f', "{fields[n].source_field or n}" = ?' for n in names)
+        where = f"id = ? AND status IN ({', '.join('?' * len(guard.statuses))})"
+        if guard.attempt is not None:
+            where += " AND attempts = ?"
+        if guard.max_progress is not None:
+            where += " AND progress <= ?"
+        sql = _SQL_CACHE[key] = dialect_sql(
+            f"UPDATE generations SET version = version + 1{sets} WHERE {where} RETURNING *, "
+            "EXISTS (SELECT 1 FROM generation_outputs o WHERE o.generation_id = generations.id)"
+            f" AS {_HAD_OUTPUTS}",
+            connection,
+        )
+    return sql
+
+
+async def _set_returning(
+    generation_id: uuid.UUID, guard: Guard, changes: dict[str, Any]
+) -> Generation | None:
+    """`_update_returning` for a `Guard` and plain values, as fixed SQL."""
+    connection = connections.get("default")
+    names = tuple(changes)
+    fields = Generation._meta.fields_map
+    params: list[Any] = [fields[n].to_db_value(changes[n], Generation) for n in names]
+    params += [str(generation_id), *(s.value for s in guard.statuses)]
+    if guard.attempt is not None:
+        params.append(guard.attempt)
+    if guard.max_progress is not None:
+        params.append(guard.max_progress)
+    rows = await connection.execute_query_dict(_set_sql(names, guard, connection), params)
+    if not rows:
+        return None
+    row = dict(rows[0])
+    had_outputs = bool(row.pop(_HAD_OUTPUTS))
+    generation = Generation._init_from_db(**row)
+    setattr(generation, _HAD_OUTPUTS, had_outputs)
+    return generation
+
+
+def _had_outputs(generation: Generation) -> bool:
+    """True unless the statement that returned the row saw it without outputs."""
+    return bool(getattr(generation, _HAD_OUTPUTS, True))
+
+
+async def _matches(generation_id: uuid.UUID, guard: Guard) -> bool:
+    connection = connections.get("default")
+    where = f"id = ? AND status IN ({', '.join('?' * len(guard.statuses))})"
+    params: list[Any] = [str(generation_id), *(s.value for s in guard.statuses)]
+    if guard.attempt is not None:
+        where += " AND attempts = ?"
+        params.append(guard.attempt)
+    rows = await connection.execute_query_dict(
+        dialect_sql(f"SELECT 1 FROM generations WHERE {where}", connection), params
+    )
+    return bool(rows)
+
+
 async def outputs_of(generation_id: uuid.UUID) -> list[StoredOutput]:
     rows = await GenerationOutput.filter(generation_id=generation_id).order_by("index")
     return [stored_output(row) for row in rows]
@@ -549,14 +643,38 @@ def stored_output(row: GenerationOutput) -> StoredOutput:
     )
 
 
-async def replace_outputs(generation: Generation, outputs: list[StoredOutput]) -> None:
+async def replace_outputs(
+    generation: Generation, outputs: list[StoredOutput], *, had_outputs: bool = True
+) -> None:
     """Store these as the generation's outputs (inside the caller's transaction) and
-    announce its state with them."""
-    await GenerationOutput.filter(generation_id=generation.id).delete()
-    await GenerationOutput.bulk_create(
-        [GenerationOutput(generation_id=generation.id, **o.__dict__) for o in outputs]
-    )
+    announce its state with them. `had_outputs=False` (known from the statement that moved
+    it) skips deleting what is not there."""
+    connection = connections.get("default")
+    if had_outputs:
+        await connection.execute_query(
+            dialect_sql("DELETE FROM generation_outputs WHERE generation_id = ?", connection),
+            [str(generation.id)],
+        )
+    if outputs:
+        # One multi-row INSERT of fixed SQL instead of a bulk_create (model objects, an
+        # executemany and its prepared statement) for what is usually one row.
+        now = Generation._meta.fields_map["created_at"].to_db_value(_now(), GenerationOutput)
+        params: list[Any] = []
+        for o in outputs:
+            params += [str(generation.id), o.index, o.storage_key, o.content_type]
+            params += [o.size_bytes, o.width, o.height, o.text, now]
+        await connection.execute_query(
+            dialect_sql(_INSERT_OUTPUTS + ", ".join([_OUTPUT_ROW] * len(outputs)), connection),
+            params,
+        )
     announce(generation, outputs)
+
+
+_INSERT_OUTPUTS = (
+    'INSERT INTO generation_outputs (generation_id, "index", storage_key, content_type, '
+    'size_bytes, width, height, "text", created_at) VALUES '
+)
+_OUTPUT_ROW = "(?, ?, ?, ?, ?, ?, ?, ?, ?)"
 
 
 def announce(generation: Generation, outputs: list[StoredOutput]) -> None:

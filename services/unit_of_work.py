@@ -13,6 +13,8 @@ Effect = Callable[[], Awaitable[None]]
 
 log = logging.getLogger(__name__)
 _pending: ContextVar[list[Effect] | None] = ContextVar("kiln_pending_effects", default=None)
+# True inside an atomic() block (effects_only() also collects effects, but opens no transaction).
+_in_transaction: ContextVar[bool] = ContextVar("kiln_in_transaction", default=False)
 
 
 @asynccontextmanager
@@ -22,10 +24,12 @@ async def atomic() -> AsyncIterator[None]:
     outer = _pending.get()
     effects: list[Effect] = []
     token = _pending.set(effects)
+    inside = _in_transaction.set(True)
     try:
         async with in_transaction():
             yield
     finally:
+        _in_transaction.reset(inside)
         _pending.reset(token)
     if outer is not None:
         outer.extend(effects)
@@ -37,6 +41,18 @@ async def atomic() -> AsyncIterator[None]:
             # The data is committed; a lost enqueue is recovered by the sweeper and a lost
             # publish by the next change or the subscriber's initial read.
             log.exception("after-commit effect failed")
+
+
+@asynccontextmanager
+async def joined() -> AsyncIterator[None]:
+    """The enclosing transaction when there is one (no savepoint: its SAVEPOINT and RELEASE
+    are two round trips), else a new atomic() block. For steps whose caller never catches
+    their errors to carry on, so a failure rolls back the whole transaction either way."""
+    if _in_transaction.get():
+        yield
+        return
+    async with atomic():
+        yield
 
 
 @asynccontextmanager

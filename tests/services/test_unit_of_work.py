@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from models.user import User
-from services.unit_of_work import after_commit, atomic
+from services.unit_of_work import after_commit, atomic, joined
 
 
 async def test_effects_run_after_commit_in_order(backend):
@@ -73,3 +73,40 @@ async def test_a_failing_effect_does_not_stop_the_others(backend):
         after_commit(broken)
         after_commit(fine)
     assert ran == ["fine"]
+
+
+async def test_joined_outside_a_transaction_is_one(backend):
+    ran: list[str] = []
+
+    async def effect() -> None:
+        assert await User.filter(email="joined@example.com").exists()
+        ran.append("x")
+
+    with pytest.raises(RuntimeError):
+        async with joined():
+            await User.create(email="joined@example.com", password_hash="x")
+            after_commit(effect)
+            raise RuntimeError("boom")
+    assert ran == [] and not await User.filter(email="joined@example.com").exists()
+    async with joined():
+        await User.create(email="joined@example.com", password_hash="x")
+        after_commit(effect)
+    assert ran == ["x"]
+    await User.filter(email="joined@example.com").delete()
+
+
+async def test_joined_inside_a_transaction_commits_and_rolls_back_with_it(backend):
+    ran: list[str] = []
+
+    async def effect() -> None:
+        ran.append("joined")
+
+    with pytest.raises(RuntimeError):
+        async with atomic():
+            async with joined():
+                await User.create(email="joined2@example.com", password_hash="x")
+                after_commit(effect)
+            assert ran == []  # no commit of its own
+            raise RuntimeError("the outer transaction fails later")
+    assert ran == []
+    assert not await User.filter(email="joined2@example.com").exists()

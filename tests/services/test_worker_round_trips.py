@@ -1,0 +1,150 @@
+"""The worker's hot path in round trips: what a generation costs the database (PostgreSQL,
+where the one-statement forms apply), and that the shortcuts keep the same results."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import asyncpg
+import pytest
+
+from models.credits import LedgerEntry, LedgerKind
+from models.generation import Generation, GenerationOutput, GenerationStatus, HoldState
+from services import credits, generations
+from services.catalogue import load_catalogue
+from services.generations import NewGeneration, StoredOutput
+from tests.services.test_credits import assert_ledger_matches
+
+CATALOGUE = load_catalogue()
+
+
+@contextmanager
+def statements(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
+    """Every statement sent to PostgreSQL meanwhile (BEGIN and COMMIT included)."""
+    seen: list[str] = []
+    execute, do_execute = asyncpg.Connection.execute, asyncpg.Connection._do_execute
+
+    def record(query: object) -> None:
+        text = " ".join(str(query).split())
+        if not text.startswith("SELECT pg_advisory_unlock_all"):  # the pool's reset
+            seen.append(text)
+
+    async def counted_execute(self, query, *args, **kwargs):
+        if not args:  # with arguments it goes through _do_execute, counted there
+            record(query)
+        return await execute(self, query, *args, **kwargs)
+
+    def counted_do_execute(self, query, *args, **kwargs):
+        record(query)
+        return do_execute(self, query, *args, **kwargs)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(asyncpg.Connection, "execute", counted_execute)
+        patch.setattr(asyncpg.Connection, "_do_execute", counted_do_execute)
+        yield seen
+
+
+async def started(user) -> Generation:
+    generation = await generations.create_generation(
+        user, NewGeneration(prompt="a red fox", num_outputs=2), CATALOGUE
+    )
+    assert await generations.start(generation.id) is not None
+    return generation
+
+
+def output(generation: Generation, index: int) -> StoredOutput:
+    key = f"{generation.user_id}/{generation.id}/{index}.png"
+    return StoredOutput(index, key, "image/png", 10 + index, 64, 64)
+
+
+async def test_start_is_one_statement(make_user, backend, monkeypatch):
+    if backend.name != "postgres":
+        pytest.skip("counts PostgreSQL statements")
+    user = await make_user()
+    generation = await generations.create_generation(
+        user, NewGeneration(prompt="a red fox"), CATALOGUE
+    )
+    with statements(monkeypatch) as seen:
+        assert await generations.start(generation.id) is not None
+    assert len(seen) == 1, seen
+
+
+async def test_completion_takes_seven_statements(make_user, backend, monkeypatch):
+    """BEGIN, the conditional UPDATE (which also says whether outputs exist), one INSERT of
+    the outputs, the hold's flip, the account with its ledger entry, the hourly counter,
+    COMMIT: no savepoint, no separate SELECT, no DELETE of outputs that are not there."""
+    if backend.name != "postgres":
+        pytest.skip("counts PostgreSQL statements")
+    user = await make_user()
+    generation = await started(user)
+    with statements(monkeypatch) as seen:
+        done = await generations.complete(
+            generation.id, [output(generation, 0), output(generation, 1)], "local"
+        )
+    assert done is not None
+    assert len(seen) == 7, "\n".join(s[:70] for s in seen)
+    assert not any(s.startswith(("SAVEPOINT", "DELETE")) for s in seen), seen
+
+
+async def test_completion_replaces_outputs_already_there(make_user):
+    """A row that has outputs (a workflow's front view) gets them replaced, not added to."""
+    user = await make_user()
+    generation = await started(user)
+    await GenerationOutput.create(
+        generation_id=generation.id,
+        index=0,
+        storage_key="old/0.png",
+        content_type="image/png",
+        size_bytes=1,
+    )
+    done = await generations.complete(
+        generation.id, [output(generation, 0), output(generation, 1)], "local"
+    )
+    assert done is not None
+    stored = await generations.outputs_of(generation.id)
+    assert [(o.index, o.storage_key, o.size_bytes) for o in stored] == [
+        (0, output(generation, 0).storage_key, 10),
+        (1, output(generation, 1).storage_key, 11),
+    ]
+    rows = await GenerationOutput.filter(generation_id=generation.id)
+    assert all(row.created_at is not None for row in rows)
+
+
+async def test_completion_captures_once_with_the_attempt_key(make_user):
+    user = await make_user(credits=5)
+    generation = await started(user)
+    done = await generations.complete(generation.id, [output(generation, 0)], "local")
+    assert done is not None
+    # Half of the batch delivered: one credit captured, one released, in the same step.
+    entries = await LedgerEntry.filter(generation_id=generation.id).order_by("id")
+    assert [(e.kind, e.amount, e.held, e.unique_key) for e in entries[1:]] == [
+        (LedgerKind.CAPTURE, 0, -1, f"gen:{generation.id}:1:capture"),
+        (LedgerKind.RELEASE, 1, -1, f"gen:{generation.id}:1:release"),
+    ]
+    assert entries[-1].balance_after == 4
+    row = await Generation.get(id=generation.id)
+    assert (row.status, row.hold) == (GenerationStatus.COMPLETED, HoldState.CAPTURED)
+    assert not await credits.capture_for(generation.id)  # settled already: a no-op
+    balance = await credits.get_balance(user.id)
+    assert (balance.available, balance.reserved, balance.version) == (4, 0, entries[-1].id)
+    await assert_ledger_matches(user.id)
+
+
+async def test_a_failed_step_rolls_back_the_whole_completion(make_user, monkeypatch):
+    """The capture joins the completion's transaction: when a later step fails, the
+    generation, its outputs and the capture are all rolled back together."""
+    user = await make_user()
+    generation = await started(user)
+
+    async def broken(_generation: Generation) -> None:
+        raise RuntimeError("the counter is down")
+
+    monkeypatch.setattr(generations.stats, "observe_transition", broken)
+    with pytest.raises(RuntimeError):
+        await generations.complete(generation.id, [output(generation, 0)], "local")
+    row = await Generation.get(id=generation.id)
+    assert (row.status, row.hold) == (GenerationStatus.PROCESSING, HoldState.HELD)
+    assert await generations.outputs_of(generation.id) == []
+    assert await LedgerEntry.filter(generation_id=generation.id).count() == 1  # the reserve
+    await assert_ledger_matches(user.id)
