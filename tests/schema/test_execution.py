@@ -60,9 +60,7 @@ def plain_schema(settings: Any) -> KilnSchema:
     )
 
 
-async def both(
-    backend: Any, token: str, query: str, variables: dict[str, Any]
-) -> tuple[Any, Any]:
+async def both(backend: Any, token: str, query: str, variables: dict[str, Any]) -> tuple[Any, Any]:
     results = []
     for schema in (build_schema(backend.settings), plain_schema(backend.settings)):
         results.append(
