@@ -15,7 +15,6 @@ holding only the mailbox, the compiled projection and the last versions sent."""
 from __future__ import annotations
 
 import uuid
-import weakref
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -47,21 +46,6 @@ ExecuteEvent = Callable[[Any], Awaitable[None]]
 HandOff = Callable[["Follow"], None]
 HAND_OFF: ContextVar[HandOff | None] = ContextVar("kiln_hand_off", default=None)
 
-# Subscriptions with the same selection share one compiled projection (and so its encoded
-# payloads): compile_projection keys its cache by the variables too, which differ for every
-# subscriber (the generation's id), so 10,000 subscribers would hold 10,000 equal copies.
-_shared: weakref.WeakValueDictionary[tuple[Any, ...], Projection] = weakref.WeakValueDictionary()
-
-
-def _projection(info: Info) -> Projection | None:
-    projection = compile_projection(info)
-    if projection is None:
-        return None
-    try:
-        return _shared.setdefault((projection.root_key, projection.fields), projection)
-    except TypeError:  # a field that cannot be hashed: keep this subscriber's own
-        return projection
-
 
 @dataclass
 class _Direct:
@@ -76,7 +60,7 @@ class _Direct:
         send = DIRECT_SEND.get()
         if send is None:
             return None
-        projection = _projection(info)
+        projection = compile_projection(info)
         return None if projection is None else cls(send, projection, info.context)
 
     async def sent(self, message: dict[str, Any]) -> bool:
@@ -154,7 +138,7 @@ def _hand_off(
     take = HAND_OFF.get()
     if take is None:
         return False
-    projection = _projection(info)
+    projection = compile_projection(info)
     if projection is None:
         return False
     take(Follow(mailbox, projection, info.context, value, seen, per_id=per_id, ends=ends))

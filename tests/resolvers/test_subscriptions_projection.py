@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 import strawberry
-from strawberry.extensions import SchemaExtension
+from strawberry.extensions import ParserCache, SchemaExtension
 
 from realtime import channels
 from realtime.hub import get_hub
@@ -294,3 +294,30 @@ def test_kiln_schema_projects_generation_updates():
     classes: list[Any] = [getattr(e, "func", e) for e in schema.extensions]
     hooks = {cls for cls in classes if cls._implements_resolve()}
     assert hooks <= set(ROOT_ONLY_RESOLVE_HOOKS)
+
+
+@strawberry.type
+class Keyed:
+    @strawberry.subscription
+    async def item(self, info: strawberry.Info, key: str) -> AsyncIterator[Item]:
+        _compiled.append(compile_projection(info))
+        yield Item(name=key)
+
+
+async def test_subscribers_differing_only_in_arguments_share_one_projection():
+    """10,000 subscribers to 10,000 generations hold one compiled selection, not 10,000; a
+    directive reading a variable keys the projection on the variables again."""
+    # Documents are parsed once, as in Kiln's schema (compiled selections key on their nodes).
+    schema = strawberry.Schema(TinyQuery, subscription=Keyed, extensions=[ParserCache])
+    plain = "subscription($k: String!) { item(key: $k) { name } }"
+    directed = (
+        "subscription($k: String!, $on: Boolean!) { item(key: $k) { name @include(if: $on) } }"
+    )
+    for document, variables in ((plain, {}), (directed, {"on": True})):
+        for key in ("a", "b"):
+            results = await schema.subscribe(document, variable_values={"k": key, **variables})
+            async for result in results:
+                assert result.data == {"item": {"name": key}}
+        second, first = _compiled.pop(), _compiled.pop()
+        assert first is not None and second is not None
+        assert (first is second) is (document is plain)
