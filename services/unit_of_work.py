@@ -6,10 +6,12 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
+from typing import Generic, TypeVar
 
 from tortoise.transactions import in_transaction
 
 Effect = Callable[[], Awaitable[None]]
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 _pending: ContextVar[list[Effect] | None] = ContextVar("kiln_pending_effects", default=None)
@@ -77,7 +79,34 @@ async def effects_only() -> AsyncIterator[None]:
 
 
 def after_commit(effect: Effect) -> None:
+    _effects().append(effect)
+
+
+def _effects() -> list[Effect]:
     pending = _pending.get()
     if pending is None:
         raise RuntimeError("after_commit() needs an enclosing atomic() block")
-    pending.append(effect)
+    return pending
+
+
+class _Batch(Generic[T]):
+    """One effect that hands all its items to `flush` at once."""
+
+    def __init__(self, flush: Callable[[list[T]], Awaitable[None]], item: T) -> None:
+        self.flush = flush
+        self.items = [item]
+
+    async def __call__(self) -> None:
+        await self.flush(self.items)
+
+
+def after_commit_batched(flush: Callable[[list[T]], Awaitable[None]], item: T) -> None:
+    """`after_commit` for effects that are cheaper together (one Redis pipeline for all the
+    messages of a change): an item joins the batch of the same `flush` when that batch is
+    the last effect registered, so effects still run in the order they were registered."""
+    pending = _effects()
+    last = pending[-1] if pending else None
+    if isinstance(last, _Batch) and last.flush is flush:
+        last.items.append(item)
+    else:
+        pending.append(_Batch(flush, item))
