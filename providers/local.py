@@ -71,7 +71,11 @@ class LocalProvider:
                     str(failure), "The local provider was configured to fail.", retryable=False
                 )
             rng = random.Random(_seed(request, index))
-            outputs.append(await asyncio.to_thread(_render, request, rng))
+            if _small(request):
+                # A thumbnail draws in less time than a hop to a thread and back costs.
+                outputs.append(_render(request, rng))
+            else:
+                outputs.append(await asyncio.to_thread(_render, request, rng))
         await progress(1.0, "done")
         return Finished(outputs)
 
@@ -87,6 +91,20 @@ class LocalProvider:
         raise ProviderError(
             "WEBHOOK_REJECTED", "The local provider sends no webhooks.", retryable=False
         )
+
+
+# Drawn on the event loop up to this many pixels (64 x 64: ~0.2 ms; a thread hop: ~0.1 ms of
+# CPU plus two wake-ups); bigger pictures, videos and image-to-image go to a thread.
+INLINE_PIXELS = 128 * 128
+
+
+def _small(request: ProviderRequest) -> bool:
+    if request.kind is GenerationKind.TEXT:
+        return True
+    if request.kind is not GenerationKind.IMAGE or request.input_image is not None:
+        return False
+    width, height = request.width or 512, request.height or 512
+    return width * height <= INLINE_PIXELS
 
 
 def _seed(request: ProviderRequest, index: int) -> int:

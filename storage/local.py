@@ -12,15 +12,21 @@ class LocalStore:
     def __init__(self, root: Path, public_base_url: str = "") -> None:
         self.root = root
         self.public_base_url = public_base_url.rstrip("/")
+        self._resolved_root = root.resolve()
 
     def path_for(self, key: str) -> Path:
+        """The key's file; ValueError when it (or a symlink on its way) leads out of the root.
+        Resolving touches the disk once per path component: done in the writer's thread."""
         path = (self.root / key).resolve()
-        if not path.is_relative_to(self.root.resolve()):
+        if not path.is_relative_to(self._resolved_root):
             raise ValueError("key escapes the store")
         return path
 
     async def put(self, key: str, data: bytes, content_type: str) -> None:
-        await asyncio.to_thread(self._write, self.path_for(key), data)
+        await asyncio.to_thread(self._put, key, data)
+
+    def _put(self, key: str, data: bytes) -> None:
+        self._write(self.path_for(key), data)
 
     @staticmethod
     def _write(path: Path, data: bytes) -> None:
@@ -31,10 +37,10 @@ class LocalStore:
         os.replace(partial, path)
 
     async def get(self, key: str) -> bytes:
-        return await asyncio.to_thread(self.path_for(key).read_bytes)
+        return await asyncio.to_thread(lambda: self.path_for(key).read_bytes())
 
     async def delete(self, key: str) -> None:
-        await asyncio.to_thread(self.path_for(key).unlink, True)
+        await asyncio.to_thread(lambda: self.path_for(key).unlink(missing_ok=True))
 
     def url_for(self, key: str, base_url: str) -> str:
         return f"{self.public_base_url or base_url.rstrip('/')}/media/{key}"

@@ -192,3 +192,33 @@ async def test_image_to_image_blends_the_input_by_strength(provider):
         assert image.size == (64, 64) and image.convert("RGB").getpixel((5, 5)) != (255, 0, 0)
     with pytest.raises(ProviderError):
         await generate(provider, request(input_image=b"not an image"))
+
+
+@pytest.mark.parametrize(
+    ("kind", "size", "threads"),
+    [
+        (GenerationKind.IMAGE, 64, 0),  # a thumbnail costs less than a thread hop
+        (GenerationKind.IMAGE, 128, 0),
+        (GenerationKind.IMAGE, 129, 1),
+        (GenerationKind.IMAGE, None, 1),  # 512 x 512 by default
+        (GenerationKind.TEXT, None, 0),
+        (GenerationKind.VIDEO, 64, 1),
+    ],
+)
+async def test_only_small_outputs_are_drawn_on_the_event_loop(
+    provider, monkeypatch, kind, size, threads
+):
+    import providers.local as local
+
+    hops: list[str] = []
+    real = local.asyncio.to_thread
+
+    async def counted(function, *args):
+        hops.append(function.__name__)
+        return await real(function, *args)
+
+    monkeypatch.setattr(local.asyncio, "to_thread", counted)
+    outputs = await generate(provider, request(kind, width=size, height=size))
+    assert len(hops) == threads
+    inline = local._render(request(kind, width=size, height=size), local.random.Random(0))
+    assert outputs[0].content_type == inline.content_type
