@@ -552,19 +552,22 @@ async def _update_returning(guard: Q, changes: dict[str, Any]) -> Generation | N
     return Generation._init_from_db(**rows[0])
 
 
-# Whether the row had outputs before this change, read in the same statement: a completion
+# A completion also reads whether the row had outputs before, in the same statement: it
 # only deletes old outputs (a workflow's front view) when there are some.
 _HAD_OUTPUTS = "kiln_had_outputs"
 _SQL_CACHE: dict[tuple[Any, ...], str] = {}
 
 
-def _set_sql(names: tuple[str, ...], guard: Guard, connection: BaseDBAsyncClient) -> str:
+def _set_sql(
+    names: tuple[str, ...], guard: Guard, outputs: bool, connection: BaseDBAsyncClient
+) -> str:
     """The UPDATE of `_set_returning`, built once per shape and dialect."""
     key = (
         names,
         len(guard.statuses),
         guard.attempt is not None,
         guard.max_progress is not None,
+        outputs,
         connection.capabilities.dialect,
     )
     sql = _SQL_CACHE.get(key)
@@ -576,10 +579,15 @@ def _set_sql(names: tuple[str, ...], guard: Guard, connection: BaseDBAsyncClient
             where += " AND attempts = ?"
         if guard.max_progress is not None:
             where += " AND progress <= ?"
+        returning = "*"
+        if outputs:
+            returning += (
+                ", EXISTS (SELECT 1 FROM generation_outputs o"
+                f" WHERE o.generation_id = generations.id) AS {_HAD_OUTPUTS}"
+            )
         sql = _SQL_CACHE[key] = dialect_sql(
-            f"UPDATE generations SET version = version + 1{sets} WHERE {where} RETURNING *, "
-            "EXISTS (SELECT 1 FROM generation_outputs o WHERE o.generation_id = generations.id)"
-            f" AS {_HAD_OUTPUTS}",
+            f"UPDATE generations SET version = version + 1{sets} WHERE {where} "
+            f"RETURNING {returning}",
             connection,
         )
     return sql
@@ -598,13 +606,15 @@ async def _set_returning(
         params.append(guard.attempt)
     if guard.max_progress is not None:
         params.append(guard.max_progress)
-    rows = await connection.execute_query_dict(_set_sql(names, guard, connection), params)
+    outputs = changes.get("status") is GenerationStatus.COMPLETED
+    rows = await connection.execute_query_dict(_set_sql(names, guard, outputs, connection), params)
     if not rows:
         return None
     row = dict(rows[0])
-    had_outputs = bool(row.pop(_HAD_OUTPUTS))
+    had_outputs = bool(row.pop(_HAD_OUTPUTS, True))
     generation = Generation._init_from_db(**row)
-    setattr(generation, _HAD_OUTPUTS, had_outputs)
+    if outputs:
+        setattr(generation, _HAD_OUTPUTS, had_outputs)
     return generation
 
 

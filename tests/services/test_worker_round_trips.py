@@ -68,6 +68,7 @@ async def test_start_is_one_statement(make_user, backend, monkeypatch):
     with statements(monkeypatch) as seen:
         assert await generations.start(generation.id) is not None
     assert len(seen) == 1, seen
+    assert "EXISTS" not in seen[0]  # only a completion asks whether outputs are there
 
 
 async def test_completion_takes_seven_statements(make_user, backend, monkeypatch):
