@@ -31,7 +31,6 @@ from services.errors import BadUserInput, Conflict, InvalidTransition, NotFound
 from services.events import publish_after_commit
 from services.fetch import FetchRefused, check_url
 from services.jobs import enqueue_after_commit
-from services.pagination import Page, decode_cursor, encode_cursor
 from services.sql import dialect_sql
 from services.unit_of_work import atomic, effects_only
 
@@ -736,29 +735,3 @@ async def get_visible(user: User, generation_id: uuid.UUID) -> Generation:
     if generation is None:
         raise NotFound("Generation not found.")
     return generation
-
-
-async def list_generations(
-    user: User,
-    *,
-    first: int,
-    after: str | None,
-    statuses: list[GenerationStatus] | None = None,
-    kind: GenerationKind | None = None,
-) -> Page[Generation]:
-    query = Generation.filter(user_id=user.id)
-    if statuses:
-        query = query.filter(status__in=statuses)
-    if kind:
-        query = query.filter(kind=kind)
-    if after:
-        created_at, last_id = decode_cursor(after)
-        query = query.filter(
-            Q(created_at__lt=created_at) | Q(created_at=created_at, id__lt=last_id)
-        )
-    rows = await query.order_by("-created_at", "-id").limit(first + 1)
-    return Page(
-        items=rows[:first],
-        has_next=len(rows) > first,
-        cursor_of=lambda g: encode_cursor(g.created_at, str(g.id)),
-    )
