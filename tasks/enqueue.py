@@ -47,9 +47,7 @@ class Enqueuer:
         message = message.copy(options={"redis_message_id": str(uuid.uuid4())})
         if delay is not None:
             queue_name = dq_name(queue_name)
-            message = message.copy(
-                queue_name=queue_name, options={"eta": current_millis() + delay}
-            )
+            message = message.copy(queue_name=queue_name, options={"eta": current_millis() + delay})
         broker.emit_before("enqueue", message, delay)
         await self._dispatch(
             keys=[broker.namespace],
