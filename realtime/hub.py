@@ -31,6 +31,15 @@ class Hub:
     async def publish(self, channel: str, message: Message) -> None:
         raise NotImplementedError
 
+    async def publish_many(self, publications: list[tuple[str, Message]]) -> None:
+        """Several messages, in order. One that fails is logged and skips none of the others
+        (a lost message is made good by the next change or the subscriber's initial read)."""
+        for channel, message in publications:
+            try:
+                await self.publish(channel, message)
+            except Exception:
+                log.exception("publish to %s failed", channel)
+
     async def start(self) -> None:
         return None
 
@@ -116,6 +125,13 @@ class RedisHub(Hub):
 
     async def publish(self, channel: str, message: Message) -> None:
         await self._redis.publish(channel, orjson.dumps(message))
+
+    async def publish_many(self, publications: list[tuple[str, Message]]) -> None:
+        """In one round trip (a pipeline without MULTI: each PUBLISH stands alone)."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for channel, message in publications:
+                pipe.publish(channel, orjson.dumps(message))
+            await pipe.execute()
 
     async def ping(self) -> None:
         await self._redis.ping()

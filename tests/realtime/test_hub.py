@@ -359,3 +359,14 @@ async def test_redis_subscription_recovers_after_the_pubsub_connection_is_killed
         await eventually(resubscribed, "the hub subscribed again", attempts=750)
         await publisher.publish(ch, after := gen_message(2, id_="g"))
         assert await receive(it) == [after]
+
+
+async def test_publish_many_delivers_every_message_in_order(pair, channel):
+    """One Redis round trip for the messages of one change (the default: one by one)."""
+    first, second = channel("gen"), channel("user")
+    messages = [gen_message(1), gen_message(2), gen_message(3)]
+    async with pair.subscriber.subscribe(first, second) as box:
+        await pair.publisher.publish_many(
+            [(first, messages[0]), (second, messages[1]), (first, messages[2])]
+        )
+        assert await receive(aiter(box), 3) == messages
