@@ -265,15 +265,9 @@ async def start(generation_id: uuid.UUID) -> Generation | None:
     )
 
 
-def _live(attempt: int | None) -> Q:
+def _live(attempt: int | None, *, max_progress: float | None = None) -> Guard:
     """PROCESSING, and still the worker's attempt: a worker of a cancelled attempt that is
     still running must not touch the attempt that a retry started."""
-    guard = Q(status=GenerationStatus.PROCESSING)
-    return guard & Q(attempts=attempt) if attempt is not None else guard
-
-
-def _live_guard(attempt: int | None, *, max_progress: float | None = None) -> Guard:
-    """`_live` as a fixed-SQL guard (the worker's hot path)."""
     return Guard((GenerationStatus.PROCESSING,), attempt=attempt, max_progress=max_progress)
 
 
@@ -285,13 +279,13 @@ async def report_progress(
     progress = min(max(progress, 0.0), 1.0)
     changed = await transition(
         generation_id,
-        _live_guard(attempt, max_progress=progress),
+        _live(attempt, max_progress=progress),
         progress=progress,
         stage=stage[:120],
     )
     if changed is not None:
         return True
-    return await _matches(generation_id, _live_guard(attempt))
+    return await _matches(generation_id, _live(attempt))
 
 
 async def complete(
@@ -307,7 +301,7 @@ async def complete(
     async with atomic():
         generation = await transition(
             generation_id,
-            _live_guard(attempt),
+            _live(attempt),
             status=GenerationStatus.COMPLETED,
             progress=1.0,
             stage="completed",
@@ -573,11 +567,7 @@ def _set_sql(
     if sql is None:
         fields = Generation._meta.fields_map
         sets = "".join(f', "{fields[n].source_field or n}" = ?' for n in names)
-        where = f"id = ? AND status IN ({', '.join('?' * len(guard.statuses))})"
-        if guard.attempt is not None:
-            where += " AND attempts = ?"
-        if guard.max_progress is not None:
-            where += " AND progress <= ?"
+        where = _guard_where(guard)
         returning = "*"
         if outputs:
             returning += (
@@ -600,11 +590,7 @@ async def _set_returning(
     names = tuple(changes)
     fields = Generation._meta.fields_map
     params: list[Any] = [fields[n].to_db_value(changes[n], Generation) for n in names]
-    params += [str(generation_id), *(s.value for s in guard.statuses)]
-    if guard.attempt is not None:
-        params.append(guard.attempt)
-    if guard.max_progress is not None:
-        params.append(guard.max_progress)
+    params += _guard_params(generation_id, guard)
     outputs = changes.get("status") is GenerationStatus.COMPLETED
     rows = await connection.execute_query_dict(_set_sql(names, guard, outputs, connection), params)
     if not rows:
@@ -624,15 +610,27 @@ def _had_outputs(generation: Generation) -> bool:
 
 async def _matches(generation_id: uuid.UUID, guard: Guard) -> bool:
     connection = connections.get("default")
+    sql = dialect_sql(f"SELECT 1 FROM generations WHERE {_guard_where(guard)}", connection)
+    return bool(await connection.execute_query_dict(sql, _guard_params(generation_id, guard)))
+
+
+def _guard_where(guard: Guard) -> str:
     where = f"id = ? AND status IN ({', '.join('?' * len(guard.statuses))})"
-    params: list[Any] = [str(generation_id), *(s.value for s in guard.statuses)]
     if guard.attempt is not None:
         where += " AND attempts = ?"
+    if guard.max_progress is not None:
+        where += " AND progress <= ?"
+    return where
+
+
+def _guard_params(generation_id: uuid.UUID, guard: Guard) -> list[Any]:
+    """The parameters of `_guard_where(guard)`, in its order."""
+    params: list[Any] = [str(generation_id), *(s.value for s in guard.statuses)]
+    if guard.attempt is not None:
         params.append(guard.attempt)
-    rows = await connection.execute_query_dict(
-        dialect_sql(f"SELECT 1 FROM generations WHERE {where}", connection), params
-    )
-    return bool(rows)
+    if guard.max_progress is not None:
+        params.append(guard.max_progress)
+    return params
 
 
 async def outputs_of(generation_id: uuid.UUID) -> list[StoredOutput]:
