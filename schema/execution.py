@@ -9,6 +9,8 @@ the projection cannot reproduce exactly (see its module) is completed the normal
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from graphql import GraphQLOutputType, GraphQLResolveInfo
@@ -28,6 +30,7 @@ class ProjectingExecutionContext(StrawberryGraphQLCoreExecutionContext):
         result: Any,
         position_context: Any,
     ) -> Any:
+        args = (return_type, field_details_list, info, path, result, position_context)
         # Only the outermost completion of a root field (graphql-core recurses into wrapped
         # types with the same path), and only for a value its resolver produced.
         if (
@@ -40,32 +43,24 @@ class ProjectingExecutionContext(StrawberryGraphQLCoreExecutionContext):
         ):
             projection = projection_of(info)
             if projection is not None:
-                return self._project(
-                    projection, return_type, field_details_list, info, path, result,
-                    position_context,
-                )  # fmt: skip
-        return super().complete_value(
-            return_type, field_details_list, info, path, result, position_context
-        )
+                normally = partial(super().complete_value, *args)
+                return _project(projection, result, info.context, normally, self.is_awaitable)
+        return super().complete_value(*args)
 
-    async def _project(
-        self,
-        projection: Projection,
-        return_type: GraphQLOutputType,
-        field_details_list: Any,
-        info: GraphQLResolveInfo,
-        path: Path,
-        result: Any,
-        position_context: Any,
-    ) -> Any:
-        try:
-            return await projection.complete(result, info.context)
-        except Unsupported:
-            # An error below the root field, a null where the schema says non-null: graphql-core
-            # completes it again and reports it with its path and extensions.code.
-            completed = super().complete_value(
-                return_type, field_details_list, info, path, result, position_context
-            )
-            if self.is_awaitable(completed):
-                completed = await completed
-            return completed
+
+async def _project(
+    projection: Projection,
+    result: Any,
+    context: Any,
+    normally: Callable[[], Any],
+    is_awaitable: Callable[[Any], bool],
+) -> Any:
+    try:
+        return await projection.complete(result, context)
+    except Unsupported:
+        # An error below the root field, a null where the schema says non-null: graphql-core
+        # completes it again and reports it with its path and extensions.code.
+        completed = normally()
+        if is_awaitable(completed):
+            completed = await completed
+        return completed
