@@ -89,6 +89,14 @@ class LoadResult:
     def p(self, q: float) -> float:
         return percentile(self.latencies, q)
 
+    def succeeded(self, latency: float) -> None:
+        self.ok += 1
+        self.latencies.append(latency)
+
+    def failed(self, error: Exception) -> None:
+        self.errors += 1
+        self.first_error = self.first_error or repr(error)[:300]
+
 
 def load_rows(
     benchmark: str, metric: str, kiln: LoadResult, raw: LoadResult, options: Options, what: str
@@ -139,13 +147,11 @@ async def closed_loop(
                 await operation(index)
             except Exception as error:
                 if began >= measure_from:
-                    result.errors += 1
-                    result.first_error = result.first_error or repr(error)[:300]
+                    result.failed(error)
                 continue
             ended = time.perf_counter()
             if began >= measure_from and ended <= stop_at:
-                result.ok += 1
-                result.latencies.append(ended - began)
+                result.succeeded(ended - began)
 
     await asyncio.gather(*(loop(i) for i in range(clients)))
     result.elapsed = duration
@@ -174,12 +180,10 @@ async def open_loop(
             await operation(index)
         except Exception as error:
             if due >= measure_from:
-                result.errors += 1
-                result.first_error = result.first_error or repr(error)[:300]
+                result.failed(error)
             return
         if due >= measure_from:
-            result.ok += 1
-            result.latencies.append(loop.time() - due)
+            result.succeeded(loop.time() - due)
 
     for index in range(total):
         due = start + index / rate

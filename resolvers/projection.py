@@ -160,6 +160,7 @@ class Projection:
         return encoded
 
 
+_MISSING: Any = object()
 _projections: OrderedDict[tuple[Any, ...], Projection | None] = OrderedDict()
 _payloads: OrderedDict[tuple[int, int, int], tuple[object, Projection, Any, bytes]] = OrderedDict()
 
@@ -195,9 +196,6 @@ def projection_of(raw: GraphQLResolveInfo) -> Projection | None:
         return projection
     _projections.move_to_end(nodes_key)
     return known
-
-
-_MISSING: Any = object()
 
 
 def _variables(raw: GraphQLResolveInfo) -> VariableValues:
