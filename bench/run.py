@@ -32,10 +32,16 @@ BENCHMARKS: dict[str, Callable[[Options], Awaitable[list[Row]]]] = {
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 
 
-def parse(argv: list[str]) -> tuple[list[str], Options]:
+def parse(argv: list[str]) -> tuple[list[str], Options, Path]:
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__)
     parser.add_argument("--only", default=",".join(BENCHMARKS), help="comma-separated names")
     parser.add_argument("--quick", action="store_true", help="short runs, small counts")
+    parser.add_argument(
+        "--results",
+        type=Path,
+        default=RESULTS,
+        help="where the table is appended (bench/RESULTS.md; experiments: a scratch file)",
+    )
     parser.add_argument("--clients", type=int, default=64)
     parser.add_argument("--duration", type=float, help="seconds measured per load (20; quick 8)")
     parser.add_argument("--workers", type=int, default=2, help="worker processes (pipeline)")
@@ -75,7 +81,7 @@ def parse(argv: list[str]) -> tuple[list[str], Options]:
         inflight_rate=args.inflight_rate,
         provider_seconds=args.provider_seconds or (5.0 if args.quick else 10.0),
     )
-    return names, options
+    return names, options, args.results
 
 
 def fmt(value: float | None) -> str:
@@ -117,7 +123,7 @@ def raise_open_files() -> None:
 
 
 async def main(argv: list[str]) -> int:
-    names, options = parse(argv)
+    names, options, results_path = parse(argv)
     raise_open_files()
     rows: list[Row] = []
     failures: list[str] = []
@@ -136,7 +142,7 @@ async def main(argv: list[str]) -> int:
     for failure in failures:
         print(f"FAILED {failure}")
     command = "uv run python -m bench.run " + " ".join(argv)
-    with RESULTS.open("a") as results:
+    with results_path.open("a") as results:
         results.write(
             f"\n## {datetime.now(UTC):%Y-%m-%d %H:%M} UTC\n\n"
             f"- command: `{command.strip()}`\n- machine: {machine()}\n"
