@@ -126,3 +126,23 @@ def test_setup_logging_leaves_foreign_handlers_alone_and_does_not_double():
     finally:
         root.handlers = saved_handlers
         root.setLevel(saved_level)
+
+
+def test_uvicorn_access_log_stays_off_when_uvicorn_was_told_so():
+    """`uvicorn --no-access-log` strips the access logger's handlers and stops it propagating;
+    Kiln's JSON logging routes uvicorn's loggers through its handler but must not revive it.
+    uvicorn decides per connection with `hasHandlers()`."""
+    root, access = logging.getLogger(), logging.getLogger("uvicorn.access")
+    saved = (list(root.handlers), root.level, list(access.handlers), access.propagate)
+    try:
+        root.handlers = []
+        access.handlers, access.propagate = [], False  # what --no-access-log leaves
+        logs.setup_logging(fmt="json")
+        assert not access.hasHandlers()
+        root.handlers = []
+        access.handlers, access.propagate = [logging.NullHandler()], False  # uvicorn's default
+        logs.setup_logging(fmt="json")
+        assert access.handlers == [] and access.propagate and access.hasHandlers()
+    finally:
+        root.handlers, access.handlers, access.propagate = saved[0], saved[2], saved[3]
+        root.setLevel(saved[1])
