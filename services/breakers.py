@@ -41,10 +41,59 @@ class Breakers(Protocol):
     async def state(self, provider: str) -> CircuitState: ...
 
 
+# The breaker's decision in one round trip (it is asked before every provider call):
+# OPEN -> 0; CLOSED -> 1; HALF_OPEN -> 1 for whoever takes the probe's lease, else 0.
+_ALLOW = """
+local open, tripped, probe = KEYS[1], KEYS[2], KEYS[3]
+if redis.call('EXISTS', open) == 1 then return 0 end
+if redis.call('EXISTS', tripped) == 0 then return 1 end
+if redis.call('SET', probe, '1', 'NX', 'PX', ARGV[1]) then return 1 end
+return 0
+"""
+
+# A call's outcome in one round trip (it follows every provider call), atomically: while
+# tripped, a success closes the breaker and a failure opens it again; otherwise the call
+# joins the window, which is trimmed, and a failure that brings the window to the policy's
+# counts trips it. Returns 1 when this call tripped (or re-tripped) the breaker.
+_RECORD = """
+local tripped, probe, calls, fails, open = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local ok = ARGV[1] == '1'
+local now, member, horizon, ttl = ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local min_calls, threshold, cooldown_ms = tonumber(ARGV[6]), tonumber(ARGV[7]), ARGV[8]
+local function trip()
+  redis.call('SET', open, '1', 'PX', cooldown_ms)
+  redis.call('SET', tripped, '1')
+  redis.call('DEL', probe, calls, fails)
+end
+if redis.call('EXISTS', tripped) == 1 then
+  if ok then redis.call('DEL', tripped, probe, calls, fails) return 0 end
+  trip()
+  return 1
+end
+redis.call('ZADD', calls, now, member)
+redis.call('EXPIRE', calls, ttl)
+if not ok then
+  redis.call('ZADD', fails, now, member)
+  redis.call('EXPIRE', fails, ttl)
+end
+redis.call('ZREMRANGEBYSCORE', calls, 0, horizon)
+redis.call('ZREMRANGEBYSCORE', fails, 0, horizon)
+if not ok and redis.call('ZCARD', calls) >= min_calls
+    and redis.call('ZCARD', fails) >= threshold then
+  trip()
+  return 1
+end
+return 0
+"""
+
+
 class RedisBreakers:
     """Keys per provider: `open` (exists while OPEN, expires after the cooldown), `tripped`
     (exists from opening until a probe succeeds: tripped without open means HALF_OPEN),
-    `probe` (the half-open probe's lease) and `calls`/`fails` (sorted sets of the window)."""
+    `probe` (the half-open probe's lease) and `calls`/`fails` (sorted sets of the window).
+
+    `allow` and `record` surround every provider call, so each is one script (one round
+    trip, and atomic) instead of the two or three round trips of separate commands."""
 
     def __init__(
         self, client: aioredis.Redis, policy: BreakerPolicy, prefix: str = "kiln:breaker"
@@ -52,6 +101,8 @@ class RedisBreakers:
         self.redis = client
         self.policy = policy
         self.prefix = prefix
+        self._allow = client.register_script(_ALLOW)
+        self._record = client.register_script(_RECORD)
 
     def _key(self, provider: str, part: str) -> str:
         return f"{self.prefix}:{provider}:{part}"
@@ -66,49 +117,24 @@ class RedisBreakers:
         return CircuitState.HALF_OPEN if tripped else CircuitState.CLOSED
 
     async def allow(self, provider: str) -> bool:
-        current = await self.state(provider)
-        if current is CircuitState.CLOSED:
-            return True
-        if current is CircuitState.OPEN:
-            return False
-        lease = int(self.policy.probe_timeout * 1000)
-        return bool(await self.redis.set(self._key(provider, "probe"), "1", nx=True, px=lease))
+        keys = [self._key(provider, p) for p in ("open", "tripped", "probe")]
+        return bool(await self._allow(keys=keys, args=[int(self.policy.probe_timeout * 1000)]))
 
     async def record(self, provider: str, ok: bool) -> None:
-        if await self.redis.exists(self._key(provider, "tripped")):
-            if ok:
-                await self.redis.delete(
-                    *(self._key(provider, p) for p in ("tripped", "probe", "calls", "fails"))
-                )
-            else:
-                await self._trip(provider)
-            return
         now = time.time()
-        member = f"{now}:{time.monotonic_ns()}"
-        horizon = now - self.policy.window
-        async with self.redis.pipeline(transaction=True) as pipe:
-            for part in ("calls", "fails") if not ok else ("calls",):
-                key = self._key(provider, part)
-                pipe.zadd(key, {member: now})
-                pipe.expire(key, int(self.policy.window) + 1)
-            for part in ("calls", "fails"):
-                pipe.zremrangebyscore(self._key(provider, part), 0, horizon)
-            pipe.zcard(self._key(provider, "calls"))
-            pipe.zcard(self._key(provider, "fails"))
-            *_, calls, fails = await pipe.execute()
-        if not ok and calls >= self.policy.min_calls and fails >= self.policy.failure_threshold:
-            await self._trip(provider)
-
-    async def _trip(self, provider: str) -> None:
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.set(self._key(provider, "open"), "1", px=int(self.policy.cooldown * 1000))
-            pipe.set(self._key(provider, "tripped"), "1")
-            pipe.delete(
-                self._key(provider, "probe"),
-                self._key(provider, "calls"),
-                self._key(provider, "fails"),
-            )
-            await pipe.execute()
+        await self._record(
+            keys=[self._key(provider, p) for p in ("tripped", "probe", "calls", "fails", "open")],
+            args=[
+                1 if ok else 0,
+                now,
+                f"{now}:{time.monotonic_ns()}",
+                now - self.policy.window,
+                int(self.policy.window) + 1,
+                self.policy.min_calls,
+                self.policy.failure_threshold,
+                int(self.policy.cooldown * 1000),
+            ],
+        )
 
 
 @dataclass

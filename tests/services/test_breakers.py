@@ -70,3 +70,62 @@ async def test_occasional_failures_among_successes_keep_it_closed(make_breakers)
         await breakers.record("steady", ok)
     assert await breakers.state("steady") is CircuitState.CLOSED
     assert await breakers.allow("steady")
+
+
+async def test_failures_that_left_the_window_do_not_count(make_breakers):
+    breakers = make_breakers()
+    short = BreakerPolicy(failure_threshold=3, min_calls=3, window=0.3, cooldown=5)
+    breakers.policy = short
+    for _ in range(2):
+        await breakers.record("slow", False)
+    await asyncio.sleep(0.4)
+    await breakers.record("slow", False)  # the first two are out of the window
+    assert await breakers.state("slow") is CircuitState.CLOSED
+    await breakers.record("slow", False)
+    await breakers.record("slow", False)
+    assert await breakers.state("slow") is CircuitState.OPEN
+
+
+async def test_a_probe_that_fails_before_the_window_fills_still_reopens(make_breakers):
+    """Half-open, one failure is enough (the window was cleared when it tripped)."""
+    breakers = make_breakers()
+    for _ in range(4):
+        await breakers.record("p", False)
+    await asyncio.sleep(0.35)
+    assert await breakers.state("p") is CircuitState.HALF_OPEN
+    await breakers.record("p", False)
+    assert await breakers.state("p") is CircuitState.OPEN
+    await asyncio.sleep(0.35)
+    assert await breakers.allow("p")
+    await breakers.record("p", True)
+    assert await breakers.state("p") is CircuitState.CLOSED
+    for _ in range(2):  # a fresh window: two failures do not trip it
+        await breakers.record("p", False)
+    assert await breakers.state("p") is CircuitState.CLOSED
+
+
+async def test_allow_and_record_are_one_round_trip_each():
+    """They surround every provider call: one script each, whatever the state."""
+    need("redis")
+    client = aioredis.Redis.from_url(redis_url(12))
+    breakers = RedisBreakers(client, POLICY, prefix=f"test:breaker:{uuid.uuid4().hex}")
+    sent: list[str] = []
+    execute = client.execute_command
+
+    async def counted(*args, **options):
+        sent.append(str(args[0]))
+        return await execute(*args, **options)
+
+    client.execute_command = counted  # type: ignore[method-assign]
+    try:
+        for ok in (True, False, False, False):  # closed ... tripped on the last
+            sent.clear()
+            assert await breakers.allow("acme")
+            await breakers.record("acme", ok)
+            assert len([c for c in sent if c.upper() != "SCRIPT LOAD"]) == 2, sent
+        assert await breakers.state("acme") is CircuitState.OPEN
+        sent.clear()
+        assert not await breakers.allow("acme")
+        assert len([c for c in sent if c.upper() != "SCRIPT LOAD"]) == 1, sent
+    finally:
+        await client.aclose()
