@@ -3,9 +3,11 @@ broker in embedded mode (worker threads inside the server process)."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import dramatiq
+from dramatiq.asyncio import EventLoopThread, set_event_loop_thread
 from dramatiq.broker import Consumer
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.brokers.stub import StubBroker
@@ -28,6 +30,37 @@ class KilnRedisBroker(RedisBroker):
         return super().consume(queue_name, prefetch, min(timeout, self.poll_ms))
 
 
+def _new_loop() -> asyncio.AbstractEventLoop:
+    """uvloop when installed (it comes with uvicorn[standard] on Linux): every generation is
+    a dozen database and Redis round trips on the actors' one loop, and uvloop's transports
+    and scheduling take less CPU per round trip than asyncio's own."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - platforms without uvloop
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
+
+
+class _LoopThread(EventLoopThread):
+    """Dramatiq's event loop thread, on the loop `_new_loop` makes."""
+
+    def __init__(self, logger: Any, interrupt_check_ival: float = 0.1) -> None:
+        super().__init__(logger, interrupt_check_ival)
+        self.loop: asyncio.AbstractEventLoop
+        self.loop.close()  # the asyncio loop the base class made, never started
+        self.loop = _new_loop()
+
+
+class KilnAsyncIO(AsyncIO):
+    """Dramatiq's AsyncIO middleware (the actors' coroutines run on one event loop thread
+    per worker process), with that loop from `_new_loop`."""
+
+    def before_worker_boot(self, broker: dramatiq.Broker, worker: Any) -> None:
+        thread = _LoopThread(self.logger)
+        thread.start(timeout=1.0)
+        set_event_loop_thread(thread)
+
+
 def _make_broker() -> dramatiq.Broker:
     settings = get_settings()
     if settings.embedded:
@@ -40,7 +73,7 @@ def _make_broker() -> dramatiq.Broker:
     )
     # "after" hooks run in reverse order: WorkerBoot, added last, closes the runtime (once
     # in-flight messages finished) before AsyncIO stops the event loop it lives on.
-    broker.add_middleware(AsyncIO())
+    broker.add_middleware(KilnAsyncIO())
     broker.add_middleware(WorkerBoot(settings))
     return broker
 

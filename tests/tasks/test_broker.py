@@ -24,3 +24,29 @@ def test_idle_consumers_back_off_at_most_the_poll_interval() -> None:
         quicker.close()
     finally:
         broker.close()
+
+
+def test_actors_run_on_a_uvloop_event_loop_thread() -> None:
+    """KilnAsyncIO starts Dramatiq's event loop thread on uvloop and stops it like AsyncIO."""
+    import asyncio
+
+    import uvloop
+    from dramatiq.asyncio import get_event_loop_thread
+
+    from tasks.broker import KilnAsyncIO
+
+    middleware = KilnAsyncIO()
+    middleware.before_worker_boot(None, None)  # type: ignore[arg-type]
+    try:
+        thread = get_event_loop_thread()
+        assert thread is not None
+        assert isinstance(thread.loop, uvloop.Loop)
+
+        async def where() -> asyncio.AbstractEventLoop:
+            await asyncio.sleep(0)
+            return asyncio.get_running_loop()
+
+        assert thread.run_coroutine(where()) is thread.loop
+    finally:
+        middleware.after_worker_shutdown(None, None)
+    assert get_event_loop_thread() is None
