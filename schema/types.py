@@ -18,6 +18,7 @@ from schema.enums import GenerationKind, GenerationStatus, LedgerKind, Role
 from services import api_calls, credits
 from services.breakers import CircuitState
 from services.catalogue import ModelSpec, PresetSpec
+from services.generation_pages import ListedGeneration
 from services.generations import StoredOutput
 from storage import get_store
 
@@ -176,7 +177,10 @@ class Generation:
         stored = self.known_outputs
         if stored is None:
             stored = await info.context.loaders.outputs.load(uuid.UUID(self.id))
-        return [Output.of(o, info.context.base_url) for o in stored]
+        if not stored:
+            return []
+        base_url = info.context.base_url  # built from the request each time it is read
+        return [Output.of(o, base_url) for o in stored]
 
     @strawberry.field
     async def parent(self, info: Info) -> Generation | None:
@@ -191,8 +195,11 @@ class Generation:
         return [Generation.of(row) for row in rows]
 
     @classmethod
-    def of(cls, row: GenerationRow, outputs: list[StoredOutput] | None = None) -> Generation:
-        """From a row (straight from its fields: every page builds twenty of these)."""
+    def of(
+        cls, row: GenerationRow | ListedGeneration, outputs: list[StoredOutput] | None = None
+    ) -> Generation:
+        """From a row (straight from its fields: every page builds twenty of these), with its
+        outputs when they were read with it."""
         return cls(
             id=strawberry.ID(str(row.id)),
             kind=row.kind,

@@ -2,8 +2,15 @@
 in fixed SQL.
 
 Both run for every page view. Building them with the ORM's query builder cost more CPU than
-running them (bench/RESULTS.md, read), so the SQL is written once per shape here and only the
-rows are turned into models.
+running them, and so did turning the rows into models (Tortoise's `_init_from_db` and its
+field converters were ~10% of the API's CPU during the read benchmark, bench/RESULTS.md), so
+the SQL is written once per shape here and each row becomes a `ListedGeneration`: the same
+attributes and values a model read by the ORM has, without the model machinery.
+
+On PostgreSQL (asyncpg) a page and the outputs of its generations are one statement (each
+row carries its outputs as a JSON array), read through Tortoise's own pool or transaction
+connection. Other backends (SQLite in embedded mode) run the page and then one statement for
+its outputs, converting values with the model's own field converters.
 """
 
 from __future__ import annotations
@@ -11,20 +18,112 @@ from __future__ import annotations
 import uuid
 from collections import defaultdict
 from collections.abc import Sequence
+from datetime import datetime
+from functools import lru_cache
 from typing import Any
 
+import orjson
 from tortoise import connections
+from tortoise.backends.asyncpg.client import AsyncpgDBClient
+from tortoise.timezone import get_default_timezone, get_use_tz
 
-from models.generation import Generation, GenerationKind, GenerationStatus
+from models.generation import Generation, GenerationKind, GenerationStatus, HoldState
 from models.user import User
 from services.generations import StoredOutput
 from services.pagination import Page, decode_cursor, encode_cursor
 from services.sql import dialect_sql
 
+# Every column of `generations`, in the order ListedGeneration takes them.
+COLUMNS = (
+    "id",
+    "user_id",
+    "parent_id",
+    "kind",
+    "status",
+    "progress",
+    "stage",
+    "model",
+    "preset",
+    "provider",
+    "prompt",
+    "negative_prompt",
+    "params",
+    "cost",
+    "hold",
+    "attempts",
+    "error_code",
+    "error_message",
+    "version",
+    "request_id",
+    "provider_job",
+    "provider_job_id",
+    "cache_key",
+    "idempotency_key",
+    "request_hash",
+    "created_at",
+    "queued_at",
+    "started_at",
+    "completed_at",
+)
+
 _OUTPUTS = (
     'SELECT generation_id, "index", storage_key, content_type, size_bytes, width, height, text '
     'FROM generation_outputs WHERE generation_id IN ({ids}) ORDER BY "index"'
 )
+# The outputs of each row of a page, in output order, as a JSON array of
+# [index, storage_key, content_type, size_bytes, width, height, text] (NULL when none).
+_OUTPUTS_OF_ROW = (
+    '(SELECT json_agg(json_build_array(o."index", o.storage_key, o.content_type, o.size_bytes, '
+    'o.width, o.height, o.text) ORDER BY o."index") '
+    "FROM generation_outputs o WHERE o.generation_id = generations.id)"
+)
+
+
+class ListedGeneration:
+    """A row of `generations` as a page lists it: every column as the ORM's model would hold
+    it (enums, aware datetimes, decoded JSON), and `outputs` when the page read them too
+    (None when it did not)."""
+
+    __slots__ = (*COLUMNS, "outputs")
+
+    id: uuid.UUID
+    user_id: uuid.UUID
+    parent_id: uuid.UUID | None
+    kind: GenerationKind
+    status: GenerationStatus
+    progress: float
+    stage: str | None
+    model: str
+    preset: str | None
+    provider: str | None
+    prompt: str
+    negative_prompt: str | None
+    params: dict[str, Any]
+    cost: int
+    hold: HoldState | None
+    attempts: int
+    error_code: str | None
+    error_message: str | None
+    version: int
+    request_id: str | None
+    provider_job: dict[str, Any] | None
+    provider_job_id: str | None
+    cache_key: str | None
+    idempotency_key: str | None
+    request_hash: str | None
+    created_at: datetime
+    queued_at: datetime
+    started_at: datetime | None
+    completed_at: datetime | None
+    outputs: list[StoredOutput] | None
+
+    def __init__(self, values: Sequence[Any], outputs: list[StoredOutput] | None) -> None:
+        for name, value in zip(COLUMNS, values, strict=True):
+            setattr(self, name, value)
+        self.outputs = outputs
+
+    def __repr__(self) -> str:
+        return f"<ListedGeneration {self.id} {self.status}>"
 
 
 async def list_generations(
@@ -34,33 +133,113 @@ async def list_generations(
     after: str | None,
     statuses: list[GenerationStatus] | None = None,
     kind: GenerationKind | None = None,
-) -> Page[Generation]:
-    """The user's generations, newest first, `first` of them after the cursor `after`."""
-    where = ["user_id = ?"]
-    params: list[Any] = [str(user.id)]
+    with_outputs: bool = False,
+) -> Page[ListedGeneration]:
+    """The user's generations, newest first, `first` of them after the cursor `after`; with
+    each one's outputs when `with_outputs` (else their `outputs` is None)."""
+    params: list[Any] = [user.id]
     if statuses:
-        where.append(f"status IN ({', '.join('?' * len(statuses))})")
         params.extend(s.value for s in statuses)
     if kind:
-        where.append("kind = ?")
         params.append(kind.value)
     if after:
         created_at, last_id = decode_cursor(after)
-        where.append("(created_at < ? OR (created_at = ? AND id < ?))")
         params.extend([created_at, created_at, last_id])
     params.append(first + 1)
     connection = connections.get("default")
+    fast = isinstance(connection, AsyncpgDBClient)
+    sql = _page_sql(
+        len(statuses or ()), kind is not None, after is not None, with_outputs and fast,
+        connection.capabilities.dialect,
+    )  # fmt: skip
+    items: list[ListedGeneration]
+    if fast:
+        async with connection.acquire_connection() as conn:
+            records = await conn.fetch(sql, *params)
+        items = [_from_record(r, with_outputs) for r in records[:first]]
+    else:
+        params[0] = str(user.id)
+        records = await connection.execute_query_dict(sql, params)
+        items = [_from_dict(r) for r in records[:first]]
+        if with_outputs:
+            grouped = await outputs_by_generation([g.id for g in items])
+            for item, outputs in zip(items, grouped, strict=True):
+                item.outputs = outputs
+    return Page(items=items, has_next=len(records) > first, cursor_of=_cursor)
+
+
+def _cursor(generation: ListedGeneration) -> str:
+    return encode_cursor(generation.created_at, str(generation.id))
+
+
+@lru_cache(maxsize=64)
+def _page_sql(
+    statuses: int, kind: bool, after: bool, with_outputs: bool, dialect: str
+) -> str:  # fmt: skip
+    """The page's SQL for one shape of filters (placeholders in the order list_generations
+    gives its parameters)."""
+    where = ["user_id = ?"]
+    if statuses:
+        where.append(f"status IN ({', '.join('?' * statuses)})")
+    if kind:
+        where.append("kind = ?")
+    if after:
+        where.append("(created_at < ? OR (created_at = ? AND id < ?))")
+    columns = ", ".join(COLUMNS)
+    if with_outputs:
+        columns += f", {_OUTPUTS_OF_ROW} AS outputs"
     sql = (
-        f"SELECT * FROM generations WHERE {' AND '.join(where)} "
+        f"SELECT {columns} FROM generations WHERE {' AND '.join(where)} "
         "ORDER BY created_at DESC, id DESC LIMIT ?"
     )
-    rows = await connection.execute_query_dict(dialect_sql(sql, connection), params)
-    items = [Generation._init_from_db(**row) for row in rows]
-    return Page(
-        items=items[:first],
-        has_next=len(items) > first,
-        cursor_of=lambda g: encode_cursor(g.created_at, str(g.id)),
-    )
+    return sql if dialect != "postgres" else _numbered(sql)
+
+
+def _numbered(sql: str) -> str:
+    parts = sql.split("?")
+    return "".join(f"{part}${i}" for i, part in enumerate(parts[:-1], start=1)) + parts[-1]
+
+
+_KINDS = {k.value: k for k in GenerationKind}
+_STATUSES = {s.value: s for s in GenerationStatus}
+_HOLDS = {h.value: h for h in HoldState}
+# Positions in COLUMNS of the values asyncpg does not return as the model holds them.
+_KIND, _STATUS, _PARAMS, _HOLD, _PROVIDER_JOB = (
+    COLUMNS.index(n) for n in ("kind", "status", "params", "hold", "provider_job")
+)
+_TIMES = tuple(COLUMNS.index(n) for n in ("created_at", "queued_at", "started_at", "completed_at"))
+
+
+def _from_record(record: Any, with_outputs: bool) -> ListedGeneration:
+    """A row from asyncpg, converted as the model's fields convert it: enums from their
+    values, JSON decoded (orjson, the JSONField decoder), timestamps (aware from asyncpg) in
+    Tortoise's time zone."""
+    values = list(record.values())
+    values[_KIND] = _KINDS[values[_KIND]]
+    values[_STATUS] = _STATUSES[values[_STATUS]]
+    hold = values[_HOLD]
+    values[_HOLD] = None if hold is None else _HOLDS[hold]
+    values[_PARAMS] = orjson.loads(values[_PARAMS])
+    job = values[_PROVIDER_JOB]
+    if job is not None:
+        values[_PROVIDER_JOB] = orjson.loads(job)
+    zone = get_default_timezone() if get_use_tz() else None
+    for i in _TIMES:
+        when = values[i]
+        if when is not None:
+            values[i] = when.astimezone(zone) if zone is not None else when.replace(tzinfo=None)
+    outputs = None
+    if with_outputs:
+        encoded = values.pop()
+        outputs = [StoredOutput(*o) for o in orjson.loads(encoded)] if encoded else []
+    return ListedGeneration(values, outputs)
+
+
+def _from_dict(row: dict[str, Any]) -> ListedGeneration:
+    """A row from any other backend, through the model's own field converters (looked up
+    per call: the foreign keys' `_id` fields exist only once Tortoise is initialised)."""
+    fields = Generation._meta.fields_map
+    return ListedGeneration([fields[c].to_python_value(row[c]) for c in COLUMNS], None)
 
 
 async def outputs_by_generation(ids: Sequence[uuid.UUID]) -> list[list[StoredOutput]]:
