@@ -20,8 +20,12 @@ None for field arguments, other directives, abstract types, fields with permissi
 extensions, and schemas whose extensions hook field resolution beyond the root field; a
 resolver raising, a null where the schema says non-null or a value orjson cannot encode raises
 `Unsupported` from `payload` or `complete`, and the caller completes that value the normal way
-(so errors keep their extensions.code and path). List items are completed concurrently when
-they may wait, so DataLoader loads from sibling items are still batched into one query.
+(so errors keep their extensions.code and path). List items that may wait are all started
+before any of them waits, so DataLoader loads from sibling items are still batched into one
+query, but run in the caller's task (`start`): only those that really wait are awaited, and
+a value nothing waits for (a page read with its outputs) completes without any task or
+future. Leaves are serialised through fast paths that give what the type's `serialize`
+gives (`_scalar`).
 
 The transport (server.py) offers the direct send for the operation it runs through
 DIRECT_SEND; without it (another transport, tests of the schema) nothing changes.
@@ -32,10 +36,12 @@ from __future__ import annotations
 import asyncio
 import inspect
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine, Generator
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any
+from dataclasses import field as dataclass_field
+from math import isfinite
+from typing import Any, Generic, Literal, TypeVar, cast
 
 import orjson
 from graphql import (
@@ -61,11 +67,22 @@ from graphql import (
 )
 from graphql.execution.values import VariableValues, get_directive_values
 from graphql.pyutils import Undefined
+from graphql.type.scalars import (
+    GRAPHQL_MAX_INT,
+    GRAPHQL_MIN_INT,
+    serialize_boolean,
+    serialize_float,
+    serialize_id,
+    serialize_int,
+    serialize_string,
+)
+from strawberry.schema.schema_converter import CustomGraphQLEnumType
 
 # Sends one `next` message whose payload is already encoded (JSON bytes of {"data": ...}).
 DirectSend = Callable[[bytes], Awaitable[None]]
 DIRECT_SEND: ContextVar[DirectSend | None] = ContextVar("kiln_direct_send", default=None)
 
+T = TypeVar("T")
 _BACKREF = "strawberry-definition"  # where Strawberry keeps a GraphQL field's definition
 _PROJECTIONS = 512  # compiled selections kept (one per distinct document and variables)
 _PAYLOADS = 2048  # encoded payloads kept (one per recent event and selection)
@@ -100,10 +117,15 @@ class _Field:
     # An async resolver below this field: its value is completed asynchronously, list items
     # concurrently (so DataLoader loads of sibling items share a batch).
     children_suspend: bool = False
+    # Fast paths, set for most fields of a page: the attribute a field without a resolver
+    # reads, and for a leaf (or non-null leaf) the serialiser of its non-null value.
+    attr: str | None = None
+    scalar: Callable[[Any], Any] | None = None
+    non_null: bool = False
+    suspends: bool = dataclass_field(init=False)
 
-    @property
-    def suspends(self) -> bool:
-        return self.is_async or self.children_suspend
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "suspends", self.is_async or self.children_suspend)
 
     @property
     def reads_context(self) -> bool:
@@ -130,6 +152,7 @@ class Projection:
         # A resolver given `info` may read anything in the context (the caller, the address
         # output URLs are built on): such payloads are shared only within one connection.
         self.per_context = root.reads_context
+        self._selects: dict[tuple[str, ...], bool] = {}
 
     async def data(self, value: Any, context: Any) -> dict[str, Any]:
         return await _complete_object(self.fields, value, context)
@@ -138,6 +161,13 @@ class Projection:
         """The completed value of the root field itself (its non-null and list wrappers
         included) for the resolved `value`."""
         return await _complete(self.root, self.root.output, value, context)
+
+    def selects(self, path: tuple[str, ...]) -> bool:
+        """Whether the selection reaches the field `path` (Python names of nested fields)."""
+        known = self._selects.get(path)
+        if known is None:
+            known = self._selects[path] = _reaches(self.fields, path)
+        return known
 
     async def payload(self, message: Any, value: Callable[[Any], Any], context: Any) -> bytes:
         """The encoded payload (`{"data": {...}}`) for `message`, a published event shared by
@@ -170,6 +200,26 @@ def compile_projection(info: Any) -> Projection | None:
     selection needs graphql-core."""
     raw: GraphQLResolveInfo | None = getattr(info, "_raw_info", None)
     return None if raw is None else projection_of(raw)
+
+
+def selects(info: Any, *path: str) -> bool:
+    """Whether the selection of the field `info` resolves (a Strawberry Info) reaches the field
+    `path` (Python names), e.g. for a resolver to read what will be asked for with its own
+    rows; True when no projection can tell."""
+    projection = compile_projection(info)
+    return True if projection is None else projection.selects(path)
+
+
+def _reaches(fields: tuple[_Field, ...], path: tuple[str, ...]) -> bool:
+    name, rest = path[0], path[1:]
+    for field in fields:
+        if (
+            field.definition is not None
+            and field.definition.python_name == name
+            and (not rest or (field.children is not None and _reaches(field.children, rest)))
+        ):
+            return True
+    return False
 
 
 def projection_of(raw: GraphQLResolveInfo) -> Projection | None:
@@ -381,6 +431,7 @@ def _compile_selection(
             children = _compile_selection(schema, fragments, variables, named, group)
         elif not is_leaf_type(named):
             raise Unsupported(name)  # unions and interfaces need resolve_type
+        leaf = output.of_type if isinstance(output, GraphQLNonNull) else output
         fields.append(
             _Field(
                 key=key,
@@ -394,9 +445,54 @@ def _compile_selection(
                 output=output,
                 children=children,
                 children_suspend=any(c.suspends for c in children or ()),
+                attr=definition.python_name
+                if resolver is None and definition.default_resolver is getattr
+                else None,
+                scalar=_scalar(key, leaf) if is_leaf_type(leaf) else None,
+                non_null=isinstance(output, GraphQLNonNull),
             )
         )
     return tuple(fields)
+
+
+def _scalar(key: str, output: Any) -> Callable[[Any], Any]:
+    """The serialiser of a leaf type's non-null values: the type's own `serialize`, with the
+    values it returns unchanged (a str for String and ID, a 32-bit int for Int, a finite
+    float for Float, a bool for Boolean, an enum member's name) returned without the call."""
+    serialize = output.serialize
+
+    def general(value: Any) -> Any:
+        try:
+            serialized = serialize(value)
+        except Exception as error:
+            raise Unsupported(f"{key}: {error!r}") from error
+        if serialized is Undefined or serialized is None:
+            raise Unsupported(f"{key}: not serialisable")
+        return serialized
+
+    function = getattr(serialize, "__func__", serialize)
+    if function in (serialize_string, serialize_id):
+        return lambda value: value if isinstance(value, str) else general(value)
+    if function is serialize_int:
+        return lambda value: (
+            value
+            if type(value) is int and GRAPHQL_MIN_INT <= value <= GRAPHQL_MAX_INT
+            else general(value)
+        )
+    if function is serialize_float:
+        return lambda value: value if type(value) is float and isfinite(value) else general(value)
+    if function is serialize_boolean:
+        return lambda value: value if type(value) is bool else general(value)
+    if function is CustomGraphQLEnumType.serialize:
+        # Strawberry's enum serialises a member to the name whose value equals the member's.
+        enum = output.wrapped_cls
+        names: dict[Any, str] = {}
+        for name, value in output.values.items():  # the first name found, as Strawberry's
+            for member in enum:
+                if member.value == value.value:
+                    names.setdefault(member, name)
+        return lambda value: (names.get(value) if type(value) is enum else None) or general(value)
+    return general
 
 
 def _call(field: _Field, source: Any, context: Any) -> Any:
@@ -437,29 +533,40 @@ async def _resolve(field: _Field, source: Any, context: Any) -> Any:
 async def _complete_object(fields: tuple[_Field, ...], source: Any, context: Any) -> dict[str, Any]:
     data: dict[str, Any] = {}
     for field in fields:
-        if field.typename is not None:
-            data[field.key] = field.typename
-        elif field.suspends:
+        if field.suspends:
             if field.is_async:
                 value = await _resolve(field, source, context)
             else:
                 value = _resolve_now(field, source, context)
             data[field.key] = await _complete(field, field.output, value, context)
         else:
-            value = _resolve_now(field, source, context)
-            data[field.key] = _complete_now(field, field.output, value, context)
+            data[field.key] = _field_now(field, source, context)
     return data
 
 
 def _complete_object_now(fields: tuple[_Field, ...], source: Any, context: Any) -> dict[str, Any]:
-    data: dict[str, Any] = {}
-    for field in fields:
-        if field.typename is not None:
-            data[field.key] = field.typename
-        else:
-            value = _resolve_now(field, source, context)
-            data[field.key] = _complete_now(field, field.output, value, context)
-    return data
+    return {field.key: _field_now(field, source, context) for field in fields}
+
+
+def _field_now(field: _Field, source: Any, context: Any) -> Any:
+    """The completed value of a field that never waits."""
+    if field.typename is not None:
+        return field.typename
+    if field.attr is not None:
+        try:
+            value = getattr(source, field.attr)
+        except Exception as error:
+            raise Unsupported(f"{field.key}: {error!r}") from error
+    else:
+        value = _resolve_now(field, source, context)
+    scalar = field.scalar
+    if scalar is None:
+        return _complete_now(field, field.output, value, context)
+    if value is None:
+        if field.non_null:
+            raise Unsupported(f"{field.key}: null for a non-null field")
+        return None
+    return scalar(value)
 
 
 async def _complete(field: _Field, output: Any, value: Any, context: Any) -> Any:
@@ -468,15 +575,34 @@ async def _complete(field: _Field, output: Any, value: Any, context: Any) -> Any
     if isinstance(output, GraphQLNonNull):
         if value is None:
             raise Unsupported(f"{field.key}: null for a non-null field")
-        return await _complete(field, output.of_type, value, context)
+        output = output.of_type
     if value is None:
         return None
     if isinstance(output, GraphQLList):
-        # Concurrently, as graphql-core does: loads from sibling items share one batch.
-        items = _items(field, value)
-        return list(
-            await asyncio.gather(*(_complete(field, output.of_type, i, context) for i in items))
-        )
+        # Every item is started before any waits, as graphql-core's concurrent completion does
+        # (loads from sibling items share one DataLoader batch), but without a task per item:
+        # most items finish without waiting (a page whose outputs were read with it).
+        item_type = output.of_type
+        completed: list[Any] = []
+        waiting: list[int] = []
+        try:
+            for item in _items(field, value):
+                done, result = start(_complete(field, item_type, item, context))
+                if not done:
+                    waiting.append(len(completed))
+                completed.append(result)
+        except BaseException:
+            for index in waiting:
+                completed[index].close()
+            raise
+        if len(waiting) == 1:
+            completed[waiting[0]] = await completed[waiting[0]]
+        elif waiting:
+            # Concurrently, so what they wait on next is batched too.
+            finished = await asyncio.gather(*(completed[i] for i in waiting))
+            for index, result in zip(waiting, finished, strict=True):
+                completed[index] = result
+        return completed
     if field.children is not None:
         return await _complete_object(field.children, value, context)
     return _serialize(field, output, value)
@@ -511,3 +637,56 @@ def _serialize(field: _Field, output: Any, value: Any) -> Any:
     if serialized is Undefined or serialized is None:
         raise Unsupported(f"{field.key}: not serialisable")
     return serialized
+
+
+def start(
+    coroutine: Coroutine[Any, Any, T],
+) -> tuple[Literal[True], T] | tuple[Literal[False], Resumed[T]]:
+    """Runs `coroutine` up to its first wait: (True, its result) when it finished without
+    waiting, else (False, an awaitable of the rest). A task per item only to find that it
+    never waits cost more than the item (asyncio's task and future bookkeeping was ~14% of
+    the API's CPU serving pages)."""
+    try:
+        waits_on = coroutine.send(None)
+    except StopIteration as finished:
+        return True, finished.value
+    return False, Resumed(coroutine, waits_on)
+
+
+class Resumed(Generic[T]):
+    """The rest of a coroutine `start` ran up to its first wait. Awaiting it hands what the
+    coroutine waits on to the awaiting task and relays the task's wake-ups (and thrown
+    exceptions, e.g. cancellation) back, as `await coroutine` would have from the start."""
+
+    __slots__ = ("_coroutine", "_waits_on")
+
+    def __init__(self, coroutine: Coroutine[Any, Any, T], waits_on: Any) -> None:
+        self._coroutine = coroutine
+        self._waits_on = waits_on
+
+    def close(self) -> None:
+        """Abandons the rest (another item failed). What it waits on is released as a task
+        receiving it would have: an asyncio future still marked as waited on refuses the
+        next `await` (graphql-core's, completing the value again) with a RuntimeError."""
+        if getattr(self._waits_on, "_asyncio_future_blocking", False):
+            self._waits_on._asyncio_future_blocking = False
+        self._coroutine.close()
+
+    def __await__(self) -> Generator[Any, Any, T]:
+        coroutine, waits_on = self._coroutine, self._waits_on
+        while True:
+            try:
+                sent = yield waits_on
+            except GeneratorExit:
+                coroutine.close()
+                raise
+            except BaseException as error:
+                try:
+                    waits_on = coroutine.throw(error)
+                except StopIteration as finished:
+                    return cast(T, finished.value)
+            else:
+                try:
+                    waits_on = coroutine.send(sent)
+                except StopIteration as finished:
+                    return cast(T, finished.value)

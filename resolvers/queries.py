@@ -8,6 +8,7 @@ from strawberry.types import Info
 from models.generation import GenerationKind, GenerationStatus
 from models.user import Role
 from resolvers.ids import parse_id
+from resolvers.projection import selects
 from schema.permissions import IsAdmin, IsAuthenticated
 from schema.types import (
     ApiCallLog,
@@ -68,9 +69,12 @@ class Query:
             after=after,
             statuses=[GenerationStatus(s) for s in status] if status else None,
             kind=GenerationKind(kind) if kind else None,
+            # Read with the page (one statement) when asked for: no DataLoader round after it.
+            with_outputs=selects(info, "edges", "node", "outputs"),
         )
         edges = [
-            GenerationEdge(cursor=page.cursor_of(g), node=Generation.of(g)) for g in page.items
+            GenerationEdge(cursor=page.cursor_of(g), node=Generation.of(g, g.outputs))
+            for g in page.items
         ]
         return GenerationConnection(
             edges=edges,

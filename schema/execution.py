@@ -17,7 +17,7 @@ from graphql import GraphQLOutputType, GraphQLResolveInfo
 from graphql.pyutils import Path, Undefined
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 
-from resolvers.projection import Projection, Unsupported, projection_of
+from resolvers.projection import Resumed, Unsupported, projection_of, start
 
 
 class ProjectingExecutionContext(StrawberryGraphQLCoreExecutionContext):
@@ -43,20 +43,26 @@ class ProjectingExecutionContext(StrawberryGraphQLCoreExecutionContext):
         ):
             projection = projection_of(info)
             if projection is not None:
+                # Run up to its first wait: a value that needs none (a page read with its
+                # outputs) is returned as it is, with no coroutine for graphql-core to await.
+                try:
+                    done, completed = start(projection.complete(result, info.context))
+                except Unsupported:
+                    return super().complete_value(*args)
+                if done:
+                    return completed
                 normally = partial(super().complete_value, *args)
-                return _project(projection, result, info.context, normally, self.is_awaitable)
+                return _finish(completed, normally, self.is_awaitable)
         return super().complete_value(*args)
 
 
-async def _project(
-    projection: Projection,
-    result: Any,
-    context: Any,
+async def _finish(
+    completing: Resumed[Any],
     normally: Callable[[], Any],
     is_awaitable: Callable[[Any], bool],
 ) -> Any:
     try:
-        return await projection.complete(result, context)
+        return await completing
     except Unsupported:
         # An error below the root field, a null where the schema says non-null: graphql-core
         # completes it again and reports it with its path and extensions.code.
