@@ -342,9 +342,16 @@ async def _move(
         balance_now, reserved_now, entry_id = await _move_in_steps(
             connection, user_id, kind, amount, held, generation_id, reference, unique_key
         )
-    balance = Balance(balance_now - reserved_now, reserved_now, entry_id)
-    publish_after_commit(channels.user_credits(user_id), balance.to_message())
-    return balance
+    return announce_balance(user_id, balance_now, reserved_now, entry_id)
+
+
+def announce_balance(user_id: uuid.UUID, balance: int, reserved: int, entry_id: int) -> Balance:
+    """Publish (after commit) the account's state that the ledger entry `entry_id` left:
+    every change to an account says so, also one made by another module's statement (a
+    completion's capture runs inside the completion's one statement)."""
+    moved = Balance(balance - reserved, reserved, entry_id)
+    publish_after_commit(channels.user_credits(user_id), moved.to_message())
+    return moved
 
 
 async def _move_in_steps(

@@ -101,8 +101,14 @@ async def count_finished_generation(generation: Generation) -> None:
 async def observe_transition(generation: Generation) -> None:
     """Called by the generation lifecycle after each status change, inside its transaction:
     counts finished generations per hour and, once committed, moves the process metrics."""
-    logs.bind(generation_id=generation.id)
     await count_finished_generation(generation)
+    observe_after_commit(generation)
+
+
+def observe_after_commit(generation: Generation) -> None:
+    """The process metrics of a status change, moved once it commits (for a change whose
+    statement also counted it: `observe_transition` without the counting)."""
+    logs.bind(generation_id=generation.id)
     status, model = generation.status, generation.model
     duration = None
     if status.is_final and generation.started_at and generation.completed_at:

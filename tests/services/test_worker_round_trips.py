@@ -3,14 +3,20 @@ where the one-statement forms apply), and that the shortcuts keep the same resul
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import pytest
 
 from models.credits import LedgerEntry, LedgerKind
 from models.generation import Generation, GenerationOutput, GenerationStatus, HoldState
+from models.notification import Notification
+from models.stats import GenerationHourlyCount
+from realtime import channels
 from services import credits, generations
 from services.catalogue import load_catalogue
 from services.generations import NewGeneration, StoredOutput
@@ -71,10 +77,10 @@ async def test_start_is_one_statement(make_user, backend, monkeypatch):
     assert "EXISTS" not in seen[0]  # only a completion asks whether outputs are there
 
 
-async def test_completion_takes_seven_statements(make_user, backend, monkeypatch):
-    """BEGIN, the conditional UPDATE (which also says whether outputs exist), one INSERT of
-    the outputs, the hold's flip, the account with its ledger entry, the hourly counter,
-    COMMIT: no savepoint, no separate SELECT, no DELETE of outputs that are not there."""
+async def test_completion_takes_one_statement(make_user, backend, monkeypatch):
+    """The usual completion (everything asked delivered, no earlier outputs, not a view, not
+    long enough to notify) is one statement: the conditional UPDATE, the outputs, the
+    hold's capture with its ledger entry and the hourly counter, without BEGIN or COMMIT."""
     if backend.name != "postgres":
         pytest.skip("counts PostgreSQL statements")
     user = await make_user()
@@ -84,8 +90,140 @@ async def test_completion_takes_seven_statements(make_user, backend, monkeypatch
             generation.id, [output(generation, 0), output(generation, 1)], "local"
         )
     assert done is not None
-    assert len(seen) == 7, "\n".join(s[:70] for s in seen)
+    assert len(seen) == 1, "\n".join(s[:70] for s in seen)
+    assert not any(s.startswith(("SAVEPOINT", "DELETE", "BEGIN")) for s in seen), seen
+
+
+async def test_other_completions_take_the_steps_after_the_one(
+    make_user, backend, monkeypatch
+):
+    """A partly delivered batch: the one statement matches nothing, then BEGIN, the
+    conditional UPDATE (which also says whether outputs exist), one INSERT of the outputs,
+    the hold's flip, the account with its ledger entry twice (capture and release), the
+    hourly counter, COMMIT: no savepoint, no separate SELECT, no DELETE of outputs that are
+    not there."""
+    if backend.name != "postgres":
+        pytest.skip("counts PostgreSQL statements")
+    user = await make_user()
+    generation = await started(user)
+    with statements(monkeypatch) as seen:
+        done = await generations.complete(generation.id, [output(generation, 0)], "local")
+    assert done is not None
+    assert len(seen) == 1 + 8, "\n".join(s[:70] for s in seen)
+    assert seen[0].startswith("WITH gen AS")
     assert not any(s.startswith(("SAVEPOINT", "DELETE")) for s in seen), seen
+
+
+async def test_the_one_statement_completion_does_what_the_steps_do(make_user, backend):
+    """Same rows, same ledger entry, same counter, same messages in the same order as the
+    steps (compared side by side: a partly delivered batch always takes the steps)."""
+    user = await make_user(credits=10)
+    generation = await started(user)
+    channels_of = [
+        channels.generation(generation.id),
+        channels.user_generations(user.id),
+        channels.user_credits(user.id),
+    ]
+    before = await _completed_count(generation.model)
+    async with contextlib.AsyncExitStack() as stack:
+        boxes = [await stack.enter_async_context(backend.hub.subscribe(c)) for c in channels_of]
+        done = await generations.complete(
+            generation.id, [output(generation, 0), output(generation, 1)], "local", attempt=1
+        )
+        received = [await _drain(box) for box in boxes]
+    assert done is not None
+    assert (done.status, done.progress, done.stage, done.provider) == (
+        GenerationStatus.COMPLETED,
+        1.0,
+        "completed",
+        "local",
+    )
+    assert done.version == generation.version + 2  # start, then completion
+    row = await Generation.get(id=generation.id)
+    assert (row.status, row.hold, row.version) == (
+        GenerationStatus.COMPLETED,
+        HoldState.CAPTURED,
+        done.version,
+    )
+    assert row.completed_at == done.completed_at
+    stored = await generations.outputs_of(generation.id)
+    assert stored == [output(generation, 0), output(generation, 1)]
+    assert all(r.created_at for r in await GenerationOutput.filter(generation_id=generation.id))
+    entries = await LedgerEntry.filter(generation_id=generation.id).order_by("id")
+    assert [(e.kind, e.amount, e.held, e.unique_key, e.reference) for e in entries[1:]] == [
+        (LedgerKind.CAPTURE, 0, -2, f"gen:{generation.id}:1:capture", None),
+    ]
+    assert entries[-1].balance_after == 8
+    assert not await credits.capture_for(generation.id)  # settled: a no-op
+    assert await _completed_count(generation.model) == before + 1
+    balance = await credits.get_balance(user.id)
+    assert (balance.available, balance.reserved) == (8, 0)
+    generation_messages, user_messages, credit_messages = received
+    assert [m["status"] for m in generation_messages] == ["COMPLETED"]
+    assert generation_messages[0]["version"] == done.version
+    assert [o["storage_key"] for o in generation_messages[0]["outputs"]] == [
+        output(generation, 0).storage_key,
+        output(generation, 1).storage_key,
+    ]
+    assert user_messages == generation_messages
+    assert credit_messages == [{"available": 8, "reserved": 0, "version": entries[-1].id}]
+    await assert_ledger_matches(user.id)
+
+
+async def test_a_completion_that_is_not_live_writes_nothing(make_user):
+    user = await make_user()
+    generation = await started(user)
+    outputs = [output(generation, 0), output(generation, 1)]
+    assert await generations.complete(generation.id, outputs, "x", attempt=2) is None
+    row = await Generation.get(id=generation.id)  # the attempt is 1: nothing changed
+    assert (row.status, row.hold, row.version) == (
+        GenerationStatus.PROCESSING,
+        HoldState.HELD,
+        generation.version + 1,
+    )
+    assert await generations.outputs_of(generation.id) == []
+    assert await LedgerEntry.filter(generation_id=generation.id).count() == 1
+
+
+async def test_free_and_long_completions_match_the_steps(make_user, backend):
+    """No credits to capture (cost 0): no ledger entry; a long wait: the steps, which also
+    notify the owner."""
+    user = await make_user()
+    free = await started(user)
+    # A generation that holds nothing (as a free cache hit would): its hold given back first.
+    assert await credits.release_for(free.id)
+    await Generation.filter(id=free.id).update(cost=0, hold=HoldState.HELD)
+    done = await generations.complete(
+        free.id, [output(free, 0), output(free, 1)], "local", attempt=1
+    )
+    assert done is not None and done.status is GenerationStatus.COMPLETED
+    assert await LedgerEntry.filter(generation_id=free.id).count() == 2  # reserve, release
+    assert (await Generation.get(id=free.id)).hold is HoldState.CAPTURED
+
+    slow = await started(user)
+    await Generation.filter(id=slow.id).update(queued_at=datetime.now(UTC) - timedelta(hours=1))
+    done = await generations.complete(
+        slow.id, [output(slow, 0), output(slow, 1)], "local", attempt=1
+    )
+    assert done is not None
+    assert await Notification.filter(generation_id=slow.id).count() == 1
+
+
+async def _completed_count(model: str) -> int:
+    rows = await GenerationHourlyCount.filter(model=model)
+    return sum(r.completed for r in rows)
+
+
+async def _drain(mailbox) -> list[dict]:
+    seen: list[dict] = []
+
+    async def collect() -> None:
+        async for message in mailbox:
+            seen.append(message)
+
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(collect(), 0.2)
+    return seen
 
 
 async def test_completion_replaces_outputs_already_there(make_user):
