@@ -12,6 +12,7 @@ import contextlib
 import gc
 import inspect
 import logging
+import time
 import uuid
 from collections.abc import AsyncIterator
 from datetime import timedelta
@@ -30,6 +31,7 @@ from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect
+from strawberry import Schema
 from strawberry.asgi import GraphQL
 from strawberry.exceptions import ConnectionRejectionError
 from strawberry.schema._graphql_core import execution_context_class_kwargs
@@ -50,7 +52,7 @@ from tortoise import connections
 import runtime
 from models.error_event import ErrorCategory, Severity
 from observability import logs, metrics
-from observability.graphql import GraphQLObservability
+from observability.graphql import GraphQLObservability, bind_caller, record_operation
 from providers.base import ProviderError
 from resolvers.projection import DIRECT_SEND
 from resolvers.subscriptions import HAND_OFF, Follow
@@ -58,6 +60,13 @@ from schema.build import build_schema
 from schema.context import Context
 from schema.graphiql import graphiql_html
 from schema.loaders import Loaders
+from schema.prepared import PreparedOperations
+from schema.security import (
+    InputLimits,
+    OperationRateLimit,
+    check_operation_inputs,
+    spend_rate_limit,
+)
 from services import runner
 from services.error_events import Occurrence, record
 from services.errors import DomainError
@@ -326,6 +335,16 @@ class KilnGraphQL(GraphQL):
             max_subscriptions_per_connection=settings.max_subscriptions_per_connection,
         )
         self.settings = settings
+        assert isinstance(self.schema, Schema)
+        self.prepared = PreparedOperations.attach(
+            self.schema,
+            {
+                InputLimits: check_operation_inputs,
+                OperationRateLimit: spend_rate_limit,
+                GraphQLObservability: bind_caller,
+            },
+            maxsize=settings.graphql_cache_size,
+        )
         self._graphiql = graphiql_html()
         self._counters: tuple[Any, Counters] | None = None
 
@@ -356,8 +375,9 @@ class KilnGraphQL(GraphQL):
         if scope["type"] != "http":
             await super().__call__(scope, receive, send)
             return
+        request = Request(scope, receive=receive)
         try:
-            response = await self.run(Request(scope, receive=receive))
+            response = await self._run_prepared(request) or await self.run(request)
         except HTTPException as error:
             # Strawberry answers unreadable requests in plain text; keep the GraphQL shape.
             response = JSONResponse(
@@ -365,6 +385,46 @@ class KilnGraphQL(GraphQL):
                 status_code=error.status_code,
             )
         await response(scope, receive, send)
+
+    async def _run_prepared(self, request: Request) -> Response | None:
+        """A JSON POST of a query or mutation whose document was seen before, run as a
+        prepared operation (schema/prepared.py); None for Strawberry to handle (the body read
+        here stays with the request for it)."""
+        if request.method != "POST" or self.prepared.hooks is None:
+            return None
+        headers = request.headers
+        accept = headers.get("accept", "")
+        if (
+            not headers.get("content-type", "").startswith("application/json")
+            or "multipart" in accept
+            or "text/event-stream" in accept
+        ):
+            return None
+        try:
+            data = orjson.loads(await request.body())
+        except orjson.JSONDecodeError:
+            return None
+        if not isinstance(data, dict) or data.get("extensions") is not None:
+            return None
+        query, variables, name = data.get("query"), data.get("variables"), data.get("operationName")
+        if (
+            not isinstance(query, str)
+            or not isinstance(variables, dict | None)
+            or not isinstance(name, str | None)
+        ):
+            return None
+        prepared = self.prepared.get(query, name)
+        if prepared is None:
+            return None
+        sub_response = await self.get_sub_response(request)
+        context = await self.get_context(request, response=sub_response)
+        execution = self.prepared.execution(prepared, query, variables, name, context)
+        started = time.perf_counter()
+        try:
+            result = await self.prepared.execute(execution)
+        finally:
+            record_operation(execution, started)
+        return self.create_response(await self.process_result(request, result), sub_response)
 
     async def get_context(self, request: Request | WebSocket, response: Any) -> Context:  # type: ignore[override]
         websocket = isinstance(request, WebSocket)

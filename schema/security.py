@@ -193,30 +193,32 @@ class OperationRateLimit(SchemaExtension):
     responses carry RateLimit-Limit / -Remaining / -Reset."""
 
     async def on_execute(self) -> Any:
-        context = self.execution_context
-        if context.operation_type in (OperationType.MUTATION, OperationType.SUBSCRIPTION):
-            await self._spend(context)
+        await spend_rate_limit(self.execution_context)
         yield
 
-    async def _spend(self, execution: ExecutionContext) -> None:
-        context: Any = execution.context
-        counters = getattr(context, "counters", None)
-        settings: Settings | None = getattr(context, "settings", None)
-        if counters is None or settings is None:
-            return
-        try:
-            user = await context.user()
-        except DomainError:
-            user = None  # a bad credential: the resolver reports it; count by address
-        try:
-            quota = await rate_limits.spend(
-                counters, user, context.client_ip, root_field_count(execution), settings
-            )
-        except RateLimited as limited:
-            limit = rate_limits.operation_limit(user, settings)
-            _set_headers(context, rate_limits.Quota(limit, 0, limited.retry_after))
-            raise
-        _set_headers(context, quota)
+
+async def spend_rate_limit(execution: ExecutionContext) -> None:
+    """What OperationRateLimit does for an operation (prepared operations call it directly)."""
+    if execution.operation_type not in (OperationType.MUTATION, OperationType.SUBSCRIPTION):
+        return
+    context: Any = execution.context
+    counters = getattr(context, "counters", None)
+    settings: Settings | None = getattr(context, "settings", None)
+    if counters is None or settings is None:
+        return
+    try:
+        user = await context.user()
+    except DomainError:
+        user = None  # a bad credential: the resolver reports it; count by address
+    try:
+        quota = await rate_limits.spend(
+            counters, user, context.client_ip, root_field_count(execution), settings
+        )
+    except RateLimited as limited:
+        limit = rate_limits.operation_limit(user, settings)
+        _set_headers(context, rate_limits.Quota(limit, 0, limited.retry_after))
+        raise
+    _set_headers(context, quota)
 
 
 def _set_headers(context: Any, quota: rate_limits.Quota) -> None:

@@ -1,0 +1,247 @@
+"""Prepared operations: a document seen once is run again without Strawberry's per-operation
+machinery, and the client cannot tell: the same data, errors, codes and headers."""
+
+from __future__ import annotations
+
+import functools
+import re
+from typing import Any
+
+import httpx
+import pytest
+from strawberry.extensions import MaskErrors, SchemaExtension
+
+from observability.graphql import GraphQLObservability
+from schema.build import build_schema
+from schema.prepared import PreparedOperations
+from schema.security import InputLimits, OperationRateLimit
+from server import KilnGraphQL
+from services import auth
+from tests.test_server_metrics import app_client, parse, value
+
+CREATE = """mutation Create($input: CreateGenerationInput!) {
+  createGeneration(input: $input) { id status cost version prompt }
+}"""
+SEVERAL = "query Me { me { email role } } query Models { models { id kind } }"
+_IDS = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|[0-9a-f]{32}")
+
+
+def normal(body: Any) -> Any:
+    """The body with ids (generation ids, request ids) replaced: they differ between two runs."""
+    if isinstance(body, dict):
+        return {key: normal(item) for key, item in body.items()}
+    if isinstance(body, list):
+        return [normal(item) for item in body]
+    return _IDS.sub("<id>", body) if isinstance(body, str) else body
+
+
+def graphql_of(client: httpx.AsyncClient) -> KilnGraphQL:
+    app: Any = client._transport.app  # type: ignore[attr-defined]
+    return next(r.endpoint for r in app.routes if isinstance(r.endpoint, KilnGraphQL))
+
+
+class Paths:
+    """Counts which way each request went."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, graphql: KilnGraphQL) -> None:
+        self.prepared = self.strawberry = 0
+        prepared_execute, strawberry_execute = graphql.prepared.execute, graphql.schema.execute
+
+        async def counted_prepared(*args: Any, **kwargs: Any) -> Any:
+            self.prepared += 1
+            return await prepared_execute(*args, **kwargs)
+
+        async def counted_strawberry(*args: Any, **kwargs: Any) -> Any:
+            self.strawberry += 1
+            return await strawberry_execute(*args, **kwargs)
+
+        monkeypatch.setattr(graphql.prepared, "execute", counted_prepared)
+        monkeypatch.setattr(graphql.schema, "execute", counted_strawberry)
+
+
+async def twice(client: httpx.AsyncClient, paths: Paths, body: dict[str, Any], token: str | None):
+    """The request through Strawberry (its document is new), then as a prepared operation."""
+    headers = {"authorization": f"Bearer {token}"} if token else {}
+    before = (paths.strawberry, paths.prepared)
+    first = await client.post("/graphql", json=body, headers=headers)
+    second = await client.post("/graphql", json=body, headers=headers)
+    assert (paths.strawberry, paths.prepared) == (before[0] + 1, before[1] + 1)
+    return first, second
+
+
+def same_answer(first: httpx.Response, second: httpx.Response) -> dict[str, Any]:
+    assert first.status_code == second.status_code
+    assert normal(first.json()) == normal(second.json())
+    for header in ("content-type", "ratelimit-limit", "ratelimit-reset"):
+        assert first.headers.get(header) == second.headers.get(header), header
+    return second.json()
+
+
+async def test_repeated_operations_are_prepared_and_answer_as_strawberry(
+    backend, make_user, monkeypatch
+):
+    user = await make_user(credits=50)
+    token = auth.issue_token(user, backend.settings)
+    headers = {"authorization": f"Bearer {token}"}
+    async with app_client(backend, monkeypatch) as client:
+        paths = Paths(monkeypatch, graphql_of(client))
+        good = {"input": {"prompt": "a teapot", "width": 64, "height": 64}}
+        cases: list[tuple[dict[str, Any], str | None, str | None]] = [
+            ({"query": "{ me { email role credits { available reserved } } }"}, token, None),
+            ({"query": SEVERAL, "operationName": "Models"}, None, None),
+            ({"query": CREATE, "variables": good}, token, None),
+            ({"query": "{ me { id } }"}, None, "UNAUTHENTICATED"),
+            (
+                {"query": CREATE, "variables": {"input": {"prompt": "x", "numOutputs": 9}}},
+                token,
+                "BAD_USER_INPUT",
+            ),
+            # Refused before execution, by the input caps.
+            (
+                {"query": CREATE, "variables": {"input": {"prompt": "x" * 4001}}},
+                token,
+                "BAD_USER_INPUT",
+            ),
+            # Variables graphql-core cannot coerce.
+            ({"query": CREATE, "variables": {"input": {"prompt": 7}}}, token, "BAD_USER_INPUT"),
+        ]
+        for number, (body, caller, code) in enumerate(cases):
+            # A comment makes each case's document new to the server.
+            body = {**body, "query": f"{body['query']}\n# case {number}"}
+            answer = same_answer(*await twice(client, paths, body, caller))
+            if code is None:
+                assert "errors" not in answer and answer["data"], answer
+            else:
+                assert answer["errors"][0]["extensions"]["code"] == code, answer
+        # Another operation of a document seen before is prepared too.
+        await client.post("/graphql", json={"query": SEVERAL, "operationName": "Models"})
+        me = {"query": SEVERAL, "operationName": "Me"}
+        prepared_before = paths.prepared
+        prepared_me = await client.post("/graphql", json=me, headers=headers)
+        assert paths.prepared == prepared_before + 1
+        respelled = {**me, "query": SEVERAL + " "}
+        same_answer(await client.post("/graphql", json=respelled, headers=headers), prepared_me)
+        created = await client.post(
+            "/graphql", json={"query": CREATE, "variables": good}, headers=headers
+        )
+        assert created.json()["data"]["createGeneration"]["status"] == "QUEUED"
+        assert int(created.headers["ratelimit-remaining"]) >= 0
+
+
+async def test_an_unexpected_error_is_masked_and_recorded_the_same_way(
+    backend, make_user, monkeypatch
+):
+    user = await make_user()
+    token = auth.issue_token(user, backend.settings)
+
+    async def broken(user_id: Any) -> Any:
+        raise RuntimeError("secret detail")
+
+    monkeypatch.setattr("services.credits.get_balance", broken)
+    async with app_client(backend, monkeypatch) as client:
+        paths = Paths(monkeypatch, graphql_of(client))
+        first, second = await twice(
+            client, paths, {"query": "{ creditBalance { available } }"}, token
+        )
+    answer = same_answer(first, second)
+    assert answer["errors"][0]["extensions"]["code"] == "INTERNAL"
+    assert "secret" not in second.text
+    assert answer["errors"][0]["extensions"]["requestId"] == second.headers["x-request-id"]
+
+
+async def test_the_rate_limit_counts_and_refuses_prepared_operations(
+    backend, make_user, monkeypatch
+):
+    user = await make_user(credits=50)
+    token = auth.issue_token(user, backend.settings)
+    body = {"query": CREATE, "variables": {"input": {"prompt": "a teapot"}}}
+    headers = {"authorization": f"Bearer {token}"}
+    async with app_client(backend, monkeypatch, rate_limit_per_user=2) as client:
+        paths = Paths(monkeypatch, graphql_of(client))
+        await client.post("/graphql", json=body, headers=headers)  # Strawberry, 1 of 2
+        allowed = await client.post("/graphql", json=body, headers=headers)  # prepared, 2 of 2
+        assert allowed.headers["ratelimit-remaining"] == "0"
+        refused = await client.post("/graphql", json=body, headers=headers)  # prepared
+        # The same refusal from Strawberry: another spelling of the document is new to it.
+        respelled = {**body, "query": CREATE + " "}
+        by_strawberry = await client.post("/graphql", json=respelled, headers=headers)
+    assert (paths.strawberry, paths.prepared) == (2, 2)
+    answer = same_answer(by_strawberry, refused)
+    assert answer["errors"][0]["extensions"]["code"] == "RATE_LIMITED"
+    assert answer["errors"][0]["extensions"]["retryAfter"] >= 1
+    assert refused.headers["ratelimit-remaining"] == "0"
+
+
+async def test_prepared_operations_are_measured(backend, make_user, monkeypatch):
+    async with app_client(backend, monkeypatch) as client:
+        paths = Paths(monkeypatch, graphql_of(client))
+        before = parse((await client.get("/metrics")).text)
+        await twice(client, paths, {"query": "{ models { id } }"}, None)
+        after = parse((await client.get("/metrics")).text)
+    moved = value(after, "kiln_graphql_requests_total", operation_type="query", code="OK") - value(
+        before, "kiln_graphql_requests_total", operation_type="query", code="OK"
+    )
+    assert moved == 2
+
+
+async def test_what_strawberry_still_answers(backend, make_user, monkeypatch):
+    """New documents, GET, other content types, batches, extensions, subscriptions and
+    operation names the document does not have."""
+    user = await make_user()
+    token = auth.issue_token(user, backend.settings)
+    headers = {"authorization": f"Bearer {token}"}
+    async with app_client(backend, monkeypatch) as client:
+        paths = Paths(monkeypatch, graphql_of(client))
+        query = "{ models { id } }"
+        await client.post("/graphql", json={"query": query})
+        subscription = "subscription { creditBalanceChanged { available } }"
+        await client.post("/graphql", json={"query": subscription}, headers=headers)
+        requests = [
+            client.get("/graphql", params={"query": query}),
+            client.post("/graphql", json=[{"query": query}]),
+            client.post("/graphql", json={"query": query, "extensions": {"x": 1}}),
+            client.post(
+                "/graphql",
+                content=f'{{"query": "{query}"}}',
+                headers={"content-type": "text/plain"},
+            ),
+            client.post("/graphql", json={"query": query, "operationName": "Nope"}),
+            client.post("/graphql", json={"query": subscription}, headers=headers),
+        ]
+        for request in requests:
+            await request
+    assert paths.prepared == 0
+
+
+def test_only_a_schema_whose_extensions_are_all_known_is_served():
+    per_operation: dict[type[SchemaExtension], Any] = {
+        InputLimits: lambda e: None,
+        OperationRateLimit: lambda e: None,
+        GraphQLObservability: lambda e: None,
+    }
+
+    def attached(*extra: Any) -> PreparedOperations:
+        schema = build_schema()
+        schema.extensions = (*schema.extensions, GraphQLObservability, *extra)
+        return PreparedOperations.attach(schema, per_operation, maxsize=10)
+
+    assert attached().hooks == list(per_operation.values())
+
+    class EveryField(SchemaExtension):
+        def resolve(self, _next: Any, root: Any, info: Any, *args: Any, **kwargs: Any) -> Any:
+            return _next(root, info, *args, **kwargs)
+
+    assert attached(EveryField).hooks is None
+    assert attached(functools.partial(MaskErrors)).hooks is None
+    schema = build_schema()  # no hook given for the observability extension
+    schema.extensions = (*schema.extensions, GraphQLObservability)
+    assert PreparedOperations.attach(schema, {InputLimits: lambda e: None}, 10).hooks is None
+
+
+async def test_documents_are_remembered_up_to_the_cache_size(backend, monkeypatch):
+    async with app_client(backend, monkeypatch, graphql_cache_size=2) as client:
+        graphql = graphql_of(client)
+        for field in ("id", "kind", "costPerOutput"):
+            await client.post("/graphql", json={"query": f"{{ models {{ {field} }} }}"})
+    assert graphql.prepared.get("{ models { id } }", None) is None  # the oldest went
+    assert graphql.prepared.get("{ models { costPerOutput } }", None) is not None
