@@ -18,9 +18,10 @@ from __future__ import annotations
 import uuid
 from collections import defaultdict
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, tzinfo
 from functools import lru_cache
-from typing import Any
+from typing import Any, NamedTuple
+from zoneinfo import ZoneInfo
 
 import orjson
 from tortoise import connections
@@ -32,39 +33,6 @@ from models.user import User
 from services.generations import StoredOutput
 from services.pagination import Page, decode_cursor, encode_cursor
 from services.sql import dialect_sql
-
-# Every column of `generations`, in the order ListedGeneration takes them.
-COLUMNS = (
-    "id",
-    "user_id",
-    "parent_id",
-    "kind",
-    "status",
-    "progress",
-    "stage",
-    "model",
-    "preset",
-    "provider",
-    "prompt",
-    "negative_prompt",
-    "params",
-    "cost",
-    "hold",
-    "attempts",
-    "error_code",
-    "error_message",
-    "version",
-    "request_id",
-    "provider_job",
-    "provider_job_id",
-    "cache_key",
-    "idempotency_key",
-    "request_hash",
-    "created_at",
-    "queued_at",
-    "started_at",
-    "completed_at",
-)
 
 _OUTPUTS = (
     'SELECT generation_id, "index", storage_key, content_type, size_bytes, width, height, text '
@@ -79,12 +47,10 @@ _OUTPUTS_OF_ROW = (
 )
 
 
-class ListedGeneration:
+class ListedGeneration(NamedTuple):
     """A row of `generations` as a page lists it: every column as the ORM's model would hold
     it (enums, aware datetimes, decoded JSON), and `outputs` when the page read them too
-    (None when it did not)."""
-
-    __slots__ = (*COLUMNS, "outputs")
+    (None when it did not). A tuple: built from the row's values in one step."""
 
     id: uuid.UUID
     user_id: uuid.UUID
@@ -117,13 +83,9 @@ class ListedGeneration:
     completed_at: datetime | None
     outputs: list[StoredOutput] | None
 
-    def __init__(self, values: Sequence[Any], outputs: list[StoredOutput] | None) -> None:
-        for name, value in zip(COLUMNS, values, strict=True):
-            setattr(self, name, value)
-        self.outputs = outputs
 
-    def __repr__(self) -> str:
-        return f"<ListedGeneration {self.id} {self.status}>"
+# Every column of `generations`, in the order ListedGeneration holds them.
+COLUMNS = ListedGeneration._fields[:-1]
 
 
 async def list_generations(
@@ -156,16 +118,24 @@ async def list_generations(
     if fast:
         async with connection.acquire_connection() as conn:
             records = await conn.fetch(sql, *params)
-        items = [_from_record(r, with_outputs) for r in records[:first]]
+        # Tortoise holds timestamps in its time zone; asyncpg's are aware UTC already, the
+        # same instants printed the same way, so only another zone needs converting.
+        zone = get_default_timezone() if get_use_tz() else None
+        convert = zone is not _UTC
+        items = [_from_record(r, with_outputs, convert, zone) for r in records[:first]]
     else:
         params[0] = str(user.id)
         records = await connection.execute_query_dict(sql, params)
-        items = [_from_dict(r) for r in records[:first]]
+        rows = records[:first]
+        grouped: list[list[StoredOutput] | None] = [None] * len(rows)
         if with_outputs:
-            grouped = await outputs_by_generation([g.id for g in items])
-            for item, outputs in zip(items, grouped, strict=True):
-                item.outputs = outputs
+            grouped[:] = await outputs_by_generation([_uuid(r["id"]) for r in rows])
+        items = [_from_dict(r, o) for r, o in zip(rows, grouped, strict=True)]
     return Page(items=items, has_next=len(records) > first, cursor_of=_cursor)
+
+
+def _uuid(value: Any) -> uuid.UUID:
+    return value if isinstance(value, uuid.UUID) else uuid.UUID(value)
 
 
 def _cursor(generation: ListedGeneration) -> str:
@@ -200,6 +170,7 @@ def _numbered(sql: str) -> str:
     return "".join(f"{part}${i}" for i, part in enumerate(parts[:-1], start=1)) + parts[-1]
 
 
+_UTC = ZoneInfo("UTC")  # one instance per key: Tortoise's zone when it is UTC
 _KINDS = {k.value: k for k in GenerationKind}
 _STATUSES = {s.value: s for s in GenerationStatus}
 _HOLDS = {h.value: h for h in HoldState}
@@ -210,36 +181,39 @@ _KIND, _STATUS, _PARAMS, _HOLD, _PROVIDER_JOB = (
 _TIMES = tuple(COLUMNS.index(n) for n in ("created_at", "queued_at", "started_at", "completed_at"))
 
 
-def _from_record(record: Any, with_outputs: bool) -> ListedGeneration:
+def _from_record(
+    record: Any, with_outputs: bool, convert_times: bool, zone: tzinfo | None
+) -> ListedGeneration:
     """A row from asyncpg, converted as the model's fields convert it: enums from their
-    values, JSON decoded (orjson, the JSONField decoder), timestamps (aware from asyncpg) in
-    Tortoise's time zone."""
+    values, JSON decoded (orjson, the JSONField decoder), timestamps in Tortoise's zone."""
     values = list(record.values())
     values[_KIND] = _KINDS[values[_KIND]]
     values[_STATUS] = _STATUSES[values[_STATUS]]
     hold = values[_HOLD]
-    values[_HOLD] = None if hold is None else _HOLDS[hold]
+    if hold is not None:
+        values[_HOLD] = _HOLDS[hold]
     values[_PARAMS] = orjson.loads(values[_PARAMS])
     job = values[_PROVIDER_JOB]
     if job is not None:
         values[_PROVIDER_JOB] = orjson.loads(job)
-    zone = get_default_timezone() if get_use_tz() else None
-    for i in _TIMES:
-        when = values[i]
-        if when is not None:
-            values[i] = when.astimezone(zone) if zone is not None else when.replace(tzinfo=None)
-    outputs = None
+    if convert_times:
+        for i in _TIMES:
+            when = values[i]
+            if when is not None:
+                values[i] = when.astimezone(zone) if zone is not None else when.replace(tzinfo=None)
     if with_outputs:
-        encoded = values.pop()
-        outputs = [StoredOutput(*o) for o in orjson.loads(encoded)] if encoded else []
-    return ListedGeneration(values, outputs)
+        encoded = values[-1]
+        values[-1] = [StoredOutput(*o) for o in orjson.loads(encoded)] if encoded else []
+    else:
+        values.append(None)
+    return ListedGeneration._make(values)
 
 
-def _from_dict(row: dict[str, Any]) -> ListedGeneration:
+def _from_dict(row: dict[str, Any], outputs: list[StoredOutput] | None) -> ListedGeneration:
     """A row from any other backend, through the model's own field converters (looked up
     per call: the foreign keys' `_id` fields exist only once Tortoise is initialised)."""
     fields = Generation._meta.fields_map
-    return ListedGeneration([fields[c].to_python_value(row[c]) for c in COLUMNS], None)
+    return ListedGeneration._make([*(fields[c].to_python_value(row[c]) for c in COLUMNS), outputs])
 
 
 async def outputs_by_generation(ids: Sequence[uuid.UUID]) -> list[list[StoredOutput]]:
