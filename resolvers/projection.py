@@ -34,9 +34,10 @@ DIRECT_SEND; without it (another transport, tests of the schema) nothing changes
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Coroutine, Generator
+from collections.abc import Awaitable, Callable, Coroutine, Generator, Iterable
 from contextvars import ContextVar
 from dataclasses import dataclass
 from dataclasses import field as dataclass_field
@@ -155,12 +156,19 @@ class Projection:
         self._selects: dict[tuple[str, ...], bool] = {}
 
     async def data(self, value: Any, context: Any) -> dict[str, Any]:
-        return await _complete_object(self.fields, value, context)
+        data = _complete_object(self.fields, value, context)
+        return await data if isinstance(data, Later) else data
 
     async def complete(self, value: Any, context: Any) -> Any:
         """The completed value of the root field itself (its non-null and list wrappers
         included) for the resolved `value`."""
-        return await _complete(self.root, self.root.output, value, context)
+        completed = self.completion(value, context)
+        return await completed if isinstance(completed, Later) else completed
+
+    def completion(self, value: Any, context: Any) -> Any:
+        """`complete` without a coroutine: the completed value, or a `Later` to await when
+        something below waits."""
+        return _complete(self.root, self.root.output, value, context)
 
     def selects(self, path: tuple[str, ...]) -> bool:
         """Whether the selection reaches the field `path` (Python names of nested fields)."""
@@ -520,28 +528,86 @@ def _resolve_now(field: _Field, source: Any, context: Any) -> Any:
     return result
 
 
-async def _resolve(field: _Field, source: Any, context: Any) -> Any:
+class Later:
+    """A completion that waits on something (a DataLoader load): awaiting it finishes it.
+    Completions return their value when nothing below them waits (a page read with its
+    outputs), so most of a page is completed without a coroutine per object or field."""
+
+    __slots__ = ("_awaitable",)
+
+    def __init__(self, awaitable: Awaitable[Any]) -> None:
+        self._awaitable = awaitable
+
+    def __await__(self) -> Generator[Any, Any, Any]:
+        return self._awaitable.__await__()
+
+
+def _resolve(field: _Field, source: Any, context: Any) -> Any:
+    """An async resolver's value, or a Later when it waits (run up to its first wait)."""
     try:
         result = _call(field, source, context)
-        if field.is_async or inspect.isawaitable(result):
-            result = await result
+        if not inspect.iscoroutine(result):
+            return Later(_resolved(field, result))
+        done, value = start(result)
     except Exception as error:
         raise Unsupported(f"{field.key}: {error!r}") from error
-    return result
+    return value if done else Later(_resolved(field, value))
 
 
-async def _complete_object(fields: tuple[_Field, ...], source: Any, context: Any) -> dict[str, Any]:
+async def _resolved(field: _Field, awaitable: Awaitable[Any]) -> Any:
+    try:
+        return await awaitable
+    except Exception as error:
+        raise Unsupported(f"{field.key}: {error!r}") from error
+
+
+def _complete_object(fields: tuple[_Field, ...], source: Any, context: Any) -> Any:
+    """The object's data, or a Later when a field waits (the fields after it are completed
+    once it is done, in order, as graphql-core completes them)."""
     data: dict[str, Any] = {}
-    for field in fields:
+    for index, field in enumerate(fields):
         if field.suspends:
-            if field.is_async:
-                value = await _resolve(field, source, context)
-            else:
-                value = _resolve_now(field, source, context)
-            data[field.key] = await _complete(field, field.output, value, context)
+            value = _suspending_field(field, source, context)
+            if isinstance(value, Later):
+                return Later(_rest_of_object(fields, index, value, data, source, context))
+            data[field.key] = value
         else:
             data[field.key] = _field_now(field, source, context)
     return data
+
+
+async def _rest_of_object(
+    fields: tuple[_Field, ...],
+    index: int,
+    waiting: Later,
+    data: dict[str, Any],
+    source: Any,
+    context: Any,
+) -> dict[str, Any]:
+    data[fields[index].key] = await waiting
+    for field in fields[index + 1 :]:
+        if field.suspends:
+            value = _suspending_field(field, source, context)
+            data[field.key] = await value if isinstance(value, Later) else value
+        else:
+            data[field.key] = _field_now(field, source, context)
+    return data
+
+
+def _suspending_field(field: _Field, source: Any, context: Any) -> Any:
+    """The completed value of a field that may wait (or has fields below that may)."""
+    if field.is_async:
+        value = _resolve(field, source, context)
+        if isinstance(value, Later):
+            return Later(_complete_later(field, value, context))
+    else:
+        value = _resolve_now(field, source, context)
+    return _complete(field, field.output, value, context)
+
+
+async def _complete_later(field: _Field, resolving: Later, context: Any) -> Any:
+    completed = _complete(field, field.output, await resolving, context)
+    return await completed if isinstance(completed, Later) else completed
 
 
 def _complete_object_now(fields: tuple[_Field, ...], source: Any, context: Any) -> dict[str, Any]:
@@ -569,7 +635,8 @@ def _field_now(field: _Field, source: Any, context: Any) -> Any:
     return scalar(value)
 
 
-async def _complete(field: _Field, output: Any, value: Any, context: Any) -> Any:
+def _complete(field: _Field, output: Any, value: Any, context: Any) -> Any:
+    """The completed value, or a Later when something below waits."""
     if not field.children_suspend:
         return _complete_now(field, output, value, context)
     if isinstance(output, GraphQLNonNull):
@@ -579,33 +646,52 @@ async def _complete(field: _Field, output: Any, value: Any, context: Any) -> Any
     if value is None:
         return None
     if isinstance(output, GraphQLList):
-        # Every item is started before any waits, as graphql-core's concurrent completion does
-        # (loads from sibling items share one DataLoader batch), but without a task per item:
-        # most items finish without waiting (a page whose outputs were read with it).
+        # Every item is completed before any of them is waited for, as graphql-core's
+        # concurrent completion does (loads from sibling items share one DataLoader batch).
         item_type = output.of_type
         completed: list[Any] = []
         waiting: list[int] = []
         try:
             for item in _items(field, value):
-                done, result = start(_complete(field, item_type, item, context))
-                if not done:
+                result = _complete(field, item_type, item, context)
+                if isinstance(result, Later):
                     waiting.append(len(completed))
                 completed.append(result)
         except BaseException:
-            for index in waiting:
-                completed[index].close()
+            # Those already waiting finish in the background, as gather's other tasks do:
+            # graphql-core's second completion may share what they wait on.
+            _abandon(completed[i] for i in waiting)
             raise
-        if len(waiting) == 1:
-            completed[waiting[0]] = await completed[waiting[0]]
-        elif waiting:
-            # Concurrently, so what they wait on next is batched too.
-            finished = await asyncio.gather(*(completed[i] for i in waiting))
-            for index, result in zip(waiting, finished, strict=True):
-                completed[index] = result
-        return completed
+        return Later(_rest_of_list(completed, waiting)) if waiting else completed
     if field.children is not None:
-        return await _complete_object(field.children, value, context)
+        return _complete_object(field.children, value, context)
     return _serialize(field, output, value)
+
+
+async def _rest_of_list(completed: list[Any], waiting: list[int]) -> list[Any]:
+    if len(waiting) == 1:
+        completed[waiting[0]] = await completed[waiting[0]]
+        return completed
+    # Concurrently, so what they wait on next is batched too.
+    finished = await asyncio.gather(*(completed[i] for i in waiting))
+    for index, result in zip(waiting, finished, strict=True):
+        completed[index] = result
+    return completed
+
+
+_abandoned: set[asyncio.Future[Any]] = set()
+
+
+def _abandon(waiting: Iterable[Later]) -> None:
+    for later in waiting:
+        task = asyncio.ensure_future(_quietly(later))
+        _abandoned.add(task)  # the loop keeps only a weak reference to a task
+        task.add_done_callback(_abandoned.discard)
+
+
+async def _quietly(later: Later) -> None:
+    with contextlib.suppress(Exception):
+        await later
 
 
 def _complete_now(field: _Field, output: Any, value: Any, context: Any) -> Any:
@@ -663,14 +749,6 @@ class Resumed(Generic[T]):
     def __init__(self, coroutine: Coroutine[Any, Any, T], waits_on: Any) -> None:
         self._coroutine = coroutine
         self._waits_on = waits_on
-
-    def close(self) -> None:
-        """Abandons the rest (another item failed). What it waits on is released as a task
-        receiving it would have: an asyncio future still marked as waited on refuses the
-        next `await` (graphql-core's, completing the value again) with a RuntimeError."""
-        if getattr(self._waits_on, "_asyncio_future_blocking", False):
-            self._waits_on._asyncio_future_blocking = False
-        self._coroutine.close()
 
     def __await__(self) -> Generator[Any, Any, T]:
         coroutine, waits_on = self._coroutine, self._waits_on

@@ -17,7 +17,7 @@ from graphql import GraphQLOutputType, GraphQLResolveInfo
 from graphql.pyutils import Path, Undefined
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 
-from resolvers.projection import Resumed, Unsupported, projection_of, start
+from resolvers.projection import Later, Unsupported, projection_of
 
 
 class ProjectingExecutionContext(StrawberryGraphQLCoreExecutionContext):
@@ -43,13 +43,13 @@ class ProjectingExecutionContext(StrawberryGraphQLCoreExecutionContext):
         ):
             projection = projection_of(info)
             if projection is not None:
-                # Run up to its first wait: a value that needs none (a page read with its
-                # outputs) is returned as it is, with no coroutine for graphql-core to await.
+                # A value that needs no wait (a page read with its outputs) is returned as
+                # it is, with no coroutine for graphql-core to await.
                 try:
-                    done, completed = start(projection.complete(result, info.context))
+                    completed = projection.completion(result, info.context)
                 except Unsupported:
                     return super().complete_value(*args)
-                if done:
+                if not isinstance(completed, Later):
                     return completed
                 normally = partial(super().complete_value, *args)
                 return _finish(completed, normally, self.is_awaitable)
@@ -57,7 +57,7 @@ class ProjectingExecutionContext(StrawberryGraphQLCoreExecutionContext):
 
 
 async def _finish(
-    completing: Resumed[Any],
+    completing: Later,
     normally: Callable[[], Any],
     is_awaitable: Callable[[Any], bool],
 ) -> Any:
