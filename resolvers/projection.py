@@ -41,6 +41,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Generator, Iterable
 from contextvars import ContextVar
 from dataclasses import dataclass
 from dataclasses import field as dataclass_field
+from datetime import date, datetime, time
 from math import isfinite
 from typing import Any, Generic, Literal, TypeVar, cast
 
@@ -78,6 +79,7 @@ from graphql.type.scalars import (
     serialize_string,
 )
 from strawberry.schema.schema_converter import CustomGraphQLEnumType
+from strawberry.schema.types.base_scalars import isoformat as strawberry_isoformat
 
 # Sends one `next` message whose payload is already encoded (JSON bytes of {"data": ...}).
 DirectSend = Callable[[bytes], Awaitable[None]]
@@ -120,13 +122,15 @@ class _Field:
     children_suspend: bool = False
     # Fast paths, set for most fields of a page: the attribute a field without a resolver
     # reads, and for a leaf (or non-null leaf) the serialiser of its non-null value.
-    attr: str | None = None
+    attr: str = ""
     scalar: Callable[[Any], Any] | None = None
     non_null: bool = False
     suspends: bool = dataclass_field(init=False)
+    plain: bool = dataclass_field(init=False)  # an attribute serialised as a leaf
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "suspends", self.is_async or self.children_suspend)
+        object.__setattr__(self, "plain", bool(self.attr) and self.scalar is not None)
 
     @property
     def reads_context(self) -> bool:
@@ -455,7 +459,7 @@ def _compile_selection(
                 children_suspend=any(c.suspends for c in children or ()),
                 attr=definition.python_name
                 if resolver is None and definition.default_resolver is getattr
-                else None,
+                else "",
                 scalar=_scalar(key, leaf) if is_leaf_type(leaf) else None,
                 non_null=isinstance(output, GraphQLNonNull),
             )
@@ -491,6 +495,10 @@ def _scalar(key: str, output: Any) -> Callable[[Any], Any]:
         return lambda value: value if type(value) is float and isfinite(value) else general(value)
     if function is serialize_boolean:
         return lambda value: value if type(value) is bool else general(value)
+    if function is strawberry_isoformat:  # DateTime, Date, Time
+        return lambda value: (
+            value.isoformat() if type(value) in (datetime, date, time) else general(value)
+        )
     if function is CustomGraphQLEnumType.serialize:
         # Strawberry's enum serialises a member to the name whose value equals the member's.
         enum = output.wrapped_cls
@@ -505,6 +513,8 @@ def _scalar(key: str, output: Any) -> Callable[[Any], Any]:
 
 def _call(field: _Field, source: Any, context: Any) -> Any:
     """What the field's resolver returns (an awaitable for async resolvers)."""
+    if field.attr:  # what get_result does for a field without a resolver
+        return getattr(source, field.attr)
     definition = field.definition
     if field.basic:
         return definition.get_result(source, info=None, args=[], kwargs={})
@@ -566,7 +576,18 @@ def _complete_object(fields: tuple[_Field, ...], source: Any, context: Any) -> A
     once it is done, in order, as graphql-core completes them)."""
     data: dict[str, Any] = {}
     for index, field in enumerate(fields):
-        if field.suspends:
+        if field.plain:  # as in _complete_object_now
+            try:
+                value = getattr(source, field.attr)
+            except Exception as error:
+                raise Unsupported(f"{field.key}: {error!r}") from error
+            if value is not None:
+                data[field.key] = field.scalar(value)  # type: ignore[misc]
+            elif field.non_null:
+                raise Unsupported(f"{field.key}: null for a non-null field")
+            else:
+                data[field.key] = None
+        elif field.suspends:
             value = _suspending_field(field, source, context)
             if isinstance(value, Later):
                 return Later(_rest_of_object(fields, index, value, data, source, context))
@@ -611,14 +632,29 @@ async def _complete_later(field: _Field, resolving: Later, context: Any) -> Any:
 
 
 def _complete_object_now(fields: tuple[_Field, ...], source: Any, context: Any) -> dict[str, Any]:
-    return {field.key: _field_now(field, source, context) for field in fields}
+    data: dict[str, Any] = {}
+    for field in fields:
+        if field.plain:  # most fields: _field_now's first case, without the call
+            try:
+                value = getattr(source, field.attr)
+            except Exception as error:
+                raise Unsupported(f"{field.key}: {error!r}") from error
+            if value is not None:
+                data[field.key] = field.scalar(value)  # type: ignore[misc]
+            elif field.non_null:
+                raise Unsupported(f"{field.key}: null for a non-null field")
+            else:
+                data[field.key] = None
+        else:
+            data[field.key] = _field_now(field, source, context)
+    return data
 
 
 def _field_now(field: _Field, source: Any, context: Any) -> Any:
     """The completed value of a field that never waits."""
     if field.typename is not None:
         return field.typename
-    if field.attr is not None:
+    if field.attr:
         try:
             value = getattr(source, field.attr)
         except Exception as error:
