@@ -9,10 +9,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
+from tortoise import connections
+
 from models.api_call import ApiCallLog
 from providers.http import CallRecord
 from services.breakers import CircuitState
 from services.pagination import Page, newest_first_by_id
+from services.sql import dialect_sql
 
 if TYPE_CHECKING:
     from services.catalogue import Catalogue
@@ -29,20 +32,36 @@ current_request: ContextVar[str | None] = ContextVar("kiln_call_request", defaul
 async def record_call(call: CallRecord) -> None:
     """The call sink given to every adapter. Never raises: logging a call must not fail it."""
     try:
-        await ApiCallLog.create(
-            provider=call.provider,
-            model=call.model,
-            method=call.method,
-            url=call.url[:500],
-            generation_id=current_generation.get(),
-            request_id=current_request.get(),
-            status_code=call.status_code,
-            duration_ms=call.duration_ms,
-            ok=call.ok,
-            error=call.error,
+        values = {
+            "provider": call.provider,
+            "model": call.model,
+            "method": call.method,
+            "url": call.url[:500],
+            "generation_id": current_generation.get(),
+            "request_id": current_request.get(),
+            "status_code": call.status_code,
+            "duration_ms": call.duration_ms,
+            "ok": call.ok,
+            "error": call.error,
+            "created_at": datetime.now(UTC),
+        }
+        # Fixed SQL, not ApiCallLog.create: every provider call (a poll too) writes a row,
+        # and building the model and its INSERT cost more CPU than running it.
+        fields = ApiCallLog._meta.fields_map
+        connection = connections.get("default")
+        await connection.execute_query(
+            dialect_sql(_INSERT_CALL, connection),
+            [fields[name].to_db_value(value, ApiCallLog) for name, value in values.items()],
         )
     except Exception:
         log.exception("could not log a call to %s", call.provider)
+
+
+_INSERT_CALL = """
+INSERT INTO api_call_logs (provider, model, method, url, generation_id, request_id,
+                           status_code, duration_ms, ok, error, created_at)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+"""
 
 
 async def list_calls(

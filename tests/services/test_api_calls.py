@@ -1,0 +1,61 @@
+"""The API call log's writer: one row per provider call, named after the generation and
+request the runner is working on."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+
+from models.api_call import ApiCallLog
+from providers.http import CallRecord
+from services.api_calls import current_generation, current_request, record_call
+
+
+async def test_a_call_is_one_row_with_everything_it_says(backend):
+    generation_id = uuid.uuid4()
+    before = datetime.now(UTC)
+    generation_token = current_generation.set(generation_id)
+    request_token = current_request.set("req-1")
+    try:
+        await record_call(
+            CallRecord("acme", "m-1", "POST", "https://acme/" + "x" * 600, 502, 12, False, "boom")
+        )
+    finally:
+        current_generation.reset(generation_token)
+        current_request.reset(request_token)
+    await record_call(CallRecord("acme", None, "GET", "https://acme/p", None, 3, True, None))
+    rows = await ApiCallLog.filter(provider="acme").order_by("id")
+    failed, ok = rows[-2:]
+    assert (failed.model, failed.method, failed.status_code, failed.duration_ms) == (
+        "m-1",
+        "POST",
+        502,
+        12,
+    )
+    assert (failed.ok, failed.error, failed.generation_id, failed.request_id) == (
+        False,
+        "boom",
+        generation_id,
+        "req-1",
+    )
+    assert len(failed.url) == 500
+    assert before - timedelta(seconds=1) <= failed.created_at <= datetime.now(UTC)
+    assert (ok.model, ok.status_code, ok.ok, ok.error, ok.generation_id, ok.request_id) == (
+        None,
+        None,
+        True,
+        None,
+        None,
+        None,
+    )
+
+
+async def test_a_call_that_cannot_be_logged_does_not_fail(backend, monkeypatch, caplog):
+    async def broken(*args, **kwargs):
+        raise RuntimeError("database down")
+
+    from tortoise import connections
+
+    monkeypatch.setattr(type(connections.get("default")), "execute_query", broken)
+    await record_call(CallRecord("acme", None, "GET", "https://acme/p", 200, 1, True, None))
+    assert "could not log a call to acme" in caplog.text
