@@ -72,14 +72,16 @@ class Query:
             # Read with the page (one statement) when asked for: no DataLoader round after it.
             with_outputs=selects(info, "edges", "node", "outputs"),
         )
+        items = page.items
         edges = [
-            GenerationEdge(cursor=page.cursor_of(g), node=Generation.of(g, g.outputs))
-            for g in page.items
+            GenerationEdge(node=Generation.of(g, g.outputs), row=g, cursor_of=page.cursor_of)
+            for g in items
         ]
         return GenerationConnection(
             edges=edges,
             page_info=PageInfo(
-                has_next_page=page.has_next, end_cursor=edges[-1].cursor if edges else None
+                has_next_page=page.has_next,
+                end_cursor=page.cursor_of(items[-1]) if items else None,
             ),
         )
 

@@ -5,11 +5,13 @@ from __future__ import annotations
 import uuid
 from collections import defaultdict
 from collections.abc import Sequence
+from functools import cached_property
 
 from strawberry.dataloader import DataLoader
 
 from models.generation import Generation
 from services.generation_pages import outputs_by_generation
+from services.generations import StoredOutput
 
 
 async def _generations(ids: Sequence[uuid.UUID]) -> list[Generation | None]:
@@ -27,7 +29,20 @@ async def _children(ids: Sequence[uuid.UUID]) -> list[list[Generation]]:
 
 
 class Loaders:
+    """Each loader is made on first use: most requests use none (a page reads its outputs
+    with its rows), and every request and socket gets a Loaders."""
+
     def __init__(self, *, cache: bool = True) -> None:
-        self.outputs = DataLoader(load_fn=outputs_by_generation, cache=cache)
-        self.generation = DataLoader(load_fn=_generations, cache=cache)
-        self.children = DataLoader(load_fn=_children, cache=cache)
+        self._cache = cache
+
+    @cached_property
+    def outputs(self) -> DataLoader[uuid.UUID, list[StoredOutput]]:
+        return DataLoader(load_fn=outputs_by_generation, cache=self._cache)
+
+    @cached_property
+    def generation(self) -> DataLoader[uuid.UUID, Generation | None]:
+        return DataLoader(load_fn=_generations, cache=self._cache)
+
+    @cached_property
+    def children(self) -> DataLoader[uuid.UUID, list[Generation]]:
+        return DataLoader(load_fn=_children, cache=self._cache)

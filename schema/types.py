@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -255,10 +256,17 @@ class Generation:
         )
 
 
+def _edge_cursor(root: GenerationEdge) -> str:
+    return root.cursor_of(root.row)
+
+
 @strawberry.type
 class GenerationEdge:
-    cursor: str
+    # Encoded only when asked for: a page's client usually reads pageInfo.endCursor alone.
+    cursor: str = strawberry.field(resolver=_edge_cursor)
     node: Generation
+    row: strawberry.Private[Any]
+    cursor_of: strawberry.Private[Callable[[Any], str]]
 
 
 @strawberry.type
