@@ -577,12 +577,29 @@ async def attach_job(
 
 async def claim_job(generation_id: uuid.UUID, job_id: str) -> bool:
     """Take the job's result for processing. Exactly one of the poller and the webhook wins,
-    so a result delivered both ways is handled once."""
-    return bool(
-        await Generation.filter(id=generation_id, provider_job_id=job_id).update(
-            provider_job_id=None
-        )
+    so a result delivered both ways is handled once. Fixed SQL: every finished provider job
+    passes here (see Guard on the ORM's cost)."""
+    connection = connections.get("default")
+    rows = await connection.execute_query_dict(
+        dialect_sql(_CLAIM_JOB, connection), [str(generation_id), job_id]
     )
+    return bool(rows)
+
+
+_CLAIM_JOB = (
+    "UPDATE generations SET provider_job_id = NULL WHERE id = ? AND provider_job_id = ? "
+    "RETURNING id"
+)
+
+
+async def get_row(generation_id: uuid.UUID) -> Generation | None:
+    """`Generation.get_or_none(id=...)` as fixed SQL, for the worker's reads of a generation
+    on every poll and resume."""
+    connection = connections.get("default")
+    rows = await connection.execute_query_dict(
+        dialect_sql("SELECT * FROM generations WHERE id = ?", connection), [str(generation_id)]
+    )
+    return Generation._init_from_db(**rows[0]) if rows else None
 
 
 async def requeue(generation_id: uuid.UUID, older_than: datetime) -> bool:

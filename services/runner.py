@@ -97,7 +97,7 @@ async def poll(
 ) -> None:
     """Ask the provider about the attempt's job. `pending_at`: how long after its start the
     previous poll found it still pending (None: this is the first poll)."""
-    generation = await Generation.get_or_none(id=generation_id)
+    generation = await generations.get_row(generation_id)
     if generation is None or generation.attempts != attempt or not generation.provider_job:
         return
     job = generation.provider_job
@@ -551,7 +551,7 @@ async def _report(generation: Generation, pending: Pending) -> None:
 
 
 async def _live(generation_id: uuid.UUID, attempt: int) -> Generation | None:
-    generation = await Generation.get_or_none(id=generation_id)
+    generation = await generations.get_row(generation_id)
     if (
         generation is None
         or generation.attempts != attempt

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -94,9 +95,7 @@ async def test_completion_takes_one_statement(make_user, backend, monkeypatch):
     assert not any(s.startswith(("SAVEPOINT", "DELETE", "BEGIN")) for s in seen), seen
 
 
-async def test_other_completions_take_the_steps_after_the_one(
-    make_user, backend, monkeypatch
-):
+async def test_other_completions_take_the_steps_after_the_one(make_user, backend, monkeypatch):
     """A partly delivered batch: the one statement matches nothing, then BEGIN, the
     conditional UPDATE (which also says whether outputs exist), one INSERT of the outputs,
     the hold's flip, the account with its ledger entry twice (capture and release), the
@@ -287,3 +286,31 @@ async def test_a_failed_step_rolls_back_the_whole_completion(make_user, monkeypa
     assert await generations.outputs_of(generation.id) == []
     assert await LedgerEntry.filter(generation_id=generation.id).count() == 1  # the reserve
     await assert_ledger_matches(user.id)
+
+
+async def test_a_provider_job_is_claimed_exactly_once(make_user):
+    user = await make_user()
+    generation = await started(user)
+    attached = await generations.attach_job(
+        generation.id, 1, {"job": "j-1", "provider": "replicate", "route": 0}, "processing"
+    )
+    assert attached is not None
+    assert not await generations.claim_job(generation.id, "another-job")
+    assert await generations.claim_job(generation.id, "j-1")
+    assert not await generations.claim_job(generation.id, "j-1")  # the webhook came second
+    row = await Generation.get(id=generation.id)
+    assert row.provider_job_id is None
+    assert row.provider_job == {"job": "j-1", "provider": "replicate", "route": 0}
+    assert row.version == attached.version  # not a visible change
+
+
+async def test_get_row_reads_what_the_orm_reads(make_user):
+    user = await make_user()
+    generation = await started(user)
+    read = await generations.get_row(generation.id)
+    assert read is not None
+    orm = await Generation.get(id=generation.id)
+    columns = Generation._meta.db_fields  # the stored columns (relations are not read)
+    assert {f: getattr(read, f) for f in columns} == {f: getattr(orm, f) for f in columns}
+    assert read.user_id == user.id
+    assert await generations.get_row(uuid.uuid4()) is None
