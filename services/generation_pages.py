@@ -21,7 +21,6 @@ from collections.abc import Sequence
 from datetime import datetime, tzinfo
 from functools import lru_cache
 from typing import Any, NamedTuple
-from zoneinfo import ZoneInfo
 
 import orjson
 from tortoise import connections
@@ -121,7 +120,7 @@ async def list_generations(
         # Tortoise holds timestamps in its time zone; asyncpg's are aware UTC already, the
         # same instants printed the same way, so only another zone needs converting.
         zone = get_default_timezone() if get_use_tz() else None
-        convert = zone is not _UTC
+        convert = getattr(zone, "key", None) != "UTC"  # a ZoneInfo (not always one instance)
         items = [_from_record(r, with_outputs, convert, zone) for r in records[:first]]
     else:
         params[0] = str(user.id)
@@ -170,7 +169,6 @@ def _numbered(sql: str) -> str:
     return "".join(f"{part}${i}" for i, part in enumerate(parts[:-1], start=1)) + parts[-1]
 
 
-_UTC = ZoneInfo("UTC")  # one instance per key: Tortoise's zone when it is UTC
 _KINDS = {k.value: k for k in GenerationKind}
 _STATUSES = {s.value: s for s in GenerationStatus}
 _HOLDS = {h.value: h for h in HoldState}
