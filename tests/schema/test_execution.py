@@ -16,7 +16,7 @@ from resolvers import projection
 from schema.build import KilnSchema, Mutation, Query, Subscription, build_schema
 from schema.execution import ProjectingExecutionContext
 from schema.security import security_extensions
-from services import auth, generations
+from services import auth, generation_pages, generations
 from services.catalogue import load_catalogue
 from services.generations import NewGeneration, StoredOutput
 from storage import get_store
@@ -218,3 +218,62 @@ async def test_directives_on_variables_get_one_projection_per_value(
 
 def test_kiln_schema_executes_with_the_projecting_context(backend: Any) -> None:
     assert build_schema(backend.settings).execution_context_class is ProjectingExecutionContext
+
+
+@pytest.mark.parametrize(
+    ("selection", "fragment", "reads_outputs"),
+    [
+        ("edges { node { id outputs { url } } }", "", True),
+        ("edges { node { id files: outputs { url } } }", "", True),
+        ("edges { ...Edge }", "fragment Edge on GenerationEdge { node { outputs { url } } }", True),
+        ("edges { node { id outputs @include(if: false) { url } } }", "", False),
+        ("edges { cursor node { id } } pageInfo { endCursor }", "", False),
+    ],
+)
+async def test_a_page_reads_outputs_with_its_rows_only_when_selected(
+    backend: Any,
+    owner: str,
+    monkeypatch: pytest.MonkeyPatch,
+    selection: str,
+    fragment: str,
+    reads_outputs: bool,
+) -> None:
+    asked: list[bool] = []
+    original = generation_pages.list_generations
+
+    async def spy(*args: Any, **kwargs: Any) -> Any:
+        asked.append(kwargs["with_outputs"])
+        return await original(*args, **kwargs)
+
+    monkeypatch.setattr(generation_pages, "list_generations", spy)
+    query = "query { generations(first: 10) { " + selection + " } } " + fragment
+    projected, plain = await both(backend, owner, query, {})
+    assert projected.errors is None
+    assert formatted(projected) == formatted(plain)
+    assert asked == [reads_outputs, reads_outputs]
+
+
+async def test_a_page_read_with_its_outputs_needs_no_dataloader(backend: Any, owner: str) -> None:
+    context = context_for(owner, backend.settings)
+    result = await build_schema(backend.settings).execute(
+        PAGE, variable_values={"first": 10, "withOutputs": True}, context_value=context
+    )
+    assert result.errors is None and result.data is not None
+    edges = result.data["generations"]["edges"]
+    assert sum(len(edge["node"]["outputs"]) for edge in edges) == 4
+    assert "outputs" not in vars(context.loaders)  # made on first use: never used
+
+
+async def test_edge_cursors_are_the_page_cursors(backend: Any, owner: str) -> None:
+    query = "query { generations(first: 2) { edges { cursor } pageInfo { endCursor } } }"
+    projected, plain = await both(backend, owner, query, {})
+    assert formatted(projected) == formatted(plain) and projected.data is not None
+    connection = projected.data["generations"]
+    assert connection["pageInfo"]["endCursor"] == connection["edges"][-1]["cursor"]
+    later = await build_schema(backend.settings).execute(
+        "query($after: String) { generations(first: 10, after: $after) { edges { cursor } } }",
+        variable_values={"after": connection["edges"][0]["cursor"]},
+        context_value=context_for(owner, backend.settings),
+    )
+    assert later.errors is None and later.data is not None
+    assert later.data["generations"]["edges"][0] == connection["edges"][1]

@@ -10,6 +10,7 @@ from models.generation import GenerationKind, GenerationStatus
 from services import generation_pages, generations
 from services.errors import BadUserInput
 from services.generations import StoredOutput
+from services.pagination import encode_cursor
 from tests.services.test_generations import create
 
 
@@ -63,3 +64,47 @@ async def test_outputs_come_grouped_per_generation_in_order(make_user):
     assert [[o.index for o in g] for g in grouped] == [[0], [], [0, 1]]
     assert grouped[2][1] == StoredOutput(1, f"{user.id}/{first.id}/1.png", "image/png", 6, 64, 32)
     assert await generation_pages.outputs_by_generation([]) == []
+
+
+async def test_a_page_reads_its_outputs_with_it(make_user):
+    user = await make_user(credits=10)
+    first, second = await create(user, num_outputs=2), await create(user)
+    await generations.start(first.id)
+    text = 'He said "hi"\n\\ ✓'  # JSON's escapes survive the page's own statement
+    outputs = [
+        StoredOutput(1, f"{user.id}/{first.id}/1.png", "image/png", 6, 64, 32),
+        StoredOutput(0, f"{user.id}/{first.id}/0.txt", "text/plain", 5, None, None, text),
+    ]
+    await generations.complete(first.id, outputs, "local")
+    page = await generation_pages.list_generations(user, first=10, after=None, with_outputs=True)
+    assert [g.id for g in page.items] == [second.id, first.id]
+    assert page.items[0].outputs == []
+    (loaded,) = await generation_pages.outputs_by_generation([first.id])
+    assert page.items[1].outputs == loaded
+    assert [o.index for o in loaded] == [0, 1] and loaded[0].text == text
+    plain = await generation_pages.list_generations(user, first=10, after=None)
+    assert [g.outputs for g in plain.items] == [None, None]
+    assert [g[:-1] for g in plain.items] == [g[:-1] for g in page.items]
+    rest = await generation_pages.list_generations(
+        user,
+        first=1,
+        after=page.cursor_of(page.items[0]),
+        statuses=[GenerationStatus.COMPLETED],
+        kind=GenerationKind.IMAGE,
+        with_outputs=True,
+    )
+    assert [g.id for g in rest.items] == [first.id] and rest.items[0].outputs == loaded
+    assert not rest.has_next
+
+
+async def test_timestamps_and_cursors_print_as_the_orm_rows_do(make_user):
+    user = await make_user(credits=10)
+    made = await create(user)
+    await generations.start(made.id)
+    await generations.complete(made.id, [], "local")
+    page = await generation_pages.list_generations(user, first=5, after=None, with_outputs=True)
+    (listed,) = page.items
+    fresh = await type(made).get(id=made.id)
+    for name in ("created_at", "queued_at", "started_at", "completed_at"):
+        assert getattr(listed, name).isoformat() == getattr(fresh, name).isoformat(), name
+    assert page.cursor_of(listed) == encode_cursor(fresh.created_at, str(fresh.id))
