@@ -11,6 +11,8 @@ Every function takes ids and re-reads rows, so any message may be delivered twic
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
 import uuid
@@ -39,6 +41,9 @@ INPUT_TYPES = frozenset({"image/png", "image/jpeg", "image/webp"})
 # often per generation; the ones in between are dropped, the last one is never needed (the
 # completion writes progress 1.0). Reports further apart than this are all written.
 PROGRESS_INTERVAL = 0.04
+# Downloading a provider's outputs is reported ("storing outputs") once it has taken this
+# long; quicker downloads complete without that intermediate state.
+STORING_REPORT_AFTER = 0.1
 # Polling a queued provider job: never sooner than this after the previous poll, ...
 MIN_POLL = 0.25
 # ... once past the expected duration, every this fraction of the time the job has run
@@ -442,15 +447,14 @@ async def _finish(
     deps: ProviderDeps,
     store: OutputStore,
 ) -> None:
-    # Downloads take a while: say so (and stop here if the attempt ended meanwhile). Outputs
-    # already in hand go straight to the store: completing is guarded anyway.
-    downloads = any(output.data is None for output in finished.outputs)
-    if downloads and not await generations.report_progress(
-        generation.id, 0.9, "storing outputs", attempt=generation.attempts
-    ):
-        raise Stopped
+    # Outputs already in hand go straight to the store: completing is guarded anyway.
+    # Downloads may take a while: once they have taken STORING_REPORT_AFTER, say so (and
+    # stop if the attempt ended meanwhile); quicker ones complete without that
+    # intermediate state, which nobody could have seen (it was a versioned update and two
+    # publishes for every generation of a queueing provider).
     stored: list[StoredOutput] = []
-    try:
+
+    async def store_all() -> None:
         # A workflow's view keeps its view's number as its output index.
         first = int(generation.params.get("viewIndex", 0))
         for index, output in enumerate(finished.outputs, start=first):
@@ -465,6 +469,20 @@ async def _finish(
                     index, key, content_type, len(data), output.width, output.height, output.text
                 )
             )
+
+    downloads = any(output.data is None for output in finished.outputs)
+    work: asyncio.Future[None] | None = None
+    try:
+        if downloads:
+            work = asyncio.ensure_future(store_all())
+            done_in_time, _ = await asyncio.wait({work}, timeout=STORING_REPORT_AFTER)
+            if not done_in_time and not await generations.report_progress(
+                generation.id, 0.9, "storing outputs", attempt=generation.attempts
+            ):
+                raise Stopped
+            await work
+        else:
+            await store_all()
         if not stored:
             raise ProviderError("PROVIDER_BAD_RESPONSE", "The provider returned no outputs.")
         if generation.kind is GenerationKind.MULTI_VIEW:
@@ -475,7 +493,16 @@ async def _finish(
             done = await generations.complete(
                 generation.id, stored, provider, attempt=generation.attempts
             )
-    except BaseException:
+    except BaseException as error:
+        if work is not None and not work.done():
+            if isinstance(error, Stopped):
+                # Let it finish what it is writing, so every file it wrote is deleted below.
+                with contextlib.suppress(Exception):
+                    await work
+            else:
+                work.cancel()  # this task was cancelled: the downloads end with it
+                with contextlib.suppress(BaseException):
+                    await work
         await _delete(store, stored)
         raise
     if done is None:

@@ -4,6 +4,7 @@ here are scripted stand-ins; the real adapters are tested against fake HTTP serv
 
 from __future__ import annotations
 
+import asyncio
 import io
 from collections.abc import Iterator, Mapping
 
@@ -437,3 +438,80 @@ def test_job_durations_are_learned_from_the_polls_that_bracket_them():
     assert (durations.get(key) or 0) < 10.0
     durations.observe(key, None, 4.0)
     assert (durations.get(key) or 0) < 4.0
+
+
+async def _queued_job_finished_at_first_poll(make_user, files: str, path: str = "out.png"):
+    queued = Scripted("alpha", Pending("job-1", stage="in queue"))
+    queued.polls = [Finished([ProviderOutput(url=f"{files}/{path}")])]
+    deps = provider_deps(queued)
+    cat = catalogue("alpha")
+    generation = await new(await make_user(), cat)
+    return generation, cat, deps
+
+
+async def test_a_quick_download_completes_without_a_storing_outputs_state(
+    make_user, backend, files
+):
+    """Downloads quicker than STORING_REPORT_AFTER: nobody could see "storing outputs", so
+    it is not written: the poll's only change is the completion."""
+    generation, cat, deps = await _queued_job_finished_at_first_poll(make_user, files)
+    await runner.run_generation(generation.id, cat, deps, backend.store)
+    attached = await Generation.get(id=generation.id)
+    await runner.poll(generation.id, 1, cat, deps, backend.store)
+    row = await Generation.get(id=generation.id)
+    assert row.status is GenerationStatus.COMPLETED
+    assert row.version == attached.version + 1
+
+
+async def test_a_slow_download_says_it_is_storing_outputs(make_user, backend, files, monkeypatch):
+    generation, cat, deps = await _queued_job_finished_at_first_poll(make_user, files)
+    await runner.run_generation(generation.id, cat, deps, backend.store)
+    attached = await Generation.get(id=generation.id)
+    seen: list[tuple[str, float]] = []
+    download = runner._download
+
+    async def slow(url, deps):
+        await asyncio.sleep(0.05)
+        row = await Generation.get(id=generation.id)
+        seen.append((row.stage or "", row.progress))
+        return await download(url, deps)
+
+    monkeypatch.setattr(runner, "_download", slow)
+    monkeypatch.setattr(runner, "STORING_REPORT_AFTER", 0.01)
+    await runner.poll(generation.id, 1, cat, deps, backend.store)
+    assert seen == [("storing outputs", 0.9)]
+    row = await Generation.get(id=generation.id)
+    assert row.status is GenerationStatus.COMPLETED
+    assert row.version == attached.version + 2  # storing outputs, then completed
+    [output] = await generations.outputs_of(generation.id)
+    assert backend.store.path_for(output.storage_key).read_bytes() == png()
+
+
+async def test_a_slow_download_of_a_cancelled_generation_stores_nothing(
+    make_user, backend, files, monkeypatch
+):
+    generation, cat, deps = await _queued_job_finished_at_first_poll(make_user, files)
+    await runner.run_generation(generation.id, cat, deps, backend.store)
+    download = runner._download
+    written: list[str] = []
+    put = backend.store.put
+
+    async def recording_put(key, data, content_type):
+        written.append(key)
+        await put(key, data, content_type)
+
+    async def slow(url, deps):
+        # Cancelled while the output downloads (the cancel goes through the API).
+        await Generation.filter(id=generation.id).update(status=GenerationStatus.CANCELED)
+        await asyncio.sleep(0.05)
+        return await download(url, deps)
+
+    monkeypatch.setattr(runner, "_download", slow)
+    monkeypatch.setattr(runner, "STORING_REPORT_AFTER", 0.01)
+    monkeypatch.setattr(backend.store, "put", recording_put)
+    await runner.poll(generation.id, 1, cat, deps, backend.store)
+    row = await Generation.get(id=generation.id)
+    assert row.status is GenerationStatus.CANCELED
+    assert await generations.outputs_of(generation.id) == []
+    assert written and not any(backend.store.path_for(k).exists() for k in written)
+    assert await credits.release_for(generation.id)  # what the cancel would have done
