@@ -130,8 +130,14 @@ async def run(options: Options) -> list[Row]:
                     await asyncio.sleep(0.5)
                 rows = await conn.fetch(
                     "SELECT status, extract(epoch FROM completed_at - queued_at) AS took, "
-                    "extract(epoch FROM started_at - queued_at) AS waited "
+                    "extract(epoch FROM started_at - queued_at) AS waited, "
+                    "extract(epoch FROM completed_at - started_at) AS ran "
                     "FROM generations"
+                )
+                # Polls per generation: each GET of a prediction is one logged call.
+                polls = await conn.fetchval(
+                    "SELECT count(*) FROM api_call_logs WHERE method = 'GET' "
+                    "AND url LIKE '%/predictions/%'"
                 )
             finally:
                 await conn.close()
@@ -144,6 +150,7 @@ async def run(options: Options) -> list[Row]:
     took = [float(r["took"]) for r in rows if r["status"] == "COMPLETED" and r["took"]]
     completed = len(took)
     waited = [float(r["waited"]) for r in rows if r["waited"] is not None]
+    ran = [float(r["ran"]) for r in rows if r["status"] == "COMPLETED" and r["ran"] is not None]
     within = sum(1 for t in took if t <= 1.2 * seconds)
     note = (
         f"{'webhooks' if WEBHOOKS else 'polling'}, "
@@ -151,7 +158,9 @@ async def run(options: Options) -> list[Row]:
         f"{total} generations, T={seconds:g}s, {options.workers}x{options.threads} worker "
         f"threads, submitted in {submitted:.1f}s; completed {completed}, within 1.2T {within}, "
         f"not completed {total - completed}; queued->started p50 "
-        f"{percentile(waited, 50):.2f}s, p99 {percentile(waited, 99):.2f}s"
+        f"{percentile(waited, 50):.2f}s, p99 {percentile(waited, 99):.2f}s; started->completed "
+        f"p50 {percentile(ran, 50):.2f}s, p99 {percentile(ran, 99):.2f}s; "
+        f"{int(polls) / max(total, 1):.2f} polls per generation"
     )
     return [
         Row("inflight", "within 1.2T", within, total, "generations", note=note),
