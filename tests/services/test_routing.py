@@ -82,3 +82,34 @@ async def test_provider_failures_feed_the_breaker_but_our_mistakes_do_not():
     with pytest.raises(ProviderError):
         await routing.call("down", Flaky(*[unavailable() for _ in range(4)]), FAST, breakers)
     assert await breakers.state("down") is CircuitState.OPEN
+
+
+async def test_the_wait_budget_counts_the_upcoming_wait_after_adding_it():
+    """The order tenacity had: the wait is added to the total, then the budget is checked
+    with the upcoming wait on top. 30 ms hints against a 100 ms budget: three calls."""
+    budget = RetryPolicy(attempts=10, base_delay=0.001, max_delay=0.01, max_total_wait=0.1)
+    hinted = Flaky(*[ProviderError("PROVIDER_RATE_LIMITED", "429", retry_after=0.03)] * 10)
+    with pytest.raises(ProviderError):
+        await routing.call("acme", hinted, budget, MemoryBreakers(BreakerPolicy()))
+    assert hinted.calls == 3
+
+
+async def test_other_exceptions_are_not_retried_and_successes_feed_the_breaker():
+    breakers = MemoryBreakers(BreakerPolicy(failure_threshold=1, min_calls=1, cooldown=0.05))
+    calls = 0
+
+    async def broken() -> str:
+        nonlocal calls
+        calls += 1
+        raise RuntimeError("a bug")
+
+    with pytest.raises(RuntimeError):
+        await routing.call("acme", broken, FAST, breakers)
+    assert calls == 1
+    assert await breakers.state("acme") is CircuitState.CLOSED  # our bug, not the provider's
+    with pytest.raises(ProviderError):
+        await routing.call("acme", Flaky(*[unavailable()] * 4), FAST, breakers)
+    await asyncio.sleep(0.06)
+    assert await breakers.allow("acme")  # the half-open probe
+    assert await routing.call("acme", Flaky(), FAST, breakers) == "ok"
+    assert await breakers.state("acme") is CircuitState.CLOSED
