@@ -75,9 +75,11 @@ class RedisLimiter:
 
     async def acquire(self, provider: str) -> Lease | Wait:
         limit = self.limits.get(provider)
-        token = uuid.uuid4().hex
         if limit is None or (limit.max_concurrent is None and limit.per_minute is None):
             return Lease(provider, "")
+        # Only now: uuid4 reads os.urandom, a syscall that a provider without limits (every
+        # call of most of them) need not pay for.
+        token = uuid.uuid4().hex
         now_ms = int(time.time() * 1000)
         taken, wait_ms = await self._acquire(
             keys=[
