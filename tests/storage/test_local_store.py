@@ -46,6 +46,17 @@ async def test_put_leaves_no_partial_file(store, root):
     assert files == sorted([KEY, "u/g/1.webp", "u/g/noext", "u/g/0.txt"])
 
 
+async def test_concurrent_puts_of_one_key_never_share_a_partial_file(store, root):
+    """Writers of the same key at once (a duplicate delivery) each write their own partial
+    file: the key ends up holding one whole version, and no partial file is left."""
+    import asyncio
+
+    versions = [bytes([i]) * (1000 + i) for i in range(16)]
+    await asyncio.gather(*(store.put(KEY, data, "image/png") for data in versions))
+    assert (root / KEY).read_bytes() in versions
+    assert list(root.rglob("*.part")) == []
+
+
 def test_url_for_uses_the_request_base_url_without_public_base_url(store):
     assert store.url_for(KEY, "http://testserver") == f"http://testserver/media/{KEY}"
     assert store.url_for(KEY, "http://testserver/") == f"http://testserver/media/{KEY}"
