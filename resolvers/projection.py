@@ -118,8 +118,8 @@ class _Field:
     basic: bool = True
     output: Any = None  # the GraphQL output type (wrapped)
     children: tuple[_Field, ...] | None = None  # for object types
-    # An async resolver below this field: its value is completed asynchronously, list items
-    # concurrently (so DataLoader loads of sibling items share a batch).
+    # An async resolver below this field: its value may have to wait (a Later), all list
+    # items are started before any is waited for (DataLoader loads of siblings share a batch).
     children_suspend: bool = False
     # Fast paths, set for most fields of a page: the attribute a field without a resolver
     # reads, and for a leaf (or non-null leaf) the serialiser of its non-null value.
