@@ -250,7 +250,7 @@ async def _settle(generation_id: uuid.UUID, outcome: HoldState, charge: int | No
                 amount=0,
                 held=-captured,
                 generation_id=generation_id,
-                unique_key=_key(generation_id, attempts, "capture"),
+                unique_key=hold_key(generation_id, attempts, "capture"),
             )
         if released:
             await _move(
@@ -259,7 +259,7 @@ async def _settle(generation_id: uuid.UUID, outcome: HoldState, charge: int | No
                 amount=released,
                 held=-released,
                 generation_id=generation_id,
-                unique_key=_key(generation_id, attempts, "release"),
+                unique_key=hold_key(generation_id, attempts, "release"),
             )
         return True
 
@@ -274,10 +274,10 @@ def _uuid(value: Any) -> uuid.UUID:
 
 
 def _hold_key(generation: Generation, what: str) -> str:
-    return _key(generation.id, generation.attempts, what)
+    return hold_key(generation.id, generation.attempts, what)
 
 
-def _key(generation_id: uuid.UUID, attempts: int, what: str) -> str:
+def hold_key(generation_id: uuid.UUID, attempts: int, what: str) -> str:
     return f"gen:{generation_id}:{attempts}:{what}"
 
 
@@ -335,7 +335,7 @@ async def _move(
             [*params, -amount] if amount < 0 else params,
         )
         if not rows:
-            await _refused(user_id, amount)
+            await refused(user_id, amount)
         balance_now, reserved_now = int(rows[0]["balance"]), int(rows[0]["reserved"])
         entry_id = int(rows[0]["id"])
     else:
@@ -371,7 +371,7 @@ async def _move_in_steps(
         dialect_sql(guarded, connection), [*params, -amount] if amount < 0 else params
     )
     if not rows:
-        await _refused(user_id, amount)
+        await refused(user_id, amount)
     balance_now, reserved_now = int(rows[0]["balance"]), int(rows[0]["reserved"])
     entry = await LedgerEntry.create(
         user_id=user_id,
@@ -386,7 +386,7 @@ async def _move_in_steps(
     return balance_now, reserved_now, entry.id
 
 
-async def _refused(user_id: uuid.UUID, amount: int) -> NoReturn:
+async def refused(user_id: uuid.UUID, amount: int) -> NoReturn:
     """Why an account did not move: there is none, or not enough available credit."""
     row = await CreditAccount.get_or_none(user_id=user_id)
     if row is None:

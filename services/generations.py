@@ -4,6 +4,7 @@ state after commit on the generation's channel and its owner's."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import uuid
 from dataclasses import dataclass
@@ -182,24 +183,31 @@ async def create_generation(
     if spec.cache or (preset is not None and preset.cache):
         key = response_cache.cache_key(spec.id, new.kind, prompt, negative_prompt, params)
     cached = await response_cache.lookup(user.id, key, catalogue.cache_ttl) if key else None
+    row = _NewRow(
+        user_id=user.id,
+        kind=new.kind,
+        model=spec.id,
+        preset=preset.id if preset else None,
+        prompt=prompt,
+        negative_prompt=negative_prompt,
+        params=params,
+        cost=0 if cached and not catalogue.charge_cache_hits else cost,
+        request_id=request_id,
+        idempotency_key=new.idempotency_key,
+        request_hash=request_hash,
+        cache_key=key,
+    )
     try:
+        if cached is None and row.cost > 0:
+            queued = await _queue_at_once(row, priority=user.priority)
+            if queued is not None:
+                return queued
         async with atomic():
             generation = await Generation.create(
-                user_id=user.id,
-                kind=new.kind,
+                **dataclasses.asdict(row),
                 status=GenerationStatus.QUEUED,
                 stage="queued",
-                model=spec.id,
-                preset=preset.id if preset else None,
-                prompt=prompt,
-                negative_prompt=negative_prompt,
-                params=params,
-                cost=0 if cached and not catalogue.charge_cache_hits else cost,
                 hold=HoldState.HELD,
-                request_id=request_id,
-                idempotency_key=new.idempotency_key,
-                request_hash=request_hash,
-                cache_key=key,
                 queued_at=_now(),
             )
             await credits.reserve_for(generation)
@@ -214,6 +222,103 @@ async def create_generation(
             if existing is not None:
                 return existing
         raise
+    return generation
+
+
+@dataclass(frozen=True, slots=True)
+class _NewRow:
+    """What a new generation's row is made of, beyond the state every new one starts in."""
+
+    user_id: uuid.UUID
+    kind: GenerationKind
+    model: str
+    preset: str | None
+    prompt: str
+    negative_prompt: str | None
+    params: dict[str, Any]
+    cost: int
+    request_id: str | None
+    idempotency_key: str | None
+    request_hash: str | None
+    cache_key: str | None
+
+
+# A new generation and the hold of its cost as one PostgreSQL statement (one round trip, no
+# BEGIN or COMMIT: the statement is atomic on its own). The account's guarded UPDATE comes
+# first: when the owner has no account or not enough available credit it matches nothing, and
+# then neither the generation nor the ledger entry is written. The entry reads the account's
+# new state, as `credits._move` does for a reservation.
+_QUEUE_AT_ONCE = """
+WITH account AS (
+    UPDATE credit_accounts SET reserved = reserved + $1
+    WHERE user_id = $2 AND balance - reserved >= $1
+    RETURNING balance, reserved
+), gen AS (
+    INSERT INTO generations (id, user_id, kind, status, progress, stage, model, preset, prompt,
+        negative_prompt, params, cost, hold, attempts, version, request_id, idempotency_key,
+        request_hash, cache_key, created_at, queued_at)
+    SELECT $3, $2, $4, $5, 0, 'queued', $6, $7, $8, $9, $10, $1, $11, 1, 1, $12, $13, $14,
+           $15, $16, $16
+    FROM account
+    RETURNING *
+), entry AS (
+    INSERT INTO ledger_entries (user_id, kind, amount, held, balance_after, generation_id,
+                                reference, unique_key, created_at)
+    SELECT $2, $17, -$1, $1, account.balance - account.reserved, gen.id, NULL, $18, $16
+    FROM account, gen
+    RETURNING id
+)
+SELECT gen.*, account.balance AS kiln_balance, account.reserved AS kiln_reserved,
+       entry.id AS kiln_entry
+FROM gen, account, entry
+"""
+
+
+_QUEUED_EXTRA = ("kiln_balance", "kiln_reserved", "kiln_entry")
+
+
+async def _queue_at_once(new: _NewRow, *, priority: bool) -> Generation | None:
+    """`create_generation`'s insert and hold in one statement on PostgreSQL (see
+    _QUEUE_AT_ONCE), with the same effects after it; None elsewhere (the caller takes the
+    steps). Raises as the steps would when the account cannot hold the cost."""
+    connection = connections.get("default")
+    if connection.capabilities.dialect != "postgres":
+        return None
+    generation_id, now = uuid.uuid4(), _now()
+    params_field = Generation._meta.fields_map["params"]
+    values: list[Any] = [
+        new.cost,
+        str(new.user_id),
+        str(generation_id),
+        new.kind.value,
+        GenerationStatus.QUEUED.value,
+        new.model,
+        new.preset,
+        new.prompt,
+        new.negative_prompt,
+        params_field.to_db_value(new.params, Generation),
+        HoldState.HELD.value,
+        new.request_id,
+        new.idempotency_key,
+        new.request_hash,
+        new.cache_key,
+        now,
+        LedgerKind.RESERVE.value,
+        credits.hold_key(generation_id, 1, "reserve"),
+    ]
+    async with effects_only():
+        rows = await connection.execute_query_dict(_QUEUE_AT_ONCE, values)
+        if not rows:
+            await credits.refused(new.user_id, -new.cost)
+        row = dict(rows[0])
+        balance, reserved, entry = (
+            row.pop(k) for k in ("kiln_balance", "kiln_reserved", "kiln_entry")
+        )
+        generation = Generation._init_from_db(**row)
+        # The steps' effects, in their order: the owner's balance, the new state, the job.
+        credits.announce_balance(generation.user_id, int(balance), int(reserved), int(entry))
+        announce(generation, [])
+        enqueue_after_commit(generation.id, priority=priority)
     return generation
 
 
