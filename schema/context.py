@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from starlette.requests import Request
@@ -44,9 +45,11 @@ class Context:
         client = self.request.client
         return client.host if client is not None else "unknown"
 
-    @property
+    @cached_property
     def base_url(self) -> str:
-        """Where this client reached us over HTTP (a socket's ws:// becomes http://)."""
+        """Where this client reached us over HTTP (a socket's ws:// becomes http://). Read
+        once per request: every output of a page asks for it, and building it parses the
+        request's URL."""
         url = str(self.request.base_url).rstrip("/")
         if url.startswith("ws"):
             url = "http" + url[2:]

@@ -180,7 +180,7 @@ class Generation:
             stored = await info.context.loaders.outputs.load(uuid.UUID(self.id))
         if not stored:
             return []
-        base_url = info.context.base_url  # built from the request each time it is read
+        base_url = info.context.base_url
         return [Output.of(o, base_url) for o in stored]
 
     @strawberry.field
