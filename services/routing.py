@@ -4,13 +4,20 @@ metrics and the API call log's context around every call."""
 
 from __future__ import annotations
 
-import asyncio
 import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
 import httpx
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception,
+    stop_after_attempt,
+    stop_any,
+)
+from tenacity.stop import stop_base
 
 from models.error_event import ErrorCategory, Severity
 from observability.metrics import provider_call
@@ -86,26 +93,36 @@ async def _record_failure(provider: str, error: ProviderError) -> None:
     )
 
 
-class _Backoff:
-    """The waits between the attempts of one call, with their running total."""
+def _retryable(error: BaseException) -> bool:
+    return isinstance(error, ProviderError) and error.retryable
+
+
+class _Backoff(stop_base):
+    # Both the wait strategy and a stop condition: they share the running total.
 
     def __init__(self, policy: RetryPolicy) -> None:
         self.policy = policy
         self.waited = 0.0
 
-    def wait(self, error: ProviderError, attempt: int) -> float:
+    def wait(self, state: RetryCallState) -> float:
         """Exponential backoff with full jitter, or the provider's Retry-After."""
-        if error.retry_after is not None:
-            delay = error.retry_after
+        error = state.outcome.exception() if state.outcome else None
+        hint = error.retry_after if isinstance(error, ProviderError) else None
+        if hint is not None:
+            delay = hint
         else:
-            ceiling = min(self.policy.max_delay, self.policy.base_delay * 2 ** (attempt - 1))
+            ceiling = min(
+                self.policy.max_delay, self.policy.base_delay * 2 ** (state.attempt_number - 1)
+            )
             delay = random.uniform(0, ceiling)
         self.waited += delay
         return delay
 
-    def exhausted(self, error: ProviderError) -> bool:
+    def __call__(self, state: RetryCallState) -> bool:
         """Stop when the next wait would go over the total budget."""
-        upcoming = error.retry_after if error.retry_after is not None else 0.0
+        error = state.outcome.exception() if state.outcome else None
+        hint = error.retry_after if isinstance(error, ProviderError) else None
+        upcoming = hint if hint is not None else 0.0
         return self.waited + upcoming > self.policy.max_total_wait
 
 
@@ -118,40 +135,23 @@ async def call(
     stopped: tuple[type[BaseException], ...] = (),
 ) -> T:
     """Run one provider operation with retries. Raises the last ProviderError when retries
-    are exhausted or the error is not retryable (400/401/403/404/422, content rejected).
-
-    A plain loop (it used to be tenacity's AsyncRetrying, whose machinery cost more CPU per
-    call than the rest of this function, for calls that nearly all succeed at once), in
-    tenacity's order: after a retryable failure the wait is counted, then the attempt cap
-    and the wait budget are checked."""
+    are exhausted or the error is not retryable (400/401/403/404/422, content rejected)."""
     backoff = _Backoff(policy)
-    attempt = 1
-    while True:
-        try:
-            return await _attempt(provider, operation, breakers, stopped)
-        except ProviderError as error:
-            if not error.retryable:
-                raise
-            delay = backoff.wait(error, attempt)
-            if attempt >= policy.attempts or backoff.exhausted(error):
-                raise
-        await asyncio.sleep(delay)
-        attempt += 1
-
-
-async def _attempt(
-    provider: str,
-    operation: Callable[[], Awaitable[T]],
-    breakers: Breakers,
-    stopped: tuple[type[BaseException], ...],
-) -> T:
-    with provider_call(provider, stopped=stopped):
-        try:
-            result = await operation()
-        except ProviderError as error:
-            if error.code in BREAKER_FAILURES:
-                await breakers.record(provider, ok=False)
-            await _record_failure(provider, error)
-            raise
-    await breakers.record(provider, ok=True)
+    retrying = AsyncRetrying(
+        retry=retry_if_exception(_retryable),
+        stop=stop_any(stop_after_attempt(policy.attempts), backoff),
+        wait=backoff.wait,
+        reraise=True,
+    )
+    async for attempt in retrying:
+        with attempt:
+            with provider_call(provider, stopped=stopped):
+                try:
+                    result = await operation()
+                except ProviderError as error:
+                    if error.code in BREAKER_FAILURES:
+                        await breakers.record(provider, ok=False)
+                    await _record_failure(provider, error)
+                    raise
+            await breakers.record(provider, ok=True)
     return result
