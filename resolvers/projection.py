@@ -36,7 +36,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
-import keyword
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Coroutine, Generator, Iterable
 from contextvars import ContextVar
@@ -125,21 +124,13 @@ class _Field:
     # reads, and for a leaf (or non-null leaf) the serialiser of its non-null value.
     attr: str = ""
     scalar: Callable[[Any], Any] | None = None
-    # The scalar's fast path as an expression of `value` (`S` is the scalar), for _compiled.
-    inline: str = "S(value)"
     non_null: bool = False
     suspends: bool = dataclass_field(init=False)
     plain: bool = dataclass_field(init=False)  # an attribute serialised as a leaf
-    # Completes an object of this field's type with its selection (`children`).
-    complete_children: Callable[[Any, Any], Any] = dataclass_field(
-        init=False, compare=False, repr=False
-    )
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "suspends", self.is_async or self.children_suspend)
         object.__setattr__(self, "plain", bool(self.attr) and self.scalar is not None)
-        if self.children is not None:
-            object.__setattr__(self, "complete_children", _compiled(self.children))
 
     @property
     def reads_context(self) -> bool:
@@ -169,7 +160,7 @@ class Projection:
         self._selects: dict[tuple[str, ...], bool] = {}
 
     async def data(self, value: Any, context: Any) -> dict[str, Any]:
-        data = self.root.complete_children(value, context)
+        data = _complete_object(self.fields, value, context)
         return await data if isinstance(data, Later) else data
 
     async def complete(self, value: Any, context: Any) -> Any:
@@ -470,91 +461,10 @@ def _compile_selection(
                 if resolver is None and definition.default_resolver is getattr
                 else "",
                 scalar=_scalar(key, leaf) if is_leaf_type(leaf) else None,
-                inline=_inline(leaf),
                 non_null=isinstance(output, GraphQLNonNull),
             )
         )
     return tuple(fields)
-
-
-def _inline(output: Any) -> str:
-    """The part of `_scalar`'s fast path worth writing out in generated code."""
-    function = getattr(getattr(output, "serialize", None), "__func__", None) or getattr(
-        output, "serialize", None
-    )
-    if function in (serialize_string, serialize_id):
-        return "value if isinstance(value, str) else S(value)"
-    if function is serialize_int:
-        within = f"{GRAPHQL_MIN_INT} <= value <= {GRAPHQL_MAX_INT}"
-        return f"value if type(value) is int and {within} else S(value)"
-    if function is serialize_boolean:
-        return "value if type(value) is bool else S(value)"
-    if function is strawberry_isoformat:
-        return "value.isoformat() if type(value) is datetime else S(value)"
-    return "S(value)"
-
-
-def _compiled(fields: tuple[_Field, ...]) -> Callable[[Any, Any], Any]:
-    """The completion of an object with the selection `fields`, written out as one function
-    (the interpretive loop it replaces spent more time on its own bookkeeping than on the
-    fields): the object's data, or a Later when a field waits (the fields after it are then
-    completed once it is done, in order, as graphql-core completes them). Keys and type
-    names are GraphQL names and attributes Python identifiers (else read with getattr), so
-    the text is built from them safely; everything else is passed in by name."""
-    names: dict[str, Any] = {
-        "Later": Later,
-        "Unsupported": Unsupported,
-        "_suspending_field": _suspending_field,
-        "_field_now": _field_now,
-        "_rest_of_object": _rest_of_object,
-        "_null": _null,
-        "datetime": datetime,
-        "FIELDS": fields,
-    }
-    body: list[str] = []
-    for i, field in enumerate(fields):
-        key = repr(field.key)
-        names[f"F{i}"] = field
-        if field.typename is not None:
-            body.append(f"data[{key}] = {field.typename!r}")
-        elif field.plain:
-            names[f"S{i}"] = field.scalar
-            if field.attr.isidentifier() and not keyword.iskeyword(field.attr):
-                read = f"source.{field.attr}"
-            else:
-                names[f"A{i}"] = field.attr
-                read = f"getattr(source, A{i})"
-            missing = f"raise _null({key})" if field.non_null else f"data[{key}] = None"
-            serialized = field.inline.replace("S(", f"S{i}(")
-            body += [f"value = {read}", "if value is None:", f"    {missing}"]
-            body += ["else:", f"    data[{key}] = {serialized}"]
-        elif field.suspends:
-            body += [
-                f"value = _suspending_field(F{i}, source, context)",
-                "if isinstance(value, Later):",
-                f"    return Later(_rest_of_object(FIELDS, {i}, value, data, source, context))",
-                f"data[{key}] = value",
-            ]
-        else:
-            body.append(f"data[{key}] = _field_now(F{i}, source, context)")
-    text = (
-        "def complete(source, context):\n"
-        "    data = {}\n"
-        "    try:\n"
-        + "".join(f"        {line}\n" for line in body or ["pass"])
-        + "    except Unsupported:\n"
-        "        raise\n"
-        "    except Exception as error:  # reading an attribute, serialising a leaf\n"
-        "        raise Unsupported(repr(error)) from error\n"
-        "    return data\n"
-    )
-    exec(compile(text, "<projection>", "exec"), names)
-    complete: Callable[[Any, Any], Any] = names["complete"]
-    return complete
-
-
-def _null(key: str) -> Unsupported:
-    return Unsupported(f"{key}: null for a non-null field")
 
 
 def _scalar(key: str, output: Any) -> Callable[[Any], Any]:
@@ -661,6 +571,32 @@ async def _resolved(field: _Field, awaitable: Awaitable[Any]) -> Any:
         raise Unsupported(f"{field.key}: {error!r}") from error
 
 
+def _complete_object(fields: tuple[_Field, ...], source: Any, context: Any) -> Any:
+    """The object's data, or a Later when a field waits (the fields after it are completed
+    once it is done, in order, as graphql-core completes them)."""
+    data: dict[str, Any] = {}
+    for index, field in enumerate(fields):
+        if field.plain:  # as in _complete_object_now
+            try:
+                value = getattr(source, field.attr)
+            except Exception as error:
+                raise Unsupported(f"{field.key}: {error!r}") from error
+            if value is not None:
+                data[field.key] = field.scalar(value)  # type: ignore[misc]
+            elif field.non_null:
+                raise Unsupported(f"{field.key}: null for a non-null field")
+            else:
+                data[field.key] = None
+        elif field.suspends:
+            value = _suspending_field(field, source, context)
+            if isinstance(value, Later):
+                return Later(_rest_of_object(fields, index, value, data, source, context))
+            data[field.key] = value
+        else:
+            data[field.key] = _field_now(field, source, context)
+    return data
+
+
 async def _rest_of_object(
     fields: tuple[_Field, ...],
     index: int,
@@ -693,6 +629,25 @@ def _suspending_field(field: _Field, source: Any, context: Any) -> Any:
 async def _complete_later(field: _Field, resolving: Later, context: Any) -> Any:
     completed = _complete(field, field.output, await resolving, context)
     return await completed if isinstance(completed, Later) else completed
+
+
+def _complete_object_now(fields: tuple[_Field, ...], source: Any, context: Any) -> dict[str, Any]:
+    data: dict[str, Any] = {}
+    for field in fields:
+        if field.plain:  # most fields: _field_now's first case, without the call
+            try:
+                value = getattr(source, field.attr)
+            except Exception as error:
+                raise Unsupported(f"{field.key}: {error!r}") from error
+            if value is not None:
+                data[field.key] = field.scalar(value)  # type: ignore[misc]
+            elif field.non_null:
+                raise Unsupported(f"{field.key}: null for a non-null field")
+            else:
+                data[field.key] = None
+        else:
+            data[field.key] = _field_now(field, source, context)
+    return data
 
 
 def _field_now(field: _Field, source: Any, context: Any) -> Any:
@@ -745,7 +700,7 @@ def _complete(field: _Field, output: Any, value: Any, context: Any) -> Any:
             raise
         return Later(_rest_of_list(completed, waiting)) if waiting else completed
     if field.children is not None:
-        return field.complete_children(value, context)
+        return _complete_object(field.children, value, context)
     return _serialize(field, output, value)
 
 
@@ -786,7 +741,7 @@ def _complete_now(field: _Field, output: Any, value: Any, context: Any) -> Any:
         item_type = output.of_type
         return [_complete_now(field, item_type, i, context) for i in _items(field, value)]
     if field.children is not None:
-        return field.complete_children(value, context)
+        return _complete_object_now(field.children, value, context)
     return _serialize(field, output, value)
 
 

@@ -10,26 +10,11 @@ from datetime import UTC, date, datetime, time
 from typing import Any
 
 import pytest
-from graphql import (
-    GraphQLBoolean,
-    GraphQLFloat,
-    GraphQLID,
-    GraphQLInt,
-    GraphQLNonNull,
-    GraphQLString,
-)
+from graphql import GraphQLBoolean, GraphQLFloat, GraphQLID, GraphQLInt, GraphQLString
 from graphql.pyutils import Undefined
 
 from models.generation import GenerationStatus
-from resolvers.projection import (
-    Resumed,
-    Unsupported,
-    _compiled,
-    _Field,
-    _inline,
-    _scalar,
-    start,
-)
+from resolvers.projection import Resumed, Unsupported, _scalar, start
 from schema.build import build_schema
 
 
@@ -133,45 +118,3 @@ def test_schema_leaves_serialise_as_strawberry_does() -> None:
     when = datetime(2026, 11, 30, 16, 9, 4, 123456, tzinfo=UTC)
     date_time = graphql_schema.get_type("DateTime")
     _same_as_serialize(date_time, [when, when.replace(tzinfo=None), date(2026, 1, 2), time(3, 4)])
-
-
-def _plain(key: str, attr: str, output: Any) -> _Field:
-    leaf = output.of_type if isinstance(output, GraphQLNonNull) else output
-    return _Field(
-        key=key,
-        output=output,
-        attr=attr,
-        scalar=_scalar(key, leaf),
-        inline=_inline(leaf),
-        non_null=isinstance(output, GraphQLNonNull),
-    )
-
-
-def test_a_compiled_selection_reads_serialises_and_refuses_as_the_loop_did() -> None:
-    complete = _compiled(
-        (
-            _plain("name", "name", GraphQLNonNull(GraphQLString)),
-            _Field(key="__typename", typename="Thing"),
-            _plain("size", "size", GraphQLInt),
-            _plain("odd", "for", GraphQLBoolean),  # not an identifier to write out
-        )
-    )
-
-    class Thing:
-        def __init__(self, name: Any, size: Any) -> None:
-            self.name, self.size = name, size
-            setattr(self, "for", True)
-
-    assert complete(Thing("a", 3), None) == {
-        "name": "a",
-        "__typename": "Thing",
-        "size": 3,
-        "odd": True,
-    }
-    assert list(complete(Thing("a", None), None)) == ["name", "__typename", "size", "odd"]
-    assert complete(Thing("a", True), None)["size"] == 1  # as serialize_int gives
-    for refused in (Thing(None, 3), Thing("a", 2**40), Thing("a", "x")):
-        with pytest.raises(Unsupported):
-            complete(refused, None)
-    with pytest.raises(Unsupported):
-        complete(object(), None)  # no such attribute
