@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import asyncpg
 import pytest
 from starlette.requests import Request
 from tortoise import connections
@@ -51,8 +52,24 @@ def context_for(token: str, settings) -> Context:
 
 
 @pytest.fixture
-def count_queries(monkeypatch):
+def count_queries(monkeypatch, backend):
+    """Statements sent to the database: on PostgreSQL counted at asyncpg (reads in fixed SQL
+    go to it directly), elsewhere at Tortoise's client."""
     counter = {"n": 0}
+    if backend.name == "postgres":
+        execute, do_execute = asyncpg.Connection.execute, asyncpg.Connection._do_execute
+
+        async def counted_execute(self, query, *args: Any, **kwargs: Any):
+            counter["n"] += not args  # with arguments it goes through _do_execute
+            return await execute(self, query, *args, **kwargs)
+
+        def counted_do_execute(self, *args: Any, **kwargs: Any):
+            counter["n"] += 1
+            return do_execute(self, *args, **kwargs)
+
+        monkeypatch.setattr(asyncpg.Connection, "execute", counted_execute)
+        monkeypatch.setattr(asyncpg.Connection, "_do_execute", counted_do_execute)
+        return counter
     client_class = type(connections.get("default"))
     for name in ("execute_query", "execute_query_dict"):
         original = getattr(client_class, name)
@@ -95,7 +112,7 @@ async def test_query_count_does_not_grow_with_page_size(make_user, backend, coun
         )
         counts[first] = count_queries["n"]
     assert counts[2] == counts[12]
-    assert counts[12] <= 5  # user, page, outputs, children (parents are all null)
+    assert 2 <= counts[12] <= 5  # user, page, outputs, children (parents are all null)
 
 
 async def test_first_over_the_cap_is_bad_user_input(make_user, backend):
