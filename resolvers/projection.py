@@ -576,7 +576,7 @@ def _complete_object(fields: tuple[_Field, ...], source: Any, context: Any) -> A
     once it is done, in order, as graphql-core completes them)."""
     data: dict[str, Any] = {}
     for index, field in enumerate(fields):
-        if field.plain:  # as in _complete_object_now
+        if field.plain:  # most fields: _field_now's first case, without the call
             try:
                 value = getattr(source, field.attr)
             except Exception as error:
@@ -629,25 +629,6 @@ def _suspending_field(field: _Field, source: Any, context: Any) -> Any:
 async def _complete_later(field: _Field, resolving: Later, context: Any) -> Any:
     completed = _complete(field, field.output, await resolving, context)
     return await completed if isinstance(completed, Later) else completed
-
-
-def _complete_object_now(fields: tuple[_Field, ...], source: Any, context: Any) -> dict[str, Any]:
-    data: dict[str, Any] = {}
-    for field in fields:
-        if field.plain:  # most fields: _field_now's first case, without the call
-            try:
-                value = getattr(source, field.attr)
-            except Exception as error:
-                raise Unsupported(f"{field.key}: {error!r}") from error
-            if value is not None:
-                data[field.key] = field.scalar(value)  # type: ignore[misc]
-            elif field.non_null:
-                raise Unsupported(f"{field.key}: null for a non-null field")
-            else:
-                data[field.key] = None
-        else:
-            data[field.key] = _field_now(field, source, context)
-    return data
 
 
 def _field_now(field: _Field, source: Any, context: Any) -> Any:
@@ -741,7 +722,8 @@ def _complete_now(field: _Field, output: Any, value: Any, context: Any) -> Any:
         item_type = output.of_type
         return [_complete_now(field, item_type, i, context) for i in _items(field, value)]
     if field.children is not None:
-        return _complete_object_now(field.children, value, context)
+        # Nothing below waits (no child suspends), so this is the object's data.
+        return _complete_object(field.children, value, context)
     return _serialize(field, output, value)
 
 
