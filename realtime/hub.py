@@ -123,14 +123,19 @@ class RedisHub(Hub):
         self._reader: asyncio.Task[None] | None = None
         self._confirmations: dict[str, asyncio.Future[None]] = {}
 
+    @staticmethod
+    def encode(message: Message) -> bytes:
+        """A message as this hub sends it (a pipeline of the caller's may carry it)."""
+        return orjson.dumps(message)
+
     async def publish(self, channel: str, message: Message) -> None:
-        await self._redis.publish(channel, orjson.dumps(message))
+        await self._redis.publish(channel, self.encode(message))
 
     async def publish_many(self, publications: list[tuple[str, Message]]) -> None:
         """In one round trip (a pipeline without MULTI: each PUBLISH stands alone)."""
         async with self._redis.pipeline(transaction=False) as pipe:
             for channel, message in publications:
-                pipe.publish(channel, orjson.dumps(message))
+                pipe.publish(channel, self.encode(message))
             await pipe.execute()
 
     async def ping(self) -> None:

@@ -1,25 +1,79 @@
-"""Publishing state changes, always after the transaction that made them commits."""
+"""What a committed change sends: its pub/sub messages and its background jobs, after the
+transaction that made it commits (dropped if it rolls back), in the order they were
+registered. Consecutive ones leave as one batch, through the process's transport when it has
+one (the tasks layer sets one that sends a batch in one Redis round trip), else messages
+through the hub and jobs one by one."""
 
 from __future__ import annotations
 
-from typing import Any
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
 
 from realtime.hub import get_hub
 from services.unit_of_work import after_commit_batched
 
+log = logging.getLogger(__name__)
+
 Publication = tuple[str, dict[str, Any]]
+
+
+class Deliverable(Protocol):
+    """Something other than a message that leaves after commit (a job)."""
+
+    async def deliver(self) -> None: ...
+
+
+Outgoing = Publication | Deliverable
+Transport = Callable[[list[Outgoing]], Awaitable[None]]
+_transport: Transport | None = None
+
+
+def set_transport(transport: Transport | None) -> None:
+    global _transport
+    _transport = transport
 
 
 def publish_after_commit(channel: str, message: dict[str, Any]) -> None:
     """The messages of one change (a generation's two channels, the owner's balance) leave
     together, in order, after commit."""
-    after_commit_batched(_publish_all, (channel, message))
+    publication: Outgoing = (channel, message)
+    after_commit_batched(_send_all, publication)
 
 
-async def _publish_all(publications: list[Publication]) -> None:
-    # A failure is logged by the after-commit runner, like any effect's.
-    hub = get_hub()
-    if len(publications) == 1:
-        await hub.publish(*publications[0])
+def send_after_commit(item: Deliverable) -> None:
+    outgoing: Outgoing = item
+    after_commit_batched(_send_all, outgoing)
+
+
+async def _send_all(items: list[Outgoing]) -> None:
+    if _transport is not None:
+        await _transport(items)
     else:
-        await hub.publish_many(publications)
+        await send_separately(items)
+
+
+async def send_separately(items: list[Outgoing]) -> None:
+    """Consecutive messages in one publish_many, each job on its own; a failure is logged and
+    skips none of the others (a lost message is made good by the next change or the
+    subscriber's initial read, a lost job by the sweeper)."""
+    hub = get_hub()
+    publications: list[Publication] = []
+    for item in [*items, None]:
+        if isinstance(item, tuple):
+            publications.append(item)
+            continue
+        if publications:
+            try:
+                if len(publications) == 1:
+                    await hub.publish(*publications[0])
+                else:
+                    await hub.publish_many(publications)
+            except Exception:
+                log.exception("publishing %d message(s) failed", len(publications))
+            publications = []
+        if item is not None:
+            try:
+                await item.deliver()
+            except Exception:
+                log.exception("after-commit delivery failed")

@@ -8,9 +8,10 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 from models.generation import Generation
-from services.unit_of_work import after_commit
+from services.events import send_after_commit
 
 log = logging.getLogger(__name__)
 
@@ -42,12 +43,17 @@ async def send(
     if _sender is None:
         raise RuntimeError("no job sender configured")
     delay = int(delay_seconds * 1000) if delay_seconds else None
+    await _sender(await actor_for(actor, args, priority), args, delay)
+
+
+async def actor_for(actor: str, args: tuple[str, ...], priority: bool | None) -> str:
+    """The actor that runs it: a `generation.run` of a priority account goes to its queue."""
     if actor == RUN and args:
         if priority is None:
             priority = await _owner_has_priority(args[0])
         if priority:
-            actor = RUN_PRIORITY
-    await _sender(actor, args, delay)
+            return RUN_PRIORITY
+    return actor
 
 
 async def _owner_has_priority(generation_id: str) -> bool:
@@ -59,6 +65,18 @@ async def _owner_has_priority(generation_id: str) -> bool:
         return False
 
 
+@dataclass(frozen=True, slots=True)
+class Job:
+    """A job that leaves after commit (services.events), with the messages of its change."""
+
+    actor: str
+    args: tuple[str, ...]
+    priority: bool | None = None
+
+    async def deliver(self) -> None:
+        await send(self.actor, *self.args, priority=self.priority)
+
+
 def enqueue_after_commit(
     generation_id: uuid.UUID,
     *,
@@ -68,8 +86,4 @@ def enqueue_after_commit(
 ) -> None:
     """Send `actor` (by default `generation.run`) for the generation once the enclosing
     transaction commits; the sweeper re-sends work whose message was lost."""
-
-    async def deliver() -> None:
-        await send(actor, str(generation_id), *args, priority=priority)
-
-    after_commit(deliver)
+    send_after_commit(Job(actor, (str(generation_id), *args), priority))

@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from typing import Any
 
 import redis.asyncio as aioredis
 from dramatiq import Broker, Message
 from dramatiq.brokers import redis as dramatiq_redis
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.common import current_millis, dq_name
+from redis.asyncio.client import Pipeline
+from redis.commands.core import AsyncScript
+from redis.exceptions import NoScriptError
 
 
 class Enqueuer:
@@ -34,14 +38,31 @@ class Enqueuer:
         return redis is self._redis
 
     async def enqueue(self, message: Message, delay: int | None = None) -> None:
-        broker = self._redis_broker
-        if broker is None or self._dispatch is None:
+        staged = await self._prepare(message, delay)
+        if staged is None:
             self._broker.enqueue(message, delay=delay)
             return
+        await staged.dispatch()
+
+    async def stage(
+        self, pipeline: Pipeline, message: Message, delay: int | None = None
+    ) -> Staged | None:
+        """Adds the enqueue of `message` to `pipeline` (one round trip with whatever else it
+        carries); the caller then settles the Staged with its result. None when this broker
+        does not enqueue through Redis: enqueue() it instead."""
+        staged = await self._prepare(message, delay)
+        if staged is not None:
+            assert self._dispatch is not None
+            pipeline.evalsha(self._dispatch.sha, len(staged.keys), *staged.keys, *staged.args)
+        return staged
+
+    async def _prepare(self, message: Message, delay: int | None) -> Staged | None:
+        broker = self._redis_broker
+        if broker is None or self._dispatch is None:
+            return None
         if self._max_unpack_size is None:
             # Asks Redis once per process unless dramatiq_lua_max_stack is set.
             self._max_unpack_size = int(await asyncio.to_thread(broker._max_unpack_size))
-        max_unpack_size = self._max_unpack_size
         queue_name = message.queue_name
         # A unique id per enqueue, as RedisBroker does: a retried message is a new entry.
         message = message.copy(options={"redis_message_id": str(uuid.uuid4())})
@@ -49,19 +70,48 @@ class Enqueuer:
             queue_name = dq_name(queue_name)
             message = message.copy(queue_name=queue_name, options={"eta": current_millis() + delay})
         broker.emit_before("enqueue", message, delay)
-        await self._dispatch(
-            keys=[broker.namespace],
-            args=[
-                "enqueue",
-                current_millis(),
-                queue_name,
-                broker.broker_id,
-                broker.heartbeat_timeout,
-                broker.dead_message_ttl,
-                broker._should_do_maintenance("enqueue"),
-                max_unpack_size,
-                message.options["redis_message_id"],
-                message.encode(),
-            ],
-        )
-        broker.emit_after("enqueue", message, delay)
+        args = [
+            "enqueue",
+            current_millis(),
+            queue_name,
+            broker.broker_id,
+            broker.heartbeat_timeout,
+            broker.dead_message_ttl,
+            broker._should_do_maintenance("enqueue"),
+            self._max_unpack_size,
+            message.options["redis_message_id"],
+            message.encode(),
+        ]
+        return Staged(broker, self._dispatch, [broker.namespace], args, message, delay)
+
+
+class Staged:
+    """An enqueue prepared for Dramatiq's dispatch script: run on its own, or settled with the
+    result of the pipeline that carried it."""
+
+    def __init__(
+        self,
+        broker: RedisBroker,
+        script: AsyncScript,
+        keys: list[Any],
+        args: list[Any],
+        message: Message,
+        delay: int | None,
+    ) -> None:
+        self.broker, self.script = broker, script
+        self.keys, self.args = keys, args
+        self.message, self.delay = message, delay
+
+    async def dispatch(self) -> None:
+        await self.script(keys=self.keys, args=self.args)
+        self.broker.emit_after("enqueue", self.message, self.delay)
+
+    async def settle(self, result: Any) -> None:
+        """A pipeline sends the script by its hash only: on a server that does not know it yet
+        (first use, or after a restart) it is sent again on its own, which loads it."""
+        if isinstance(result, NoScriptError):
+            await self.dispatch()
+            return
+        if isinstance(result, BaseException):
+            raise result
+        self.broker.emit_after("enqueue", self.message, self.delay)

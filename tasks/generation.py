@@ -9,7 +9,6 @@ import dramatiq
 
 import runtime
 from services import jobs, runner, workflows
-from tasks.enqueue import Enqueuer
 
 # Provider calls may take minutes; the sweeper's per-model time limit is the real bound.
 TIME_LIMIT_MS = 30 * 60 * 1000
@@ -67,7 +66,7 @@ async def advance_workflow(generation_id: str, attempt: str) -> None:
     await workflows.advance(uuid.UUID(generation_id), int(attempt))
 
 
-_ACTORS: dict[str, Any] = {
+ACTORS: dict[str, Any] = {
     jobs.RUN: run_generation,
     jobs.RUN_PRIORITY: run_priority_generation,
     jobs.POLL: poll_generation,
@@ -75,18 +74,3 @@ _ACTORS: dict[str, Any] = {
     jobs.VIEWS: start_workflow_views,
     jobs.ADVANCE: advance_workflow,
 }
-
-
-_enqueuer: Enqueuer | None = None
-
-
-async def _send(actor: str, args: tuple[str, ...], delay: int | None) -> None:
-    global _enqueuer
-    target = _ACTORS[actor]
-    redis = runtime.current().redis
-    if _enqueuer is None or not _enqueuer.uses(redis):
-        _enqueuer = Enqueuer(target.broker, redis)
-    await _enqueuer.enqueue(target.message_with_options(args=args), delay)
-
-
-jobs.set_sender(_send)

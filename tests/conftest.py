@@ -15,7 +15,7 @@ from tortoise.backends.base.executor import EXECUTOR_CACHE
 from models.config import close_database, open_database
 from models.user import Role, User
 from realtime.hub import InProcessHub, set_hub
-from services import auth, credits, jobs
+from services import auth, credits, events, jobs
 from settings import Settings
 from storage import set_store
 from storage.local import LocalStore
@@ -58,6 +58,9 @@ async def backend(
         result.sent.append((actor, args, delay))
 
     jobs.set_sender(record_job)
+    # Jobs and messages leave one by one, through the recording sender and this hub, even
+    # after a test imported `tasks` (which plugs in the Redis transport).
+    events.set_transport(None)
     try:
         yield result
     finally:

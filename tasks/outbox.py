@@ -1,0 +1,93 @@
+"""How this process's committed changes leave: a job goes to its actor's queue, and the
+messages and jobs of one change go together, in one Redis round trip when both the hub and
+the broker are on Redis (services.events batches them; Dramatiq's dispatch script and the
+PUBLISHes share one pipeline)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import redis.asyncio as aioredis
+
+import runtime
+from realtime.hub import RedisHub, get_hub
+from services import events, jobs
+from tasks.enqueue import Enqueuer, Staged
+from tasks.generation import ACTORS
+
+log = logging.getLogger(__name__)
+_enqueuer: Enqueuer | None = None
+
+
+def _enqueuer_for(actor: Any) -> Enqueuer:
+    global _enqueuer
+    redis = runtime.current().redis
+    if _enqueuer is None or not _enqueuer.uses(redis):
+        _enqueuer = Enqueuer(actor.broker, redis)
+    return _enqueuer
+
+
+def _redis() -> aioredis.Redis | None:
+    try:
+        return runtime.current().redis
+    except RuntimeError:  # no runtime started: services used on their own (tests)
+        return None
+
+
+async def send_job(actor: str, args: tuple[str, ...], delay: int | None) -> None:
+    target = ACTORS[actor]
+    await _enqueuer_for(target).enqueue(target.message_with_options(args=args), delay)
+
+
+async def send_together(items: list[events.Outgoing]) -> None:
+    """One pipeline (no MULTI: each command stands alone) for the batch, in order; a failed
+    command is logged and fails none of the others. Elsewhere (embedded mode), one by one."""
+    hub, redis = get_hub(), _redis()
+    if redis is None or not isinstance(hub, RedisHub):
+        await events.send_separately(items)
+        return
+    try:
+        staged, results = await _in_one_pipeline(redis, hub, items)
+    except Exception:
+        # Nothing is known to have left: each goes again on its own (a message twice is
+        # dropped by its version, a job twice does nothing twice).
+        log.warning("sending a batch failed; sending it item by item", exc_info=True)
+        await events.send_separately(items)
+        return
+    enqueues = {index for index, _ in staged}
+    for index, result in enumerate(results):
+        if isinstance(result, BaseException) and index not in enqueues:
+            log.error("publish failed: %s", result)
+    for index, stage in staged:
+        try:
+            await stage.settle(results[index])
+        except Exception:
+            log.exception("enqueueing %s failed", stage.message.actor_name)
+
+
+async def _in_one_pipeline(
+    redis: aioredis.Redis, hub: RedisHub, items: list[events.Outgoing]
+) -> tuple[list[tuple[int, Staged]], list[Any]]:
+    """The batch's commands and their results; the enqueues as (command index, Staged)."""
+    staged: list[tuple[int, Staged]] = []
+    async with redis.pipeline(transaction=False) as pipeline:
+        for item in items:
+            if isinstance(item, tuple):
+                pipeline.publish(item[0], hub.encode(item[1]))
+                continue
+            if not isinstance(item, jobs.Job):
+                await item.deliver()
+                continue
+            target = ACTORS[await jobs.actor_for(item.actor, item.args, item.priority)]
+            message = target.message_with_options(args=item.args)
+            stage = await _enqueuer_for(target).stage(pipeline, message)
+            if stage is None:
+                await item.deliver()
+            else:
+                staged.append((len(pipeline.command_stack) - 1, stage))
+        return staged, await pipeline.execute(raise_on_error=False)
+
+
+jobs.set_sender(send_job)
+events.set_transport(send_together)
