@@ -122,6 +122,7 @@ class RedisHub(Hub):
         self._pubsub: Any = None
         self._reader: asyncio.Task[None] | None = None
         self._confirmations: dict[str, asyncio.Future[None]] = {}
+        self._connecting = asyncio.Lock()
 
     @staticmethod
     def encode(message: Message) -> bytes:
@@ -144,7 +145,13 @@ class RedisHub(Hub):
     async def _ensure_reader(self) -> None:
         if self._pubsub is None:
             self._pubsub = self._redis.pubsub()
-            # A pub/sub connection is opened by its first SUBSCRIBE.
+        if self._pubsub.connection is None:
+            # redis-py opens the pub/sub connection on the first SUBSCRIBE, and concurrent
+            # first SUBSCRIBEs would each open one (only the last is read: the others'
+            # confirmations never arrive). Opened once, before any of them.
+            async with self._connecting:
+                if self._pubsub.connection is None:
+                    await self._pubsub.connect()
         if self._reader is None or self._reader.done():
             self._reader = asyncio.create_task(self._read_forever(), name="kiln-pubsub-reader")
 

@@ -370,3 +370,23 @@ async def test_publish_many_delivers_every_message_in_order(pair, channel):
             [(first, messages[0]), (second, messages[1]), (first, messages[2])]
         )
         assert await receive(aiter(box), 3) == messages
+
+
+async def test_redis_concurrent_first_subscriptions_share_one_connection(
+    make_redis_hub, redis_admin, client_name, channel
+):
+    """A process's first subscriptions can all arrive at once (clients reconnecting after a
+    deploy): they must share one pub/sub connection, whose reader confirms every one."""
+    hub = make_redis_hub()
+    names = [channel(f"together-{i}") for i in range(50)]
+    boxes = await asyncio.wait_for(asyncio.gather(*(hub.attach(ch) for ch in names)), 15)
+    try:
+        clients = [c for c in await redis_admin.client_list() if c.get("name") == client_name]
+        pubsub = [c for c in clients if int(c.get("sub", 0)) > 0]
+        assert [int(c["sub"]) for c in pubsub] == [50]
+        publisher = make_redis_hub()
+        await publisher.publish(names[-1], message := gen_message(1))
+        assert await receive(aiter(boxes[-1])) == [message]
+    finally:
+        for box in boxes:
+            await hub.detach(box)
