@@ -31,7 +31,7 @@ from models.generation import Generation, GenerationKind, GenerationStatus, Hold
 from models.user import User
 from services.generations import StoredOutput
 from services.pagination import Page, decode_cursor, encode_cursor
-from services.sql import dialect_sql
+from services.sql import dialect_sql, numbered
 
 _OUTPUTS = (
     'SELECT generation_id, "index", storage_key, content_type, size_bytes, width, height, text '
@@ -161,12 +161,7 @@ def _page_sql(
         f"SELECT {columns} FROM generations WHERE {' AND '.join(where)} "
         "ORDER BY created_at DESC, id DESC LIMIT ?"
     )
-    return sql if dialect != "postgres" else _numbered(sql)
-
-
-def _numbered(sql: str) -> str:
-    parts = sql.split("?")
-    return "".join(f"{part}${i}" for i, part in enumerate(parts[:-1], start=1)) + parts[-1]
+    return numbered(sql) if dialect == "postgres" else sql
 
 
 _KINDS = {k.value: k for k in GenerationKind}

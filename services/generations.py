@@ -274,9 +274,6 @@ FROM gen, account, entry
 """
 
 
-_QUEUED_EXTRA = ("kiln_balance", "kiln_reserved", "kiln_entry")
-
-
 async def _queue_at_once(new: _NewRow, *, priority: bool) -> Generation | None:
     """`create_generation`'s insert and hold in one statement on PostgreSQL (see
     _QUEUE_AT_ONCE), with the same effects after it; None elsewhere (the caller takes the
@@ -310,13 +307,9 @@ async def _queue_at_once(new: _NewRow, *, priority: bool) -> Generation | None:
         rows = await connection.execute_query_dict(_QUEUE_AT_ONCE, values)
         if not rows:
             await credits.refused(new.user_id, -new.cost)
-        row = dict(rows[0])
-        balance, reserved, entry = (
-            row.pop(k) for k in ("kiln_balance", "kiln_reserved", "kiln_entry")
-        )
-        generation = Generation._init_from_db(**row)
+        generation, extra = _row_and_extra(rows[0])
         # The steps' effects, in their order: the owner's balance, the new state, the job.
-        credits.announce_balance(generation.user_id, int(balance), int(reserved), int(entry))
+        _announce_move(generation, extra)
         announce(generation, [])
         enqueue_after_commit(generation.id, priority=priority)
     return generation
@@ -487,7 +480,6 @@ FROM gen LEFT JOIN account ON true LEFT JOIN entry ON true
 _OUTPUT_VALUES = (
     "(${}::int, ${}::varchar, ${}::varchar, ${}::int, ${}::int, ${}::int, ${}::text, $4)"
 )
-_AT_ONCE_EXTRA = ("kiln_balance", "kiln_reserved", "kiln_entry", "kiln_outputs", "kiln_counted")
 
 
 def _complete_at_once_sql(count: int) -> str:
@@ -531,18 +523,32 @@ async def _complete_at_once(
         rows = await connection.execute_query_dict(_complete_at_once_sql(len(outputs)), params)
         if not rows:
             return None
-        row = dict(rows[0])
-        balance, reserved, entry = (row.pop(k) for k in _AT_ONCE_EXTRA[:3])
-        for extra in _AT_ONCE_EXTRA[3:]:
-            row.pop(extra)
-        generation = Generation._init_from_db(**row)
+        generation, extra = _row_and_extra(rows[0])
         # The effects of the steps, in their order: the new state with its outputs, the
         # owner's balance (when something was captured), the metrics.
         announce(generation, outputs)
-        if entry is not None:
-            credits.announce_balance(generation.user_id, int(balance), int(reserved), int(entry))
+        if extra["kiln_entry"] is not None:
+            _announce_move(generation, extra)
         stats.observe_after_commit(generation)
         return generation
+
+
+def _row_and_extra(row: dict[str, Any]) -> tuple[Generation, dict[str, Any]]:
+    """A one-statement change's result: the generation's row, and the statement's own
+    `kiln_`-prefixed columns (the account's move, counts)."""
+    columns = dict(row)
+    extra = {k: columns.pop(k) for k in row if k.startswith("kiln_")}
+    return Generation._init_from_db(**columns), extra
+
+
+def _announce_move(generation: Generation, extra: dict[str, Any]) -> None:
+    """The owner's balance as the statement's account move and ledger entry left it."""
+    credits.announce_balance(
+        generation.user_id,
+        int(extra["kiln_balance"]),
+        int(extra["kiln_reserved"]),
+        int(extra["kiln_entry"]),
+    )
 
 
 def _charge(generation: Generation, delivered: int) -> int | None:
