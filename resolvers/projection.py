@@ -27,7 +27,7 @@ a value nothing waits for (a page read with its outputs) completes without any t
 future. Leaves are serialised through fast paths that give what the type's `serialize`
 gives (`_scalar`).
 
-The transport (server.py) offers the direct send for the operation it runs through
+The transport (web/websocket.py) offers the direct send for the operation it runs through
 DIRECT_SEND; without it (another transport, tests of the schema) nothing changes.
 """
 

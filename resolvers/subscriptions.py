@@ -5,7 +5,7 @@ Changes of generations go out through a projection of the subscriber's selection
 transport allows it (resolvers/projection.py): the same payload, without re-running GraphQL
 execution for every message; an event the projection cannot reproduce is executed as usual.
 
-Where the transport also offers HAND_OFF (the WebSocket transport, server.py), a resolver
+Where the transport also offers HAND_OFF (the WebSocket transport, web/websocket.py), a resolver
 hands the rest of its subscription over as a `Follow` once its first message is out, and
 returns: the resolver's generator, Strawberry's stream with its extensions, graphql-core's
 executor and the parsed operation are released, rather than kept for as long as the

@@ -64,7 +64,7 @@ class KilnAsyncIO(AsyncIO):
 def _make_broker() -> dramatiq.Broker:
     settings = get_settings()
     if settings.embedded:
-        # The server runs the actors' coroutines on its own event loop (see server.py).
+        # The server runs the actors' coroutines on its own event loop (see web/embedded_worker.py).
         return StubBroker()
     broker = KilnRedisBroker(
         url=settings.redis_url,

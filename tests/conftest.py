@@ -54,6 +54,7 @@ async def backend(
     set_hub(hub)
     set_store(store)
     result = Backend(request.param, settings, hub, store)
+
     async def record_job(actor: str, args: tuple[str, ...], delay: int | None) -> None:
         result.sent.append((actor, args, delay))
 

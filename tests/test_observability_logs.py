@@ -15,7 +15,7 @@ from observability import logs
 from server import create_app
 from services import auth
 from services.catalogue import load_catalogue
-from tests.services.test_runner import registry
+from tests.support.generations import registry
 
 
 def capture() -> tuple[logging.Logger, io.StringIO]:

@@ -311,7 +311,7 @@ async def test_health_readiness_and_request_ids(stack: Running) -> None:
 
 
 async def test_websocket_handshake_carries_request_id(stack: Running) -> None:
-    """server.RequestId: "Gives every HTTP request and socket an id (or keeps the caller's
+    """web.middleware.RequestId: "Gives every HTTP request and socket an id (or keeps the caller's
     X-Request-ID) and returns it in the X-Request-ID header". The upgrade answer is an HTTP
     response too."""
     generated = await handshake(stack.ws_url, {})

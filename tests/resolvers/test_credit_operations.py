@@ -1,15 +1,7 @@
 from __future__ import annotations
 
 from models.user import Role
-from schema.build import build_schema
-from services import auth
-from tests.schema.test_generations_query import context_for
-
-
-async def run(backend, user, query: str, **variables):
-    context = context_for(auth.issue_token(user, backend.settings), backend.settings)
-    return await build_schema().execute(query, variable_values=variables, context_value=context)
-
+from tests.support.graphql import run
 
 ADJUST = """mutation($u: ID!, $a: Int!, $r: String!, $k: String) {
   adjustCredits(userId: $u, amount: $a, reason: $r, idempotencyKey: $k) { available total }

@@ -8,7 +8,7 @@ from models.error_event import ErrorEvent
 from resolvers.errors import INTERNAL_MESSAGE, format_error
 from schema.build import build_schema
 from services import auth, errors
-from tests.schema.test_generations_query import context_for
+from tests.support.schema import request_context
 
 
 def test_domain_errors_map_to_contract_codes():
@@ -43,7 +43,7 @@ async def test_unexpected_exceptions_are_masked_logged_and_recorded(
         raise RuntimeError("relation secret_table does not exist")
 
     monkeypatch.setattr("services.credits.get_balance", broken)
-    context = context_for(auth.issue_token(user, backend.settings), backend.settings)
+    context = request_context(backend.settings, auth.issue_token(user, backend.settings))
     context.request_id = "req-internal-1"
     result = await build_schema().execute("{ creditBalance { available } }", context_value=context)
     assert result.errors is not None

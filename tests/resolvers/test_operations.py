@@ -8,8 +8,8 @@ from models.error_event import ErrorCategory, ErrorEvent, Severity
 from models.user import Role
 from services import error_events, notifications
 from services.error_events import Occurrence, record
-from tests.resolvers.test_credit_operations import run
-from tests.services.test_operations_stats import clear_counters
+from tests.support.graphql import run
+from tests.support.stats import clear_counters
 
 EVENTS = """query($first: Int, $after: String, $filter: ErrorEventFilter) {
   errorEvents(first: $first, after: $after, filter: $filter) {

@@ -7,8 +7,8 @@ from services import auth
 from services.api_calls import record_call
 from services.breakers import BreakerPolicy
 from services.catalogue import parse_catalogue
-from tests.schema.test_generations_query import context_for
 from tests.support.providers import provider_deps
+from tests.support.schema import request_context
 
 CATALOGUE = parse_catalogue(
     {
@@ -25,7 +25,7 @@ CATALOGUE = parse_catalogue(
 
 
 async def run(backend, user, query, deps, **variables):
-    context = context_for(auth.issue_token(user, backend.settings), backend.settings)
+    context = request_context(backend.settings, auth.issue_token(user, backend.settings))
     context.catalogue, context.providers = CATALOGUE, deps
     return await build_schema().execute(query, variable_values=variables, context_value=context)
 

@@ -29,7 +29,7 @@ from schema.build import build_schema
 from services import auth, generations
 from services.catalogue import load_catalogue
 from services.generations import NewGeneration, StoredOutput
-from tests.schema.test_generations_query import context_for
+from tests.support.schema import request_context
 
 TIMEOUT = 10.0
 FIELDS = (
@@ -142,7 +142,7 @@ async def pair(backend, make_user) -> AsyncIterator[Callable[..., Any]]:
             watcher = Watcher(
                 document(selection),
                 {"id": str(generation.id), **variables},
-                context_for(token, backend.settings),
+                request_context(backend.settings, token),
                 direct,
             )
             watcher.start(schema)

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.schema.test_authorization_matrix import World, make_world
+from tests.support.schema import World, make_world
 
 
 @pytest.fixture(scope="module")

@@ -16,65 +16,10 @@ from typing import Any
 
 import pytest
 from graphql import ExecutionResult
-from starlette.requests import Request
 
-from models.error_event import ErrorCategory, Severity
-from models.user import Role, User
-from schema.build import build_schema
-from schema.context import Context
-from schema.loaders import Loaders
-from services import api_keys, auth, generations, notifications
-from services.catalogue import load_catalogue
-from services.error_events import Occurrence, record
-from services.generations import NewGeneration
-from tests.support.providers import provider_deps
-
-PASSWORD = "correct horse battery"
-SCHEMA = build_schema()
-
-
-def context(settings, token: str | None = None, **extra: Any) -> Context:
-    """An HTTP request's context, authenticated with `token` (anonymous without one)."""
-    headers = [(b"authorization", f"Bearer {token}".encode())] if token else []
-    request = Request(
-        {
-            "type": "http",
-            "method": "POST",
-            "path": "/graphql",
-            "scheme": "http",
-            "server": ("kiln.test", 80),
-            "client": ("203.0.113.9", 50000),
-            "query_string": b"",
-            "headers": headers,
-        }
-    )
-    return Context(
-        request=request,
-        response=None,
-        settings=settings,
-        catalogue=load_catalogue(),
-        providers=provider_deps(),
-        request_id="matrix",
-        loaders=Loaders(),
-        **extra,
-    )
-
-
-@dataclass
-class World:
-    settings: Any
-    owner: User
-    other: User
-    admin: User
-    generation_id: str
-    key_id: str
-    event_id: str
-    tokens: dict[str, str | None] = field(default_factory=dict)
-
-    def secrets(self) -> list[str]:
-        """What only the owner (and admins) may ever see."""
-        return [self.generation_id, self.key_id, self.owner.email, "owner-only notification"]
-
+from models.error_event import Severity
+from services import notifications
+from tests.support.schema import PASSWORD, SCHEMA, World, request_context
 
 Variables = Callable[[World], dict[str, Any]]
 # Expected outcome per caller: an error code, "OK" (data), "NULL" (null data) or, for
@@ -261,38 +206,8 @@ async def first_message(stream: Any, poke: Callable[[], Awaitable[None]]) -> Any
             await stream.aclose()
 
 
-async def make_world(backend) -> World:
-    settings = backend.settings
-    owner, other, admin = [
-        await auth.register(
-            f"{who}-{uuid.uuid4().hex[:10]}@example.com", PASSWORD, settings, role=role
-        )
-        for who, role in (("owner", Role.USER), ("other", Role.USER), ("admin", Role.ADMIN))
-    ]
-    generation = await generations.create_generation(
-        owner, NewGeneration(prompt="owner's secret prompt"), load_catalogue()
-    )
-    key, _ = await api_keys.create(owner, "owner's key", settings)
-    await notifications.notify(
-        owner.id, kind="TEST", severity=Severity.INFO, title="owner-only notification", message="m"
-    )
-    message = f"matrix event {uuid.uuid4().hex}"
-    await record(Occurrence(Severity.ERROR, ErrorCategory.API, message, "MATRIX"))
-    from models.error_event import ErrorEvent
-
-    event = await ErrorEvent.filter(error_code="MATRIX").order_by("-last_seen").first()
-    assert event is not None
-    world = World(settings, owner, other, admin, str(generation.id), str(key.id), str(event.id))
-    world.tokens = {
-        "anonymous": None,
-        "other": auth.issue_token(other, settings),
-        "admin": auth.issue_token(admin, settings),
-    }
-    return world
-
-
 async def run_case(world: World, case: Case, caller: str) -> tuple[str, Any]:
-    ctx = context(world.settings, world.tokens[caller])
+    ctx = request_context(world.settings, world.tokens[caller])
     variables = case.variables(world)
     if case.document.lstrip().startswith("subscription"):
         stream = await SCHEMA.subscribe(case.document, variable_values=variables, context_value=ctx)
@@ -345,7 +260,7 @@ ADMIN_FIELDS_HIDDEN = [
 @pytest.mark.parametrize("document", ADMIN_FIELDS_HIDDEN)
 async def test_admin_fields_are_forbidden_however_they_are_asked_for(world, document):
     result: Any = await SCHEMA.execute(
-        document, context_value=context(world.settings, world.tokens["other"])
+        document, context_value=request_context(world.settings, world.tokens["other"])
     )
     assert result.errors
     assert {e.extensions["code"] for e in result.errors} == {"FORBIDDEN"}, result.errors

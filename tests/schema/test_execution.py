@@ -20,7 +20,7 @@ from services import auth, generation_pages, generations
 from services.catalogue import load_catalogue
 from services.generations import NewGeneration, StoredOutput
 from storage import get_store
-from tests.schema.test_generations_query import context_for
+from tests.support.schema import request_context
 
 PAGE = """
 query Page($first: Int!, $withOutputs: Boolean!) {
@@ -67,7 +67,7 @@ async def both(backend: Any, token: str, query: str, variables: dict[str, Any]) 
             await schema.execute(
                 query,
                 variable_values=variables,
-                context_value=context_for(token, backend.settings),
+                context_value=request_context(backend.settings, token),
             )
         )
     return results[0], results[1]
@@ -134,14 +134,14 @@ async def test_a_page_is_completed_without_graphql_core_per_field(
     result = await build_schema(backend.settings).execute(
         PAGE,
         variable_values={"first": 10, "withOutputs": True},
-        context_value=context_for(owner, backend.settings),
+        context_value=request_context(backend.settings, owner),
     )
     assert result.errors is None
     assert completions["objects"] == 0
     await plain_schema(backend.settings).execute(
         PAGE,
         variable_values={"first": 10, "withOutputs": True},
-        context_value=context_for(owner, backend.settings),
+        context_value=request_context(backend.settings, owner),
     )
     assert completions["objects"] > 0  # the counter does see graphql-core's completion
 
@@ -191,7 +191,7 @@ async def test_requests_differing_only_in_inputs_share_one_projection(
             result = await schema.execute(
                 CREATE,
                 variable_values={"input": {"prompt": prompt, "width": 64, "height": 64}},
-                context_value=context_for(token, backend.settings),
+                context_value=request_context(backend.settings, token),
             )
             assert result.errors is None
     finally:
@@ -208,7 +208,7 @@ async def test_directives_on_variables_get_one_projection_per_value(
         result = await schema.execute(
             PAGE,
             variable_values={"first": 2, "withOutputs": with_outputs},
-            context_value=context_for(owner, backend.settings),
+            context_value=request_context(backend.settings, owner),
         )
         assert result.errors is None and result.data is not None
         shapes.append("outputs" in result.data["generations"]["edges"][0]["node"])
@@ -254,7 +254,7 @@ async def test_a_page_reads_outputs_with_its_rows_only_when_selected(
 
 
 async def test_a_page_read_with_its_outputs_needs_no_dataloader(backend: Any, owner: str) -> None:
-    context = context_for(owner, backend.settings)
+    context = request_context(backend.settings, owner)
     result = await build_schema(backend.settings).execute(
         PAGE, variable_values={"first": 10, "withOutputs": True}, context_value=context
     )
@@ -273,7 +273,7 @@ async def test_edge_cursors_are_the_page_cursors(backend: Any, owner: str) -> No
     later = await build_schema(backend.settings).execute(
         "query($after: String) { generations(first: 10, after: $after) { edges { cursor } } }",
         variable_values={"after": connection["edges"][0]["cursor"]},
-        context_value=context_for(owner, backend.settings),
+        context_value=request_context(backend.settings, owner),
     )
     assert later.errors is None and later.data is not None
     assert later.data["generations"]["edges"][0] == connection["edges"][1]

@@ -17,10 +17,10 @@ from hypothesis_graphql import Mode, mutations, queries
 import runtime
 from models.user import Role
 from schema.build import build_schema
-from server import KilnGraphQL
 from services import auth
 from services.catalogue import load_catalogue
 from tests.support.providers import provider_deps
+from web.graphql_app import KilnGraphQL
 
 SDL = build_schema().as_str()
 CODES = {

@@ -7,16 +7,13 @@ from typing import Any
 
 import asyncpg
 import pytest
-from starlette.requests import Request
 from tortoise import connections
 
 from schema.build import build_schema
-from schema.context import Context
-from schema.loaders import Loaders
 from services import auth, generations
 from services.catalogue import load_catalogue
 from services.generations import NewGeneration, StoredOutput
-from tests.support.providers import provider_deps
+from tests.support.schema import request_context
 
 QUERY = """
 query Page($first: Int!) {
@@ -26,29 +23,6 @@ query Page($first: Int!) {
   }
 }
 """
-
-
-def context_for(token: str, settings) -> Context:
-    request = Request(
-        {
-            "type": "http",
-            "method": "POST",
-            "path": "/graphql",
-            "scheme": "http",
-            "server": ("kiln.test", 80),
-            "query_string": b"",
-            "headers": [(b"authorization", f"Bearer {token}".encode())],
-        }
-    )
-    return Context(
-        request=request,
-        response=None,
-        settings=settings,
-        catalogue=load_catalogue(),
-        providers=provider_deps(),
-        request_id="test",
-        loaders=Loaders(),
-    )
 
 
 @pytest.fixture
@@ -102,7 +76,7 @@ async def test_query_count_does_not_grow_with_page_size(make_user, backend, coun
         result = await schema.execute(
             QUERY,
             variable_values={"first": first},
-            context_value=context_for(token, backend.settings),
+            context_value=request_context(backend.settings, token),
         )
         assert result.errors is None and result.data is not None
         edges = result.data["generations"]["edges"]
@@ -120,7 +94,7 @@ async def test_first_over_the_cap_is_bad_user_input(make_user, backend):
     result = await build_schema().execute(
         QUERY,
         variable_values={"first": 51},
-        context_value=context_for(auth.issue_token(user, backend.settings), backend.settings),
+        context_value=request_context(backend.settings, auth.issue_token(user, backend.settings)),
     )
     assert result.errors and result.errors[0].extensions == {
         "code": "BAD_USER_INPUT",

@@ -15,8 +15,8 @@ from services import auth, credits, error_events, generations
 from services.error_events import Occurrence, record
 from services.generations import NewGeneration
 from services.runner import run_generation
-from tests.schema.test_generations_query import context_for
-from tests.services.test_runner import CATALOGUE, registry
+from tests.support.generations import CATALOGUE, registry
+from tests.support.schema import request_context
 
 NOTIFICATIONS = """subscription {
   notifications { id kind severity title message generationId actionLabel createdAt }
@@ -28,7 +28,7 @@ STREAM = """subscription($min: Severity) {
 
 async def subscribe(backend, user, query: str, **variables: Any) -> AsyncGenerator[Any, None]:
     """Starts the subscription; its resolver runs once the first result is pulled."""
-    context = context_for(auth.issue_token(user, backend.settings), backend.settings)
+    context = request_context(backend.settings, auth.issue_token(user, backend.settings))
     stream = await build_schema().subscribe(query, variable_values=variables, context_value=context)
     assert not hasattr(stream, "errors"), stream
     return stream
@@ -123,7 +123,7 @@ async def test_admins_watch_error_groups_above_a_severity(backend, make_user):
 
 async def test_the_error_stream_is_for_admins_only(backend, make_user):
     user = await make_user()
-    context = context_for(auth.issue_token(user, backend.settings), backend.settings)
+    context = request_context(backend.settings, auth.issue_token(user, backend.settings))
     stream = await build_schema().subscribe(STREAM, context_value=context)
     results: list[Any] = []
     if hasattr(stream, "errors"):

@@ -15,9 +15,9 @@ from observability.graphql import GraphQLObservability
 from schema.build import build_schema
 from schema.prepared import PreparedOperations
 from schema.security import InputLimits, OperationRateLimit
-from server import KilnGraphQL
 from services import auth
-from tests.test_server_metrics import app_client, parse, value
+from tests.support.app import app_client, parse, value
+from web.graphql_app import KilnGraphQL
 
 CREATE = """mutation Create($input: CreateGenerationInput!) {
   createGeneration(input: $input) { id status cost version prompt }

@@ -16,7 +16,7 @@ from schema.build import build_schema
 from schema.security import DEFAULT_MAX_STRING, MAX_STRING
 from services import auth
 from services.rate_limits import MemoryCounters
-from tests.schema.test_authorization_matrix import PASSWORD, SCHEMA, context
+from tests.support.schema import PASSWORD, SCHEMA, request_context
 
 
 def first_error(result: Any) -> Any:
@@ -36,7 +36,7 @@ async def test_a_too_deep_query_is_refused(world):
     nested = "id " + "parent { " * 14 + "id" + " }" * 14
     result = await SCHEMA.execute(
         f'{{ generation(id: "{world.generation_id}") {{ {nested} }} }}',
-        context_value=context(world.settings, world.tokens["other"]),
+        context_value=request_context(world.settings, world.tokens["other"]),
     )
     assert code(result) == "BAD_USER_INPUT"
     assert "exceeds maximum operation depth" in first_error(result).message
@@ -45,7 +45,7 @@ async def test_a_too_deep_query_is_refused(world):
 async def test_a_hundred_aliases_are_refused(world):
     aliases = " ".join(f"a{i}: me {{ id }}" for i in range(100))
     result = await SCHEMA.execute(
-        f"{{ {aliases} }}", context_value=context(world.settings, world.tokens["other"])
+        f"{{ {aliases} }}", context_value=request_context(world.settings, world.tokens["other"])
     )
     assert code(result) == "BAD_USER_INPUT"
     assert "aliases" in first_error(result).message
@@ -53,12 +53,14 @@ async def test_a_hundred_aliases_are_refused(world):
 
 async def test_too_many_tokens_are_refused_before_anything_runs(world):
     fields = " ".join(["__typename"] * 3000)
-    result = await SCHEMA.execute(f"{{ {fields} }}", context_value=context(world.settings))
+    result = await SCHEMA.execute(f"{{ {fields} }}", context_value=request_context(world.settings))
     assert code(result) == "BAD_USER_INPUT"
 
 
 async def test_graphiqls_introspection_query_fits_the_limits(world):
-    result = await SCHEMA.execute(get_introspection_query(), context_value=context(world.settings))
+    result = await SCHEMA.execute(
+        get_introspection_query(), context_value=request_context(world.settings)
+    )
     assert result.errors is None
 
 
@@ -66,10 +68,10 @@ async def test_introspection_can_be_switched_off(world):
     settings = world.settings.model_copy(update={"introspection_enabled": False})
     schema = build_schema(settings)
     result = await schema.execute(
-        "{ __schema { types { name } } }", context_value=context(settings)
+        "{ __schema { types { name } } }", context_value=request_context(settings)
     )
     assert code(result) == "BAD_USER_INPUT"
-    ok = await schema.execute("{ models { id } }", context_value=context(settings))
+    ok = await schema.execute("{ models { id } }", context_value=request_context(settings))
     assert ok.errors is None
 
 
@@ -82,14 +84,16 @@ async def test_a_repeated_document_is_validated_once(world):
     cache.cache_clear()
     query = f'{{ generation(id: "{world.generation_id}") {{ id status }} }}'
     for _ in range(3):
-        result = await schema.execute(query, context_value=context(settings, world.tokens["other"]))
+        result = await schema.execute(
+            query, context_value=request_context(settings, world.tokens["other"])
+        )
         assert result.errors is None
     assert cache.cache_info().misses == 1
     assert cache.cache_info().hits == 2
     deep = "id " + "parent { " * 14 + "id" + " }" * 14
     too_deep = f'{{ generation(id: "{world.generation_id}") {{ {deep} }} }}'
     for _ in range(2):
-        refused = await schema.execute(too_deep, context_value=context(settings))
+        refused = await schema.execute(too_deep, context_value=request_context(settings))
         assert code(refused) == "BAD_USER_INPUT"
 
 
@@ -161,7 +165,7 @@ async def test_every_string_input_is_capped(world, root, field, path):
     result = await SCHEMA.execute(
         document,
         variable_values=variables,
-        context_value=context(world.settings, world.tokens["admin"]),
+        context_value=request_context(world.settings, world.tokens["admin"]),
     )
     assert code(result) == "BAD_USER_INPUT", (document, result.errors)
     assert first_error(result).extensions.get("field") == path[-1], result.errors
@@ -188,7 +192,7 @@ async def test_caps_follow_strings_however_they_arrive(world, document, variable
     result = await SCHEMA.execute(
         document.format(huge=huge),
         variable_values={k: v.format(huge=huge) for k, v in variables.items()},
-        context_value=context(world.settings, world.tokens["other"]),
+        context_value=request_context(world.settings, world.tokens["other"]),
     )
     assert code(result) == "BAD_USER_INPUT", result.errors
     assert first_error(result).extensions.get("field") == field
@@ -209,7 +213,7 @@ async def test_a_burst_over_the_users_limit_is_rate_limited(world):
     token = world.tokens["other"]
     for n in range(5):
         response = Response()
-        ctx = context(settings, token, counters=counters)
+        ctx = request_context(settings, token, counters=counters)
         ctx.response = response
         result = await schema.execute(REVOKE, {"id": str(uuid.uuid4())}, context_value=ctx)
         assert code(result) == "NOT_FOUND"
@@ -217,7 +221,7 @@ async def test_a_burst_over_the_users_limit_is_rate_limited(world):
         assert response.headers["RateLimit-Remaining"] == str(4 - n)
         assert 1 <= int(response.headers["RateLimit-Reset"]) <= 60
     response = Response()
-    ctx = context(settings, token, counters=counters)
+    ctx = request_context(settings, token, counters=counters)
     ctx.response = response
     result = await schema.execute(REVOKE, {"id": str(uuid.uuid4())}, context_value=ctx)
     assert code(result) == "RATE_LIMITED"
@@ -225,13 +229,13 @@ async def test_a_burst_over_the_users_limit_is_rate_limited(world):
     assert response.headers["RateLimit-Remaining"] == "0"
     # Queries are not counted; another user has a window of their own.
     ok = await schema.execute(
-        "{ me { id } }", context_value=context(settings, token, counters=counters)
+        "{ me { id } }", context_value=request_context(settings, token, counters=counters)
     )
     assert ok.errors is None
     theirs = await schema.execute(
         REVOKE,
         {"id": str(uuid.uuid4())},
-        context_value=context(settings, world.tokens["admin"], counters=counters),
+        context_value=request_context(settings, world.tokens["admin"], counters=counters),
     )
     assert code(theirs) == "NOT_FOUND"
 
@@ -242,7 +246,7 @@ async def test_aliased_mutations_each_count(world):
     many = " ".join(f'm{i}: revokeApiKey(id: "{uuid.uuid4()}") {{ id }}' for i in range(6))
     result = await schema.execute(
         f"mutation {{ {many} }}",
-        context_value=context(settings, world.tokens["other"], counters=counters),
+        context_value=request_context(settings, world.tokens["other"], counters=counters),
     )
     assert code(result) == "RATE_LIMITED"
 
@@ -252,14 +256,14 @@ async def test_subscriptions_count_too(world):
     schema, counters = build_schema(settings), MemoryCounters()
     first = await schema.subscribe(
         "subscription { creditBalanceChanged { available } }",
-        context_value=context(settings, world.tokens["other"], counters=counters),
+        context_value=request_context(settings, world.tokens["other"], counters=counters),
     )
     message = await first.__anext__()
     assert message.errors is None
     await first.aclose()
     second = await schema.subscribe(
         "subscription { creditBalanceChanged { available } }",
-        context_value=context(settings, world.tokens["other"], counters=counters),
+        context_value=request_context(settings, world.tokens["other"], counters=counters),
     )
     message = await second.__anext__()
     assert code(message) == "RATE_LIMITED"
@@ -281,7 +285,7 @@ async def test_priority_users_get_the_higher_limit(world, backend):
         result = await schema.execute(
             REVOKE,
             {"id": str(uuid.uuid4())},
-            context_value=context(settings, token, counters=counters),
+            context_value=request_context(settings, token, counters=counters),
         )
         codes.append(code(result))
     assert codes == ["NOT_FOUND", "NOT_FOUND", "NOT_FOUND", "RATE_LIMITED"]
@@ -292,7 +296,9 @@ async def test_anonymous_callers_are_limited_per_address(world):
     schema, counters = build_schema(settings), MemoryCounters()
     login = 'mutation { login(email: "nobody@example.com", password: "wrong password") { token } }'
     codes = [
-        code(await schema.execute(login, context_value=context(settings, counters=counters)))
+        code(
+            await schema.execute(login, context_value=request_context(settings, counters=counters))
+        )
         for _ in range(3)
     ]
     assert codes == ["UNAUTHENTICATED", "UNAUTHENTICATED", "RATE_LIMITED"]
@@ -324,7 +330,7 @@ async def test_forged_cursors_are_bad_user_input(world, connection, cursor):
     result = await SCHEMA.execute(
         f"query($a: String) {{ {connection}(after: $a) {{ edges {{ cursor }} }} }}",
         {"a": cursor},
-        context_value=context(world.settings, world.tokens["admin"]),
+        context_value=request_context(world.settings, world.tokens["admin"]),
     )
     # Refused as bad input, or (the integer-id cursor on an integer connection) a page.
     assert result.errors is None or code(result) == "BAD_USER_INPUT", result.errors

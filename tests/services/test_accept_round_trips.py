@@ -15,8 +15,8 @@ from services import credits, generations, jobs
 from services.catalogue import load_catalogue
 from services.errors import InsufficientCredits, NotFound
 from services.generations import NewGeneration
-from tests.services.test_credits import assert_ledger_matches
-from tests.services.test_worker_round_trips import _drain, statements
+from tests.support.ledger import assert_ledger_matches
+from tests.support.statements import drain, statements
 
 CATALOGUE = load_catalogue()
 # Everything about a row but what differs between two generations.
@@ -42,7 +42,7 @@ async def _accepted(user: Any, backend: Any, **fields: Any) -> tuple[Generation,
         generation = await generations.create_generation(
             user, NewGeneration(prompt="a red fox", **fields), CATALOGUE, request_id="req-1"
         )
-        received = [await _drain(box) for box in boxes]
+        received = [await drain(box) for box in boxes]
     return generation, [*received, backend.sent[sent:]]
 
 

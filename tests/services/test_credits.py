@@ -10,14 +10,7 @@ from services import credits
 from services.catalogue import load_catalogue
 from services.errors import InsufficientCredits
 from services.generations import NewGeneration, create_generation
-
-
-async def assert_ledger_matches(user_id) -> None:
-    account = await CreditAccount.get(user_id=user_id)
-    entries = await LedgerEntry.filter(user_id=user_id)
-    assert sum(e.amount for e in entries) == account.balance - account.reserved
-    assert sum(e.held for e in entries) == account.reserved
-    assert account.reserved >= 0 and account.balance >= account.reserved
+from tests.support.ledger import assert_ledger_matches
 
 
 async def test_signup_grant_is_a_ledger_entry(make_user):

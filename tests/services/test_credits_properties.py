@@ -13,7 +13,7 @@ from services import credits
 from services.catalogue import load_catalogue
 from services.errors import InsufficientCredits
 from services.generations import NewGeneration, create_generation
-from tests.services.test_credits import assert_ledger_matches
+from tests.support.ledger import assert_ledger_matches
 
 OPERATIONS = st.lists(
     st.tuples(

@@ -11,7 +11,7 @@ from services import generation_pages, generations
 from services.errors import BadUserInput
 from services.generations import StoredOutput
 from services.pagination import encode_cursor
-from tests.services.test_generations import create
+from tests.support.generations import create
 
 
 async def test_listing_pages_newest_first_with_filters(make_user):

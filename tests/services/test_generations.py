@@ -11,16 +11,11 @@ from realtime import channels
 from services import credits, generations
 from services.catalogue import load_catalogue
 from services.errors import BadUserInput, Conflict, InvalidTransition, NotFound
-from services.generations import NewGeneration, StoredOutput
-from tests.services.test_credits import assert_ledger_matches
+from services.generations import StoredOutput
+from tests.support.generations import create
+from tests.support.ledger import assert_ledger_matches
 
 CATALOGUE = load_catalogue()
-
-
-async def create(user, **fields) -> Generation:
-    return await generations.create_generation(
-        user, NewGeneration(**{"prompt": "a red fox", **fields}), CATALOGUE
-    )
 
 
 @pytest.mark.parametrize(

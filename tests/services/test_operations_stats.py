@@ -12,14 +12,7 @@ from services.catalogue import load_catalogue
 from services.error_events import Occurrence, record
 from services.generations import NewGeneration, StoredOutput
 from services.stats import TimeWindow, hour_of, window_start
-
-
-async def clear_counters() -> None:
-    """Stats read whole tables; the session-wide database holds other tests' rows."""
-    await error_events.flush()
-    await ErrorHourlyCount.all().delete()
-    await ErrorEvent.all().delete()
-    await GenerationHourlyCount.all().delete()
+from tests.support.stats import clear_counters
 
 
 def test_windows_start_on_the_hour():

@@ -8,41 +8,11 @@ from models.error_event import ErrorEvent
 from models.generation import Generation, GenerationStatus
 from realtime import channels
 from services import credits, generations, runner
-from services.catalogue import load_catalogue, parse_catalogue
+from services.catalogue import load_catalogue
 from services.generations import NewGeneration
-from services.routing import ProviderDeps
 from services.runner import run_generation
-from tests.services.test_credits import assert_ledger_matches
-from tests.support.providers import provider_deps
-
-CATALOGUE = parse_catalogue(
-    {
-        "models": {
-            "local-image": {
-                "kind": "IMAGE",
-                "cost_per_output": 1,
-                "default": True,
-                "routes": [{"provider": "local", "model": "pattern-v1"}],
-            },
-            "local-broken": {
-                "kind": "IMAGE",
-                "cost_per_output": 1,
-                "routes": [
-                    {
-                        "provider": "local",
-                        "model": "pattern-v1",
-                        "params": {"fail": "PROVIDER_ERROR"},
-                    }
-                ],
-            },
-        }
-    }
-)
-
-
-def registry(delay: float = 0.0) -> ProviderDeps:
-    """The built-in provider only (named for what the tests need from it)."""
-    return provider_deps(local_delay=delay)
+from tests.support.generations import CATALOGUE, registry
+from tests.support.ledger import assert_ledger_matches
 
 
 async def run_and_watch(backend, generation_id, *, delay: float) -> list[dict]:

@@ -6,8 +6,8 @@ from models.generation import Generation, GenerationStatus
 from services import credits, generations
 from services.generations import NewGeneration
 from services.sweeper import sweep
-from tests.services.test_credits import assert_ledger_matches
-from tests.services.test_runner import CATALOGUE
+from tests.support.generations import CATALOGUE
+from tests.support.ledger import assert_ledger_matches
 
 
 async def test_stale_queued_generations_are_enqueued_again_once(make_user, backend):

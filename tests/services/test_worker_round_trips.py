@@ -3,14 +3,10 @@ where the one-statement forms apply), and that the shortcuts keep the same resul
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 
-import asyncpg
 import pytest
 
 from models.credits import LedgerEntry, LedgerKind
@@ -21,35 +17,10 @@ from realtime import channels
 from services import credits, generations
 from services.catalogue import load_catalogue
 from services.generations import NewGeneration, StoredOutput
-from tests.services.test_credits import assert_ledger_matches
+from tests.support.ledger import assert_ledger_matches
+from tests.support.statements import drain, statements
 
 CATALOGUE = load_catalogue()
-
-
-@contextmanager
-def statements(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
-    """Every statement sent to PostgreSQL meanwhile (BEGIN and COMMIT included)."""
-    seen: list[str] = []
-    execute, do_execute = asyncpg.Connection.execute, asyncpg.Connection._do_execute
-
-    def record(query: object) -> None:
-        text = " ".join(str(query).split())
-        if not text.startswith("SELECT pg_advisory_unlock_all"):  # the pool's reset
-            seen.append(text)
-
-    async def counted_execute(self, query, *args, **kwargs):
-        if not args:  # with arguments it goes through _do_execute, counted there
-            record(query)
-        return await execute(self, query, *args, **kwargs)
-
-    def counted_do_execute(self, query, *args, **kwargs):
-        record(query)
-        return do_execute(self, query, *args, **kwargs)
-
-    with monkeypatch.context() as patch:
-        patch.setattr(asyncpg.Connection, "execute", counted_execute)
-        patch.setattr(asyncpg.Connection, "_do_execute", counted_do_execute)
-        yield seen
 
 
 async def started(user) -> Generation:
@@ -129,7 +100,7 @@ async def test_the_one_statement_completion_does_what_the_steps_do(make_user, ba
         done = await generations.complete(
             generation.id, [output(generation, 0), output(generation, 1)], "local", attempt=1
         )
-        received = [await _drain(box) for box in boxes]
+        received = [await drain(box) for box in boxes]
     assert done is not None
     assert (done.status, done.progress, done.stage, done.provider) == (
         GenerationStatus.COMPLETED,
@@ -211,18 +182,6 @@ async def test_free_and_long_completions_match_the_steps(make_user, backend):
 async def _completed_count(model: str) -> int:
     rows = await GenerationHourlyCount.filter(model=model)
     return sum(r.completed for r in rows)
-
-
-async def _drain(mailbox) -> list[dict]:
-    seen: list[dict] = []
-
-    async def collect() -> None:
-        async for message in mailbox:
-            seen.append(message)
-
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(collect(), 0.2)
-    return seen
 
 
 async def test_completion_replaces_outputs_already_there(make_user):

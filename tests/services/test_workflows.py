@@ -12,7 +12,7 @@ from services import credits, generations, jobs, runner, workflows
 from services.catalogue import load_catalogue, parse_catalogue
 from services.errors import InsufficientCredits, InvalidTransition
 from services.generations import NewGeneration
-from tests.services.test_credits import assert_ledger_matches
+from tests.support.ledger import assert_ledger_matches
 from tests.support.providers import provider_deps
 
 CATALOGUE = load_catalogue()

@@ -8,7 +8,6 @@ import uuid
 from typing import Any
 
 import dramatiq
-import orjson
 import pytest
 import redis
 import redis.asyncio as aioredis
@@ -16,6 +15,7 @@ from dramatiq.brokers.redis import RedisBroker
 from dramatiq.brokers.stub import StubBroker
 
 from tasks.enqueue import Enqueuer
+from tests.support.broker import stored_messages
 from tests.support.services import need, redis_url
 
 DB = 11
@@ -38,22 +38,6 @@ async def setup() -> Any:
         broker.close()
 
 
-def _stored(sync: redis.Redis, namespace: str, queue: str) -> list[dict[str, Any]]:
-    """The messages of `queue` as Redis holds them, without the per-enqueue ids and times."""
-    stored: Any = sync.lrange(f"{namespace}:{queue}", 0, -1)
-    ids = [i.decode() for i in stored]
-    bodies: Any = sync.hgetall(f"{namespace}:{queue}.msgs")
-    messages = []
-    for redis_id in ids:
-        message = orjson.loads(bodies[redis_id.encode()])
-        assert message["options"].pop("redis_message_id") == redis_id
-        message["options"].pop("eta", None)
-        for volatile in ("message_id", "message_timestamp"):
-            message.pop(volatile)
-        messages.append(message)
-    return messages
-
-
 @pytest.mark.parametrize("delay", [None, 60_000])
 async def test_enqueued_like_the_redis_broker(setup, delay):
     broker, client, sync, namespace = setup
@@ -62,12 +46,12 @@ async def test_enqueued_like_the_redis_broker(setup, delay):
         options={},
     )  # fmt: skip
     broker.enqueue(actor.message_with_options(args=("a",)), delay=delay)
-    theirs = _stored(sync, namespace, "jobs.DQ" if delay else "jobs")
+    theirs = stored_messages(sync, namespace, "jobs.DQ" if delay else "jobs")
     for key in sync.scan_iter(f"{namespace}*"):
         sync.delete(key)
 
     await Enqueuer(broker, client).enqueue(actor.message_with_options(args=("a",)), delay)
-    ours = _stored(sync, namespace, "jobs.DQ" if delay else "jobs")
+    ours = stored_messages(sync, namespace, "jobs.DQ" if delay else "jobs")
     assert ours == theirs and len(ours) == 1
 
 

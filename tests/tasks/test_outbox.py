@@ -21,8 +21,8 @@ from realtime import hub as hub_module
 from realtime.hub import RedisHub, set_hub
 from services import jobs
 from tasks import outbox
+from tests.support.broker import stored_messages
 from tests.support.services import need, redis_url
-from tests.tasks.test_enqueue import _stored
 
 DB = 12
 
@@ -99,17 +99,19 @@ async def test_messages_and_jobs_of_a_change_leave_in_one_round_trip(wired, monk
     # The first batch also taught the server the dispatch script; the second is one trip.
     assert sizes == [3]
     assert messages == ["m1", "m2", "m3"]
-    queued = _stored(wired.sync, wired.namespace, "default")
+    queued = stored_messages(wired.sync, wired.namespace, "default")
     assert [m["args"] for m in queued] == [[generation_id], ["x"]]
     wired.broker.enqueue(wired.actor.message_with_options(args=("x",)))
-    assert _stored(wired.sync, wired.namespace, "default")[1:] == queued[1:] * 2  # as Dramatiq
+    assert (
+        stored_messages(wired.sync, wired.namespace, "default")[1:] == queued[1:] * 2
+    )  # as Dramatiq
 
 
 async def test_a_server_that_forgot_the_script_still_gets_the_job(wired):
     await outbox.send_together([jobs.Job(jobs.RUN, ("before",), False)])
     await wired.client.script_flush()  # as after a Redis restart
     await outbox.send_together([jobs.Job(jobs.RUN, ("after",), False)])
-    assert [m["args"] for m in _stored(wired.sync, wired.namespace, "default")] == [
+    assert [m["args"] for m in stored_messages(wired.sync, wired.namespace, "default")] == [
         ["before"],
         ["after"],
     ]
@@ -126,7 +128,7 @@ async def test_a_failed_round_trip_sends_everything_on_its_own(wired, monkeypatc
         messages = await received(box)
     # Each went again on its own, without a pipeline.
     assert messages == ["m1"]
-    assert [m["args"] for m in _stored(wired.sync, wired.namespace, "default")] == [["g"]]
+    assert [m["args"] for m in stored_messages(wired.sync, wired.namespace, "default")] == [["g"]]
 
 
 async def test_without_a_redis_hub_items_go_one_by_one(backend, monkeypatch):

@@ -1,4 +1,4 @@
-"""The WebSocket transport (server.LimitedTransportWS) with Kiln's schema: a subscription whose
+"""The WebSocket transport (web/websocket.py) with Kiln's schema: a subscription whose
 resolver handed the rest of it over (resolvers/subscriptions.py, HAND_OFF) keeps delivering
 every change in order and its final state, while holding none of Strawberry's stream,
 graphql-core's executor or the resolver's generator; events the projection cannot reproduce
@@ -22,11 +22,11 @@ from observability import metrics
 from realtime import channels
 from realtime.hub import get_hub
 from schema.build import build_schema
-from server import LimitedTransportWS
 from services import auth, credits, generations
 from services.catalogue import load_catalogue
 from services.generations import NewGeneration
-from tests.schema.test_generations_query import context_for
+from tests.support.schema import request_context
+from web.websocket import LimitedTransportWS
 
 TIMEOUT = 10.0
 FIELDS = "id status stage version"
@@ -79,7 +79,7 @@ async def connect(backend) -> AsyncIterator[Callable[..., Any]]:
     async def make(user: Any) -> tuple[LimitedTransportWS, Socket]:
         socket = Socket()
         token = auth.issue_token(user, backend.settings)
-        context = context_for(token, backend.settings)
+        context = request_context(backend.settings, token)
         view: Any = View()
         adapter: Any = socket
         handler = LimitedTransportWS(view, adapter, context, None, schema, timedelta(seconds=30), 5)

@@ -7,47 +7,17 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 
 import httpx
-from prometheus_client.parser import text_string_to_metric_families
 
-import runtime
 from models.error_event import ErrorCategory, Severity
-from server import SocketGauge, create_app
 from services import generations
-from services.catalogue import load_catalogue
 from services.error_events import Occurrence, record
 from services.generations import NewGeneration
 from services.runner import run_generation
-from tests.services.test_runner import CATALOGUE, registry
-
-Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
-
-
-def parse(text: str) -> Samples:
-    return {
-        (sample.name, frozenset(sample.labels.items())): sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-    }
-
-
-def value(samples: Samples, name: str, **labels: str) -> float:
-    return samples.get((name, frozenset(labels.items())), 0.0)
-
-
-def app_client(backend, monkeypatch, **settings) -> httpx.AsyncClient:
-    """The real ASGI app on this test's loop and database (no lifespan: the backend fixture
-    already opened the database, hub and store)."""
-    configured = backend.settings.model_copy(update=settings)
-    monkeypatch.setattr(
-        runtime,
-        "_current",
-        SimpleNamespace(catalogue=load_catalogue(), settings=configured, providers=registry()),
-    )
-    transport = httpx.ASGITransport(app=create_app(configured))
-    return httpx.AsyncClient(transport=transport, base_url="http://kiln.test")
+from tests.support.app import Samples, app_client, parse, value
+from tests.support.generations import CATALOGUE, registry
+from web.middleware import SocketGauge
 
 
 async def scrape(client: httpx.AsyncClient) -> Samples:
@@ -126,7 +96,7 @@ async def test_open_sockets_are_counted():
 def test_multiprocess_mode_sums_every_process(tmp_path: Path):
     """Each uvicorn worker writes its samples to PROMETHEUS_MULTIPROC_DIR; any one renders all."""
     env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
 
     def python(code: str) -> str:
         return subprocess.run(

@@ -1,0 +1,40 @@
+"""The real ASGI app on a test's loop and database, and Prometheus text parsed for asserts."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
+import runtime
+from server import create_app
+from services.catalogue import load_catalogue
+from tests.support.generations import registry
+
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+def parse(text: str) -> Samples:
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def value(samples: Samples, name: str, **labels: str) -> float:
+    return samples.get((name, frozenset(labels.items())), 0.0)
+
+
+def app_client(backend, monkeypatch, **settings) -> httpx.AsyncClient:
+    """The real ASGI app on this test's loop and database (no lifespan: the backend fixture
+    already opened the database, hub and store)."""
+    configured = backend.settings.model_copy(update=settings)
+    monkeypatch.setattr(
+        runtime,
+        "_current",
+        SimpleNamespace(catalogue=load_catalogue(), settings=configured, providers=registry()),
+    )
+    transport = httpx.ASGITransport(app=create_app(configured))
+    return httpx.AsyncClient(transport=transport, base_url="http://kiln.test")

@@ -1,0 +1,50 @@
+"""Creating generations and running them with the built-in provider in tests."""
+
+from __future__ import annotations
+
+from models.generation import Generation
+from services import generations
+from services.catalogue import load_catalogue, parse_catalogue
+from services.generations import NewGeneration
+from services.routing import ProviderDeps
+from tests.support.providers import provider_deps
+
+# The catalogue Kiln ships with (every model served by the local provider).
+DEFAULT_CATALOGUE = load_catalogue()
+
+
+async def create(user, **fields) -> Generation:
+    return await generations.create_generation(
+        user, NewGeneration(**{"prompt": "a red fox", **fields}), DEFAULT_CATALOGUE
+    )
+
+
+# Two models of the local provider, one of which always fails.
+CATALOGUE = parse_catalogue(
+    {
+        "models": {
+            "local-image": {
+                "kind": "IMAGE",
+                "cost_per_output": 1,
+                "default": True,
+                "routes": [{"provider": "local", "model": "pattern-v1"}],
+            },
+            "local-broken": {
+                "kind": "IMAGE",
+                "cost_per_output": 1,
+                "routes": [
+                    {
+                        "provider": "local",
+                        "model": "pattern-v1",
+                        "params": {"fail": "PROVIDER_ERROR"},
+                    }
+                ],
+            },
+        }
+    }
+)
+
+
+def registry(delay: float = 0.0) -> ProviderDeps:
+    """The built-in provider only (named for what the tests need from it)."""
+    return provider_deps(local_delay=delay)

@@ -1,0 +1,93 @@
+"""Operational endpoints: /healthz, /readyz and /metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import dramatiq
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from tortoise import connections
+
+import runtime
+from observability import metrics
+from services.stats import queue_stats
+from settings import Settings
+from web.embedded_worker import embedded_worker_alive
+
+log = logging.getLogger("kiln.health")
+
+
+async def healthz(request: Request) -> Response:
+    return PlainTextResponse("ok")
+
+
+async def readyz(request: Request) -> Response:
+    """Ready when the database, Redis and the broker answer; 503 naming what does not."""
+    rt = runtime.current()
+    checks: dict[str, str] = {}
+
+    async def check(name: str, probe: Any) -> None:
+        try:
+            await asyncio.wait_for(probe(), timeout=2.0)
+            checks[name] = "ok"
+        except Exception as error:
+            checks[name] = f"failing: {type(error).__name__}"
+
+    async def database() -> None:
+        await connections.get("default").execute_query("SELECT 1")
+
+    async def broker() -> None:
+        client = getattr(dramatiq.get_broker(), "client", None)
+        if client is not None:
+            await asyncio.to_thread(client.ping)
+        elif not embedded_worker_alive(request):
+            raise RuntimeError("embedded worker is not running")
+
+    await check("database", database)
+    if rt.redis is not None:
+        await check("redis", rt.redis.ping)
+    await check("broker", broker)
+    ok = all(v == "ok" for v in checks.values())
+    return JSONResponse({"ready": ok, "checks": checks}, status_code=200 if ok else 503)
+
+
+def metrics_endpoint(settings: Settings) -> Any:
+    """GET /metrics in Prometheus text format. Queue depth is read from the database at scrape
+    time; everything else is counted as it happens (summed over processes in multiprocess
+    mode). Guarded by METRICS_TOKEN when set."""
+
+    async def endpoint(request: Request) -> Response:
+        if settings.metrics_token and request.headers.get("authorization") != (
+            f"Bearer {settings.metrics_token}"
+        ):
+            return PlainTextResponse("metrics token required", status_code=401)
+        extra = []
+        try:
+            queue = await asyncio.wait_for(queue_stats(), timeout=2.0)
+            extra = [
+                metrics.gauge(
+                    "kiln_queue_depth",
+                    "Generations waiting or running, by status.",
+                    ["status"],
+                    {
+                        ("QUEUED",): queue.queued,
+                        ("PROCESSING",): queue.processing,
+                        ("AWAITING_APPROVAL",): queue.awaiting_approval,
+                    },
+                ),
+                metrics.gauge(
+                    "kiln_queue_oldest_seconds",
+                    "Age of the oldest QUEUED generation (0 when none).",
+                    [],
+                    {(): queue.oldest_queued_seconds or 0.0},
+                ),
+            ]
+        except Exception:
+            # A scrape must answer even when the database does not: the counters still help.
+            log.warning("queue depth unavailable for /metrics", exc_info=True)
+        return Response(metrics.render(extra), media_type=metrics.CONTENT_TYPE_LATEST)
+
+    return endpoint
