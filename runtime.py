@@ -20,6 +20,7 @@ from services import error_events
 from services.api_calls import record_call
 from services.breakers import BreakerPolicy, MemoryBreakers, RedisBreakers
 from services.catalogue import Catalogue, load_catalogue
+from services.fetch import FetchTiming
 from services.provider_limits import MemoryLimiter, ProviderLimit, RedisLimiter
 from services.routing import ProviderDeps, RetryPolicy
 from services.sweeper import sweep
@@ -145,6 +146,11 @@ def build_provider_deps(settings: Settings, redis: aioredis.Redis | None) -> Pro
         max_input_bytes=settings.max_input_image_bytes,
         fetch_allow_hosts=frozenset(
             h.strip() for h in settings.fetch_allow_hosts.split(",") if h.strip()
+        ),
+        fetch_timing=FetchTiming(
+            deadline=settings.fetch_deadline_seconds,
+            min_rate=settings.fetch_min_bytes_per_second,
+            grace=settings.fetch_rate_grace_seconds,
         ),
         webhook_base_url=settings.public_base_url or None,
     )

@@ -107,6 +107,13 @@ class Settings(BaseSettings):
     max_output_bytes: int = 50 * 1024 * 1024
     max_input_image_bytes: int = 10 * 1024 * 1024
     fetch_allow_hosts: str = ""
+    # Those fetches (and input images) end within FETCH_DEADLINE_SECONDS, redirects and all;
+    # once a body has been arriving for FETCH_RATE_GRACE_SECONDS it must average at least
+    # FETCH_MIN_BYTES_PER_SECOND (0: no minimum). A server that drips a byte now and then
+    # never trips a per-read timeout, and would otherwise hold a worker for as long as it likes.
+    fetch_deadline_seconds: float = Field(default=30.0, gt=0)
+    fetch_min_bytes_per_second: int = Field(default=8192, ge=0)
+    fetch_rate_grace_seconds: float = Field(default=5.0, ge=0)
 
     # Output store: files under DATA_DIR/media (served at /media) unless S3_BUCKET is set,
     # then an S3-compatible bucket (AWS, MinIO, R2, ...).

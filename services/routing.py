@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 import httpx
@@ -26,6 +26,7 @@ from providers.registry import ProviderRegistry
 from services.api_calls import current_generation, current_request
 from services.breakers import Breakers
 from services.error_events import Occurrence, record
+from services.fetch import FetchTiming
 from services.provider_limits import Limiter
 
 T = TypeVar("T")
@@ -65,6 +66,8 @@ class ProviderDeps:
     max_input_bytes: int
     fetch_allow_hosts: frozenset[str]
     webhook_base_url: str | None  # providers POST results to {base}/webhooks/providers/{name}
+    # How long a fetch of an input image or a provider output may take (FETCH_* settings).
+    fetch_timing: FetchTiming = field(default_factory=FetchTiming)
 
     def webhook_url(self, provider: str) -> str | None:
         if not self.webhook_base_url:

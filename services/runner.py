@@ -28,7 +28,7 @@ from services import generations, jobs, routing, workflows
 from services.api_calls import current_generation, current_request
 from services.catalogue import Catalogue, Route
 from services.error_events import Occurrence, record, stack_of
-from services.fetch import Fetched, FetchRefused, fetch
+from services.fetch import Fetched, FetchError, fetch
 from services.generations import StoredOutput
 from services.provider_limits import Lease, Wait
 from services.routing import ProviderDeps
@@ -191,12 +191,15 @@ async def _from_route(
         return
     try:
         image = await _input_image(generation, deps, store)
-    except FetchRefused as refused:
+    except FetchError as error:
+        # Refused, unreachable, or too slow: the user's URL is at fault, not Kiln (a
+        # warning, with the reason in its stack trace), and no provider has been paid.
         await _fail(
             generation,
             "INPUT_IMAGE_UNAVAILABLE",
             "We could not fetch your input image. Your credits were refunded.",
-            refused,
+            error,
+            severity=Severity.WARNING,
         )
         return
     last_error: ProviderError | None = None
@@ -518,10 +521,12 @@ async def _download(url: str | None, deps: ProviderDeps) -> tuple[bytes, str]:
             url,
             max_bytes=deps.max_output_bytes,
             allowed_types=OUTPUT_TYPES,
+            timing=deps.fetch_timing,
             allow_hosts=deps.fetch_allow_hosts,
         )
-    except (FetchRefused, OSError) as error:
-        # An expired or unreachable output: this route's work is lost, another may serve.
+    except FetchError as error:
+        # An expired, unreachable or too slow output: this route's work is lost, another
+        # may serve.
         raise ProviderError(
             "OUTPUT_UNAVAILABLE", f"Could not fetch an output ({error})."
         ) from error
@@ -608,6 +613,7 @@ async def _input_image(
         url,
         max_bytes=deps.max_input_bytes,
         allowed_types=INPUT_TYPES,
+        timing=deps.fetch_timing,
         allow_hosts=deps.fetch_allow_hosts,
     )
     extension = image.content_type.split("/")[1].replace("jpeg", "jpg")
@@ -648,7 +654,12 @@ def _content_message() -> str:
 
 
 async def _fail(
-    generation: Generation, code: str, message: str, error: BaseException | None = None
+    generation: Generation,
+    code: str,
+    message: str,
+    error: BaseException | None = None,
+    *,
+    severity: Severity = Severity.ERROR,
 ) -> None:
     failed = await generations.fail(generation.id, code, message, attempt=generation.attempts)
     if failed is None:
@@ -656,7 +667,7 @@ async def _fail(
     detail = error.message if isinstance(error, ProviderError) else message
     await record(
         Occurrence(
-            severity=Severity.ERROR,
+            severity=severity,
             category=ErrorCategory.GENERATION,
             message=f"Generation failed: {code}: {detail}",
             error_code=code,

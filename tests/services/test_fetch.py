@@ -1,5 +1,9 @@
+"""Fetching: what is fetched (type by content, size cap, redirects) and how long it may take
+(an overall deadline, a minimum rate once the body has had a short grace)."""
+
 from __future__ import annotations
 
+import asyncio
 import io
 from collections.abc import Iterator
 
@@ -11,8 +15,8 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
-from services.fetch import FetchRefused, check_url, fetch
-from tests.support.fake_server import serve
+from services.fetch import FetchFailed, FetchRefused, FetchTiming, check_url, fetch
+from tests.support.fake_server import Drip, free_port, serve
 
 IMAGES = frozenset({"image/png", "image/jpeg", "image/webp"})
 
@@ -134,3 +138,76 @@ async def test_size_and_content_are_checked(server):
             )
         with pytest.raises(FetchRefused):  # the test server itself is loopback
             await fetch(client, f"{server}/image.png", max_bytes=100_000, allowed_types=IMAGES)
+
+
+@pytest.fixture(scope="module")
+def dripping() -> Iterator[str]:
+    """A PNG header, then one byte every 50 ms for as long as the client listens."""
+    with serve(Drip(0.05)) as url:
+        yield url
+
+
+# Recovery bound for the tests below: far above every deadline they set, so only a fetch
+# that never ends reaches it.
+NEVER = 20
+
+
+async def test_a_dripping_server_fails_at_the_deadline(dripping):
+    async with httpx.AsyncClient() as client:
+        with pytest.raises(FetchFailed, match=r"not fetched within 0\.5 s"):
+            await asyncio.wait_for(
+                fetch(
+                    client,
+                    f"{dripping}/cat.png",
+                    max_bytes=100_000,
+                    allowed_types=IMAGES,
+                    allow_hosts=LOCAL,
+                    timing=FetchTiming(deadline=0.5, min_rate=0),
+                ),
+                NEVER,
+            )
+
+
+async def test_a_body_below_the_minimum_rate_fails_after_its_grace(dripping):
+    async with httpx.AsyncClient() as client:
+        with pytest.raises(FetchFailed, match="slower than 1000 bytes/s"):
+            await asyncio.wait_for(
+                fetch(
+                    client,
+                    f"{dripping}/cat.png",
+                    max_bytes=100_000,
+                    allowed_types=IMAGES,
+                    allow_hosts=LOCAL,
+                    timing=FetchTiming(deadline=60, min_rate=1000, grace=0.2),
+                ),
+                NEVER,
+            )
+
+
+async def test_a_slow_body_above_the_minimum_rate_completes():
+    # 50 bytes/s against a minimum of 1 byte/s: far apart, whatever the machine's load.
+    with serve(Drip(0.02, count=10)) as url:
+        async with httpx.AsyncClient() as client:
+            fetched = await fetch(
+                client,
+                f"{url}/cat.png",
+                max_bytes=100_000,
+                allowed_types=IMAGES,
+                allow_hosts=LOCAL,
+                timing=FetchTiming(deadline=NEVER, min_rate=1, grace=0.05),
+            )
+    assert fetched.data == b"\x89PNG\r\n\x1a\n" + b"\0" * 10
+
+
+async def test_an_unreachable_server_is_a_fetch_failure():
+    """Not an httpx error that the caller would have to know about (the runner took one for
+    a crash: an INTERNAL error event instead of a failed input image)."""
+    async with httpx.AsyncClient() as client:
+        with pytest.raises(FetchFailed, match="could not connect"):
+            await fetch(
+                client,
+                f"http://127.0.0.1:{free_port()}/cat.png",
+                max_bytes=100_000,
+                allowed_types=IMAGES,
+                allow_hosts=LOCAL,
+            )
