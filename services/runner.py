@@ -688,6 +688,7 @@ def _request(
         timeout=route.timeout,
         strength=params.get("strength"),
         webhook_url=deps.webhook_url(route.provider),
+        sizes=route.sizes,
         input_image=image.data if image else None,
         input_image_type=image.content_type if image else None,
     )
