@@ -38,6 +38,9 @@ class ProviderRequest:
     strength: float | None = None
     # Where an asynchronous provider should POST its result (None: poll only).
     webhook_url: str | None = None
+    # The image sizes ("WxH", or "auto") the route's model accepts, from the catalogue; None:
+    # what the adapter knows of the model (an OpenAI-compatible server's: any size).
+    sizes: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)

@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import math
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 from urllib.parse import quote
@@ -60,6 +59,7 @@ from providers.base import (
 )
 from providers.content import decode_base64, image_size, redact, sniff
 from providers.http import MAX_ERROR_TEXT, ProviderHTTP, call_json, error_for_status
+from providers.sizes import nearest_ratio
 
 T = TypeVar("T")
 
@@ -269,20 +269,10 @@ def _image_config(request: ProviderRequest) -> dict[str, Any]:
     if request.params.get("aspect_ratio"):
         config["aspectRatio"] = str(request.params["aspect_ratio"])
     elif request.width and request.height:
-        config["aspectRatio"] = _nearest_ratio(request.width, request.height)
+        config["aspectRatio"] = nearest_ratio(request.width, request.height, ASPECT_RATIOS)
     if request.params.get("image_size"):
         config["imageSize"] = str(request.params["image_size"])
     return config
-
-
-def _nearest_ratio(width: int, height: int) -> str:
-    wanted = math.log(width / height)
-
-    def distance(ratio: str) -> float:
-        w, h = ratio.split(":")
-        return abs(math.log(int(w) / int(h)) - wanted)
-
-    return min(ASPECT_RATIOS, key=distance)
 
 
 # -- answers ----------------------------------------------------------------------------------

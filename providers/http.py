@@ -1,9 +1,10 @@
 """The one way adapters talk HTTP: maps failures to ProviderError (retryable or not, with the
-provider's Retry-After) and reports every call, without secrets, to a call sink (Kiln's API
-call log)."""
+provider's own wait: its Retry-After header, else what a 429's body says) and reports every
+call, without secrets, to a call sink (Kiln's API call log)."""
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -19,6 +20,14 @@ from providers.base import ProviderError
 T = TypeVar("T")
 RETRYABLE_STATUS = frozenset({408, 409, 425, 429})
 MAX_ERROR_TEXT = 300
+# A 429 that says its wait in words instead of a Retry-After header (Replicate does): Django
+# REST framework's "Request was throttled. Expected available in 12 seconds." and Replicate's
+# documented "Your rate limit resets in ~30s.". Only the start of the body is read.
+_THROTTLE_WAIT = re.compile(
+    r"available in (\d+(?:\.\d+)?) seconds?\b|resets in ~?(\d+(?:\.\d+)?) ?s(?:econds?)?\b",
+    re.IGNORECASE,
+)
+THROTTLE_BODY_CHARS = 2000
 
 
 @dataclass(frozen=True)
@@ -53,6 +62,18 @@ def parse_retry_after(value: str | None) -> float | None:
     return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
+def throttle_wait(response: httpx.Response) -> float | None:
+    """How long a 429 asks us to wait: its Retry-After header, else the wait its body states
+    in words (see _THROTTLE_WAIT); None when it says neither."""
+    header = parse_retry_after(response.headers.get("retry-after"))
+    if header is not None:
+        return header
+    found = _THROTTLE_WAIT.search(response.text[:THROTTLE_BODY_CHARS])
+    if found is None:
+        return None
+    return float(found.group(1) or found.group(2))
+
+
 def error_for_status(response: httpx.Response) -> ProviderError:
     status = response.status_code
     detail = response.text[:MAX_ERROR_TEXT]
@@ -61,7 +82,7 @@ def error_for_status(response: httpx.Response) -> ProviderError:
             "PROVIDER_RATE_LIMITED",
             "The provider is rate limiting us.",
             status_code=status,
-            retry_after=parse_retry_after(response.headers.get("retry-after")),
+            retry_after=throttle_wait(response),
         )
     if status in RETRYABLE_STATUS or status >= 500:
         return ProviderError(

@@ -15,7 +15,12 @@ VIDEO is not offered: PROVIDER_REJECTED, not retryable.
 
 What the API cannot take, and is dropped: `negative_prompt` (no such field), `strength` (the
 edits endpoint has no strength), `seed` for images (the Images API has no seed; chat takes it).
-`width`/`height` become `size` only when both are set; route `params.size` overrides them.
+
+Sizes: `width`/`height` become `size` only when both are set; route `params.size` overrides
+them. Models accept only listed sizes (any other is a 400): the request's `sizes` (the
+route's, from the catalogue), else KNOWN_SIZES for OpenAI's own models (from its Images API
+reference), pick the nearest listed size (aspect ratio first, then area; providers/sizes.py).
+A model with neither (an OpenAI-compatible server's) gets the size as asked.
 
 Route params that pass through: images `quality`, `style`, `background`, `output_format`,
 `output_compression`, `moderation`, `user` (edits: `input_fidelity` instead of `style` and
@@ -63,6 +68,7 @@ from providers.base import (
 )
 from providers.content import decode_base64, image_size, redact, sniff
 from providers.http import MAX_ERROR_TEXT, ProviderHTTP, call_json, error_for_status
+from providers.sizes import nearest_size
 
 T = TypeVar("T")
 
@@ -98,6 +104,13 @@ CHAT_PARAMS = (
     "user",
 )
 GPT_IMAGE_PREFIXES = ("gpt-image", "chatgpt-image")
+# The sizes OpenAI's image models accept (generations and edits), by model name prefix.
+GPT_IMAGE_SIZES = ("1024x1024", "1536x1024", "1024x1536", "auto")
+KNOWN_SIZES: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("dall-e-2", ("256x256", "512x512", "1024x1024")),
+    ("dall-e-3", ("1024x1024", "1792x1024", "1024x1792")),
+    *((prefix, GPT_IMAGE_SIZES) for prefix in GPT_IMAGE_PREFIXES),
+)
 FORMAT_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "jpg": "image/jpeg", "webp": "image/webp"}
 
 
@@ -306,9 +319,20 @@ class OpenAIProvider:
 def _size(request: ProviderRequest) -> str | None:
     if request.params.get("size"):
         return str(request.params["size"])
-    if request.width and request.height:
-        return f"{request.width}x{request.height}"
-    return None
+    if not (request.width and request.height):
+        return None
+    asked = f"{request.width}x{request.height}"
+    accepted = request.sizes if request.sizes is not None else _known_sizes(request.model)
+    if not accepted or asked in accepted:
+        return asked
+    nearest = nearest_size(request.width, request.height, accepted)
+    if nearest is None:  # only "auto": the model picks
+        return "auto" if "auto" in accepted else asked
+    return nearest
+
+
+def _known_sizes(model: str) -> tuple[str, ...] | None:
+    return next((sizes for prefix, sizes in KNOWN_SIZES if model.startswith(prefix)), None)
 
 
 def _response_format(request: ProviderRequest) -> str | None:

@@ -32,7 +32,6 @@ from __future__ import annotations
 import base64
 import binascii
 import io
-import math
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -54,6 +53,7 @@ from providers.base import (
 )
 from providers.content import bad_response
 from providers.http import ProviderHTTP, error_for_status, json_body
+from providers.sizes import nearest_ratio
 
 DEFAULT_BASE_URL = "https://api.stability.ai"
 MAX_SEED = 4294967294
@@ -239,7 +239,7 @@ def _form(
         if request.strength is not None:
             fields["strength"] = request.strength
     elif request.width and request.height and endpoint.startswith("stable-image/generate/"):
-        fields["aspect_ratio"] = _aspect_ratio(request.width, request.height)
+        fields["aspect_ratio"] = nearest_ratio(request.width, request.height, ASPECT_RATIOS)
     fields.update({k: v for k, v in request.params.items() if k not in ADAPTER_PARAMS})
     form: list[tuple[str, tuple[str | None, str | bytes] | tuple[str, bytes, str]]] = [
         (key, (None, _form_value(value))) for key, value in fields.items() if value is not None
@@ -255,16 +255,6 @@ def _form_value(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     return str(value)
-
-
-def _aspect_ratio(width: int, height: int) -> str:
-    wanted = math.log(width / height)
-
-    def distance(ratio: str) -> float:
-        w, h = ratio.split(":")
-        return abs(math.log(int(w) / int(h)) - wanted)
-
-    return min(ASPECT_RATIOS, key=distance)
 
 
 def _accept(request: ProviderRequest) -> str:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from models.generation import GenerationKind
+from providers.sizes import parse_size
 from services.errors import BadUserInput
 
 DEFAULT_CATALOGUE = Path(__file__).with_name("default_catalogue.toml")
@@ -26,10 +27,21 @@ class Route:
     # How long a queued (asynchronous) provider usually takes on this route: its jobs are
     # first polled then, until the workers have learned the duration from finished jobs.
     expected_seconds: float | None = None
+    # The image sizes ("WxH", or "auto") the provider's model accepts: a requested size is
+    # sent as the nearest of them. None leaves it to the adapter, which knows the sizes of
+    # OpenAI's own image models and sends any other size as asked.
+    sizes: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.expected_seconds is not None and not self.expected_seconds > 0:
             raise ValueError(f"route {self.model!r}: expected_seconds must be positive")
+        if self.sizes is not None:
+            sizes = tuple(self.sizes)  # a TOML array arrives as a list
+            if not sizes or any(s != "auto" and parse_size(s) is None for s in sizes):
+                raise ValueError(
+                    f"route {self.model!r}: sizes must list sizes such as '1024x1024' or 'auto'"
+                )
+            object.__setattr__(self, "sizes", sizes)
 
 
 @dataclass(frozen=True)

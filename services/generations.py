@@ -568,7 +568,8 @@ async def fail(
     provider: str | None = None,
     attempt: int | None = None,
 ) -> Generation | None:
-    """Any live state -> FAILED, credits released. The caller records the error event.
+    """Any live state -> FAILED, credits released, a running provider job stopped (after
+    commit). The caller records the error event.
     With `attempt`, only that attempt may be failed (a worker failing its own run)."""
     async with atomic():
         changes: dict[str, Any] = {"provider": provider} if provider else {}
@@ -584,6 +585,7 @@ async def fail(
             **changes,
         )
         if generation is not None:
+            _stop_provider_job(generation)
             refunded = await credits.release_for(generation_id)
             if generation.parent_id is None:
                 await notifications.generation_failed(generation, refunded=refunded)
@@ -591,6 +593,15 @@ async def fail(
                 _advance_workflow(generation)
             await stats.observe_transition(generation)
         return generation
+
+
+def _stop_provider_job(generation: Generation) -> None:
+    """It ended while a provider job ran for it: the job that stops that work leaves after
+    commit (the next poll may be a minute away, and a job that finishes first is billed)."""
+    if generation.provider_job_id is not None:
+        jobs.enqueue_after_commit(
+            generation.id, actor=jobs.ABANDON, args=(str(generation.attempts),)
+        )
 
 
 def _advance_workflow(view: Generation) -> None:
@@ -602,7 +613,8 @@ def _advance_workflow(view: Generation) -> None:
 
 
 async def cancel(user: User, generation_id: uuid.UUID) -> Generation:
-    """Live -> CANCELED, credits released; a workflow's views are cancelled with it."""
+    """Live -> CANCELED, credits released, a running provider job stopped (after commit); a
+    workflow's views are cancelled with it."""
     _not_a_view(await get_visible(user, generation_id))
     async with atomic():
         generation = await transition(
@@ -615,6 +627,7 @@ async def cancel(user: User, generation_id: uuid.UUID) -> Generation:
         if generation is None:
             current = await Generation.get(id=generation_id)
             raise InvalidTransition(f"A {current.status.value} generation cannot be canceled.")
+        _stop_provider_job(generation)
         await credits.release_for(generation_id)
         await cancel_children(generation_id)
         return generation
@@ -624,13 +637,15 @@ async def cancel_children(parent_id: uuid.UUID) -> None:
     """End a workflow's views that still run (they hold no credits of their own)."""
     live = await Generation.filter(parent_id=parent_id, status__in=CANCELABLE).only("id")
     for child in live:
-        await transition(
+        canceled = await transition(
             child.id,
             Q(status__in=CANCELABLE),
             status=GenerationStatus.CANCELED,
             stage="canceled",
             completed_at=_now(),
         )
+        if canceled is not None:
+            _stop_provider_job(canceled)
 
 
 def _not_a_view(generation: Generation) -> None:

@@ -20,6 +20,10 @@ JobSender = Callable[[str, tuple[str, ...], int | None], Awaitable[None]]
 RUN = "generation.run"
 POLL = "generation.poll"
 RESUME = "generation.resume"
+# Stop a provider job whose generation ended (cancelled, or failed by a time-out) while it
+# ran: sent after commit by that change, so the provider hears of it at once rather than at
+# the next poll (a minute away when webhooks deliver results).
+ABANDON = "generation.abandon"
 # `generation.run` of priority (premium) accounts: the same work on its own Dramatiq queue,
 # so dedicated workers (`dramatiq tasks --queues generations-priority`) serve them first.
 RUN_PRIORITY = "generation.run_priority"

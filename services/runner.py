@@ -5,8 +5,9 @@ breaker skips a route, a full provider makes the job wait (sent again later, not
 route that fails after its retries hands over to the next one, a content rejection ends it.
 Providers that queue work leave it PROCESSING with its provider job attached; `poll`
 (actor `generation.poll`) and `handle_webhook` (POST /webhooks/providers/{name}) both hand
-results to `_on_result`, which takes each result exactly once. Outputs are downloaded (from
-expiring provider URLs) or decoded and written to the output store before completion.
+results to `_on_result`, which takes each result exactly once; a generation that ends while
+its job runs has it stopped by `abandon` (actor `generation.abandon`). Outputs are downloaded
+(from expiring provider URLs) or decoded and written to the output store before completion.
 Every function takes ids and re-reads rows, so any message may be delivered twice."""
 
 from __future__ import annotations
@@ -105,12 +106,14 @@ async def poll(
     generation = await generations.get_row(generation_id)
     if generation is None or generation.attempts != attempt or not generation.provider_job:
         return
+    if generation.status is not GenerationStatus.PROCESSING:
+        # Cancelled or timed out: `generation.abandon` went when it ended; this is the safety
+        # net for a lost message (the job is claimed once, so only one of them cancels).
+        await _abandon(generation, catalogue, deps)
+        return
     job = generation.provider_job
     adapter = deps.registry.get(job["provider"])
     if adapter is None:
-        return
-    if generation.status is not GenerationStatus.PROCESSING:
-        await _abandon(generation, adapter, catalogue, deps)  # cancelled or timed out
         return
     route = _route(catalogue, generation, job["route"])
     with _context(generation):
@@ -131,6 +134,25 @@ async def poll(
     if isinstance(result, Finished):
         DURATIONS.observe(_duration_key(job), pending_at, elapsed)
     await _on_result(generation, job, result, catalogue, deps, store, polling=True)
+
+
+async def abandon(
+    generation_id: uuid.UUID, attempt: int, catalogue: Catalogue, deps: ProviderDeps
+) -> None:
+    """`generation.abandon`: the attempt ended (cancelled, timed out, its workflow cancelled)
+    while its provider job ran. Sent after commit by that change, so the provider stops the
+    work now rather than at the next poll. A redelivered or late message, another attempt,
+    or a generation with no provider job attached: nothing to do."""
+    generation = await generations.get_row(generation_id)
+    if (
+        generation is None
+        or generation.attempts != attempt
+        or not generation.status.is_final
+        or not generation.provider_job_id
+        or not generation.provider_job
+    ):
+        return
+    await _abandon(generation, catalogue, deps)
 
 
 async def handle_webhook(
@@ -313,8 +335,9 @@ async def _attach(
         job["expected"] = spec.expected_seconds
     stage = pending.stage or "processing"
     attached = await generations.attach_job(generation.id, generation.attempts, job, stage)
-    if attached is None:
-        await adapter.cancel(request, pending.job_id)  # cancelled while we were submitting
+    if attached is None:  # it ended while we were submitting: nobody else knows of the job
+        await deps.limiter.release(lease)
+        await _cancel_at_provider(adapter, request, pending.job_id, deps)
         return
     await _report(attached, pending)
     await _poll_later(attached, job, pending, deps, pending_at=None)
@@ -541,20 +564,43 @@ async def _delete(store: OutputStore, stored: list[StoredOutput]) -> None:
             log.warning("could not delete orphan output %s", output.storage_key)
 
 
-async def _abandon(
-    generation: Generation, adapter: Provider, catalogue: Catalogue, deps: ProviderDeps
-) -> None:
+async def _abandon(generation: Generation, catalogue: Catalogue, deps: ProviderDeps) -> None:
     """The generation ended (cancelled, timed out) while its provider job runs: stop the job
-    and free its slot."""
+    and free its slot. Whoever claims the job does it (the abandon job, a late poll), once."""
     job = generation.provider_job or {}
     if not await generations.claim_job(generation.id, str(job.get("job"))):
         return
-    await deps.limiter.release(Lease(adapter.name, str(job.get("lease", ""))))
+    provider = str(job.get("provider"))
+    await deps.limiter.release(Lease(provider, str(job.get("lease", ""))))
+    adapter = deps.registry.get(provider)
+    if adapter is None:
+        log.warning("cannot cancel %s job %s: provider not configured", provider, job.get("job"))
+        return
+    with _context(generation):
+        request = _request(generation, _job_route(catalogue, generation, job), deps)
+        await _cancel_at_provider(adapter, request, str(job["job"]), deps)
+
+
+async def _cancel_at_provider(
+    adapter: Provider, request: ProviderRequest, job_id: str, deps: ProviderDeps
+) -> None:
+    """Best effort, retried like any provider call (a throttled one after the wait it asks
+    for); a cancel that still fails is logged: the job's result will be dropped unread."""
     try:
-        route = _route(catalogue, generation, int(job["route"]))
-        await adapter.cancel(_request(generation, route, deps), str(job["job"]))
+        await routing.call(
+            adapter.name, lambda: adapter.cancel(request, job_id), deps.retry, deps.breakers
+        )
     except ProviderError as error:
-        log.info("could not cancel %s job %s: %s", adapter.name, job.get("job"), error.code)
+        log.info("could not cancel %s job %s: %s", adapter.name, job_id, error.code)
+
+
+def _job_route(catalogue: Catalogue, generation: Generation, job: Mapping[str, Any]) -> Route:
+    """The route a provider job was sent on; when the catalogue no longer has it, what the
+    job itself remembers (a job is cancelled whatever became of its route)."""
+    try:
+        return _route(catalogue, generation, int(job["route"]))
+    except ProviderError:
+        return Route(str(job["provider"]), str(job.get("model", "")))
 
 
 async def _wait_for_capacity(generation: Generation, route: int, spec: Route, wait: Wait) -> None:
@@ -642,6 +688,7 @@ def _request(
         timeout=route.timeout,
         strength=params.get("strength"),
         webhook_url=deps.webhook_url(route.provider),
+        sizes=route.sizes,
         input_image=image.data if image else None,
         input_image_type=image.content_type if image else None,
     )

@@ -55,6 +55,13 @@ async def resume_generation(generation_id: str, attempt: str, route: str) -> Non
     )
 
 
+@dramatiq.actor(actor_name=jobs.ABANDON, max_retries=5, time_limit=TIME_LIMIT_MS)
+async def abandon_generation(generation_id: str, attempt: str) -> None:
+    """Stop the provider job of a generation that ended while it ran."""
+    rt = runtime.current()
+    await runner.abandon(uuid.UUID(generation_id), int(attempt), rt.catalogue, rt.providers)
+
+
 @dramatiq.actor(actor_name=jobs.VIEWS, max_retries=5, time_limit=TIME_LIMIT_MS)
 async def start_workflow_views(generation_id: str, attempt: str) -> None:
     rt = runtime.current()
@@ -71,6 +78,7 @@ ACTORS: dict[str, Any] = {
     jobs.RUN_PRIORITY: run_priority_generation,
     jobs.POLL: poll_generation,
     jobs.RESUME: resume_generation,
+    jobs.ABANDON: abandon_generation,
     jobs.VIEWS: start_workflow_views,
     jobs.ADVANCE: advance_workflow,
 }

@@ -132,6 +132,17 @@ kind = "IMAGE"
 cost_per_output = 1
 routes = [{ provider = "replicate", model = "black-forest-labs/flux-schnell", timeout = 30 }]
 
+[models.queued-slow-image]
+kind = "IMAGE"
+cost_per_output = 1
+
+# Its jobs are expected to take ten minutes: the first poll is that far away.
+[[models.queued-slow-image.routes]]
+provider = "replicate"
+model = "black-forest-labs/flux-dev"
+timeout = 30
+expected_seconds = 600
+
 [models.side-fails-image]
 kind = "IMAGE"
 cost_per_output = 1

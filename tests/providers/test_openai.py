@@ -93,13 +93,13 @@ def assert_key_kept_secret(sink: Sink, error: ProviderError | None = None) -> No
 
 async def test_image_is_generated_as_base64_png(fake, provider, sink):
     progress = Progress()
-    result = await provider.start(request(width=96, height=64), progress)
+    result = await provider.start(request(width=1536, height=1024), progress)
     assert isinstance(result, Finished)
     [output] = result.outputs
     assert output.content_type == "image/png"
     assert output.url is None
-    assert (output.width, output.height) == (96, 64)
-    assert image_of(output).size == (96, 64)
+    assert (output.width, output.height) == (1536, 1024)
+    assert image_of(output).size == (1536, 1024)
     assert progress.calls[-1] == (1.0, "done")
 
     [sent] = fake.requests
@@ -113,7 +113,7 @@ async def test_image_is_generated_as_base64_png(fake, provider, sink):
         "model": "gpt-image-1",
         "prompt": "a copper lantern by the river",
         "n": 1,
-        "size": "96x64",
+        "size": "1536x1024",
     }
     [record] = sink.records
     assert record.provider == "openai" and record.model == "gpt-image-1"
@@ -123,23 +123,23 @@ async def test_image_is_generated_as_base64_png(fake, provider, sink):
 
 
 async def test_dall_e_is_asked_for_b64_json(fake, provider):
-    [output] = await generate(provider, request(model="dall-e-2", width=32, height=32))
+    [output] = await generate(provider, request(model="dall-e-2", width=256, height=256))
     assert image_of(output).format == "PNG"
     assert fake.requests[0].json["response_format"] == "b64_json"
 
 
 async def test_several_images_in_one_call(fake, provider):
-    outputs = await generate(provider, request(num_outputs=3, width=32, height=48))
+    outputs = await generate(provider, request(num_outputs=3, width=1024, height=1536))
     assert len(outputs) == 3
     assert len({o.data for o in outputs}) == 3
-    assert all(image_of(o).size == (32, 48) for o in outputs)
+    assert all(image_of(o).size == (1024, 1536) for o in outputs)
     [sent] = fake.requests
     assert sent.json["n"] == 3
 
 
 async def test_dall_e_3_makes_one_call_per_image(fake, provider):
     outputs = await generate(
-        provider, request(model="dall-e-3", num_outputs=2, width=32, height=32)
+        provider, request(model="dall-e-3", num_outputs=2, width=1024, height=1024)
     )
     assert len(outputs) == 2
     assert [r.json["n"] for r in fake.requests] == [1, 1]
@@ -179,6 +179,58 @@ async def test_route_params_override_size_and_pass_through(fake, provider):
     assert "seed" not in body and "negative_prompt" not in body
 
 
+@pytest.mark.parametrize(
+    ("model", "width", "height", "size"),
+    [
+        # The nearest aspect ratio the model accepts, then the nearest area.
+        ("dall-e-3", 768, 512, "1792x1024"),
+        ("dall-e-3", 512, 768, "1024x1792"),
+        ("dall-e-3", 600, 640, "1024x1024"),
+        ("dall-e-2", 768, 512, "512x512"),
+        ("dall-e-2", 200, 240, "256x256"),
+        ("dall-e-2", 2048, 1800, "1024x1024"),
+        ("gpt-image-1", 768, 512, "1536x1024"),
+        ("gpt-image-1", 900, 1600, "1024x1536"),
+        ("gpt-image-1", 2048, 2048, "1024x1024"),
+        ("gpt-image-1-mini", 1920, 1080, "1536x1024"),
+    ],
+)
+async def test_a_size_the_model_does_not_take_becomes_the_nearest_it_does(
+    fake, provider, model, width, height, size
+):
+    [output] = await generate(provider, request(model=model, width=width, height=height))
+    assert fake.requests[0].json["size"] == size
+    assert image_of(output).size == tuple(int(v) for v in size.split("x"))
+
+
+async def test_an_edit_is_sized_like_a_generation(fake, provider):
+    source = png(48, 32, (1, 2, 3))
+    req = request(width=768, height=512, input_image=source, input_image_type="image/png")
+    [output] = await generate(provider, req)
+    assert fake.requests[0].fields["size"] == "1536x1024"
+    assert image_of(output).size == (1536, 1024)
+
+
+async def test_the_routes_sizes_replace_what_the_adapter_knows(fake, provider):
+    sizes = ("512x512", "768x512", "512x768")
+    await generate(provider, request(model="my-sdxl", width=700, height=480, sizes=sizes))
+    assert fake.requests[0].json["size"] == "768x512"
+    await generate(provider, request(model="dall-e-2", width=300, height=300, sizes=("512x512",)))
+    assert fake.requests[1].json["size"] == "512x512"
+
+
+async def test_a_model_with_no_known_sizes_gets_the_size_as_asked(fake, provider):
+    [output] = await generate(provider, request(model="my-sdxl", width=700, height=480))
+    assert fake.requests[0].json["size"] == "700x480"
+    assert image_of(output).size == (700, 480)
+
+
+async def test_the_fake_refuses_a_size_the_model_does_not_list(fake, provider):
+    error = await failure(provider, request(model="dall-e-3", params={"size": "768x512"}))
+    assert (error.code, error.retryable, error.status_code) == ("PROVIDER_REJECTED", False, 400)
+    assert "Invalid value: '768x512'" in error.message
+
+
 async def test_organization_header(fake, client, sink):
     provider = make(fake, client, sink, organization="org-kiln")
     await generate(provider, request())
@@ -191,15 +243,15 @@ async def test_image_to_image_uses_multipart_edits(fake, provider):
         provider,
         request(
             num_outputs=2,
-            width=40,
-            height=40,
+            width=1024,
+            height=1024,
             input_image=source,
             input_image_type="image/png",
             params={"quality": "high", "input_fidelity": "high"},
         ),
     )
     assert len(outputs) == 2
-    assert all(image_of(o).size == (40, 40) for o in outputs)
+    assert all(image_of(o).size == (1024, 1024) for o in outputs)
     [sent] = fake.requests
     assert sent.path == "/v1/images/edits"
     assert sent.headers["authorization"] == f"Bearer {API_KEY}"
@@ -208,7 +260,7 @@ async def test_image_to_image_uses_multipart_edits(fake, provider):
         "model": "gpt-image-1",
         "prompt": "a copper lantern by the river",
         "n": "2",
-        "size": "40x40",
+        "size": "1024x1024",
         "quality": "high",
         "input_fidelity": "high",
     }

@@ -306,6 +306,56 @@ async def test_429_on_create_is_rate_limited_and_retryable_with_retry_after(prov
     assert fake.predictions == {}
 
 
+CREATE_PATH = "/v1/models/black-forest-labs/flux-schnell/predictions"
+THROTTLED_BODIES = {
+    # The wording of Replicate's throttling answers (Django REST framework's), and the one
+    # its rate-limit page shows: the wait is in the body, there is no Retry-After header.
+    "expected": ("Request was throttled. Expected available in 12 seconds.", 12.0),
+    "expected-one": ("Request was throttled. Expected available in 1 second.", 1.0),
+    "resets": ("Request was throttled. Your rate limit resets in ~30s.", 30.0),
+}
+
+
+def throttled_in_body(detail: str) -> dict[str, Any]:
+    return {"status": 429, "body": orjson.dumps({"detail": detail})}
+
+
+@pytest.mark.parametrize("wording", THROTTLED_BODIES)
+@pytest.mark.parametrize("call", ["create", "poll", "cancel"])
+async def test_a_429_without_retry_after_takes_its_wait_from_the_body(
+    provider, fake, call, wording
+):
+    detail, seconds = THROTTLED_BODIES[wording]
+    req = request()
+    if call == "create":
+        fake.inject("POST", CREATE_PATH, **throttled_in_body(detail))
+        error = await failure(provider.start(req, no_progress))
+    else:
+        started = await provider.start(req, no_progress)
+        assert isinstance(started, Pending)
+        if call == "poll":
+            fake.inject("GET", f"/v1/predictions/{started.job_id}", **throttled_in_body(detail))
+            error = await failure(provider.poll(req, started.job_id))
+        else:
+            path = f"/v1/predictions/{started.job_id}/cancel"
+            fake.inject("POST", path, **throttled_in_body(detail))
+            error = await failure(provider.cancel(req, started.job_id))
+    assert (error.code, error.retryable, error.status_code) == ("PROVIDER_RATE_LIMITED", True, 429)
+    assert error.retry_after == seconds
+
+
+async def test_the_retry_after_header_wins_over_the_body(provider, fake):
+    fake.inject("POST", CREATE_PATH, **throttled("3"))  # its body says 7 seconds
+    assert (await failure(provider.start(request(), no_progress))).retry_after == 3.0
+
+
+async def test_a_throttled_fake_answers_as_replicate_documents(provider, fake):
+    fake.throttle(1.5)
+    error = await failure(provider.start(request(), no_progress))
+    assert error.retry_after == 2.0  # whole seconds, rounded up
+    assert fake.predictions == {}
+
+
 async def test_500_is_retryable(provider, fake):
     req = request()
     started = await provider.start(req, no_progress)

@@ -49,3 +49,20 @@ def test_a_preset_must_name_a_known_model():
                 },
             }
         )
+
+
+def route_with(**fields: object) -> dict[str, object]:
+    route = {"provider": "openai", "model": "m", **fields}
+    return {"models": {"m": {"kind": "IMAGE", "cost_per_output": 1, "routes": [route]}}}
+
+
+def test_a_route_lists_the_sizes_its_model_accepts():
+    catalogue = parse_catalogue(route_with(sizes=["1024x1024", "1536x1024", "auto"]))
+    assert catalogue.models["m"].routes[0].sizes == ("1024x1024", "1536x1024", "auto")
+    assert parse_catalogue(route_with()).models["m"].routes[0].sizes is None
+
+
+@pytest.mark.parametrize("sizes", [[], ["big"], ["1024*1024"], ["0x512"], ["1024x"]])
+def test_malformed_route_sizes_are_refused(sizes):
+    with pytest.raises(ValueError, match="sizes"):
+        parse_catalogue(route_with(sizes=sizes))

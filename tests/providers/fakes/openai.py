@@ -4,8 +4,8 @@ Routes: POST /v1/images/generations (JSON), POST /v1/images/edits (multipart), P
 /v1/chat/completions (JSON), GET /files/{name} (where `url` outputs point). It checks the
 Bearer key like OpenAI (401 `invalid_api_key`, quoting the key it was given as a careless
 compatible server would), refuses what OpenAI refuses (`response_format` for GPT image
-models, n > 1 for dall-e-3), and answers with real PNGs made by Pillow, base64-encoded in
-`data[].b64_json`, or as `data[].url`.
+models, n > 1 for dall-e-3, a `size` the model does not list), and answers with real PNGs
+made by Pillow, base64-encoded in `data[].b64_json`, or as `data[].url`.
 
 Tests script failures with `fake.next(...)`: each queued answer is used by one request, in
 order. Every request is recorded (path, query, headers, JSON or multipart body).
@@ -29,6 +29,18 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 API_KEY = "sk-test-0123456789abcdefghijklmnopqrstuvwxyz"
+# The sizes OpenAI's Images API reference lists per model (generations and edits alike); any
+# other `size` is a 400. Models not listed here (a compatible server's) take any size.
+ACCEPTED_SIZES: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("dall-e-2", ("256x256", "512x512", "1024x1024")),
+    ("dall-e-3", ("1024x1024", "1792x1024", "1024x1792")),
+    ("gpt-image", ("1024x1024", "1536x1024", "1024x1536", "auto")),
+    ("chatgpt-image", ("1024x1024", "1536x1024", "1024x1536", "auto")),
+)
+
+
+def accepted_sizes(model: str) -> tuple[str, ...] | None:
+    return next((sizes for prefix, sizes in ACCEPTED_SIZES if model.startswith(prefix)), None)
 
 
 @dataclass
@@ -173,7 +185,8 @@ class FakeOpenAI:
         )
 
     def _images(self, model: str, n: int, size: str | None, response_format: str | None) -> Any:
-        width, height = (int(v) for v in (size or "1024x1024").split("x"))
+        chosen = "1024x1024" if size in (None, "auto") else str(size)
+        width, height = (int(v) for v in chosen.split("x"))
         data = []
         for index in range(n):
             image = png(width, height, (40 * index % 256, 120, 200))
@@ -196,7 +209,20 @@ class FakeOpenAI:
             )
         return answer
 
-    def _invalid(self, model: str, n: int, response_format: str | None) -> Response | None:
+    def _invalid(
+        self, model: str, n: int, response_format: str | None, size: str | None
+    ) -> Response | None:
+        accepted = accepted_sizes(model)
+        if size is not None and accepted is not None and size not in accepted:
+            listed = ", ".join(f"'{s}'" for s in accepted)
+            return _json(
+                error(
+                    400,
+                    f"Invalid value: '{size}'. Supported values are: {listed}.",
+                    "invalid_request_error",
+                    "invalid_value",
+                )
+            )
         if model.startswith("gpt-image") and response_format is not None:
             return _json(
                 error(
@@ -229,7 +255,7 @@ class FakeOpenAI:
             return _json(error(400, "Missing prompt or model.", "invalid_request_error"))
         model, n = str(body["model"]), int(body.get("n", 1))
         fmt = body.get("response_format")
-        invalid = self._invalid(model, n, fmt)
+        invalid = self._invalid(model, n, fmt, body.get("size"))
         if invalid:
             return invalid
         return _json(Scripted(200, self._images(model, n, body.get("size"), fmt)))
@@ -244,7 +270,7 @@ class FakeOpenAI:
             return _json(error(400, "Missing image or prompt.", "invalid_request_error"))
         model, n = fields.get("model", "dall-e-2"), int(fields.get("n", "1"))
         fmt = fields.get("response_format")
-        invalid = self._invalid(model, n, fmt)
+        invalid = self._invalid(model, n, fmt, fields.get("size"))
         if invalid:
             return invalid
         return _json(Scripted(200, self._images(model, n, fields.get("size"), fmt)))

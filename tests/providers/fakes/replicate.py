@@ -3,14 +3,17 @@ starting -> processing -> succeeded over successive reads, official-model and ve
 endpoints, cancel, problem+json errors, and output files served as real PNGs.
 
 Every request is recorded so tests can assert exactly what the adapter sent. Tests steer it
-with `outcome` (how the next predictions end) and `inject` (the next matching request gets a
-scripted answer: a status, a body, a delay)."""
+with `outcome` (how the next predictions end), `inject` (the next matching request gets a
+scripted answer: a status, a body, a delay) and `throttle` (every request is refused for a
+while, as Replicate documents it: a 429 whose body says how long to wait, no Retry-After)."""
 
 from __future__ import annotations
 
 import asyncio
 import io
+import math
 import secrets
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -72,6 +75,7 @@ class FakeReplicate:
         self.outcomes: dict[str, Outcome] = {}
         self.outcome = Outcome()
         self.injections: list[Injection] = []
+        self.throttled_until = 0.0  # time.monotonic() until which every request gets a 429
         self.app = Starlette(
             routes=[
                 Route("/v1/predictions", self.create_for_version, methods=["POST"]),
@@ -94,6 +98,11 @@ class FakeReplicate:
         self.outcomes.clear()
         self.outcome = Outcome()
         self.injections.clear()
+        self.throttled_until = 0.0
+
+    def throttle(self, seconds: float) -> None:
+        """Refuse every request for `seconds` from now, as Replicate throttles."""
+        self.throttled_until = time.monotonic() + seconds
 
     def inject(self, method: str, path: str, **answer: Any) -> None:
         """The next `method path` request gets this answer instead of the normal one."""
@@ -126,6 +135,9 @@ class FakeReplicate:
                     headers=injection.headers,
                     media_type=injection.content_type,
                 )
+        remaining = self.throttled_until - time.monotonic()
+        if remaining > 0:
+            return throttled(math.ceil(remaining))
         if request.headers.get("authorization") != f"Bearer {self.token}":
             return _problem(401, "Unauthenticated", "You did not pass a valid authentication token")
         return None
@@ -245,6 +257,14 @@ def png_bytes(width: int, height: int, index: int = 0) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, "PNG")
     return buffer.getvalue()
+
+
+def throttled(seconds: int) -> Response:
+    """Replicate's throttling answer: the wait is in the body (Django REST framework's
+    wording), not in a Retry-After header."""
+    unit = "second" if seconds == 1 else "seconds"
+    detail = f"Request was throttled. Expected available in {seconds} {unit}."
+    return JSONResponse({"detail": detail}, status_code=429)
 
 
 def _problem(status: int, title: str, detail: str) -> Response:
