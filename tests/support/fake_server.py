@@ -8,6 +8,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import uvicorn
 from starlette.types import ASGIApp
@@ -20,11 +21,18 @@ def free_port() -> int:
 
 
 @contextmanager
-def serve(app: ASGIApp) -> Iterator[str]:
-    """Yields the base URL (http://127.0.0.1:PORT) while the app serves; stops it after."""
+def serve(app: ASGIApp, **options: Any) -> Iterator[str]:
+    """Yields the base URL (http://127.0.0.1:PORT) while the app serves; stops it after.
+    `options` are more uvicorn.Config arguments (Kiln's own, server.uvicorn_options)."""
     port = free_port()
     config = uvicorn.Config(
-        app, host="127.0.0.1", port=port, log_level="warning", lifespan="off", loop="asyncio"
+        app,
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+        lifespan="off",
+        loop="asyncio",
+        **options,
     )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name=f"fake-server-{port}", daemon=True)
