@@ -4,8 +4,9 @@ uvicorn (0.54, httptools) keeps reading a request's headers for as long and as l
 client sends them: a connection that never finishes its headers (slowloris), or never sends a
 byte, stays open for good, and a header block of any size is buffered. This protocol:
 - closes a connection with 408 when its request head is not complete HEADER_TIMEOUT_SECONDS
-  after the connection opened (first request) or after the head's first byte (later requests
-  on a kept-alive connection; the idle time between them is uvicorn's --timeout-keep-alive);
+  after the connection opened (first request) or after the first byte that followed a
+  response (later requests on a kept-alive connection; the idle time between them is
+  uvicorn's --timeout-keep-alive);
 - closes it with 431 once the head of a request in progress has taken more than
   MAX_HEADER_BYTES beyond the read that started it, so memory stays bounded while it
   arrives (the exact size and count of complete heads are web/head_limits.py's).
@@ -61,6 +62,7 @@ class KilnHttpProtocol(HttpToolsProtocol):
         self.head_began_in_this_read = False
         self.head_bytes = 0
         self.refused = False
+        self.upgraded = False  # handed to the WebSocket protocol: no longer ours to time
 
     @classmethod
     def configured(cls, settings: Settings) -> type[KilnHttpProtocol]:
@@ -80,12 +82,25 @@ class KilnHttpProtocol(HttpToolsProtocol):
             return
         self.head_began_in_this_read = False
         super().data_received(data)
-        # Counted only when the whole read belongs to one unfinished head (it began before
-        # this read and is still not complete): never a body or another request's bytes.
-        if self.in_head and not self.head_began_in_this_read and not self.refused:
-            self.head_bytes += len(data)
-            if self.head_bytes > self.head_rules.max_bytes:
-                self._refuse(TOO_LARGE)
+        if self.refused or self.upgraded:
+            return
+        if self.in_head:
+            # Counted only when the whole read belongs to one unfinished head (it began
+            # before this read and is still not complete): never a body or another request.
+            if not self.head_began_in_this_read:
+                self.head_bytes += len(data)
+                if self.head_bytes > self.head_rules.max_bytes:
+                    self._refuse(TOO_LARGE)
+        elif self.head_timer is None and not self._request_running():
+            # Bytes that began no request (the blank lines HTTP allows before one) stopped
+            # uvicorn's keep-alive timer, which only a response starts again: the next head
+            # is due from now.
+            self._arm_head_timer()
+
+    def handle_websocket_upgrade(self) -> None:
+        self.upgraded = True
+        self._disarm_head_timer()
+        super().handle_websocket_upgrade()
 
     # httptools parser callbacks
     def on_message_begin(self) -> None:
@@ -112,9 +127,13 @@ class KilnHttpProtocol(HttpToolsProtocol):
         self.head_timer = None
         self._refuse(TIMED_OUT)
 
+    def _request_running(self) -> bool:
+        return self.cycle is not None and not self.cycle.response_complete
+
     def _refuse(self, response: bytes) -> None:
         self.refused = True
         self._disarm_head_timer()
         if not self.transport.is_closing():
-            self.transport.write(response)
+            if not self._request_running():  # never into the middle of another response
+                self.transport.write(response)
             self.transport.close()

@@ -116,6 +116,23 @@ def test_a_head_that_never_ends_is_closed_however_it_trickles(kiln):
     assert answer.startswith(b"HTTP/1.1 408")
 
 
+def test_blank_lines_between_requests_do_not_keep_a_connection_open(kiln):
+    """HTTP allows empty lines before a request; they stopped uvicorn's keep-alive timer."""
+    with socket.create_connection(kiln) as sock:
+        sock.sendall(request())
+        assert read_response(sock).startswith(b"HTTP/1.1 200")
+        deadline = time.monotonic() + PATIENCE
+        while time.monotonic() < deadline:
+            readable, _, _ = select.select([sock], [], [], 0.1)
+            if readable:
+                break
+            try:
+                sock.sendall(b"\r\n")
+            except OSError:
+                break
+        assert read_until_closed(sock).startswith(b"HTTP/1.1 408")
+
+
 def test_a_huge_header_is_refused_while_it_arrives(kiln):
     """Without the bound uvicorn buffered a header of any size; here it stops reading a head
     long before 1 MiB of it arrived."""
