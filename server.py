@@ -1,8 +1,8 @@
 """Kiln's ASGI app. `uv run server.py` starts it embedded on http://127.0.0.1:8000.
 
-Production: `uv run uvicorn --factory server:create_app --host 0.0.0.0 --port 8000
---ws-per-message-deflate false` (see WS_UVICORN_OPTIONS)
-with DATABASE_URL and REDIS_URL set, and workers started with `uv run dramatiq tasks`.
+Production: the README's `uv run uvicorn --factory server:create_app ...` command, whose
+options are `uvicorn_options` below, with DATABASE_URL and REDIS_URL set, and workers started
+with `uv run dramatiq tasks`.
 """
 
 from __future__ import annotations
@@ -20,21 +20,37 @@ from starlette.staticfiles import StaticFiles
 
 import runtime
 from observability import logs, metrics
-from settings import Settings, get_settings, production_problems
+from settings import Settings, get_settings, refuse_to_start
 from web.embedded_worker import start_embedded_worker, stop_embedded_worker
 from web.graphql_app import KilnGraphQL
+from web.head_limits import HeadLimits
 from web.health import healthz, metrics_endpoint, readyz
+from web.http_protocol import KilnHttpProtocol
 from web.middleware import BodyLimit, RequestId, SocketGauge
+from web.proxy import add_trusted_proxy_headers
 from web.webhooks import payment_webhook, provider_webhook
 
 log = logging.getLogger("kiln.server")
 
 
-# How uvicorn must run Kiln's sockets (`uv run server.py` passes these; production's uvicorn
-# command line gives `--ws-per-message-deflate false`, see README). Per-message deflate keeps a
-# zlib compressor and decompressor per connection, about half of the API's memory per idle
-# socket, to shrink messages of a few hundred bytes (bench/RESULTS.md, fan-out).
-WS_UVICORN_OPTIONS: dict[str, Any] = {"ws_per_message_deflate": False}
+def uvicorn_options(settings: Settings) -> dict[str, Any]:
+    """How uvicorn must run Kiln: `uv run server.py` passes these, and the README's production
+    command gives the same as flags (tests/test_server_options.py holds the two together).
+    - http: uvicorn's httptools protocol with a deadline and a size bound on request heads
+      (web/http_protocol.py).
+    - proxy_headers off: uvicorn would believe X-Forwarded-For from 127.0.0.1 (its default,
+      read before the app exists); Kiln believes it only from TRUSTED_PROXIES (web/proxy.py).
+    - ws_max_size: a WebSocket message is capped like an HTTP body (MAX_BODY_BYTES), not at
+      uvicorn's 16 MiB.
+    - ws_per_message_deflate off: it keeps a zlib compressor and decompressor per connection,
+      about half of the API's memory per idle socket, to shrink messages of a few hundred
+      bytes (bench/RESULTS.md, fan-out)."""
+    return {
+        "http": KilnHttpProtocol.configured(settings),
+        "proxy_headers": False,
+        "ws_max_size": settings.max_body_bytes,
+        "ws_per_message_deflate": False,
+    }
 
 
 def _tune_garbage_collection() -> None:
@@ -50,8 +66,7 @@ def _tune_garbage_collection() -> None:
 
 def create_app(settings: Settings | None = None) -> Starlette:
     settings = settings or get_settings()
-    if settings.environment == "production" and (problems := production_problems(settings)):
-        raise SystemExit("Refusing to start in production: " + "; ".join(problems) + ".")
+    refuse_to_start(settings, "API")  # public, missing or weak secrets
     logs.setup_logging(level=settings.log_level, fmt=settings.log_format)
 
     @contextlib.asynccontextmanager
@@ -109,6 +124,11 @@ def create_app(settings: Settings | None = None) -> Starlette:
             max_age=600,
         )
     app.add_middleware(RequestId)
+    # Outermost: the real client for everything inside, and over-large heads refused first.
+    add_trusted_proxy_headers(app, settings)
+    app.add_middleware(
+        HeadLimits, max_bytes=settings.max_header_bytes, max_count=settings.max_headers
+    )
     return app
 
 
@@ -122,7 +142,7 @@ def main() -> None:
         host=settings.host,
         port=settings.port,
         log_config=None,
-        **WS_UVICORN_OPTIONS,
+        **uvicorn_options(settings),
     )
 
 

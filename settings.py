@@ -6,14 +6,29 @@ pub/sub hub and output store. Giving `DATABASE_URL` and `REDIS_URL` switches to 
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
+import secrets
+import stat
 from functools import lru_cache
 from pathlib import Path
+from typing import Self
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-DEFAULT_JWT_SECRET = "kiln-dev-secret-change-me-in-production"
-DEFAULT_API_KEY_PEPPER = "kiln-dev-api-key-pepper-change-me-in-production"
+# Secrets every Kiln signed tokens and hashed API keys with before secrets were made per
+# installation. They are public (source, README), so no process may start with them.
+PUBLIC_SECRETS = frozenset(
+    {
+        "kiln-dev-secret-change-me-in-production",
+        "kiln-dev-api-key-pepper-change-me-in-production",
+    }
+)
+# Under DATA_DIR: the JWT secret and API key pepper embedded mode made at its first start.
+SECRETS_FILE = "secrets.json"
+MIN_SECRET_LENGTH = 32
 
 
 class Settings(BaseSettings):
@@ -39,7 +54,9 @@ class Settings(BaseSettings):
     public_base_url: str = ""
     environment: str = Field(default="development", description="development | production")
 
-    jwt_secret: str = DEFAULT_JWT_SECRET
+    # Signs bearer tokens. Production-like settings must give one (32+ characters); embedded
+    # mode makes a random one at first start and keeps it in DATA_DIR/secrets.json.
+    jwt_secret: str = ""
     jwt_ttl_seconds: int = 7 * 24 * 3600
     signup_grant: int = 5
 
@@ -74,8 +91,11 @@ class Settings(BaseSettings):
     # Logs go to stderr as JSON lines ("json") or plain text ("text").
     log_format: str = "json"
     log_level: str = "INFO"
-    # When set, GET /metrics requires `Authorization: Bearer <METRICS_TOKEN>`.
+    # When set, GET /metrics requires `Authorization: Bearer <METRICS_TOKEN>`. Without it
+    # /metrics is open when embedded and closed (401) when production-like, unless
+    # METRICS_PUBLIC opens it (a scraper on a private network, or a balancer that hides it).
     metrics_token: str = ""
+    metrics_public: bool = False
 
     # AI providers. Credentials and endpoints live here, never in the catalogue; a provider
     # without credentials is not configured and its routes are skipped.
@@ -128,9 +148,9 @@ class Settings(BaseSettings):
     s3_presign_seconds: int = 3600
 
     # --- Security and abuse resistance (README: Security) ---
-    # Server-side secret mixed into API key hashes (HMAC-SHA256). Set it in production: with it,
-    # a stolen copy of the database alone cannot be used to check guessed keys.
-    api_key_pepper: str = DEFAULT_API_KEY_PEPPER
+    # Server-side secret mixed into API key hashes (HMAC-SHA256): with it, a stolen copy of the
+    # database alone cannot be used to check guessed keys. Given, made and kept like JWT_SECRET.
+    api_key_pepper: str = ""
     max_api_keys_per_user: int = 20
 
     # Login protection: after this many failed logins for one email within the window,
@@ -153,11 +173,51 @@ class Settings(BaseSettings):
     max_body_bytes: int = 1024 * 1024
     graphql_cache_size: int = 256
     # Introspection and GraphiQL (switch both off in production if the schema is private).
+    # GraphiQL left unset is on when embedded and off when production-like: a page that runs
+    # any operation typed into it has no business on a public API by default.
     introspection_enabled: bool = True
-    graphiql_enabled: bool = True
+    graphiql_enabled: bool | None = None
     # Origins allowed to call the API from a browser, comma-separated ("*" for any); empty: no
     # CORS headers at all (same-origin and non-browser clients only).
     cors_allow_origins: str = ""
+
+    # Addresses (or networks, "10.0.0.0/8") of the proxies in front of Kiln whose
+    # X-Forwarded-For and X-Forwarded-Proto are believed; comma-separated. Empty: no one's, and
+    # the client is the peer of the connection. Rate limits key on that client, so trusting a
+    # header from anyone else would let a caller pick a fresh address for every request.
+    trusted_proxies: str = ""
+    # What a request head may be: its header block's bytes and number of headers (431 beyond),
+    # and how long a connection may take to send it (closed with 408 after, so connections that
+    # never finish their headers cannot pile up: slowloris).
+    max_header_bytes: int = 32 * 1024
+    max_headers: int = 100
+    header_timeout_seconds: float = 10.0
+    # Rejected webhooks (bad signature or body) one client address may send per
+    # RATE_LIMIT_WINDOW_SECONDS; past it, its webhooks are answered 429 unread and unrecorded.
+    webhook_rejections_per_ip: int = 10
+
+    @model_validator(mode="after")
+    def _resolve_defaults(self) -> Self:
+        """Fills in what depends on the run mode, once, so every reader of these settings (the
+        API, the workers, manage.py, services.auth, services.api_keys) sees the same values."""
+        if not self.production_like and not (self.jwt_secret and self.api_key_pepper):
+            kept = embedded_secrets(self.data_dir)
+            self.jwt_secret = self.jwt_secret or kept["jwt_secret"]
+            self.api_key_pepper = self.api_key_pepper or kept["api_key_pepper"]
+        if self.graphiql_enabled is None:
+            self.graphiql_enabled = not self.production_like
+        return self
+
+    @property
+    def production_like(self) -> bool:
+        """Shared PostgreSQL or Redis (or ENVIRONMENT=production): other people reach this
+        deployment, so it must be given its secrets and starts with production defaults,
+        whatever ENVIRONMENT says."""
+        return bool(self.database_url or self.redis_url) or self.environment == "production"
+
+    @property
+    def trusted_proxy_list(self) -> list[str]:
+        return [p.strip() for p in self.trusted_proxies.split(",") if p.strip()]
 
     @property
     def cors_origins(self) -> list[str]:
@@ -200,11 +260,65 @@ def get_settings() -> Settings:
     return Settings()
 
 
-def production_problems(settings: Settings) -> list[str]:
-    """Why `settings` must not run in production: secrets left at their development defaults."""
+def startup_problems(settings: Settings) -> list[str]:
+    """Why a process (API, worker) must not start with `settings`: a secret that is public,
+    or, when production-like, missing or shorter than 32 characters."""
     problems = []
-    if settings.jwt_secret == DEFAULT_JWT_SECRET or len(settings.jwt_secret) < 32:
-        problems.append("JWT_SECRET is the development default or shorter than 32 characters")
-    if settings.api_key_pepper == DEFAULT_API_KEY_PEPPER or len(settings.api_key_pepper) < 32:
-        problems.append("API_KEY_PEPPER is the development default or shorter than 32 characters")
+    for name, value in (
+        ("JWT_SECRET", settings.jwt_secret),
+        ("API_KEY_PEPPER", settings.api_key_pepper),
+    ):
+        if value in PUBLIC_SECRETS:
+            problems.append(f"{name} is a value published with Kiln; set a secret of your own")
+        elif settings.production_like and len(value) < MIN_SECRET_LENGTH:
+            problems.append(
+                f"{name} is {'not set' if not value else 'too short'}: production (a database "
+                f"or Redis URL, or ENVIRONMENT=production) needs {MIN_SECRET_LENGTH}+ characters"
+            )
     return problems
+
+
+def refuse_to_start(settings: Settings, what: str) -> None:
+    """SystemExit naming every problem, for the API and the workers alike."""
+    if problems := startup_problems(settings):
+        raise SystemExit(f"Refusing to start the {what}: " + "; ".join(problems) + ".")
+
+
+def embedded_secrets(data_dir: Path) -> dict[str, str]:
+    """The JWT secret and API key pepper of an embedded installation: made at random at its
+    first start and kept in DATA_DIR/secrets.json (mode 0600), so tokens and API keys survive
+    restarts. Processes starting together agree: the file appears whole, once (a hard link of
+    a finished file, which fails if another process got there first)."""
+    path = data_dir / SECRETS_FILE
+    if not path.exists():
+        data_dir.mkdir(parents=True, exist_ok=True)
+        fresh = {
+            "jwt_secret": secrets.token_urlsafe(48),
+            "api_key_pepper": secrets.token_urlsafe(48),
+        }
+        draft = data_dir / f".{SECRETS_FILE}.{os.getpid()}.{secrets.token_hex(4)}"
+        descriptor = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with os.fdopen(descriptor, "w") as file:
+                json.dump(fresh, file)
+                file.flush()
+                os.fsync(file.fileno())
+            with contextlib.suppress(FileExistsError):
+                os.link(draft, path)
+        finally:
+            draft.unlink()
+    if stat.S_IMODE(path.stat().st_mode) & 0o077:
+        path.chmod(0o600)  # readable by others (copied, restored from a backup): close it
+    try:
+        kept = json.loads(path.read_text())
+        if not all(
+            isinstance(kept.get(key), str) and len(kept[key]) >= MIN_SECRET_LENGTH
+            for key in ("jwt_secret", "api_key_pepper")
+        ):
+            raise ValueError("a secret is missing or too short")
+    except ValueError as error:
+        raise ValueError(
+            f"{path} is damaged ({error}). Delete it to make new secrets (tokens and API keys "
+            "made with the old ones stop working), or set JWT_SECRET and API_KEY_PEPPER."
+        ) from error
+    return {"jwt_secret": kept["jwt_secret"], "api_key_pepper": kept["api_key_pepper"]}

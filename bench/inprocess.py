@@ -36,6 +36,7 @@ from bench.common import (
     pg_dsn,
 )
 from bench.read import PAGE
+from tests.e2e.stack import E2E_API_KEY_PEPPER, E2E_JWT_SECRET
 
 ASGIApp = Callable[[dict[str, Any], Any, Any], Awaitable[None]]
 
@@ -138,6 +139,8 @@ async def main(which: str, requests: int, profile: str | None) -> None:
         DATABASE_URL=pg_dsn(database),
         REDIS_URL=REDIS_URL,
         REDIS_NAMESPACE=namespace,
+        JWT_SECRET=E2E_JWT_SECRET,  # production-like settings must bring their own
+        API_KEY_PEPPER=E2E_API_KEY_PEPPER,
         LOCAL_PROVIDER_DELAY="0",
         LOG_LEVEL="WARNING",
         REQUEUE_AFTER_SECONDS="3600",

@@ -24,6 +24,8 @@ from bench.common import (
     pg_dsn,
 )
 from tests.e2e.stack import (
+    E2E_API_KEY_PEPPER,
+    E2E_JWT_SECRET,
     MIGRATE_TIMEOUT,
     WORKER_READY_LINE,
     Stack,
@@ -104,6 +106,10 @@ def _start(
         DATABASE_URL=pg_dsn(database),
         REDIS_URL=REDIS_URL,
         REDIS_NAMESPACE=namespace,
+        # Production-like settings must bring their own secrets (the API and workers refuse
+        # to start without them).
+        JWT_SECRET=E2E_JWT_SECRET,
+        API_KEY_PEPPER=E2E_API_KEY_PEPPER,
         DATA_DIR=str(data_dir),
         CATALOGUE_PATH=str(stack.catalogue_path),
         LOCAL_PROVIDER_DELAY="0",

@@ -40,8 +40,8 @@ class Context:
 
     @property
     def client_ip(self) -> str:
-        """The peer address (behind a proxy, run uvicorn with --proxy-headers and
-        --forwarded-allow-ips so this is the real client's)."""
+        """The client's address: the peer's, or what a proxy listed in TRUSTED_PROXIES
+        forwarded (web/proxy.py)."""
         client = self.request.client
         return client.host if client is not None else "unknown"
 

@@ -11,6 +11,7 @@ from typing import Any, NoReturn
 from tortoise import connections
 from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.exceptions import IntegrityError
+from tortoise.expressions import Q
 
 from models.credits import CreditAccount, LedgerEntry, LedgerKind
 from models.generation import FINAL_STATUSES, Generation, GenerationStatus, HoldState
@@ -108,10 +109,20 @@ async def adjust(
         return await get_balance(user_id)
 
 
-async def purchase(user_id: uuid.UUID, credits: int, transaction_id: str) -> bool:
-    """Grant purchased credits once per payment transaction. False when already granted."""
+async def purchase(
+    user_id: uuid.UUID, credits: int, transaction_id: str, *, also_known_as: str | None = None
+) -> bool:
+    """Grant purchased credits once per payment. `transaction_id` is the grant's unique key;
+    `also_known_as`, another id of the same payment (a Checkout Session's payment intent), is
+    kept as the entry's reference, and a grant already made under it (as key or reference)
+    makes this one a duplicate too. False when already granted."""
     unique_key = f"payment:{transaction_id}"
-    if await LedgerEntry.exists(unique_key=unique_key):
+    already = Q(unique_key=unique_key)
+    if also_known_as:
+        already |= Q(unique_key=f"payment:{also_known_as}") | Q(
+            user_id=user_id, kind=LedgerKind.PURCHASE, reference=also_known_as[:255]
+        )
+    if await LedgerEntry.filter(already).exists():
         return False
     if not await CreditAccount.exists(user_id=user_id):
         raise NotFound("User not found.")
@@ -121,7 +132,7 @@ async def purchase(user_id: uuid.UUID, credits: int, transaction_id: str) -> boo
                 user_id,
                 LedgerKind.PURCHASE,
                 amount=credits,
-                reference=transaction_id[:255],
+                reference=(also_known_as or transaction_id)[:255],
                 unique_key=unique_key,
             )
     except IntegrityError:

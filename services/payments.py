@@ -1,5 +1,5 @@
 """Payments arrive as Stripe-format webhooks: verify the signature, then grant the pack's
-credits exactly once per payment transaction."""
+credits exactly once per Checkout Session and per payment intent."""
 
 from __future__ import annotations
 
@@ -122,11 +122,23 @@ async def _apply(event: dict[str, Any], settings: Settings) -> WebhookOutcome:
         user_id = uuid.UUID(str(metadata.get("user_id") or session.get("client_reference_id")))
     except ValueError as error:
         raise WebhookRejected("metadata.user_id is not a user id", ErrorCategory.PAYMENT) from error
-    transaction_id = session.get("payment_intent") or session.get("id")
-    if not isinstance(transaction_id, str) or not transaction_id:
+    # A Checkout Session is one purchase, and so is its payment intent, which a delivery may
+    # carry or not (attached after the session completed; none for a free session). The
+    # session id, in every delivery, is the grant's unique key, so deliveries with and without
+    # the intent race on one key; the intent is the grant's reference, so another session
+    # naming it (or a grant keyed on it by earlier versions) is a duplicate too.
+    session_id, payment_intent = session.get("id"), session.get("payment_intent")
+    intent = payment_intent if isinstance(payment_intent, str) and payment_intent else None
+    transaction_id = session_id if isinstance(session_id, str) and session_id else intent
+    if transaction_id is None:
         raise WebhookRejected("no payment transaction id", ErrorCategory.PAYMENT)
     try:
-        granted = await credits.purchase(user_id, settings.credit_packs[pack], transaction_id)
+        granted = await credits.purchase(
+            user_id,
+            settings.credit_packs[pack],
+            transaction_id,
+            also_known_as=intent if intent != transaction_id else None,
+        )
     except NotFound as error:
         raise WebhookRejected("metadata.user_id names no user", ErrorCategory.PAYMENT) from error
     return WebhookOutcome(event["id"], "granted" if granted else "duplicate")

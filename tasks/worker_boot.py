@@ -9,7 +9,7 @@ from typing import Any
 from dramatiq.asyncio import get_event_loop_thread
 from dramatiq.middleware import Middleware
 
-from settings import Settings
+from settings import Settings, refuse_to_start
 
 log = logging.getLogger(__name__)
 
@@ -17,6 +17,15 @@ log = logging.getLogger(__name__)
 class WorkerBoot(Middleware):
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+
+    def after_process_boot(self, broker: Any) -> None:
+        # Before any thread starts, the API's refusal: no process of a production deployment
+        # runs with public, missing or weak secrets (the message reaches the worker's log).
+        try:
+            refuse_to_start(self.settings, "worker")
+        except SystemExit as refused:
+            log.critical("%s", refused)
+            raise
 
     def before_worker_boot(self, broker: Any, worker: Any) -> None:
         # Before the worker's consumers start: a backlog waiting in Redis must find the

@@ -3,6 +3,7 @@ in-process hub and a temporary output store, as the services see them in a real 
 
 from __future__ import annotations
 
+import secrets
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -45,7 +46,15 @@ async def backend(
     if request.param == "postgres":
         database = run_database("kiln_test")
         await recreate_database(database)
-        settings = Settings(database_url=pg_url(database), data_dir=data_dir)
+        # A database URL makes settings production-like: they must bring their own secrets
+        # (embedded ones are made under data_dir), and /metrics is opened on purpose.
+        settings = Settings(
+            database_url=pg_url(database),
+            data_dir=data_dir,
+            jwt_secret=secrets.token_urlsafe(48),
+            api_key_pepper=secrets.token_urlsafe(48),
+            metrics_public=True,
+        )
     else:
         settings = Settings(database_url="", data_dir=data_dir)
     await open_database(settings, migrate=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hmac
 import logging
 from typing import Any
 
@@ -57,11 +58,15 @@ async def readyz(request: Request) -> Response:
 def metrics_endpoint(settings: Settings) -> Any:
     """GET /metrics in Prometheus text format. Queue depth is read from the database at scrape
     time; everything else is counted as it happens (summed over processes in multiprocess
-    mode). Guarded by METRICS_TOKEN when set."""
+    mode). Guarded by METRICS_TOKEN when set; without one, open when embedded and closed when
+    production-like unless METRICS_PUBLIC opens it."""
+    expected = f"Bearer {settings.metrics_token}".encode() if settings.metrics_token else None
+    closed = expected is None and settings.production_like and not settings.metrics_public
 
     async def endpoint(request: Request) -> Response:
-        if settings.metrics_token and request.headers.get("authorization") != (
-            f"Bearer {settings.metrics_token}"
+        if closed or (
+            expected is not None
+            and not hmac.compare_digest(request.headers.get("authorization", "").encode(), expected)
         ):
             return PlainTextResponse("metrics token required", status_code=401)
         extra = []

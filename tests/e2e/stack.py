@@ -23,6 +23,8 @@ from typing import IO
 
 import httpx
 
+from tests.support.readme import production_uvicorn_args
+
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_CATALOGUE = ROOT / "services" / "default_catalogue.toml"
 
@@ -80,6 +82,13 @@ KILN_ENV = (
     "INTROSPECTION_ENABLED",
     "GRAPHIQL_ENABLED",
     "CORS_ALLOW_ORIGINS",
+    "METRICS_TOKEN",
+    "METRICS_PUBLIC",
+    "TRUSTED_PROXIES",
+    "MAX_HEADER_BYTES",
+    "MAX_HEADERS",
+    "HEADER_TIMEOUT_SECONDS",
+    "WEBHOOK_REJECTIONS_PER_IP",
 )
 REPLICATE_TOKEN = "r8_e2e_fake"
 # Operations per minute per user and per address on both stacks, and the one browser origin.
@@ -89,6 +98,11 @@ E2E_CORS_ORIGIN = "https://app.example.com"
 REDIS_NAMESPACE = f"kiln-e2e-{os.getpid()}"
 # Both stacks accept payment webhooks signed with this.
 PAYMENT_WEBHOOK_SECRET = "whsec_e2e_secret"
+# Production brings its own secrets (a database URL makes the settings production-like, and
+# the API and workers refuse to start without them) and scrapes /metrics with its token.
+E2E_JWT_SECRET = "e2e-jwt-secret-" + "j" * 32
+E2E_API_KEY_PEPPER = "e2e-api-key-pepper-" + "p" * 32
+E2E_METRICS_TOKEN = "e2e-metrics-token-" + "m" * 32
 
 # Appended to a copy of the default catalogue: a model whose provider always fails, and a
 # model with a short time limit (the sweeper's timeout path).
@@ -397,6 +411,19 @@ def start_embedded(data_dir: Path, extra_env: dict[str, str] | None = None) -> S
     return stack
 
 
+def production_api_command(port: int) -> list[str]:
+    """The README's production API command, flag for flag, but on this stack's port, on
+    127.0.0.1 only, and one process (the suite reads one process's /metrics)."""
+    args: list[str] = []
+    words = iter(production_uvicorn_args())
+    for word in words:
+        if word in ("--host", "--port", "--workers"):
+            next(words)  # its value
+        else:
+            args.append(word)
+    return [sys.executable, "-m", "uvicorn", *args, "--host", "127.0.0.1", "--port", str(port)]
+
+
 def start_production(
     data_dir: Path, database_url: str, redis_url: str, extra_env: dict[str, str] | None = None
 ) -> Stack:
@@ -404,17 +431,22 @@ def start_production(
         "production", free_port(), data_dir, write_catalogue(data_dir), redis_url=redis_url
     )
     env = base_env(
-        DATABASE_URL=database_url,
-        REDIS_URL=redis_url,
-        REDIS_NAMESPACE=REDIS_NAMESPACE,
-        DATA_DIR=str(data_dir),
-        LOCAL_PROVIDER_DELAY="0.05",
-        CATALOGUE_PATH=str(stack.catalogue_path),
-        WS_INIT_TIMEOUT_SECONDS="1",
-        SWEEP_INTERVAL_SECONDS="1",
-        REQUEUE_AFTER_SECONDS="2",
-        PAYMENT_WEBHOOK_SECRET=PAYMENT_WEBHOOK_SECRET,
-        **(extra_env or {}),
+        **{
+            "DATABASE_URL": database_url,
+            "REDIS_URL": redis_url,
+            "REDIS_NAMESPACE": REDIS_NAMESPACE,
+            "JWT_SECRET": E2E_JWT_SECRET,
+            "API_KEY_PEPPER": E2E_API_KEY_PEPPER,
+            "METRICS_TOKEN": E2E_METRICS_TOKEN,
+            "DATA_DIR": str(data_dir),
+            "LOCAL_PROVIDER_DELAY": "0.05",
+            "CATALOGUE_PATH": str(stack.catalogue_path),
+            "WS_INIT_TIMEOUT_SECONDS": "1",
+            "SWEEP_INTERVAL_SECONDS": "1",
+            "REQUEUE_AFTER_SECONDS": "2",
+            "PAYMENT_WEBHOOK_SECRET": PAYMENT_WEBHOOK_SECRET,
+            **(extra_env or {}),  # a test's own stack may change any of these
+        }
     )
     try:
         migrate = stack.spawn("migrate", [sys.executable, "-m", "tortoise", "migrate"], env)
@@ -427,19 +459,7 @@ def start_production(
         stack.processes.remove(migrate)
         migrate.log_file.close()
 
-        stack.spawn(
-            "api",
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "--factory",
-                "server:create_app",
-                "--port",
-                str(stack.port),
-            ],
-            env,
-        )
+        stack.spawn("api", production_api_command(stack.port), env)
         stack.spawn(
             "worker",
             [

@@ -12,6 +12,7 @@ from PIL import Image
 
 from tests.e2e import api
 from tests.e2e.conftest import Running
+from tests.e2e.stack import E2E_METRICS_TOKEN
 
 pytestmark = pytest.mark.e2e
 
@@ -153,7 +154,8 @@ async def test_a_cache_hit_returns_in_one_message_with_the_original_outputs(stac
     assert len(updates) == 1 and updates[0]["status"] == "COMPLETED"
     assert [o["url"] for o in updates[0]["outputs"]] == [o["url"] for o in original["outputs"]]
     assert (await api.balance(stack.client, account))["available"] == 4
-    metrics = (await stack.client.http.get("/metrics")).text
+    scrape = {"Authorization": f"Bearer {E2E_METRICS_TOKEN}"}  # production's /metrics needs it
+    metrics = (await stack.client.http.get("/metrics", headers=scrape)).text
     assert 'kiln_response_cache_lookups_total{result="hit"}' in metrics
 
 

@@ -176,3 +176,64 @@ async def test_other_event_types_and_unpaid_sessions_are_acknowledged_and_ignore
 def test_signature_verification_without_secrets_refuses():
     with pytest.raises(WebhookRejected):
         verify_signature(b"{}", sign(b"{}"), [], 300)
+
+
+def session_event(user_id, session: str, payment: str | None, status: str = "paid") -> bytes:
+    """A Checkout Session event as Stripe sends it; without `payment_intent` when it has none
+    yet (a free or fully discounted session, or delivered before the payment was attached)."""
+    checkout: dict[str, object] = {
+        "id": session,
+        "object": "checkout.session",
+        "payment_status": status,
+        "metadata": {"user_id": str(user_id), "pack": "starter"},
+    }
+    if payment is not None:
+        checkout["payment_intent"] = payment
+    return orjson.dumps(
+        {
+            "id": f"evt_{uuid.uuid4().hex}",
+            "type": "checkout.session.completed",
+            "data": {"object": checkout},
+        }
+    )
+
+
+@pytest.mark.parametrize("first_has_payment", [False, True])
+async def test_one_checkout_session_grants_once_with_or_without_its_payment_intent(
+    make_user, settings, first_has_payment
+):
+    user = await make_user(credits=0)
+    session, payment = f"cs_test_{uuid.uuid4().hex}", f"pi_{uuid.uuid4().hex}"
+    deliveries = [session_event(user.id, session, None), session_event(user.id, session, payment)]
+    if first_has_payment:
+        deliveries.reverse()
+    actions = [
+        (await handle_payment_webhook(body, sign(body), settings)).action for body in deliveries
+    ]
+    assert actions == ["granted", "duplicate"]
+    assert (await credits.get_balance(user.id)).available == 100
+    assert len(await purchases(user.id)) == 1
+
+
+async def test_concurrent_deliveries_of_one_session_with_and_without_payment_grant_once(
+    make_user, settings
+):
+    user = await make_user(credits=0)
+    session, payment = f"cs_test_{uuid.uuid4().hex}", f"pi_{uuid.uuid4().hex}"
+    bodies = [session_event(user.id, session, None), session_event(user.id, session, payment)] * 3
+    outcomes = await asyncio.gather(
+        *[handle_payment_webhook(body, sign(body), settings) for body in bodies]
+    )
+    assert [o.action for o in outcomes].count("granted") == 1
+    assert (await credits.get_balance(user.id)).available == 100
+
+
+async def test_a_grant_keyed_on_the_payment_intent_by_an_earlier_version_is_still_a_duplicate(
+    make_user, settings
+):
+    user = await make_user(credits=0)
+    payment = f"pi_{uuid.uuid4().hex}"
+    assert await credits.purchase(user.id, 100, payment)  # how earlier versions granted
+    body = session_event(user.id, f"cs_test_{uuid.uuid4().hex}", payment)
+    assert (await handle_payment_webhook(body, sign(body), settings)).action == "duplicate"
+    assert (await credits.get_balance(user.id)).available == 100

@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import uvicorn
 from cryptography import x509
@@ -29,9 +30,12 @@ def free_port() -> int:
 
 
 @contextmanager
-def serve(app: ASGIApp, certificate: tuple[Path, Path] | None = None) -> Iterator[str]:
+def serve(
+    app: ASGIApp, certificate: tuple[Path, Path] | None = None, **options: Any
+) -> Iterator[str]:
     """Yields the base URL (http://127.0.0.1:PORT) while the app serves; stops it after.
-    With a (certificate, key) pair it serves HTTPS (https://127.0.0.1:PORT)."""
+    With a (certificate, key) pair it serves HTTPS (https://127.0.0.1:PORT); `options` are
+    more uvicorn.Config arguments (Kiln's own, server.uvicorn_options)."""
     port = free_port()
     config = uvicorn.Config(
         app,
@@ -42,6 +46,7 @@ def serve(app: ASGIApp, certificate: tuple[Path, Path] | None = None) -> Iterato
         loop="asyncio",
         ssl_certfile=str(certificate[0]) if certificate else None,
         ssl_keyfile=str(certificate[1]) if certificate else None,
+        **options,
     )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name=f"fake-server-{port}", daemon=True)
