@@ -1,17 +1,19 @@
 """Real Chromium for the browser tests: Debian's package driven by Playwright (never a
-browser Playwright downloads), and browser contexts that can reach only the origins a test
-names: every other request is blocked and recorded, so a test can prove that nothing left
-the machine."""
+browser Playwright downloads), and browser contexts that reach nothing beyond this machine
+and record every request, so a test can prove that a page asked only for what it should."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
-from playwright.async_api import Browser, BrowserContext, Route, WebSocket
+from playwright.async_api import Browser, BrowserContext, WebSocket
+
+from tests.support.fake_server import free_port
 
 CHROMIUM = Path(os.environ.get("KILN_TEST_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_ARGS = [
@@ -48,37 +50,37 @@ def origin(url: str) -> str:
 
 @dataclass
 class Traffic:
-    """What a context's pages asked for: requests to any other origin were blocked."""
+    """Every request and socket a context's pages opened, by URL."""
 
     allowed: set[str]
-    blocked: list[str] = field(default_factory=list)
+    requests: list[str] = field(default_factory=list)
     sockets: list[str] = field(default_factory=list)
 
     def allows(self, url: str) -> bool:
-        return origin(url.replace("ws://", "http://", 1).replace("wss://", "https://", 1)) in (
-            self.allowed
-        )
-
-    async def route(self, route: Route) -> None:
-        if self.allows(route.request.url):
-            await route.continue_()
-        else:
-            self.blocked.append(route.request.url)
-            await route.abort("blockedbyclient")
-
-    def socket_opened(self, socket: WebSocket) -> None:
-        self.sockets.append(socket.url)
+        http = url.replace("ws://", "http://", 1).replace("wss://", "https://", 1)
+        return origin(http) in self.allowed or url.startswith("data:")
 
     @property
-    def foreign_sockets(self) -> list[str]:
-        return [url for url in self.sockets if not self.allows(url)]
+    def foreign(self) -> list[str]:
+        """Requests and sockets to anything but the allowed origins (all of them failed)."""
+        return [url for url in [*self.requests, *self.sockets] if not self.allows(url)]
 
 
 async def offline_context(browser: Browser, *origins: str) -> tuple[BrowserContext, Traffic]:
-    """A fresh context (empty storage) whose pages reach only `origins`."""
+    """A fresh context (empty storage) whose pages reach only this machine: everything else
+    goes to a proxy that is not there, so it fails without leaving the machine, and every
+    request is recorded. (Not Playwright's routing: while it intercepts, Playwright answers
+    CORS preflights itself, and Kiln's CORS would go untested.)"""
     traffic = Traffic({origin(o) for o in origins})
-    context = await browser.new_context(service_workers="block")
+    context = await browser.new_context(
+        service_workers="block",
+        proxy={"server": f"http://127.0.0.1:{free_port()}", "bypass": "127.0.0.1,localhost"},
+    )
     context.set_default_timeout(TIMEOUT_MS)
-    await context.route("**/*", traffic.route)
-    context.on("page", lambda page: page.on("websocket", traffic.socket_opened))
+    context.on("request", lambda request: traffic.requests.append(request.url))
+    context.on("page", lambda page: page.on("websocket", _record_socket(traffic)))
     return context, traffic
+
+
+def _record_socket(traffic: Traffic) -> Callable[[WebSocket], None]:
+    return lambda socket: traffic.sockets.append(socket.url)
