@@ -11,6 +11,7 @@ from tests.e2e.stack import ROOT
 SECTION = "## Your first generation, in GraphiQL"
 TOKEN_PLACEHOLDER = "PASTE-THE-TOKEN-HERE"
 ID_PLACEHOLDER = "PASTE-THE-ID"
+_NEXT_HEADING = re.compile(r"^#{1,3} ", re.MULTILINE)
 _FENCE = re.compile(r"^```(\w*)\n(.*?)^```$", re.MULTILINE | re.DOTALL)
 
 
@@ -32,8 +33,8 @@ class Walkthrough:
 def readme_walkthrough() -> Walkthrough:
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     start = readme.index(SECTION)
-    end = readme.find("\n## ", start + len(SECTION))
-    blocks = _FENCE.findall(readme[start : end if end != -1 else None])
+    end = _NEXT_HEADING.search(readme, start + len(SECTION))
+    blocks = _FENCE.findall(readme[start : end.start() if end else None])
     languages = [language for language, _ in blocks]
     assert languages == ["graphql", "json", "graphql", "graphql", "graphql"], (
         f"the README's walkthrough changed shape: {languages}; update this test with it"
