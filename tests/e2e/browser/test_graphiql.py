@@ -67,7 +67,7 @@ async def test_the_readme_walkthrough_works_in_graphiql_with_nothing_but_kiln(
         await graphiql.run()
         around = await graphiql.response_with('"creditTransactions"', '"errors"')
         assert not around.get("errors"), around
-        assert around["data"]["me"]["email"] == "me@example.com"
+        assert around["data"]["me"]["email"] == registered["user"]["email"]
     finally:
         await context.close()
 
