@@ -20,6 +20,7 @@ from starlette.staticfiles import StaticFiles
 
 import runtime
 from observability import logs, metrics
+from schema.graphiql import GRAPHIQL_ASSETS_DIR, GRAPHIQL_ASSETS_PATH
 from settings import Settings, get_settings, refuse_to_start
 from web.embedded_worker import start_embedded_worker, stop_embedded_worker
 from web.graphql_app import KilnGraphQL
@@ -51,6 +52,18 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
         "ws_max_size": settings.max_body_bytes,
         "ws_per_message_deflate": False,
     }
+
+
+# Request headers a page on an allowed origin may send (CORS preflight).
+CORS_ALLOW_HEADERS = [
+    "Authorization",
+    "Content-Type",
+    "X-Request-ID",
+    "apollographql-client-name",
+    "apollographql-client-version",
+    "traceparent",
+    "tracestate",
+]
 
 
 def _tune_garbage_collection() -> None:
@@ -105,16 +118,21 @@ def create_app(settings: Settings | None = None) -> Starlette:
         ],
         lifespan=lifespan,
     )
+    if settings.graphiql_enabled:
+        # GraphiQL's scripts and styles, served by Kiln itself: the page needs no CDN.
+        app.mount(GRAPHIQL_ASSETS_PATH, StaticFiles(directory=GRAPHIQL_ASSETS_DIR))
     app.add_middleware(SocketGauge)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     if settings.cors_origins:
-        # Browsers may call from these origins only; bearer tokens, not cookies, so no
-        # credentials mode.
+        # Browsers may call from these origins only (their WebSocket upgrades follow the same
+        # list: web/graphql_app.py); bearer tokens, not cookies, so no credentials mode. The
+        # headers are those browser GraphQL clients send (Apollo's client name and version,
+        # W3C trace context).
         app.add_middleware(
             CORSMiddleware,
             allow_origins=settings.cors_origins,
             allow_methods=["GET", "POST", "OPTIONS"],
-            allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
+            allow_headers=CORS_ALLOW_HEADERS,
             expose_headers=[
                 "X-Request-ID",
                 "RateLimit-Limit",

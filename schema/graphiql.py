@@ -1,47 +1,23 @@
-"""GraphiQL, with subscriptions that authenticate.
+"""Kiln's GraphiQL page (schema/graphiql.html) and the folder of the files it loads.
 
-Strawberry's page opens its WebSocket without a connection_init payload, and Kiln's sockets
-authenticate only there. This passes the Authorization header typed into GraphiQL's header
-editor as the payload, read each time the socket (re)connects."""
+Strawberry's own page loads GraphiQL from a CDN (so it stays on "Loading..." offline) and
+opens subscription sockets without a connection_init payload, where Kiln's sockets
+authenticate. Kiln's page loads the same versions from /graphql/assets/ (built from npm by
+web/graphiql/build.mjs and committed), and sends the Headers tab's Authorization when a
+subscription opens its socket."""
 
 from __future__ import annotations
 
-import logging
+from functools import cache
+from pathlib import Path
 
-from strawberry.http.ides import get_graphql_ide_html
-
-log = logging.getLogger(__name__)
-
-_FETCHER = """      const fetcher = GraphiQL.createFetcher({
-        url: fetchURL,
-        headers: defaultHeaders,
-        subscriptionUrl,
-      });"""
-
-_AUTHENTICATED_FETCHER = """      function socketAuthorization() {
-        try {
-          const raw = localStorage.getItem("graphiql:headers") || "{}";
-          const headers = JSON.parse(raw);
-          for (const name of Object.keys(headers)) {
-            if (name.toLowerCase() === "authorization") {
-              return { authorization: headers[name] };
-            }
-          }
-        } catch (error) {}
-        return {};
-      }
-
-      const fetcher = GraphiQL.createFetcher({
-        url: fetchURL,
-        headers: defaultHeaders,
-        subscriptionUrl,
-        wsConnectionParams: socketAuthorization,
-      });"""
+ROOT = Path(__file__).resolve().parents[1]
+# Served at GRAPHIQL_ASSETS_PATH; committed, rebuilt with `npm ci && npm run build` there.
+GRAPHIQL_ASSETS_DIR = ROOT / "web" / "graphiql" / "assets"
+GRAPHIQL_ASSETS_PATH = "/graphql/assets"
+_PAGE = Path(__file__).with_name("graphiql.html")
 
 
+@cache
 def graphiql_html() -> str:
-    html = get_graphql_ide_html("graphiql")
-    if _FETCHER not in html:
-        log.warning("GraphiQL page changed upstream; subscriptions in GraphiQL won't send auth")
-        return html
-    return html.replace(_FETCHER, _AUTHENTICATED_FETCHER)
+    return _PAGE.read_text(encoding="utf-8")

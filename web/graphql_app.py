@@ -57,6 +57,9 @@ class KilnGraphQL(GraphQL):
             subscription_protocols=(GRAPHQL_TRANSPORT_WS_PROTOCOL,),
             connection_init_wait_timeout=timedelta(seconds=settings.ws_init_timeout_seconds),
             max_subscriptions_per_connection=settings.max_subscriptions_per_connection,
+            # Pages on the CORS origins may open sockets too; other origins are refused (403),
+            # same-origin pages and clients sending no Origin (not browsers) always connect.
+            allowed_origins=settings.cors_origins,
         )
         self.settings = settings
         assert isinstance(self.schema, Schema)

@@ -438,6 +438,8 @@ def start_production(
             "JWT_SECRET": E2E_JWT_SECRET,
             "API_KEY_PEPPER": E2E_API_KEY_PEPPER,
             "METRICS_TOKEN": E2E_METRICS_TOKEN,
+            # Off by default in production; the browser tests open it on both stacks.
+            "GRAPHIQL_ENABLED": "true",
             "DATA_DIR": str(data_dir),
             "LOCAL_PROVIDER_DELAY": "0.05",
             "CATALOGUE_PATH": str(stack.catalogue_path),
