@@ -197,6 +197,9 @@ class KilnGraphQL(GraphQL):
         if public:
             response.headers["Cache-Control"] = f"public, max-age={max_age}"
             response.headers["Vary"] = "Accept, Authorization"
+        elif isinstance(response, StreamingResponse):
+            # A proxy that transforms (compresses) a stream may hold its events back.
+            response.headers["Cache-Control"] = f"{PRIVATE}, no-transform"
         else:
             response.headers["Cache-Control"] = PRIVATE
 

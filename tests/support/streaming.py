@@ -1,12 +1,13 @@
-"""An HTTP request to an ASGI app whose response body is read as it is sent: httpx's
-ASGITransport collects the whole body first, so it never returns from a response that streams
-until the client leaves (a subscription over HTTP)."""
+"""Subscriptions over HTTP in tests: an HTTP request to an ASGI app whose response body is
+read as it is sent (httpx's ASGITransport collects the whole body first, so it never returns
+from a response that streams until the client leaves), and the two stream formats read as
+Apollo Client and urql read them."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -107,3 +108,57 @@ async def stream(
         except TimeoutError:
             task.cancel()
             raise
+
+
+async def multipart_parts(
+    headers: Mapping[str, str], chunks: AsyncIterator[bytes]
+) -> AsyncIterator[Any]:
+    """Each part of a multipart subscription body as it arrives (`{}` heartbeats included),
+    read as Apollo Client reads it (link/http/parseAndCheckHttpResponse.ts): split on CRLF and
+    the boundary, a part's JSON after its blank line, and done after the closing boundary,
+    which must come."""
+    assert headers["content-type"].startswith("multipart/mixed")
+    assert "boundary=graphql" in headers["content-type"]
+    boundary = b"\r\n--graphql"
+    buffer = b""
+    async for chunk in chunks:
+        buffer += chunk
+        while boundary in buffer and not buffer.startswith(b"--\r\n"):
+            message, buffer = buffer.split(boundary, 1)
+            head, separator, body = message.partition(b"\r\n\r\n")
+            if separator:
+                assert b"content-type: application/json" in head.lower(), head
+                yield orjson.loads(body)
+        if buffer.startswith(b"--\r\n"):
+            assert buffer == b"--\r\n", buffer
+            return
+    raise AssertionError(f"the body ended without its closing boundary: {buffer[-60:]!r}")
+
+
+async def payloads(parts: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    """The events of a multipart body, heartbeats (`{}`) left out."""
+    async for part in parts:
+        if part:
+            assert list(part) == ["payload"], part
+            yield part["payload"]
+
+
+async def sse_events(
+    headers: Mapping[str, str], chunks: AsyncIterator[bytes]
+) -> AsyncIterator[tuple[str, str]]:
+    """(event, data) of each event as it arrives, split on blank lines of LFs as urql splits
+    them; comments (heartbeats) left out."""
+    assert headers["content-type"].startswith("text/event-stream")
+    buffer = ""
+    async for chunk in chunks:
+        buffer += chunk.decode()
+        while "\n\n" in buffer:
+            block, buffer = buffer.split("\n\n", 1)
+            if block.startswith(":"):
+                continue
+            fields = {}
+            for line in block.split("\n"):
+                name, _, value = line.partition(":")
+                fields[name] = value.removeprefix(" ")
+            yield fields["event"], fields["data"]
+    assert buffer == "", buffer

@@ -6,8 +6,7 @@ a subscription sent where no stream was asked for."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from typing import Any
+from urllib.parse import urlencode
 
 import orjson
 import pytest
@@ -18,7 +17,7 @@ from services import auth
 from services.runner import run_generation
 from tests.support.app import app_client, kiln_app
 from tests.support.generations import CATALOGUE, create, registry
-from tests.support.streaming import Streamed, stream
+from tests.support.streaming import multipart_parts, payloads, sse_events, stream
 
 WATCH = "subscription Watch($id: ID!) { generationUpdated(id: $id) { id status progress version } }"
 BALANCE = "subscription { creditBalanceChanged { available } }"
@@ -33,56 +32,6 @@ URQL_QUERY_ACCEPT = (
 )
 
 
-async def multipart_parts(response: Streamed) -> AsyncIterator[Any]:
-    """Each part of a multipart subscription body as it arrives (`{}` heartbeats included),
-    read as Apollo Client reads it (link/http/parseAndCheckHttpResponse.ts): split on CRLF and
-    the boundary, a part's JSON after its blank line, and done after the closing boundary,
-    which must come."""
-    assert response.headers["content-type"].startswith("multipart/mixed")
-    assert "boundary=graphql" in response.headers["content-type"]
-    boundary = b"\r\n--graphql"
-    buffer = b""
-    async for chunk in response.chunks():
-        buffer += chunk
-        while boundary in buffer and not buffer.startswith(b"--\r\n"):
-            message, buffer = buffer.split(boundary, 1)
-            head, separator, body = message.partition(b"\r\n\r\n")
-            if separator:
-                assert b"content-type: application/json" in head.lower(), head
-                yield orjson.loads(body)
-        if buffer.startswith(b"--\r\n"):
-            assert buffer == b"--\r\n", buffer
-            return
-    raise AssertionError(f"the body ended without its closing boundary: {buffer[-60:]!r}")
-
-
-async def payloads(parts: AsyncIterator[Any]) -> AsyncIterator[Any]:
-    """The events of a multipart body, heartbeats (`{}`) left out."""
-    async for part in parts:
-        if part:
-            assert list(part) == ["payload"], part
-            yield part["payload"]
-
-
-async def sse_events(response: Streamed) -> AsyncIterator[tuple[str, str]]:
-    """(event, data) of each event as it arrives, split on blank lines of LFs as urql splits
-    them; comments (heartbeats) left out."""
-    assert response.headers["content-type"].startswith("text/event-stream")
-    buffer = ""
-    async for chunk in response.chunks():
-        buffer += chunk.decode()
-        while "\n\n" in buffer:
-            block, buffer = buffer.split("\n\n", 1)
-            if block.startswith(":"):
-                continue
-            fields = {}
-            for line in block.split("\n"):
-                name, _, value = line.partition(":")
-                fields[name] = value.removeprefix(" ")
-            yield fields["event"], fields["data"]
-    assert buffer == "", buffer
-
-
 async def test_a_multipart_subscription_streams_a_generation_until_it_completes(
     backend, make_user, monkeypatch
 ):
@@ -94,7 +43,7 @@ async def test_a_multipart_subscription_streams_a_generation_until_it_completes(
     headers = {"authorization": f"Bearer {token}", "accept": APOLLO_ACCEPT}
     async with stream(app, "POST", "/graphql", json=body, headers=headers) as response:
         assert response.status == 200
-        events = payloads(multipart_parts(response))
+        events = payloads(multipart_parts(response.headers, response.chunks()))
         updates = [(await anext(events))["data"]["generationUpdated"]]
         assert updates[0]["status"] == "QUEUED"
         # The subscription is live (its first message is the state it read): run it.
@@ -122,7 +71,7 @@ async def test_every_spelling_of_the_multipart_accept_streams(
         app, "POST", "/graphql", json={"query": BALANCE}, headers=headers
     ) as response:
         assert response.status == 200
-        first = await anext(payloads(multipart_parts(response)))
+        first = await anext(payloads(multipart_parts(response.headers, response.chunks())))
     assert first == {"data": {"creditBalanceChanged": {"available": 5}}}
     assert get_hub().local_subscriptions == 0  # the client left: the subscription ended
 
@@ -136,7 +85,7 @@ async def test_graphql_over_sse_streams_with_lf_line_ends(backend, make_user, mo
     headers = {"authorization": f"Bearer {token}", "accept": URQL_SUBSCRIPTION_ACCEPT}
     async with stream(app, "POST", "/graphql", json=body, headers=headers) as response:
         assert response.status == 200
-        events = sse_events(response)
+        events = sse_events(response.headers, response.chunks())
         event, data = await anext(events)
         updates = [orjson.loads(data)["data"]["generationUpdated"]]
         assert (event, updates[0]["status"]) == ("next", "QUEUED")
@@ -150,13 +99,34 @@ async def test_graphql_over_sse_streams_with_lf_line_ends(backend, make_user, mo
     assert updates[-1]["status"] == "COMPLETED"
 
 
+async def test_a_subscription_streams_over_get_too_and_is_never_cached(
+    backend, make_user, monkeypatch
+):
+    user = await make_user()
+    token = auth.issue_token(user, backend.settings)
+    app = kiln_app(backend, monkeypatch)
+    headers = {"authorization": f"Bearer {token}", "accept": "text/event-stream"}
+    query = urlencode({"query": BALANCE})
+    async with stream(app, "GET", "/graphql", headers=headers, query_string=query) as response:
+        assert response.status == 200
+        cache_control = response.headers["cache-control"]
+        event, data = await anext(sse_events(response.headers, response.chunks()))
+    assert (event, orjson.loads(data)) == (
+        "next",
+        {"data": {"creditBalanceChanged": {"available": 5}}},
+    )
+    assert "no-store" in cache_control and "no-transform" in cache_control
+
+
 async def test_an_anonymous_subscription_over_http_ends_with_its_error(backend, monkeypatch):
     app = kiln_app(backend, monkeypatch)
     headers = {"accept": APOLLO_ACCEPT}
     async with stream(
         app, "POST", "/graphql", json={"query": BALANCE}, headers=headers
     ) as response:
-        (payload,) = [p async for p in payloads(multipart_parts(response))]
+        (payload,) = [
+            p async for p in payloads(multipart_parts(response.headers, response.chunks()))
+        ]
     assert payload["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"
 
 
