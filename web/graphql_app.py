@@ -279,6 +279,8 @@ class KilnGraphQL(GraphQL):
         the client asks for (web/http_streams.py), and is otherwise the client's error (run as
         a query it would fail inside graphql-core, INTERNAL)."""
         allowed = OperationType.from_http(request_adapter.method) - {OperationType.SUBSCRIPTION}
+        if not self.allow_queries_via_get and request_adapter.method == "GET":
+            allowed -= {OperationType.QUERY}
         try:
             return await self.schema.execute(
                 request_data.query,
