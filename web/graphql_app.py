@@ -225,7 +225,8 @@ class KilnGraphQL(GraphQL):
         extensions = data.get("extensions")
         if not isinstance(extensions, dict | None):
             return None
-        query = await document_text(self.persisted_documents(), query, extensions)
+        if extensions:
+            query = await document_text(self.persisted_documents(), query, extensions)
         if (
             not isinstance(query, str)
             or not isinstance(variables, dict | None)
@@ -253,7 +254,7 @@ class KilnGraphQL(GraphQL):
         """Strawberry's, with the text of a persisted query filled in (web/persisted_queries);
         batches are refused before this."""
         data = await super().parse_http_body(request)
-        if isinstance(data, GraphQLRequestData):
+        if isinstance(data, GraphQLRequestData) and data.extensions:
             data.query = await document_text(
                 self.persisted_documents(), data.query, data.extensions
             )
