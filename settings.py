@@ -172,6 +172,15 @@ class Settings(BaseSettings):
     max_query_tokens: int = 2000
     max_body_bytes: int = 1024 * 1024
     graphql_cache_size: int = 256
+    # Automatic Persisted Queries (web/persisted_queries.py): anyone may register a document,
+    # so the store keeps at most this many (the least recently used forgotten first) of at most
+    # this many bytes each (longer ones run but are not kept): 1000 x 16 KiB, 16 MiB at worst,
+    # in Redis (shared by every API process) or in memory when embedded.
+    persisted_query_max_entries: int = 1000
+    persisted_query_max_bytes: int = 16 * 1024
+    # A GET of a persisted query without credentials whose answer has no errors may be cached
+    # by browsers and CDNs for this long (`Cache-Control: public, max-age=...`); 0: never.
+    persisted_query_cache_seconds: int = 60
     # Introspection and GraphiQL (switch both off in production if the schema is private).
     # GraphiQL left unset is on when embedded and off when production-like: a page that runs
     # any operation typed into it has no business on a public API by default.

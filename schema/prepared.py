@@ -111,6 +111,7 @@ class PreparedOperations:
         variables: dict[str, Any] | None,
         operation_name: str | None,
         context: Any,
+        extensions: dict[str, Any] | None = None,
     ) -> ExecutionContext:
         execution = ExecutionContext(
             query=query,
@@ -119,6 +120,7 @@ class PreparedOperations:
             context=context,
             variables=variables,
             provided_operation_name=operation_name,
+            operation_extensions=extensions,
         )
         execution.graphql_document = prepared.document
         return execution
@@ -146,6 +148,8 @@ class PreparedOperations:
                 operation_name=execution.operation_name,
                 # As Strawberry passes it: a cheaper check than inspect's for most values.
                 is_awaitable=optimized_is_awaitable,  # type: ignore[arg-type]
+                # The request's `extensions`, as resolvers see them (`info.operation_extensions`).
+                operation_extensions=execution.operation_extensions,
                 **self._run_kwargs,
             )
             if inspect.isawaitable(outcome):

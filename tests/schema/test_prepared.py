@@ -4,10 +4,12 @@ machinery, and the client cannot tell: the same data, errors, codes and headers.
 from __future__ import annotations
 
 import functools
+import hashlib
 import re
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 from strawberry.extensions import MaskErrors, SchemaExtension
 
@@ -184,9 +186,72 @@ async def test_prepared_operations_are_measured(backend, make_user, monkeypatch)
     assert moved == 2
 
 
+async def test_gets_extensions_and_persisted_queries_are_prepared_too(
+    backend, make_user, monkeypatch
+):
+    """A GET, a request with `extensions`, and a persisted query named by its hash alone (by
+    POST or GET) are prepared once their document was seen, and answer as Strawberry does,
+    refusals by the input caps and the rate limit included."""
+    user = await make_user(credits=50)
+    token = auth.issue_token(user, backend.settings)
+    headers = {"authorization": f"Bearer {token}"}
+    async with app_client(backend, monkeypatch, rate_limit_per_user=3) as client:
+        paths = Paths(monkeypatch, graphql_of(client))
+        query = "{ models { id kind } }"
+        params = {"query": query}
+        first = await client.get("/graphql", params=params)
+        second = await client.get("/graphql", params=params)
+        assert (paths.strawberry, paths.prepared) == (1, 1)
+        assert same_answer(first, second)["data"]["models"]
+        extended = {"query": f"{query}\n# extended", "extensions": {"x": 1}}
+        same_answer(*await twice(client, paths, extended, None))
+
+        def persisted(text: str) -> dict[str, Any]:
+            digest = hashlib.sha256(text.encode()).hexdigest()
+            return {"persistedQuery": {"version": 1, "sha256Hash": digest}}
+
+        get_persisted = {"extensions": orjson.dumps(persisted(query)).decode()}
+        with_text = await client.post(
+            "/graphql", json={"query": query, "extensions": persisted(query)}
+        )
+        by_hash = await client.post("/graphql", json={"extensions": persisted(query)})
+        by_hash_get = await client.get("/graphql", params=get_persisted)
+        assert (paths.strawberry, paths.prepared) == (2, 5)
+        same_answer(first, with_text)
+        same_answer(first, by_hash)
+        same_answer(first, by_hash_get)
+
+        text = f"{CREATE}\n# persisted"
+        too_long = {"input": {"prompt": "x" * 4001}}
+        good = {"input": {"prompt": "a teapot"}}
+        registered = await client.post(
+            "/graphql",
+            json={"query": text, "variables": too_long, "extensions": persisted(text)},
+            headers=headers,
+        )
+        capped = await client.post(
+            "/graphql", json={"variables": too_long, "extensions": persisted(text)}, headers=headers
+        )
+        answer = same_answer(registered, capped)
+        assert answer["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT"
+        for _ in range(3):  # the rate limit (refusals by the input caps do not count)
+            await client.post(
+                "/graphql", json={"variables": good, "extensions": persisted(text)}, headers=headers
+            )
+        limited = await client.post(
+            "/graphql", json={"variables": good, "extensions": persisted(text)}, headers=headers
+        )
+        by_strawberry = await client.post(
+            "/graphql", json={"query": CREATE, "variables": good}, headers=headers
+        )
+    assert (paths.strawberry, paths.prepared) == (4, 10)
+    answer = same_answer(by_strawberry, limited)
+    assert answer["errors"][0]["extensions"]["code"] == "RATE_LIMITED"
+
+
 async def test_what_strawberry_still_answers(backend, make_user, monkeypatch):
-    """New documents, GET, other content types, batches, extensions, subscriptions and
-    operation names the document does not have."""
+    """New documents, other content types, batches, subscriptions and operation names the
+    document does not have."""
     user = await make_user()
     token = auth.issue_token(user, backend.settings)
     headers = {"authorization": f"Bearer {token}"}
@@ -197,9 +262,7 @@ async def test_what_strawberry_still_answers(backend, make_user, monkeypatch):
         subscription = "subscription { creditBalanceChanged { available } }"
         await client.post("/graphql", json={"query": subscription}, headers=headers)
         requests = [
-            client.get("/graphql", params={"query": query}),
             client.post("/graphql", json=[{"query": query}]),
-            client.post("/graphql", json={"query": query, "extensions": {"x": 1}}),
             client.post(
                 "/graphql",
                 content=f'{{"query": "{query}"}}',

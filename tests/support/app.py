@@ -6,6 +6,7 @@ from types import SimpleNamespace
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
+from starlette.applications import Starlette
 
 import runtime
 from server import create_app
@@ -27,7 +28,7 @@ def value(samples: Samples, name: str, **labels: str) -> float:
     return samples.get((name, frozenset(labels.items())), 0.0)
 
 
-def app_client(backend, monkeypatch, **settings) -> httpx.AsyncClient:
+def kiln_app(backend, monkeypatch, **settings) -> Starlette:
     """The real ASGI app on this test's loop and database (no lifespan: the backend fixture
     already opened the database, hub and store)."""
     configured = backend.settings.model_copy(update=settings)
@@ -36,5 +37,10 @@ def app_client(backend, monkeypatch, **settings) -> httpx.AsyncClient:
         "_current",
         SimpleNamespace(catalogue=load_catalogue(), settings=configured, providers=registry()),
     )
-    transport = httpx.ASGITransport(app=create_app(configured))
+    return create_app(configured)
+
+
+def app_client(backend, monkeypatch, **settings) -> httpx.AsyncClient:
+    """An HTTP client of `kiln_app` (which reads each response whole)."""
+    transport = httpx.ASGITransport(app=kiln_app(backend, monkeypatch, **settings))
     return httpx.AsyncClient(transport=transport, base_url="http://kiln.test")
