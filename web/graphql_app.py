@@ -16,7 +16,6 @@ from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 from strawberry import Schema
 from strawberry.asgi import GraphQL
-from strawberry.exceptions import ConnectionRejectionError
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 
 import runtime
@@ -32,9 +31,9 @@ from schema.security import (
     check_operation_inputs,
     spend_rate_limit,
 )
-from services.errors import DomainError
 from services.rate_limits import Counters, MemoryCounters, RedisCounters
 from settings import Settings
+from web.socket_credentials import admit
 from web.websocket import LimitedTransportWS
 
 
@@ -165,10 +164,8 @@ class KilnGraphQL(GraphQL):
         )
 
     async def on_ws_connect(self, context: Context) -> Any:  # type: ignore[override]
-        """Sockets authenticate in connection_init; a missing or bad token closes with 4403."""
-        try:
-            if await context.user() is None:
-                raise ConnectionRejectionError({"message": "Missing authorization."})
-        except DomainError as error:
-            raise ConnectionRejectionError({"message": error.message}) from error
+        """Sockets authenticate in connection_init (`authorization`, in any letter case, or
+        under `headers`); a missing or refused credential closes the socket with 4403 and a
+        reason naming what was wrong (web/socket_credentials.py)."""
+        await admit(context)
         return None
