@@ -4,17 +4,19 @@ with 4403 and a reason naming what was wrong), and ending it when its credential
 Each operation on a socket authenticates on its own (schema/context.py), so a bad credential
 stops new operations at once. What is already running is ended from here: one watcher per API
 process re-checks the credentials of all its open sockets together every
-CREDENTIAL_CHECK_INTERVAL_SECONDS, in one batched query (services/credentials.py), so a revoked
-key, a deleted account or a lost role, written by any process or straight into the database,
-ends their subscriptions within that interval, in every process, without coordination. A token
-is closed at its `exp` by a timer of its own (a handle in the event loop's heap, no task).
-Idle, a socket costs the watcher a dictionary entry and its share of the query."""
+CREDENTIAL_CHECK_INTERVAL_SECONDS, in two batched statements (services/credentials.py: the
+accounts with the role they had, the keys), so a revoked key, a deleted account or a lost
+role, written by any process or straight into the database, ends their subscriptions within
+that interval, in every process, without coordination. A token is closed at its `exp` by a
+timer of its own (a handle in the event loop's heap, no task). Idle, a socket costs the
+watcher a few index entries and its share of the statements (bench/credential_check.py)."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
+import uuid
 from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -73,17 +75,23 @@ class Watched(Protocol):
 @dataclass(slots=True)
 class _Entry:
     credential: Credential
-    role: Role
     expiry: asyncio.TimerHandle | None
 
 
 class SocketCredentials:
     """The credentials of this process's open sockets, re-checked together every `interval`
-    seconds while there is any (the task ends when the last socket leaves)."""
+    seconds while there is any (the task ends when the last socket leaves).
+
+    Indexed as they come and go (by account, with the role last seen, and by key), so a check
+    hands the service what it asks about without a pass over the sockets, and reaches only the
+    sockets of what changed."""
 
     def __init__(self, interval: float) -> None:
         self.interval = interval
         self._sockets: dict[Watched, _Entry] = {}
+        self._roles: dict[uuid.UUID, Role] = {}  # each watched account's role, last seen
+        self._of_user: dict[uuid.UUID, set[Watched]] = {}
+        self._of_key: dict[uuid.UUID, set[Watched]] = {}
         self._task: asyncio.Task[None] | None = None
         self._notices: set[asyncio.Task[None]] = set()
 
@@ -92,36 +100,50 @@ class SocketCredentials:
 
     def watch(self, socket: Watched, credential: Credential, role: Role) -> None:
         loop = asyncio.get_running_loop()
+        self.forget(socket)
         expiry = None
         if credential.expires_at is not None:
             delay = max(0.0, credential.expires_at - time.time())
-            expiry = loop.call_later(delay, self._expire, socket)
-        self.forget(socket)
-        self._sockets[socket] = _Entry(credential, role, expiry)
+            expiry = loop.call_later(delay, self._end, socket, AuthFailure.EXPIRED)
+        self._sockets[socket] = _Entry(credential, expiry)
+        self._of_user.setdefault(credential.user_id, set()).add(socket)
+        # An account already watched keeps the role last seen: if it differs, the next check
+        # tells all its sockets, the older ones included.
+        self._roles.setdefault(credential.user_id, role)
+        if credential.api_key_id is not None:
+            self._of_key.setdefault(credential.api_key_id, set()).add(socket)
         if self._task is None or self._task.done():
             self._task = loop.create_task(self._run(), name="kiln-socket-credentials")
 
     def forget(self, socket: Watched) -> None:
         entry = self._sockets.pop(socket, None)
-        if entry is not None and entry.expiry is not None:
+        if entry is None:
+            return
+        if entry.expiry is not None:
             entry.expiry.cancel()
+        user_id, key_id = entry.credential.user_id, entry.credential.api_key_id
+        if _leave(self._of_user, user_id, socket):
+            del self._roles[user_id]
+        if key_id is not None:
+            _leave(self._of_key, key_id, socket)
 
     async def check(self) -> None:
-        """One re-check of every watched socket's credential (each distinct credential once)."""
-        entries = list(self._sockets.items())
-        if not entries:
+        """One re-check of every watched account and key (each once, however many sockets
+        share it); the sockets of what changed are told."""
+        if not self._roles:
             return
-        standings = await credentials.recheck({e.credential for _, e in entries}, time.time())
-        for socket, entry in entries:
-            if self._sockets.get(socket) is not entry:
-                continue  # it left, or was ended, meanwhile
-            standing = standings[entry.credential]
-            if standing.ended is not None:
-                self.forget(socket)
-                self._notify(socket.credential_ended(credentials.ended(standing.ended)))
-            elif standing.role is not None and standing.role is not entry.role:
-                entry.role = standing.role
-                self._notify(socket.role_changed(standing.role))
+        found = await credentials.changes(dict(self._roles), list(self._of_key))
+        for user_id, role in found.roles.items():
+            if role is None:
+                for socket in list(self._of_user.get(user_id, ())):
+                    self._end(socket, AuthFailure.UNKNOWN_USER)
+            elif user_id in self._roles:
+                self._roles[user_id] = role
+                for socket in list(self._of_user[user_id]):
+                    self._notify(socket.role_changed(role))
+        for key_id in found.ended_keys:
+            for socket in list(self._of_key.get(key_id, ())):
+                self._end(socket, AuthFailure.REVOKED)
 
     async def _run(self) -> None:
         while self._sockets:
@@ -133,10 +155,10 @@ class SocketCredentials:
                 # every new operation, which fails the same way meanwhile).
                 log.exception("re-checking socket credentials failed")
 
-    def _expire(self, socket: Watched) -> None:
+    def _end(self, socket: Watched, reason: AuthFailure) -> None:
         if socket in self._sockets:
             self.forget(socket)
-            self._notify(socket.credential_ended(credentials.ended(AuthFailure.EXPIRED)))
+            self._notify(socket.credential_ended(credentials.ended(reason)))
 
     def _notify(self, notice: Coroutine[Any, Any, None]) -> None:
         """Runs a socket's reaction on its own, so one slow socket holds up no other."""
@@ -148,6 +170,18 @@ class SocketCredentials:
         self._notices.discard(task)
         if not task.cancelled() and task.exception() is not None:
             log.error("ending a socket failed", exc_info=task.exception())
+
+
+def _leave(index: dict[uuid.UUID, set[Watched]], key: uuid.UUID, socket: Watched) -> bool:
+    """Takes `socket` out of `index[key]`; True when that was the last one there."""
+    sockets = index.get(key)
+    if sockets is None:
+        return False
+    sockets.discard(socket)
+    if sockets:
+        return False
+    del index[key]
+    return True
 
 
 _watchers: dict[float, SocketCredentials] = {}
