@@ -112,7 +112,8 @@ class SocketCredentials:
         self._roles.setdefault(credential.user_id, role)
         if credential.api_key_id is not None:
             self._of_key.setdefault(credential.api_key_id, set()).add(socket)
-        if self._task is None or self._task.done():
+        # (A task of another event loop, one a restarted app left behind, never runs again.)
+        if self._task is None or self._task.done() or self._task.get_loop() is not loop:
             self._task = loop.create_task(self._run(), name="kiln-socket-credentials")
 
     def forget(self, socket: Watched) -> None:

@@ -22,9 +22,12 @@ from tortoise import connections
 from models.api_key import ApiKey
 from models.user import Role, User
 from services import api_keys, auth
+from services.credentials import Credential
+from services.errors import AuthFailure, Unauthenticated
 from services.sql import dialect_sql
 from tests.support.schema import request_context
 from web.graphql_app import KilnGraphQL
+from web.socket_credentials import SocketCredentials
 from web.websocket import LimitedTransportWS
 
 TIMEOUT = 10.0
@@ -325,3 +328,46 @@ async def test_refused_sockets_say_why(sockets, make_user):
         assert code == 4403, (payload, reason)
         assert reason.startswith(expected.strip() + ":"), (payload, reason)
         assert len(reason.encode()) <= 123  # what a close frame can carry
+
+
+# --- the watcher ------------------------------------------------------------------------
+
+
+class Recorder:
+    """A socket as the watcher sees it."""
+
+    def __init__(self) -> None:
+        self.told: asyncio.Queue[tuple[str, object]] = asyncio.Queue()
+
+    async def credential_ended(self, refused: Unauthenticated) -> None:
+        await self.told.put(("ended", refused.reason))
+
+    async def role_changed(self, role: Role) -> None:
+        await self.told.put(("role", role))
+
+    async def next(self) -> tuple[str, object]:
+        async with asyncio.timeout(ENDS_WITHIN):
+            return await self.told.get()
+
+
+async def test_the_watcher_tells_every_socket_of_what_changed(make_user):
+    """A socket opened after the change still has the older sockets of its account told; a
+    deleted account ends all of them; a socket that left is told nothing."""
+    admin, other = await make_user(role=Role.ADMIN), await make_user(credits=0)
+    watcher = SocketCredentials(interval=0.05)
+    older, newer, gone, left = Recorder(), Recorder(), Recorder(), Recorder()
+    watcher.watch(older, Credential(admin.id), Role.ADMIN)
+    await set_role(admin, Role.USER)
+    watcher.watch(newer, Credential(admin.id), Role.USER)
+    watcher.watch(gone, Credential(other.id), Role.USER)
+    watcher.watch(left, Credential(other.id), Role.USER)
+    watcher.forget(left)
+    await delete_user(other)
+    assert await older.next() == ("role", Role.USER)
+    assert await newer.next() == ("role", Role.USER)  # harmless: it is one already
+    assert await gone.next() == ("ended", AuthFailure.UNKNOWN_USER)
+    watcher.forget(older)
+    watcher.forget(newer)
+    assert len(watcher) == 0
+    await asyncio.sleep(0.2)
+    assert left.told.empty() and older.told.empty()
