@@ -15,7 +15,6 @@ import sqlite3
 import time
 import uuid
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -52,11 +51,14 @@ class Api:
         return self.stack.ws_url
 
 
-@pytest.fixture
-async def short_lived(stack: Running, tmp_path: Path) -> AsyncIterator[Api]:
-    """An API process that signs tokens living SHORT_TTL seconds. In production a second
+@pytest.fixture(scope="module")
+async def second_api(
+    stack: Running, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Api]:
+    """A second API process, whose tokens live SHORT_TTL seconds. In production a second
     uvicorn against the stack's own database and Redis (what one signs, the other accepts);
     embedded, where one process is the whole deployment, a server of its own."""
+    tmp_path = tmp_path_factory.mktemp(f"second-api-{stack.kind}")
     if stack.kind == "production":
         main = stack.stack.process("api")
         other = Stack("production", free_port(), tmp_path, stack.stack.catalogue_path)
@@ -139,12 +141,12 @@ async def running(url: str, token: str, query: str) -> tuple[GraphQLSocket, Subs
 
 
 async def test_a_revoked_key_ends_its_sockets_in_every_api_process(
-    stack: Running, short_lived: Api
+    stack: Running, second_api: Api
 ) -> None:
     account = await api.register(stack.client)
     created = await api.create_api_key(stack.client, account, "deploy bot")
     secret, key_id = created["secret"], created["apiKey"]["id"]
-    urls = every_api(stack, short_lived)
+    urls = every_api(stack, second_api)
     watching = [await running(url, secret, api.BALANCE_CHANGED) for url in urls]
     for _, subscription in watching:
         assert await subscription.next() is not None  # the current balance: it works
@@ -174,11 +176,11 @@ async def test_a_revoked_key_ends_its_sockets_in_every_api_process(
     assert code == 4403 and reason.startswith("revoked:"), reason
 
 
-async def test_a_socket_is_closed_when_its_token_expires(stack: Running, short_lived: Api) -> None:
-    account = await api.register(short_lived.client)
+async def test_a_socket_is_closed_when_its_token_expires(stack: Running, second_api: Api) -> None:
+    account = await api.register(second_api.client)
     expires = jwt.decode(account.token, options={"verify_signature": False})["exp"]
     # Production: both API processes accept the token the short-lived one signed.
-    urls = [short_lived.ws_url, *([stack.ws_url] if stack.kind == "production" else [])]
+    urls = [second_api.ws_url, *([stack.ws_url] if stack.kind == "production" else [])]
     watching = [await running(url, account.token, api.BALANCE_CHANGED) for url in urls]
     try:
         for _, subscription in watching:
@@ -191,9 +193,9 @@ async def test_a_socket_is_closed_when_its_token_expires(stack: Running, short_l
     finally:
         for socket, _ in watching:
             await socket.close()
-    create = await short_lived.client.error(api.CREATE, {"input": api.image_input()}, account.token)
+    create = await second_api.client.error(api.CREATE, {"input": api.image_input()}, account.token)
     assert create["extensions"]["code"] == "UNAUTHENTICATED"
-    code, reason = await close_of(short_lived.ws_url, {"authorization": f"Bearer {account.token}"})
+    code, reason = await close_of(second_api.ws_url, {"authorization": f"Bearer {account.token}"})
     assert code == 4403 and reason.startswith("expired:"), reason
 
 
@@ -215,13 +217,13 @@ async def demote(stack: Running, email: str) -> None:
 
 
 async def test_an_admin_demoted_in_the_database_loses_admin_operations(
-    stack: Running, short_lived: Api
+    stack: Running, second_api: Api
 ) -> None:
     email = f"admin-{uuid.uuid4().hex[:8]}@example.com"
     await asyncio.to_thread(create_admin, stack.stack, email, ADMIN_PASSWORD)
     login = await stack.client.data(api.LOGIN, {"email": email, "password": ADMIN_PASSWORD})
     token = login["login"]["token"]
-    urls = every_api(stack, short_lived)
+    urls = every_api(stack, second_api)
     streams = [await running(url, token, ERRORS) for url in urls]
     socket = streams[0][0]
     try:
