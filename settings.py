@@ -73,6 +73,10 @@ class Settings(BaseSettings):
     # WebSocket clients must send connection_init within this many seconds.
     ws_init_timeout_seconds: float = 10.0
     max_subscriptions_per_connection: int = 20
+    # Every API process re-checks the credentials of all its open sockets this often (one
+    # batched query): a revoked key, a deleted account or a lost role ends their running
+    # subscriptions within this (tokens are closed at their expiry, not on this beat).
+    credential_check_interval_seconds: float = 2.0
 
     catalogue_path: Path | None = None
 

@@ -19,11 +19,16 @@ class IsAuthenticated(BasePermission):
         return True
 
 
+ADMINS_ONLY = "Admins only."
+
+
 class IsAdmin(BasePermission):
-    message = "Admins only."
+    message = ADMINS_ONLY
 
     async def has_permission(self, source: Any, info: Info, **kwargs: Any) -> bool:
         user = await info.context.require_user()
         if user.role is not Role.ADMIN:
-            raise Forbidden("Admins only.")
+            raise Forbidden(ADMINS_ONLY)
+        # On a socket, a subscription that got this far ends if the role goes.
+        info.context.needs_admin()
         return True

@@ -17,7 +17,8 @@ from datetime import UTC, datetime, timedelta
 
 from models.api_key import ApiKey
 from models.user import User
-from services.errors import BadUserInput, Conflict, NotFound
+from services import credentials
+from services.errors import AuthFailure, BadUserInput, Conflict, NotFound, Unauthenticated
 from settings import Settings
 
 PREFIX = "kiln_"
@@ -69,15 +70,22 @@ async def revoke(user: User, key_id: uuid.UUID) -> ApiKey:
     return row
 
 
-async def user_for(key: str, settings: Settings) -> User | None:
-    """The owner of a live key, or None."""
+async def owner_of(key: str, settings: Settings) -> tuple[User, uuid.UUID]:
+    """The owner of a live key and the key's id; a key never issued, a revoked key and a key
+    whose account is gone are refused, each with its reason."""
     digest = hash_key(key, settings)
-    row = await ApiKey.get_or_none(key_hash=digest, revoked_at__isnull=True)
+    row = await ApiKey.get_or_none(key_hash=digest)
     # The lookup matched on the digest already; compare again in constant time anyway, so a
     # database collation or index quirk can never turn into a timing oracle.
     if row is None or not hmac.compare_digest(row.key_hash, digest):
-        return None
+        raise Unauthenticated("Unknown API key.", AuthFailure.INVALID)
+    # Only the holder of the secret learns that it was revoked: 256 bits are not guessed.
+    if row.revoked_at is not None:
+        raise credentials.ended(AuthFailure.REVOKED)
     now = datetime.now(UTC)
     if row.last_used_at is None or now - row.last_used_at > TOUCH_EVERY:
         await ApiKey.filter(id=row.id).update(last_used_at=now)
-    return await User.get_or_none(id=row.user_id)
+    user = await User.get_or_none(id=row.user_id)
+    if user is None:
+        raise credentials.ended(AuthFailure.UNKNOWN_USER)
+    return user, row.id

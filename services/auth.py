@@ -7,6 +7,7 @@ import functools
 import re
 import time
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import jwt
@@ -16,8 +17,9 @@ from tortoise import connections
 from tortoise.exceptions import IntegrityError
 
 from models.user import Role, User
-from services import api_keys, credits, login_guard
-from services.errors import BadUserInput, Conflict, NotFound, Unauthenticated
+from services import api_keys, credentials, credits, login_guard
+from services.credentials import Credential
+from services.errors import AuthFailure, BadUserInput, Conflict, NotFound, Unauthenticated
 from services.rate_limits import Counters
 from services.sql import dialect_sql
 from services.unit_of_work import atomic
@@ -78,7 +80,7 @@ async def login(
     candidate = password if len(password) <= MAX_PASSWORD else ""
     ok = await asyncio.to_thread(_verify, user.password_hash if user else _DUMMY_HASH, candidate)
     if user is None or not ok or not candidate:
-        raise Unauthenticated("Wrong email or password.")
+        raise Unauthenticated("Wrong email or password.", AuthFailure.INVALID)
     if counters is not None:
         await login_guard.succeeded(counters, email)
     return user
@@ -112,31 +114,52 @@ def _verified_claims(token: str, secret: str) -> tuple[uuid.UUID, float]:
     return uuid.UUID(claims["sub"]), float(claims["exp"])
 
 
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """An authenticated caller: the account as it is now, and the credential it used (what a
+    long-lived caller, a socket, is re-checked by: services/credentials.py)."""
+
+    user: User
+    credential: Credential
+
+
 async def authenticate(authorization: str | None, settings: Settings) -> User | None:
     """The user of an `Authorization: Bearer ...` value; None when there is none.
     A present but invalid credential is an error, never silently anonymous."""
+    caller = await authenticate_caller(authorization, settings)
+    return caller.user if caller is not None else None
+
+
+async def authenticate_caller(authorization: str | None, settings: Settings) -> Caller | None:
+    """`authenticate`, with the credential. Refusals say why (Unauthenticated.reason)."""
     if not authorization:
         return None
     scheme, _, token = authorization.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        raise Unauthenticated("Use 'Authorization: Bearer <token>'.")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        raise Unauthenticated("Use 'Authorization: Bearer <token>'.", AuthFailure.MALFORMED)
     if len(token) > 4096:
-        raise Unauthenticated("Invalid or expired token.")
-    if api_keys.looks_like_key(token.strip()):
-        by_key = await api_keys.user_for(token.strip(), settings)
-        if by_key is None:
-            raise Unauthenticated("Invalid or revoked API key.")
-        return by_key
+        raise Unauthenticated("Malformed token.", AuthFailure.MALFORMED)
+    if api_keys.looks_like_key(token):
+        owner, key_id = await api_keys.owner_of(token, settings)
+        return Caller(owner, Credential(owner.id, api_key_id=key_id))
     try:
-        user_id, expires = _verified_claims(token.strip(), settings.jwt_secret)
-    except (jwt.PyJWTError, ValueError) as error:
-        raise Unauthenticated("Invalid or expired token.") from error
-    if expires <= time.time():
-        raise Unauthenticated("Invalid or expired token.")
+        user_id, expires = _verified_claims(token, settings.jwt_secret)
+    except jwt.ExpiredSignatureError as error:  # checked after the signature
+        raise credentials.ended(AuthFailure.EXPIRED) from error
+    except jwt.InvalidSignatureError as error:
+        raise Unauthenticated("Invalid token.", AuthFailure.INVALID) from error
+    except jwt.DecodeError as error:  # not a JWT at all
+        raise Unauthenticated("Malformed token.", AuthFailure.MALFORMED) from error
+    except (jwt.PyJWTError, ValueError) as error:  # a claim missing or not what we issue
+        raise Unauthenticated("Invalid token.", AuthFailure.INVALID) from error
+    credential = Credential(user_id, expires_at=expires)
+    if credential.expired(time.time()):
+        raise credentials.ended(AuthFailure.EXPIRED)
     user = await _user_by_id(user_id)
     if user is None:
-        raise Unauthenticated("Invalid or expired token.")
-    return user
+        raise credentials.ended(AuthFailure.UNKNOWN_USER)
+    return Caller(user, credential)
 
 
 _USER_BY_ID = "SELECT * FROM users WHERE id = ?"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
+
 
 class DomainError(Exception):
     def __init__(self, message: str) -> None:
@@ -9,9 +11,24 @@ class DomainError(Exception):
         self.message = message
 
 
+class AuthFailure(StrEnum):
+    """Why a credential was refused. A socket's 4403 close reason starts with it, so a client
+    can tell a token to refresh from a request to fix."""
+
+    MISSING = "missing"
+    MALFORMED = "malformed"  # not `Bearer <token>`, or not a token at all
+    INVALID = "invalid"  # a signature that does not check out, a key never issued
+    EXPIRED = "expired"
+    REVOKED = "revoked"
+    UNKNOWN_USER = "unknown user"  # well signed, but the account is gone
+
+
 class Unauthenticated(DomainError):
-    def __init__(self, message: str = "Sign in to do this.") -> None:
+    def __init__(
+        self, message: str = "Sign in to do this.", reason: AuthFailure = AuthFailure.MISSING
+    ) -> None:
         super().__init__(message)
+        self.reason = reason
 
 
 class Forbidden(DomainError):

@@ -18,7 +18,7 @@ from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 from strawberry import Schema
 from strawberry.asgi import GraphQL
-from strawberry.exceptions import ConnectionRejectionError, MissingQueryError
+from strawberry.exceptions import MissingQueryError
 from strawberry.http import GraphQLRequestData
 from strawberry.http.base import BaseRequestProtocol
 from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOperationTypeError
@@ -43,7 +43,6 @@ from schema.security import (
     check_operation_inputs,
     spend_rate_limit,
 )
-from services.errors import DomainError
 from services.persisted_queries import Documents, MemoryDocuments, RedisDocuments
 from services.rate_limits import Counters, MemoryCounters, RedisCounters
 from settings import Settings
@@ -54,6 +53,7 @@ from web.persisted_queries import (
     document_text,
     not_found_response,
 )
+from web.socket_credentials import admit
 from web.websocket import LimitedTransportWS
 
 # What a subscription sent as a plain request is told.
@@ -320,12 +320,10 @@ class KilnGraphQL(GraphQL):
         )
 
     async def on_ws_connect(self, context: Context) -> Any:  # type: ignore[override]
-        """Sockets authenticate in connection_init; a missing or bad token closes with 4403."""
-        try:
-            if await context.user() is None:
-                raise ConnectionRejectionError({"message": "Missing authorization."})
-        except DomainError as error:
-            raise ConnectionRejectionError({"message": error.message}) from error
+        """Sockets authenticate in connection_init (`authorization`, in any letter case, or
+        under `headers`); a missing or refused credential closes the socket with 4403 and a
+        reason naming what was wrong (web/socket_credentials.py)."""
+        await admit(context)
         return None
 
 

@@ -9,7 +9,7 @@ import pytest
 
 from models.api_key import ApiKey
 from services import api_keys, auth
-from services.errors import BadUserInput, Conflict, NotFound, Unauthenticated
+from services.errors import AuthFailure, BadUserInput, Conflict, NotFound, Unauthenticated
 
 
 async def test_a_key_is_shown_once_stored_hashed_and_authenticates(backend, make_user):
@@ -44,9 +44,15 @@ async def test_revoked_and_unknown_keys_are_refused(backend, make_user):
     await api_keys.revoke(user, row.id)
     with pytest.raises(NotFound):
         await api_keys.revoke(user, row.id)
-    for token in (secret, "kiln_" + "A" * 43, "kiln_"):
-        with pytest.raises(Unauthenticated):
+    refusals = {
+        secret: AuthFailure.REVOKED,
+        "kiln_" + "A" * 43: AuthFailure.INVALID,
+        "kiln_": AuthFailure.INVALID,
+    }
+    for token, reason in refusals.items():
+        with pytest.raises(Unauthenticated) as raised:
             await auth.authenticate(f"Bearer {token}", backend.settings)
+        assert raised.value.reason is reason
     assert await api_keys.list_keys(user) == []
     with pytest.raises(NotFound):
         await api_keys.revoke(user, uuid.uuid4())

@@ -8,7 +8,8 @@ import pytest
 
 from models.user import Role, User
 from services import auth
-from services.errors import BadUserInput, Conflict, Unauthenticated
+from services.credentials import Credential
+from services.errors import AuthFailure, BadUserInput, Conflict, Unauthenticated
 
 
 async def test_register_login_and_token_round_trip(backend):
@@ -91,3 +92,41 @@ async def test_a_verified_token_still_expires_and_still_needs_its_user(backend, 
     for _ in range(2):
         with pytest.raises(Unauthenticated):
             await auth.authenticate(f"Bearer {ghost}", backend.settings)
+
+
+async def test_refusals_say_why(backend):
+    """The reason a socket's close names; the message stays what a person reads."""
+    user = await auth.register("ida@example.com", "long enough pw", backend.settings)
+    expired = jwt.encode(
+        {"sub": str(user.id), "exp": 1}, backend.settings.jwt_secret, algorithm="HS256"
+    )
+    forged = jwt.encode({"sub": str(user.id), "exp": 9999999999}, "y" * 32, algorithm="HS256")
+    no_subject = jwt.encode({"exp": 9999999999}, backend.settings.jwt_secret, algorithm="HS256")
+    ghost = auth.issue_token(User(id=uuid.uuid4(), role=Role.USER), backend.settings)
+    cases = {
+        "Basic abc": AuthFailure.MALFORMED,
+        "Bearer ": AuthFailure.MALFORMED,
+        "Bearer not.a.jwt": AuthFailure.MALFORMED,
+        f"Bearer {'x' * 5000}": AuthFailure.MALFORMED,
+        f"Bearer {forged}": AuthFailure.INVALID,
+        f"Bearer {no_subject}": AuthFailure.INVALID,
+        f"Bearer {expired}": AuthFailure.EXPIRED,
+        f"Bearer {ghost}": AuthFailure.UNKNOWN_USER,
+    }
+    for header, reason in cases.items():
+        with pytest.raises(Unauthenticated) as raised:
+            await auth.authenticate(header, backend.settings)
+        assert raised.value.reason is reason, header[:40]
+    with pytest.raises(Unauthenticated) as raised:
+        await auth.authenticate(f"Bearer {expired}", backend.settings)
+    assert raised.value.message == "The token has expired; sign in again."
+
+
+async def test_a_caller_carries_the_credential_it_used(backend):
+    user = await auth.register("joan@example.com", "long enough pw", backend.settings)
+    token = auth.issue_token(user, backend.settings)
+    caller = await auth.authenticate_caller(f"Bearer {token}", backend.settings)
+    assert caller is not None and caller.user.id == user.id
+    claims = jwt.decode(token, backend.settings.jwt_secret, algorithms=["HS256"])
+    assert caller.credential == Credential(user.id, expires_at=float(claims["exp"]))
+    assert await auth.authenticate_caller(None, backend.settings) is None
