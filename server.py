@@ -25,6 +25,7 @@ from web.embedded_worker import start_embedded_worker, stop_embedded_worker
 from web.graphql_app import KilnGraphQL
 from web.health import healthz, metrics_endpoint, readyz
 from web.middleware import BodyLimit, RequestId, SocketGauge
+from web.schema_file import schema_file
 from web.webhooks import payment_webhook, provider_webhook
 
 log = logging.getLogger("kiln.server")
@@ -81,6 +82,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         routes=[
             Route("/graphql", graphql, methods=["GET", "POST"]),
             WebSocketRoute("/graphql", graphql),
+            Route("/graphql/schema.graphql", schema_file(graphql.schema, settings)),
             Route("/healthz", healthz),
             Route("/readyz", readyz),
             Route("/metrics", metrics_endpoint(settings)),
