@@ -16,7 +16,6 @@ from typing import Any
 from starlette.applications import Starlette
 from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import Mount, Route, WebSocketRoute
-from starlette.staticfiles import StaticFiles
 
 import runtime
 from observability import logs, metrics
@@ -24,6 +23,7 @@ from settings import Settings, get_settings, production_problems
 from web.embedded_worker import start_embedded_worker, stop_embedded_worker
 from web.graphql_app import KilnGraphQL
 from web.health import healthz, metrics_endpoint, readyz
+from web.media import MediaFiles
 from web.middleware import BodyLimit, RequestId, SocketGauge
 from web.schema_file import schema_file
 from web.webhooks import payment_webhook, provider_webhook
@@ -88,7 +88,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             Route("/metrics", metrics_endpoint(settings)),
             Route("/webhooks/payments", payment_webhook, methods=["POST"]),
             Route("/webhooks/providers/{provider}", provider_webhook, methods=["POST"]),
-            Mount("/media", StaticFiles(directory=settings.media_dir, check_dir=False)),
+            Mount("/media", MediaFiles(directory=settings.media_dir, check_dir=False)),
         ],
         lifespan=lifespan,
     )
