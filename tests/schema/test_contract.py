@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import pytest
 from graphql import (
@@ -25,6 +26,7 @@ from graphql import (
     GraphQLObjectType,
     GraphQLSchema,
     GraphQLUnionType,
+    IntrospectionQuery,
     build_client_schema,
     build_schema,
     find_breaking_changes,
@@ -90,7 +92,7 @@ async def introspected_schema() -> GraphQLSchema:
         context_value=request_context(Settings()),
     )
     assert result.errors is None and result.data is not None, result.errors
-    return build_client_schema(result.data)
+    return build_client_schema(cast(IntrospectionQuery, result.data))
 
 
 def _default(value: GraphQLArgument | GraphQLInputField) -> str | None:
