@@ -236,9 +236,9 @@ def test_the_comparison_sees_a_drift(contract):
     made nullable is told apart from the contract, by coordinate."""
     text = (design_dir() / "contract.graphql").read_text()
     drifted = build_schema(
-        text.replace(
-            "generations(first: Int = 20,", "generations(first: Int! = 20,"
-        ).replace("  email: String!\n", "  email: String\n", 1)
+        text.replace("generations(first: Int = 20,", "generations(first: Int! = 20,").replace(
+            "  email: String!\n", "  email: String\n", 1
+        )
     )
     assert sorted(differences(contract, drifted)) == [
         "Query.generations(first:): is Int!, the contract says Int",

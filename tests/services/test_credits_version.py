@@ -45,9 +45,7 @@ async def test_an_account_without_moves_is_at_version_zero(make_user):
     assert (await credits.get_balance(user.id)).version == 0
 
 
-async def test_the_subscription_starts_at_the_accounts_version_and_follows_it(
-    make_user, backend
-):
+async def test_the_subscription_starts_at_the_accounts_version_and_follows_it(make_user, backend):
     user = await make_user(credits=5)
     context = request_context(backend.settings, auth.issue_token(user, backend.settings))
     stream = await build_schema().subscribe(BALANCE, context_value=context)
