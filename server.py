@@ -16,7 +16,6 @@ from typing import Any
 from starlette.applications import Starlette
 from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import Mount, Route, WebSocketRoute
-from starlette.staticfiles import StaticFiles
 
 import runtime
 from observability import logs, metrics
@@ -27,8 +26,10 @@ from web.graphql_app import KilnGraphQL
 from web.head_limits import HeadLimits
 from web.health import healthz, metrics_endpoint, readyz
 from web.http_protocol import KilnHttpProtocol
+from web.media import MediaFiles
 from web.middleware import BodyLimit, RequestId, SocketGauge
 from web.proxy import add_trusted_proxy_headers
+from web.schema_file import schema_file
 from web.webhooks import payment_webhook, provider_webhook
 
 log = logging.getLogger("kiln.server")
@@ -109,12 +110,13 @@ def create_app(settings: Settings | None = None) -> Starlette:
         routes=[
             Route("/graphql", graphql, methods=["GET", "POST"]),
             WebSocketRoute("/graphql", graphql),
+            Route("/graphql/schema.graphql", schema_file(graphql.schema, settings)),
             Route("/healthz", healthz),
             Route("/readyz", readyz),
             Route("/metrics", metrics_endpoint(settings)),
             Route("/webhooks/payments", payment_webhook, methods=["POST"]),
             Route("/webhooks/providers/{provider}", provider_webhook, methods=["POST"]),
-            Mount("/media", StaticFiles(directory=settings.media_dir, check_dir=False)),
+            Mount("/media", MediaFiles(directory=settings.media_dir, check_dir=False)),
         ],
         lifespan=lifespan,
     )

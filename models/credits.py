@@ -23,6 +23,8 @@ class LedgerKind(StrEnum):
 
 # `balance` is everything the user owns, `reserved` the part held by generations in flight:
 # available credit is `balance - reserved`. Both move only through services.credits.
+# `version` counts the account's own moves (each one bumps it in the same UPDATE): the
+# version of creditBalanceChanged, so a client keeps the newest state of its account.
 # (Model docstrings become SQL table comments, so the explanations live in comments.)
 class CreditAccount(Model):
     user: fields.OneToOneRelation[User] = fields.OneToOneField(
@@ -31,6 +33,7 @@ class CreditAccount(Model):
     user_id: uuid.UUID
     balance = fields.IntField(default=0)
     reserved = fields.IntField(default=0)
+    version = fields.BigIntField(default=0, db_default=0)
     updated_at = fields.DatetimeField(auto_now=True)
 
     class Meta:

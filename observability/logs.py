@@ -79,10 +79,15 @@ def _switched_off(logger: logging.Logger) -> bool:
     return not logger.handlers and not logger.propagate
 
 
-def setup_logging(*, level: str = "INFO", fmt: str = "json") -> None:
+def setup_logging(*, level: str = "INFO", fmt: str = "json", keep_handlers: bool = False) -> None:
     """Log to stderr, as JSON lines (fmt="json") or text. Handlers someone else installed on the
     root logger (pytest's, an embedding application's) are left alone, like basicConfig does.
-    uvicorn's own loggers are routed through the same handler so every line has one shape."""
+    uvicorn's own loggers are routed through the same handler so every line has one shape.
+
+    `keep_handlers` is for a `dramatiq tasks` worker process: Dramatiq's handler on the root
+    logger carries each line to the parent process through a pipe (so lines of several
+    processes never mangle each other), and it stays in place; in JSON it writes Kiln's lines
+    (with the context fields) instead of Dramatiq's text."""
     root = logging.getLogger()
     for handler in list(root.handlers):
         if isinstance(handler, _KilnHandler):
@@ -92,11 +97,13 @@ def setup_logging(*, level: str = "INFO", fmt: str = "json") -> None:
     # own API call log already records (with timings and outcomes).
     logging.getLogger("httpx").setLevel(max(logging.WARNING, root.level))
     if root.handlers:
+        if keep_handlers and fmt == "json":
+            for handler in root.handlers:
+                _write_json(handler)
         return
     handler = _KilnHandler(sys.stderr)
-    handler.addFilter(ContextFilter())
     if fmt == "json":
-        handler.setFormatter(json_formatter())
+        _write_json(handler)
         for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
             uvicorn_logger = logging.getLogger(name)
             if _switched_off(uvicorn_logger):
@@ -107,5 +114,13 @@ def setup_logging(*, level: str = "INFO", fmt: str = "json") -> None:
             uvicorn_logger.handlers = []
             uvicorn_logger.propagate = True
     else:
+        handler.addFilter(ContextFilter())
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
     root.addHandler(handler)
+
+
+def _write_json(handler: logging.Handler) -> None:
+    """JSON lines with the context fields, whatever the handler wrote before."""
+    if not any(isinstance(f, ContextFilter) for f in handler.filters):
+        handler.addFilter(ContextFilter())
+    handler.setFormatter(json_formatter())

@@ -11,6 +11,7 @@ from strawberry.types import Info
 from models.error_event import Severity
 from realtime import channels
 from realtime.hub import get_hub
+from resolvers.paging import DEFAULT_FIRST, First, page_size
 from schema.operations_types import (
     ErrorEvent,
     ErrorEventConnection,
@@ -26,7 +27,6 @@ from schema.permissions import IsAdmin, IsAuthenticated
 from schema.types import PageInfo
 from services import error_events, notifications, stats
 from services.errors import NotFound
-from services.pagination import check_first
 from services.stats import TimeWindow
 
 
@@ -45,13 +45,13 @@ class OperationsQuery:
     )
     async def error_events(
         self,
-        first: int | None = 20,
+        first: First = DEFAULT_FIRST,
         after: str | None = None,
         filter: ErrorEventFilter | None = None,
     ) -> ErrorEventConnection:
         filter = filter or ErrorEventFilter()
         page = await error_events.list_events(
-            first=check_first(20 if first is None else first),
+            first=page_size(first),
             after=after,
             severities=filter.severity,
             categories=filter.category,
@@ -88,12 +88,10 @@ class OperationsQuery:
         description="The caller's notifications, newest first.",
     )
     async def notifications(
-        self, info: Info, first: int | None = 20, after: str | None = None
+        self, info: Info, first: First = DEFAULT_FIRST, after: str | None = None
     ) -> NotificationConnection:
         user = await info.context.require_user()
-        page = await notifications.list_notifications(
-            user.id, first=check_first(20 if first is None else first), after=after
-        )
+        page = await notifications.list_notifications(user.id, first=page_size(first), after=after)
         edges = [
             NotificationEdge(
                 cursor=page.cursor_of(row),

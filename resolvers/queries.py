@@ -8,6 +8,7 @@ from strawberry.types import Info
 from models.generation import GenerationKind, GenerationStatus
 from models.user import Role
 from resolvers.ids import parse_id
+from resolvers.paging import DEFAULT_FIRST, First, page_size
 from resolvers.projection import selects
 from schema.permissions import IsAdmin, IsAuthenticated
 from schema.types import (
@@ -31,7 +32,7 @@ from schema.types import (
 from services import api_calls, credits, generation_pages, generations
 from services.availability import model_availability
 from services.errors import Forbidden, NotFound
-from services.pagination import check_first, check_uuid_cursor
+from services.pagination import check_uuid_cursor
 
 
 @strawberry.type
@@ -55,7 +56,7 @@ class Query:
     async def generations(
         self,
         info: Info,
-        first: int = 20,
+        first: First = DEFAULT_FIRST,
         after: str | None = None,
         status: list[GenerationStatus] | None = None,
         kind: GenerationKind | None = None,
@@ -65,7 +66,7 @@ class Query:
             check_uuid_cursor(after)
         page = await generation_pages.list_generations(
             user,
-            first=check_first(first),
+            first=page_size(first),
             after=after,
             statuses=[GenerationStatus(s) for s in status] if status else None,
             kind=GenerationKind(kind) if kind else None,
@@ -94,7 +95,7 @@ class Query:
     async def credit_transactions(
         self,
         info: Info,
-        first: int = 20,
+        first: First = DEFAULT_FIRST,
         after: str | None = None,
         user_id: Annotated[
             strawberry.ID | None, strawberry.argument(description="Admins: another user's.")
@@ -106,7 +107,7 @@ class Query:
             if user.role is not Role.ADMIN:
                 raise Forbidden("Only admins can read another user's transactions.")
             owner = parse_id(user_id)
-        page = await credits.list_transactions(owner, first=check_first(first), after=after)
+        page = await credits.list_transactions(owner, first=page_size(first), after=after)
         edges = [
             CreditTransactionEdge(cursor=page.cursor_of(r), node=CreditTransaction.of(r))
             for r in page.items
@@ -142,13 +143,15 @@ class Query:
     @strawberry.field(permission_classes=[IsAdmin])
     async def api_call_logs(
         self,
-        first: int = 20,
+        first: First = DEFAULT_FIRST,
         after: str | None = None,
         provider: str | None = None,
-        failed_only: bool = False,
+        failed_only: Annotated[
+            bool | None, strawberry.argument(description="Failed calls only; null means false.")
+        ] = False,
     ) -> ApiCallLogConnection:
         page = await api_calls.list_calls(
-            first=check_first(first), after=after, provider=provider, failed_only=failed_only
+            first=page_size(first), after=after, provider=provider, failed_only=bool(failed_only)
         )
         edges = [
             ApiCallLogEdge(cursor=page.cursor_of(r), node=ApiCallLog.of(r)) for r in page.items

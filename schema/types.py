@@ -34,8 +34,10 @@ class PageInfo:
 class CreditBalance:
     available: int
     reserved: int
-    # Grows with every change (the id of the ledger entry behind it); keep the newest.
-    version: int
+    version: int = strawberry.field(
+        description="The account's own sequence: one more with every change to this account's "
+        "credits. Keep the balance with the newest."
+    )
 
     @strawberry.field
     def total(self) -> int:

@@ -13,6 +13,7 @@ from tortoise import connections
 
 from models.api_call import ApiCallLog
 from providers.http import CallRecord
+from providers.local import LocalProvider
 from services.breakers import CircuitState
 from services.pagination import Page, newest_first_by_id
 from services.sql import dialect_sql
@@ -23,6 +24,14 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 HEALTH_WINDOW = timedelta(minutes=5)
+# Providers built into Kiln (they draw on this machine): no third-party API, so neither in the
+# API call log nor in provider health, which are about the services Kiln pays and waits for.
+BUILT_IN = frozenset({LocalProvider.name})
+
+
+def third_party(provider: str) -> bool:
+    return provider not in BUILT_IN
+
 
 # Set by the runner around provider calls, so each row names its generation and request.
 current_generation: ContextVar[uuid.UUID | None] = ContextVar("kiln_call_generation", default=None)
@@ -31,6 +40,8 @@ current_request: ContextVar[str | None] = ContextVar("kiln_call_request", defaul
 
 async def record_call(call: CallRecord) -> None:
     """The call sink given to every adapter. Never raises: logging a call must not fail it."""
+    if not third_party(call.provider):
+        return
     try:
         values = {
             "provider": call.provider,
@@ -67,7 +78,7 @@ VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 async def list_calls(
     *, first: int, after: str | None, provider: str | None, failed_only: bool
 ) -> Page[ApiCallLog]:
-    query = ApiCallLog.all()
+    query = ApiCallLog.exclude(provider__in=sorted(BUILT_IN))
     if provider:
         query = query.filter(provider=provider)
     if failed_only:
@@ -87,9 +98,9 @@ class ProviderHealth:
 
 
 async def health(catalogue: Catalogue, deps: ProviderDeps) -> list[ProviderHealth]:
-    """Every provider a route names or that is configured."""
+    """Every third-party provider a route names or that is configured."""
     named = {route.provider for spec in catalogue.models.values() for route in spec.routes}
-    providers = sorted(named | set(deps.registry.names))
+    providers = sorted(p for p in named | set(deps.registry.names) if third_party(p))
     breakers = deps.breakers
     since = datetime.now(UTC) - HEALTH_WINDOW
     report = []

@@ -27,7 +27,8 @@ from services.unit_of_work import atomic, joined
 class Balance:
     available: int
     reserved: int
-    # The id of the ledger entry that produced this balance: clients keep the newest.
+    # The account's own sequence, bumped by every move of the account in the statement that
+    # moves it: clients keep the balance with the newest version.
     version: int = 0
 
     @property
@@ -39,14 +40,14 @@ class Balance:
 
 
 async def get_balance(user_id: uuid.UUID) -> Balance:
-    # The version is read before the account: a change committing in between then makes the
-    # balance newer than its version (its own message follows and is delivered), never the
-    # version newer than the balance (which would hide that message from subscribers).
-    last = await LedgerEntry.filter(user_id=user_id).order_by("-id").first().values_list("id")
+    # The balance and its version live in one row and every move changes both in one UPDATE,
+    # so one read sees them as the same move left them: never a version newer than its
+    # balance (which would hide the next move's message from subscribers, who drop versions
+    # they have seen), nor older (a message repeating what they have).
     account = await CreditAccount.get_or_none(user_id=user_id)
     if account is None:
         raise NotFound("No credit account.")
-    return Balance(account.balance - account.reserved, account.reserved, last[0] if last else 0)
+    return Balance(account.balance - account.reserved, account.reserved, account.version)
 
 
 async def list_transactions(
@@ -292,25 +293,33 @@ def hold_key(generation_id: uuid.UUID, attempts: int, what: str) -> str:
     return f"gen:{generation_id}:{attempts}:{what}"
 
 
+def account_moved(alias: str = "") -> str:
+    """The SET clause every move of an account carries, here and in the one-statement changes
+    of services.generations: it bumps the account's version (see Balance)."""
+    return f"version = {alias + '.' if alias else ''}version + 1"
+
+
+ACCOUNT_MOVED = account_moved()
+
 # The account's change and its new state in one round trip (PostgreSQL and SQLite >= 3.35
 # both know RETURNING). Spending is guarded so available credit never goes below zero.
-_MOVE = """
-UPDATE credit_accounts SET balance = balance + ?, reserved = reserved + ?
-WHERE user_id = ? RETURNING balance, reserved
+_MOVE = f"""
+UPDATE credit_accounts SET balance = balance + ?, reserved = reserved + ?, {ACCOUNT_MOVED}
+WHERE user_id = ? RETURNING balance, reserved, version
 """
-_MOVE_GUARDED = """
-UPDATE credit_accounts SET balance = balance + ?, reserved = reserved + ?
-WHERE user_id = ? AND balance - reserved >= ? RETURNING balance, reserved
+_MOVE_GUARDED = f"""
+UPDATE credit_accounts SET balance = balance + ?, reserved = reserved + ?, {ACCOUNT_MOVED}
+WHERE user_id = ? AND balance - reserved >= ? RETURNING balance, reserved, version
 """
 
 
 # PostgreSQL: the account's change and its ledger entry in one statement (one round trip).
 # The entry reads the account's new state, so the UPDATE (and its row lock) comes first; an
 # account that does not match (missing, or not enough credit) inserts no entry.
-_MOVE_AND_RECORD = """
+_MOVE_AND_RECORD = f"""
 WITH account AS (
-    UPDATE credit_accounts SET balance = balance + $1, reserved = reserved + $2
-    WHERE user_id = $3 {guard} RETURNING balance, reserved
+    UPDATE credit_accounts SET balance = balance + $1, reserved = reserved + $2, {ACCOUNT_MOVED}
+    WHERE user_id = $3 {{guard}} RETURNING balance, reserved, version
 ), entry AS (
     INSERT INTO ledger_entries (user_id, kind, amount, held, balance_after, generation_id,
                                 reference, unique_key, created_at)
@@ -318,7 +327,7 @@ WITH account AS (
            $7::varchar, $8::varchar, $9::timestamptz
     FROM account RETURNING id
 )
-SELECT account.balance, account.reserved, entry.id FROM account, entry
+SELECT account.balance, account.reserved, account.version FROM account, entry
 """
 _MOVE_AND_RECORD_GUARDED = _MOVE_AND_RECORD.format(guard="AND balance - reserved >= $10")
 _MOVE_AND_RECORD_FREE = _MOVE_AND_RECORD.format(guard="")
@@ -347,20 +356,21 @@ async def _move(
         )
         if not rows:
             await refused(user_id, amount)
-        balance_now, reserved_now = int(rows[0]["balance"]), int(rows[0]["reserved"])
-        entry_id = int(rows[0]["id"])
+        moved = rows[0]
+        balance_now, reserved_now = int(moved["balance"]), int(moved["reserved"])
+        version = int(moved["version"])
     else:
-        balance_now, reserved_now, entry_id = await _move_in_steps(
+        balance_now, reserved_now, version = await _move_in_steps(
             connection, user_id, kind, amount, held, generation_id, reference, unique_key
         )
-    return announce_balance(user_id, balance_now, reserved_now, entry_id)
+    return announce_balance(user_id, balance_now, reserved_now, version)
 
 
-def announce_balance(user_id: uuid.UUID, balance: int, reserved: int, entry_id: int) -> Balance:
-    """Publish (after commit) the account's state that the ledger entry `entry_id` left:
-    every change to an account says so, also one made by another module's statement (a
+def announce_balance(user_id: uuid.UUID, balance: int, reserved: int, version: int) -> Balance:
+    """Publish (after commit) the account's state as the move to `version` left it: every
+    change to an account says so, also one made by another module's statement (a
     completion's capture runs inside the completion's one statement)."""
-    moved = Balance(balance - reserved, reserved, entry_id)
+    moved = Balance(balance - reserved, reserved, version)
     publish_after_commit(channels.user_credits(user_id), moved.to_message())
     return moved
 
@@ -384,7 +394,7 @@ async def _move_in_steps(
     if not rows:
         await refused(user_id, amount)
     balance_now, reserved_now = int(rows[0]["balance"]), int(rows[0]["reserved"])
-    entry = await LedgerEntry.create(
+    await LedgerEntry.create(
         user_id=user_id,
         kind=kind,
         amount=amount,
@@ -394,7 +404,7 @@ async def _move_in_steps(
         reference=reference,
         unique_key=unique_key,
     )
-    return balance_now, reserved_now, entry.id
+    return balance_now, reserved_now, int(rows[0]["version"])
 
 
 async def refused(user_id: uuid.UUID, amount: int) -> NoReturn:

@@ -248,11 +248,11 @@ class _NewRow:
 # first: when the owner has no account or not enough available credit it matches nothing, and
 # then neither the generation nor the ledger entry is written. The entry reads the account's
 # new state, as `credits._move` does for a reservation.
-_QUEUE_AT_ONCE = """
+_QUEUE_AT_ONCE = f"""
 WITH account AS (
-    UPDATE credit_accounts SET reserved = reserved + $1
+    UPDATE credit_accounts SET reserved = reserved + $1, {credits.account_moved()}
     WHERE user_id = $2 AND balance - reserved >= $1
-    RETURNING balance, reserved
+    RETURNING balance, reserved, version
 ), gen AS (
     INSERT INTO generations (id, user_id, kind, status, progress, stage, model, preset, prompt,
         negative_prompt, params, cost, hold, attempts, version, request_id, idempotency_key,
@@ -269,7 +269,7 @@ WITH account AS (
     RETURNING id
 )
 SELECT gen.*, account.balance AS kiln_balance, account.reserved AS kiln_reserved,
-       entry.id AS kiln_entry
+       account.version AS kiln_version
 FROM gen, account, entry
 """
 
@@ -438,7 +438,7 @@ async def complete(
 # The data-modifying CTEs see the generation's new row through `gen`; the account's move is
 # read by the ledger entry, and the hourly counter waits for the entry (the account's lock
 # is taken before the counter's, in the same order as the steps).
-_COMPLETE_AT_ONCE = """
+_COMPLETE_AT_ONCE = f"""
 WITH gen AS (
     UPDATE generations SET version = version + 1, status = $2, progress = 1.0,
         stage = 'completed', provider = $3, completed_at = $4, hold = $5
@@ -452,13 +452,13 @@ WITH gen AS (
 ), outputs AS (
     INSERT INTO generation_outputs (generation_id, "index", storage_key, content_type,
                                     size_bytes, width, height, "text", created_at)
-    SELECT gen.id, v.* FROM gen, (VALUES {rows}) AS v
+    SELECT gen.id, v.* FROM gen, (VALUES {{rows}}) AS v
     RETURNING 1
 ), account AS (
     UPDATE credit_accounts a SET balance = a.balance - gen.cost,
-        reserved = a.reserved - gen.cost
+        reserved = a.reserved - gen.cost, {credits.account_moved("a")}
     FROM gen WHERE a.user_id = gen.user_id AND gen.cost > 0
-    RETURNING a.balance, a.reserved
+    RETURNING a.balance, a.reserved, a.version
 ), entry AS (
     INSERT INTO ledger_entries (user_id, kind, amount, held, balance_after, generation_id,
                                 reference, unique_key, created_at)
@@ -473,7 +473,8 @@ WITH gen AS (
     RETURNING 1
 )
 SELECT gen.*, account.balance AS kiln_balance, account.reserved AS kiln_reserved,
-       entry.id AS kiln_entry, (SELECT count(*) FROM outputs) AS kiln_outputs,
+       account.version AS kiln_version, entry.id AS kiln_entry,
+       (SELECT count(*) FROM outputs) AS kiln_outputs,
        (SELECT count(*) FROM counted) AS kiln_counted
 FROM gen LEFT JOIN account ON true LEFT JOIN entry ON true
 """
@@ -542,12 +543,12 @@ def _row_and_extra(row: dict[str, Any]) -> tuple[Generation, dict[str, Any]]:
 
 
 def _announce_move(generation: Generation, extra: dict[str, Any]) -> None:
-    """The owner's balance as the statement's account move and ledger entry left it."""
+    """The owner's balance as the statement's account move left it."""
     credits.announce_balance(
         generation.user_id,
         int(extra["kiln_balance"]),
         int(extra["kiln_reserved"]),
-        int(extra["kiln_entry"]),
+        int(extra["kiln_version"]),
     )
 
 

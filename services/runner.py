@@ -488,7 +488,14 @@ async def _finish(
             if data is None:
                 data, content_type = await _download(output.url, deps)
             content_type = content_type or "application/octet-stream"
-            key = output_key(generation.user_id, generation.id, index, content_type)
+            key = output_key(
+                generation.user_id,
+                generation.id,
+                index,
+                content_type,
+                attempt=generation.attempts,
+                redraw=workflows.change_rounds(generation),
+            )
             await store.put(key, data, content_type)
             stored.append(
                 StoredOutput(

@@ -97,6 +97,12 @@ def _workflow_view(generation: Generation) -> None:
         raise InvalidTransition("Only a multi-view workflow can be approved or changed.")
 
 
+def change_rounds(generation: Generation) -> int:
+    """How many rounds of changes were asked of a workflow: its front view was drawn again
+    for each (0 for anything else)."""
+    return len(generation.params.get("feedback") or [])
+
+
 def front_prompt(parent: Generation) -> str:
     feedback = parent.params.get("feedback") or []
     changes = "".join(f" Changes requested: {note}." for note in feedback)

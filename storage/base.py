@@ -14,8 +14,23 @@ EXTENSIONS = {
 }
 
 
-def output_key(user_id: uuid.UUID, generation_id: uuid.UUID, index: int, content_type: str) -> str:
-    return f"{user_id}/{generation_id}/{index}.{EXTENSIONS.get(content_type, 'bin')}"
+def output_key(
+    user_id: uuid.UUID,
+    generation_id: uuid.UUID,
+    index: int,
+    content_type: str,
+    *,
+    attempt: int = 1,
+    redraw: int = 0,
+) -> str:
+    """`{user_id}/{generation_id}/{index}.{ext}` for a generation's first drawing. A URL once
+    handed out serves the same bytes for good (/media, and the CDNs in front of it, cache
+    outputs forever), so drawing again (a retry, a workflow's round of changes) writes under
+    `{user_id}/{generation_id}/{attempt}-{redraw}/{index}.{ext}` instead of over the old file."""
+    name = f"{index}.{EXTENSIONS.get(content_type, 'bin')}"
+    if attempt == 1 and redraw == 0:
+        return f"{user_id}/{generation_id}/{name}"
+    return f"{user_id}/{generation_id}/{attempt}-{redraw}/{name}"
 
 
 class OutputStore(Protocol):

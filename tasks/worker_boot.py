@@ -19,6 +19,14 @@ class WorkerBoot(Middleware):
         self.settings = settings
 
     def after_process_boot(self, broker: Any) -> None:
+        # A `dramatiq tasks` worker process has loaded the broker: from here on its lines are
+        # Kiln's (JSON lines with the request, generation and provider in context), written
+        # through the handler Dramatiq installed (it pipes them to the parent process).
+        from observability.logs import setup_logging
+
+        setup_logging(
+            level=self.settings.log_level, fmt=self.settings.log_format, keep_handlers=True
+        )
         # Before any thread starts, the API's refusal: no process of a production deployment
         # runs with public, missing or weak secrets (the message reaches the worker's log).
         try:
@@ -30,10 +38,7 @@ class WorkerBoot(Middleware):
     def before_worker_boot(self, broker: Any, worker: Any) -> None:
         # Before the worker's consumers start: a backlog waiting in Redis must find the
         # runtime ready (AsyncIO's own before-boot hook, earlier in the stack, started the loop).
-        from observability.logs import setup_logging
         from runtime import start_runtime
-
-        setup_logging(level=self.settings.log_level, fmt=self.settings.log_format)
 
         async def boot() -> None:
             runtime = await start_runtime(self.settings, migrate=False)

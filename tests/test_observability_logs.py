@@ -146,3 +146,30 @@ def test_uvicorn_access_log_stays_off_when_uvicorn_was_told_so():
     finally:
         root.handlers, access.handlers, access.propagate = saved[0], saved[2], saved[3]
         root.setLevel(saved[1])
+
+
+def test_a_worker_process_keeps_dramatiqs_handler_and_writes_json_through_it():
+    """`dramatiq tasks` gives each worker process a root handler that pipes lines to the parent
+    (basicConfig with its text format); Kiln keeps it and writes its JSON lines through it."""
+    root = logging.getLogger()
+    saved_handlers, saved_level = list(root.handlers), root.level
+    pipe = io.StringIO()
+    dramatiqs = logging.StreamHandler(pipe)
+    dramatiqs.setFormatter(logging.Formatter("[%(asctime)s] [PID %(process)d] %(message)s"))
+    try:
+        root.handlers = [dramatiqs]
+        logs.setup_logging(level="INFO", fmt="json", keep_handlers=True)
+        logs.setup_logging(level="INFO", fmt="json", keep_handlers=True)  # harmless again
+        assert root.handlers == [dramatiqs]
+        with logs.bound(generation_id="gen-7"):
+            logging.getLogger("services.runner").warning("route failed")
+        [line] = lines(pipe)
+        assert (line["message"], line["generation_id"], line["level"]) == (
+            "route failed",
+            "gen-7",
+            "WARNING",
+        )
+        assert len(dramatiqs.filters) == 1
+    finally:
+        root.handlers = saved_handlers
+        root.setLevel(saved_level)

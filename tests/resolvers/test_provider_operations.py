@@ -1,7 +1,13 @@
+"""What admins read about third-party providers: providerHealth and apiCallLogs. The built-in
+`local` provider is no third-party API and appears in neither."""
+
 from __future__ import annotations
 
+import httpx
+
 from models.user import Role
-from providers.http import CallRecord
+from providers.http import CallRecord, ProviderHTTP
+from providers.openai import OpenAIProvider
 from schema.build import build_schema
 from services import auth
 from services.api_calls import record_call
@@ -17,7 +23,10 @@ CATALOGUE = parse_catalogue(
                 "kind": "IMAGE",
                 "cost_per_output": 1,
                 "default": True,
-                "routes": [{"provider": "local", "model": "pattern-v1"}],
+                "routes": [
+                    {"provider": "openai", "model": "gpt-image-1"},
+                    {"provider": "local", "model": "pattern-v1"},
+                ],
             },
         }
     }
@@ -32,14 +41,19 @@ async def run(backend, user, query, deps, **variables):
 
 async def test_health_logs_and_availability_follow_the_breakers(backend, make_user):
     admin, user = await make_user(role=Role.ADMIN), await make_user()
-    deps = provider_deps(breaker=BreakerPolicy(failure_threshold=2, min_calls=2, cooldown=60))
+    openai = OpenAIProvider(
+        ProviderHTTP("openai", httpx.AsyncClient(), record_call), "sk-test", "http://127.0.0.1:9"
+    )
+    deps = provider_deps(
+        openai, breaker=BreakerPolicy(failure_threshold=2, min_calls=2, cooldown=60)
+    )
     for ok, duration in [(True, 40), (True, 60), (False, 900)]:
         await record_call(
             CallRecord(
-                "local",
-                "pattern-v1",
+                "openai",
+                "gpt-image-1",
                 "POST",
-                "https://local/x",
+                "https://api.openai.test/x",
                 200 if ok else 503,
                 duration,
                 ok,
@@ -56,12 +70,17 @@ async def test_health_logs_and_availability_follow_the_breakers(backend, make_us
         deps,
     )
     assert health.errors is None and health.data is not None
-    [local] = health.data["providerHealth"]
-    assert (local["provider"], local["circuit"], local["lastError"]) == ("local", "CLOSED", "boom")
-    assert local["calls"] >= 3 and 0 < local["successRate"] < 1
-    assert local["p95LatencyMs"] >= 60
+    [remote] = health.data["providerHealth"]  # local is configured too, but no third party
+    assert (remote["provider"], remote["circuit"], remote["lastError"]) == (
+        "openai",
+        "CLOSED",
+        "boom",
+    )
+    assert remote["calls"] >= 3 and 0 < remote["successRate"] < 1
+    assert remote["p95LatencyMs"] >= 60
 
     for _ in range(2):
+        await deps.breakers.record("openai", ok=False)
         await deps.breakers.record("local", ok=False)
     models = await run(backend, user, "{ models { id available } }", deps)
     assert models.data == {"models": [{"id": "solo", "available": False}]}
@@ -71,7 +90,7 @@ async def test_health_logs_and_availability_follow_the_breakers(backend, make_us
     logs = await run(
         backend,
         admin,
-        '{ apiCallLogs(failedOnly: true, provider: "local") '
+        '{ apiCallLogs(failedOnly: true, provider: "openai") '
         "{ edges { node { provider ok statusCode error durationMs } } } }",
         deps,
     )
@@ -79,7 +98,7 @@ async def test_health_logs_and_availability_follow_the_breakers(backend, make_us
     nodes = [e["node"] for e in logs.data["apiCallLogs"]["edges"]]
     assert nodes and all(not n["ok"] for n in nodes)
     assert nodes[0] == {
-        "provider": "local",
+        "provider": "openai",
         "ok": False,
         "statusCode": 503,
         "error": "boom",

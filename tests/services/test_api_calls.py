@@ -59,3 +59,33 @@ async def test_a_call_that_cannot_be_logged_does_not_fail(backend, monkeypatch, 
     monkeypatch.setattr(type(connections.get("default")), "execute_query", broken)
     await record_call(CallRecord("acme", None, "GET", "https://acme/p", 200, 1, True, None))
     assert "could not log a call to acme" in caplog.text
+
+
+async def test_the_built_in_provider_is_no_third_party_api(backend):
+    """`local` draws on this machine: it is neither logged as an API call nor listed, and
+    provider health covers the third-party providers only, even where `local` serves."""
+    from services.api_calls import health, list_calls
+    from services.catalogue import parse_catalogue
+    from tests.support.providers import provider_deps
+
+    await record_call(CallRecord("local", "pattern-v1", "POST", "local://", 200, 5, True, None))
+    await record_call(CallRecord("acme", "m-1", "POST", "https://acme/x", 200, 5, True, None))
+    page = await list_calls(first=50, after=None, provider=None, failed_only=False)
+    assert page.items and all(row.provider != "local" for row in page.items)
+    assert not await ApiCallLog.filter(provider="local").exists()
+
+    catalogue = parse_catalogue(
+        {
+            "models": {
+                "solo": {
+                    "kind": "IMAGE",
+                    "cost_per_output": 1,
+                    "routes": [
+                        {"provider": "acme", "model": "m-1"},
+                        {"provider": "local", "model": "pattern-v1"},
+                    ],
+                }
+            }
+        }
+    )
+    assert [h.provider for h in await health(catalogue, provider_deps())] == ["acme"]
