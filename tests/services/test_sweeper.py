@@ -18,8 +18,9 @@ async def test_stale_queued_generations_are_enqueued_again_once(make_user, backe
     )
     before = len(backend.sent_jobs)
     first = await sweep(CATALOGUE, requeue_after=60)
-    second = await sweep(CATALOGUE, requeue_after=60)
-    assert first["requeued"] >= 1 and second["requeued"] == 0
+    await sweep(CATALOGUE, requeue_after=60)
+    # Other tests' rows may come of age between the two sweeps: only this one is counted.
+    assert first["requeued"] >= 1
     assert backend.sent_jobs[before:].count(str(generation.id)) == 1
 
 
