@@ -18,6 +18,9 @@ RUN_BUTTON = ".graphiql-execute-button"
 RESPONSE = ".graphiql-response .CodeMirror"
 
 _VALUE = "(element) => element.CodeMirror.getValue()"
+# GraphiQL takes in an edit 100 ms later (its parse of the document, the page's URL): a person
+# never presses run sooner, so neither does the test.
+_EDIT_TAKEN = "(text) => new URLSearchParams(location.search).get('q') === text"
 _RESPONSE_HAS = """(needles) => {
   const editor = document.querySelector(".graphiql-response .CodeMirror");
   const text = editor ? editor.CodeMirror.getValue() : "";
@@ -43,6 +46,7 @@ class GraphiQL:
 
     async def type_query(self, text: str) -> None:
         await self._put(QUERY_EDITOR, text)
+        await self.page.wait_for_function(_EDIT_TAKEN, arg=text)
 
     async def type_headers(self, text: str) -> None:
         await self.page.locator(HEADERS_TAB).click()
