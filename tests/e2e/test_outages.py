@@ -111,7 +111,9 @@ async def outages(
         await asyncio.to_thread(stack.stop)
 
 
-async def eventually(check: Callable[[], Awaitable[Any]], what: str, within: float = RECOVERY) -> Any:
+async def eventually(
+    check: Callable[[], Awaitable[Any]], what: str, within: float = RECOVERY
+) -> Any:
     """`check()`'s first truthy result; exceptions count as not yet."""
     deadline = time.monotonic() + within
     last: object = None
@@ -180,9 +182,7 @@ async def test_generations_whose_provider_calls_end_while_redis_is_down_complete
 ):
     accounts = [await api.register(outages.client) for _ in range(3)]
     ids = {
-        account.email: [
-            (await api.create(outages.client, account, **SLOW))["id"] for _ in range(2)
-        ]
+        account.email: [(await api.create(outages.client, account, **SLOW))["id"] for _ in range(2)]
         for account in accounts
     }
     # Every one is running (its provider call has begun) ...
