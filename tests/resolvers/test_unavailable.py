@@ -9,13 +9,16 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 import redis.asyncio as aioredis
+import redis.exceptions
+from graphql import GraphQLError
 from prometheus_client import REGISTRY
 from tortoise import connections
 
 from models.error_event import ErrorEvent
 from models.generation import Generation, GenerationStatus
+from resolvers.errors import format_error
 from schema.build import build_schema
-from services import auth, error_events, jobs
+from services import auth, error_events, errors, jobs
 from services.rate_limits import RedisCounters
 from tests.support.private_servers import PrivateRedis
 from tests.support.schema import request_context
@@ -122,3 +125,13 @@ async def test_genuine_bugs_stay_internal_and_are_recorded(backend, make_user, m
         assert result.errors is not None
         assert result.errors[0].formatted["extensions"]["code"] == "INTERNAL", broken.__name__
         assert await internal_occurrences() == before + 1
+
+
+async def test_the_mapping_of_an_outage_and_of_the_domain_error(dead_redis):
+    with pytest.raises(redis.exceptions.ConnectionError) as raised:
+        await dead_redis.ping()
+    for original, retry_after in ((raised.value, 5), (errors.Unavailable("database", 7), 7)):
+        formatted = GraphQLError("raw", original_error=original)
+        assert format_error(formatted, "req-1") is None  # not unexpected: nothing to record
+        assert formatted.extensions == {"code": "UNAVAILABLE", "retryAfter": retry_after}
+        assert "Connection" not in formatted.message
