@@ -90,6 +90,24 @@ ERROR_OCCURRENCES = Counter(
     "Recorded error occurrences by severity and category.",
     ["severity", "category"],
 )
+DEPENDENCY_UNAVAILABLE = Counter(
+    "kiln_dependency_unavailable_total",
+    "Requests answered UNAVAILABLE (GraphQL) or 503 (HTTP) because a dependency did not answer,"
+    " by dependency (database, redis, broker). Not recorded as error events.",
+    ["dependency"],
+)
+REDIS_FALLBACKS = Counter(
+    "kiln_redis_fallbacks_total",
+    "Breaker and provider-limit operations decided in this process because Redis did not"
+    " answer, by component (breakers, limits).",
+    ["component"],
+)
+REDIS_DEGRADED = Gauge(
+    "kiln_redis_degraded",
+    "1 while a component (breakers, limits) of this process decides without Redis.",
+    ["component"],
+    multiprocess_mode="livemax",
+)
 # Set by the provider routing's circuit breakers (not written yet); defined now so dashboards
 # and alerts can be built against it.
 OPEN_BREAKERS = Gauge(

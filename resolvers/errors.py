@@ -8,6 +8,7 @@ from typing import Any
 from graphql import GraphQLError
 
 from services import errors
+from services.outages import as_unavailable
 
 log = logging.getLogger("kiln.graphql")
 
@@ -19,6 +20,7 @@ CODES: dict[type[errors.DomainError], str] = {
     errors.InsufficientCredits: "INSUFFICIENT_CREDITS",
     errors.Conflict: "CONFLICT",
     errors.RateLimited: "RATE_LIMITED",
+    errors.Unavailable: "UNAVAILABLE",
 }
 INTERNAL_MESSAGE = "Internal server error. Quote the request id when you report it."
 
@@ -32,9 +34,12 @@ def code_of(error: errors.DomainError) -> str:
 
 def format_error(error: GraphQLError, request_id: str) -> BaseException | None:
     """Rewrite `error` in place for the client. Returns the original exception when it was
-    unexpected (INTERNAL), so the caller can log and record it."""
+    unexpected (INTERNAL), so the caller can log and record it. A dependency that did not
+    answer (services.outages) is UNAVAILABLE with retryAfter, not unexpected."""
     original = error.original_error
     extensions: dict[str, Any]
+    if original is not None and not isinstance(original, errors.DomainError | GraphQLError):
+        original = as_unavailable(original) or original
     if original is None or isinstance(original, GraphQLError):
         # Parse, validation and variable errors: the request itself is wrong.
         extensions = {"code": "BAD_USER_INPUT"}
@@ -42,7 +47,7 @@ def format_error(error: GraphQLError, request_id: str) -> BaseException | None:
         extensions = {"code": code_of(original)}
         if isinstance(original, errors.BadUserInput) and original.field:
             extensions["field"] = original.field
-        if isinstance(original, errors.RateLimited):
+        if isinstance(original, errors.RateLimited | errors.Unavailable):
             extensions["retryAfter"] = original.retry_after
         error.message = original.message
     else:

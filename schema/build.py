@@ -20,6 +20,7 @@ from resolvers.workflows import WorkflowMutation
 from schema.execution import ProjectingExecutionContext
 from schema.security import security_extensions
 from services.error_events import Occurrence, record, stack_of
+from services.outages import as_unavailable, note_unavailable
 from settings import Settings, get_settings
 
 log = logging.getLogger("kiln.graphql")
@@ -31,12 +32,17 @@ class KilnSchema(strawberry.Schema):
         self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
     ) -> None:
         """Every error leaves with an extensions.code; unexpected ones are masked, logged with
-        their stack and recorded as error events, never shown to the client."""
+        their stack and recorded as error events, never shown to the client. An outage of a
+        dependency (UNAVAILABLE) is counted and logged once a minute, not recorded: recording
+        would need the database, and it is no new kind of error."""
         context: Any = execution_context.context if execution_context else None
         request_id = getattr(context, "request_id", "unknown")
         for error in errors:
             unexpected = format_error(error, request_id)
             if unexpected is None:
+                original = error.original_error
+                if original is not None and (outage := as_unavailable(original)) is not None:
+                    note_unavailable(outage, original)
                 continue
             log.error("unexpected error (request %s)", request_id, exc_info=unexpected)
             task = asyncio.get_running_loop().create_task(

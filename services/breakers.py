@@ -5,16 +5,24 @@ CLOSED: calls flow; failures are counted in a sliding window. Once the window ho
 `min_calls` calls of which `failure_threshold` failed, the breaker OPENs for `cooldown`
 seconds: routes through that provider are skipped. After the cooldown it is HALF_OPEN: one
 probe call at a time is let through; its success closes the breaker, its failure opens it
-again for another cooldown."""
+again for another cooldown.
+
+When Redis does not answer, the Redis breakers decide from a breaker of their own process
+and keep the outcomes they could not write, to send once Redis answers (see RedisBreakers):
+a provider result that was paid for is never thrown away because Redis blinked."""
 
 from __future__ import annotations
 
+import functools
 import time
+from collections import deque
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol
 
 import redis.asyncio as aioredis
+
+from services.redis_guard import DEFAULT_RETRY_INTERVAL, DEFAULT_TIMEOUT, RedisGuard, Unreachable
 
 
 class CircuitState(StrEnum):
@@ -87,27 +95,70 @@ return 0
 """
 
 
+@dataclass(frozen=True)
+class _Outcome:
+    """A call's outcome as the record script takes it. `member` is unique per call, so an
+    outcome sent twice (a stalled Redis ran a command we gave up on) counts once."""
+
+    provider: str
+    ok: bool
+    at: float
+    member: str
+
+
 class RedisBreakers:
     """Keys per provider: `open` (exists while OPEN, expires after the cooldown), `tripped`
     (exists from opening until a probe succeeds: tripped without open means HALF_OPEN),
     `probe` (the half-open probe's lease) and `calls`/`fails` (sorted sets of the window).
 
     `allow` and `record` surround every provider call, so each is one script (one round
-    trip, and atomic) instead of the two or three round trips of separate commands."""
+    trip, and atomic) instead of the two or three round trips of separate commands.
+
+    Without Redis (services.redis_guard): each outage starts a breaker in this process,
+    which opens on this process's own failures by the same policy (and starts open for a
+    provider Redis refused within the last cooldown), and decides every call until Redis
+    answers; outcomes that could not be written are kept (the newest `pending_limit`) and
+    sent, still within their window, by the next call that reaches Redis."""
 
     def __init__(
-        self, client: aioredis.Redis, policy: BreakerPolicy, prefix: str = "kiln:breaker"
+        self,
+        client: aioredis.Redis,
+        policy: BreakerPolicy,
+        prefix: str = "kiln:breaker",
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        retry_interval: float = DEFAULT_RETRY_INTERVAL,
+        pending_limit: int = 1000,
     ) -> None:
         self.redis = client
         self.policy = policy
         self.prefix = prefix
         self._allow = client.register_script(_ALLOW)
         self._record = client.register_script(_RECORD)
+        self._guard = RedisGuard(
+            "breakers",
+            timeout=timeout,
+            retry_interval=retry_interval,
+            on_outage=self._outage_started,
+        )
+        self._local = MemoryBreakers(policy)
+        self._pending: deque[_Outcome] = deque(maxlen=pending_limit)
+        self._sending = False
+        # When Redis last refused a call per provider (monotonic): a breaker that was open
+        # when Redis went away starts open in the process too.
+        self._refused_at: dict[str, float] = {}
 
     def _key(self, provider: str, part: str) -> str:
         return f"{self.prefix}:{provider}:{part}"
 
     async def state(self, provider: str) -> CircuitState:
+        await self._send_pending()
+        answer = await self._guard.run(lambda: self._state(provider))
+        if isinstance(answer, Unreachable):
+            return await self._local.state(provider)
+        return answer
+
+    async def _state(self, provider: str) -> CircuitState:
         is_open, tripped = (
             await self.redis.exists(self._key(provider, "open")),
             await self.redis.exists(self._key(provider, "tripped")),
@@ -117,24 +168,67 @@ class RedisBreakers:
         return CircuitState.HALF_OPEN if tripped else CircuitState.CLOSED
 
     async def allow(self, provider: str) -> bool:
+        await self._send_pending()
         keys = [self._key(provider, p) for p in ("open", "tripped", "probe")]
-        return bool(await self._allow(keys=keys, args=[int(self.policy.probe_timeout * 1000)]))
+        answer = await self._guard.run(
+            lambda: self._allow(keys=keys, args=[int(self.policy.probe_timeout * 1000)])
+        )
+        if isinstance(answer, Unreachable):
+            return await self._local.allow(provider)
+        if not answer:
+            self._refused_at[provider] = time.monotonic()
+        return bool(answer)
 
     async def record(self, provider: str, ok: bool) -> None:
+        await self._send_pending()
         now = time.time()
+        outcome = _Outcome(provider, ok, now, f"{now}:{time.monotonic_ns()}")
+        if isinstance(await self._guard.run(functools.partial(self._write, outcome)), Unreachable):
+            await self._local.record(provider, ok)
+            self._pending.append(outcome)
+
+    async def _write(self, outcome: _Outcome) -> None:
+        provider = outcome.provider
         await self._record(
             keys=[self._key(provider, p) for p in ("tripped", "probe", "calls", "fails", "open")],
             args=[
-                1 if ok else 0,
-                now,
-                f"{now}:{time.monotonic_ns()}",
-                now - self.policy.window,
+                1 if outcome.ok else 0,
+                outcome.at,
+                outcome.member,
+                outcome.at - self.policy.window,
                 int(self.policy.window) + 1,
                 self.policy.min_calls,
                 self.policy.failure_threshold,
                 int(self.policy.cooldown * 1000),
             ],
         )
+
+    async def _send_pending(self) -> None:
+        """Send the outcomes kept during an outage, oldest first, once Redis answers (one
+        sender at a time); those that left the window meanwhile no longer count."""
+        if not self._pending or self._sending or self._guard.resting:
+            return
+        self._sending = True
+        try:
+            while self._pending:
+                outcome = self._pending[0]
+                if outcome.at > time.time() - self.policy.window:
+                    answer = await self._guard.run(
+                        functools.partial(self._write, outcome), decides=False
+                    )
+                    if isinstance(answer, Unreachable):
+                        return
+                if self._pending and self._pending[0] is outcome:
+                    self._pending.popleft()  # (unless a full deque dropped it meanwhile)
+        finally:
+            self._sending = False
+
+    def _outage_started(self) -> None:
+        self._local = MemoryBreakers(self.policy)
+        now = time.monotonic()
+        for provider, at in self._refused_at.items():
+            if now - at < self.policy.cooldown:
+                self._local.open_until(provider, at + self.policy.cooldown)
 
 
 @dataclass
@@ -191,6 +285,11 @@ class MemoryBreakers:
             and len(local.fails) >= self.policy.failure_threshold
         ):
             self._trip(local, now)
+
+    def open_until(self, provider: str, until: float) -> None:
+        """Open `provider`'s breaker until the monotonic time `until`, then half-open."""
+        local = self._of(provider)
+        self._trip(local, until - self.policy.cooldown)
 
     def _trip(self, local: _Local, now: float) -> None:
         local.tripped = True

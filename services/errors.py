@@ -65,3 +65,19 @@ class RateLimited(DomainError):
     def __init__(self, retry_after: int, message: str = "Too many requests.") -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class Unavailable(DomainError):
+    """A dependency (the database, Redis, the broker) did not answer: nothing is wrong with
+    the request, and it may succeed if sent again after `retry_after` seconds. Made from
+    connection-level failures by services.outages.as_unavailable."""
+
+    def __init__(
+        self,
+        dependency: str,
+        retry_after: int,
+        message: str = "Kiln cannot reach one of its services right now; try again shortly.",
+    ) -> None:
+        super().__init__(message)
+        self.dependency = dependency
+        self.retry_after = retry_after

@@ -14,6 +14,7 @@ from tortoise import connections
 
 import runtime
 from observability import metrics
+from services.outages import RETRY_AFTER_SECONDS
 from services.stats import queue_stats
 from settings import Settings
 from web.embedded_worker import embedded_worker_alive
@@ -26,7 +27,8 @@ async def healthz(request: Request) -> Response:
 
 
 async def readyz(request: Request) -> Response:
-    """Ready when the database, Redis and the broker answer; 503 naming what does not."""
+    """Ready when the database, Redis and the broker answer; otherwise 503 with the code
+    UNAVAILABLE (as GraphQL answers meanwhile) and the checks naming what does not."""
     rt = runtime.current()
     checks: dict[str, str] = {}
 
@@ -51,8 +53,18 @@ async def readyz(request: Request) -> Response:
     if rt.redis is not None:
         await check("redis", rt.redis.ping)
     await check("broker", broker)
-    ok = all(v == "ok" for v in checks.values())
-    return JSONResponse({"ready": ok, "checks": checks}, status_code=200 if ok else 503)
+    if all(v == "ok" for v in checks.values()):
+        return JSONResponse({"ready": True, "checks": checks})
+    return JSONResponse(
+        {
+            "ready": False,
+            "code": "UNAVAILABLE",
+            "retryAfter": RETRY_AFTER_SECONDS,
+            "checks": checks,
+        },
+        status_code=503,
+        headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+    )
 
 
 def metrics_endpoint(settings: Settings) -> Any:

@@ -6,7 +6,9 @@ Anyone can POST here, so what a caller sends costs bounded work and leaves a bou
   reason: the adapter's fixed reason, never the caller's text;
 - a client address that has had WEBHOOK_REJECTIONS_PER_IP rejected webhooks in the rate-limit
   window is answered 429 for the rest of it, before its body is read or anything recorded.
-  Only rejections count, so a provider's own deliveries are never throttled."""
+  Only rejections count, so a provider's own deliveries are never throttled.
+- when the database or Redis does not answer, 503 with {"code": "UNAVAILABLE", ...} and
+  Retry-After (web/unavailable.py): the sender delivers again later; nothing is recorded."""
 
 from __future__ import annotations
 
@@ -22,8 +24,10 @@ from services import runner
 from services.error_events import Occurrence, record
 from services.payments import WebhookRejected, handle_payment_webhook
 from services.rate_limits import Counters, MemoryCounters, RedisCounters, retry_after
+from web.unavailable import answers_outages
 
 
+@answers_outages
 async def payment_webhook(request: Request) -> Response:
     """Stripe-format payment events. 200 once handled (or already handled), 400 with the
     reason when the signature or body is wrong, so Stripe shows why."""
@@ -44,6 +48,7 @@ async def payment_webhook(request: Request) -> Response:
     return JSONResponse({"received": True, "event": outcome.event_id, "action": outcome.action})
 
 
+@answers_outages
 async def provider_webhook(request: Request) -> Response:
     """Results pushed by queued providers (Replicate, fal). 200 once handled or when the job
     is no longer waited on; 400 with the reason when the signature or body is wrong; 404 for a

@@ -1,0 +1,84 @@
+"""HTTP endpoints outside GraphQL answer an outage of Redis or the database with 503 and a
+JSON body naming the code (UNAVAILABLE) and when to try again, never a bare 500, and record
+nothing."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from types import SimpleNamespace
+
+import httpx
+import pytest
+import redis.asyncio as aioredis
+
+import runtime
+from models.error_event import ErrorEvent
+from server import create_app
+from services import error_events
+from services.catalogue import load_catalogue
+from tests.support.private_servers import PrivateRedis
+from tests.support.providers import provider_deps
+
+
+@pytest.fixture
+async def dead_redis() -> AsyncIterator[aioredis.Redis]:
+    """A client of a Redis that has just died."""
+    with PrivateRedis() as server:
+        client = aioredis.Redis.from_url(server.url())
+        await client.ping()
+        server.kill()
+        yield client
+        await client.aclose()
+
+
+@pytest.fixture
+def kiln(backend, monkeypatch, dead_redis) -> Callable[[], httpx.AsyncClient]:
+    """create_app on the test's database, its runtime's Redis dead."""
+    settings = backend.settings.model_copy(update={"payment_webhook_secret": "whsec_test"})
+    monkeypatch.setattr(
+        runtime,
+        "_current",
+        SimpleNamespace(
+            settings=settings,
+            catalogue=load_catalogue(),
+            providers=provider_deps(),
+            store=backend.store,
+            redis=dead_redis,
+        ),
+    )
+    app = create_app(settings)
+
+    def client() -> httpx.AsyncClient:
+        transport = httpx.ASGITransport(app=app, client=("198.51.100.77", 40000))
+        return httpx.AsyncClient(transport=transport, base_url="http://kiln.test")
+
+    return client
+
+
+def assert_unavailable(response: httpx.Response) -> None:
+    assert response.status_code == 503, response.text
+    body = response.json()
+    assert body["code"] == "UNAVAILABLE"
+    assert int(response.headers["Retry-After"]) >= 1
+
+
+async def test_a_webhook_while_redis_is_down_is_503_and_records_nothing(kiln):
+    await error_events.flush()
+    before = await ErrorEvent.all().count()
+    async with kiln() as client:
+        response = await client.post("/webhooks/payments", content=b"{}")
+    assert_unavailable(response)
+    assert response.json()["retryAfter"] >= 1
+    for _ in range(3):
+        await asyncio.sleep(0.01)  # anything recorded in the background has started
+    await error_events.flush()
+    assert await ErrorEvent.all().count() == before
+
+
+async def test_readyz_names_the_code_and_the_failing_part(kiln):
+    async with kiln() as client:
+        response = await client.get("/readyz")
+    assert_unavailable(response)
+    body = response.json()
+    assert body["ready"] is False and body["checks"]["redis"].startswith("failing")
