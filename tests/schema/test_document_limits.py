@@ -114,8 +114,8 @@ async def test_the_costliest_documents_cost_linear_work(world, family):
             named = f"query Q{number} {named}"
         try:
             count, result = await run_counted(named, world.tokens["other"], world.settings)
-        except TooMuchWork as error:
-            pytest.fail(f"{family}, {tokens(named)} tokens: {error}")
+        except TooMuchWork as stopped:
+            pytest.fail(f"{family}, {tokens(named)} tokens: {stopped}")
         for error in result.errors or ():
             assert error.extensions["code"] == "BAD_USER_INPUT", error
         assert "tokens" not in str(result.errors), "not within the token cap"
