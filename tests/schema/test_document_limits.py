@@ -61,6 +61,12 @@ FAMILIES: dict[str, Callable[[int], str]] = {
         + " } } } } "
         + " ".join(f"fragment B{i} on Generation {{ parent {{ id }} }}" for i in range(n))
     ),
+    "aliased root fields sharing many fragments": lambda n: (
+        "{ "
+        + " ".join(f"a{i}: me {{ ...F0 }}" for i in range(30))
+        + " } "
+        + chain(n, on="User", spreads=1, body="id", last="email")
+    ),
     "a tree of parents and children": lambda n: (
         "{ generations(first: 50) { edges { node { ...G0 } } } } "
         + " ".join(
