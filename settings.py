@@ -154,6 +154,9 @@ class Settings(BaseSettings):
     # list at its bound: schema/document_limits.py), checked before anything runs.
     max_result_objects: int = 2000
     graphql_cache_size: int = 256
+    # Total text of the documents kept parsed and validated: the cache's memory, and the work
+    # of every full garbage collection, stay bounded whatever documents callers invent.
+    graphql_cache_chars: int = 512 * 1024
     # Introspection and GraphiQL (switch both off in production if the schema is private).
     introspection_enabled: bool = True
     graphiql_enabled: bool = True

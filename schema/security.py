@@ -1,6 +1,7 @@
 """Schema extensions that keep one caller from flooding or breaking the API: the document limits
-(depth, aliases, tokens, field merging, bounded caches, introspection, suggestions), the input
-caps, the result-size budget and the rate limits, all configured from settings.
+(tokens; depth, aliases, field merging and suggestions in schema/documents.py's validator; bounded
+caches of valid documents), the input caps, the result-size budget and the rate limits, all
+configured from settings.
 
 Everything here costs time linear in the document and its variables (schema/document_limits.py,
 schema/field_merging.py): a document within the token and body caps is answered or refused
@@ -11,40 +12,26 @@ from __future__ import annotations
 
 import functools
 import re
-from collections import OrderedDict
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from graphql import (
     ASTValidationRule,
-    DocumentNode,
     FieldNode,
-    GraphQLError,
-    GraphQLSchema,
     ListValueNode,
     ObjectValueNode,
     OperationDefinitionNode,
     StringValueNode,
     ValueNode,
     VariableNode,
-    validate,
 )
-from graphql.validation import NoSchemaIntrospectionCustomRule, OverlappingFieldsCanBeMergedRule
-from strawberry.extensions import (
-    AddValidationRules,
-    MaxTokensLimiter,
-    ParserCache,
-    SchemaExtension,
-    ValidationCache,
-)
-from strawberry.schema.validation_rules.maybe_null import MaybeNullValidationRule
-from strawberry.schema.validation_rules.one_of import OneOfInputValidationRule
+from graphql.validation import NoSchemaIntrospectionCustomRule
+from strawberry.extensions import AddValidationRules, MaxTokensLimiter, SchemaExtension
 from strawberry.types import ExecutionContext
 from strawberry.types.graphql import OperationType
 
-from schema.document_limits import limit_errors, operation_named, result_size, root_fields
-from schema.field_merging import FieldsCanMergeRule
+from schema.document_limits import operation_named, result_size, root_fields
+from schema.documents import DocumentParsing, DocumentValidation, DocumentValidator, ValidDocuments
 from services import rate_limits
 from services.errors import BadUserInput, DomainError, RateLimited
 from settings import Settings
@@ -281,99 +268,19 @@ def _set_headers(context: Any, quota: rate_limits.Quota) -> None:
     headers["RateLimit-Reset"] = str(quota.reset_after)
 
 
-class DocumentValidator:
-    """Validates documents for Strawberry's ValidationCache, and remembers the last
-    GRAPHQL_CACHE_SIZE answers:
-    - the depth and alias limits first, in linear time (a document over them is not validated
-      further: it is refused, whatever else is wrong with it);
-    - then graphql-core's rules (and Strawberry's) with OverlappingFieldsCanBeMergedRule,
-      quadratic in repeated fields, replaced by schema/field_merging.py's linear one;
-    - without "Did you mean ...?" suggestions when introspection is off: they would list the
-      schema's names to a caller who may not read it.
-
-    Answers are kept by document object (the parser cache hands out the same object for the
-    same text), not by the document's value: hashing a parsed document walks all of it, which
-    cost several milliseconds per request for a large one."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.max_depth = settings.max_query_depth
-        self.max_aliases = settings.max_query_aliases
-        self.hide_suggestions = not settings.introspection_enabled
-        self.maxsize = settings.graphql_cache_size
-        self.hits = self.misses = 0
-        self._answers: OrderedDict[int, _Answer] = OrderedDict()
-
-    def validate(
-        self,
-        schema: GraphQLSchema,
-        document: DocumentNode,
-        rules: tuple[type[ASTValidationRule], ...],
-    ) -> list[GraphQLError]:
-        key = id(document)
-        known = self._answers.get(key)
-        if (
-            known is not None
-            and known.document is document
-            and known.schema is schema
-            and known.rules == rules
-        ):
-            self._answers.move_to_end(key)
-            self.hits += 1
-            return known.errors
-        self.misses += 1
-        errors = self._validate(schema, document, rules)
-        # The answer holds the document, so its id cannot be reused while it is cached.
-        self._answers[key] = _Answer(document, schema, rules, errors)
-        if len(self._answers) > self.maxsize:
-            self._answers.popitem(last=False)
-        return errors
-
-    def _validate(
-        self,
-        schema: GraphQLSchema,
-        document: DocumentNode,
-        rules: tuple[type[ASTValidationRule], ...],
-    ) -> list[GraphQLError]:
-        errors = limit_errors(document, self.max_depth, self.max_aliases)
-        if errors:
-            return errors
-        kept = tuple(rule for rule in rules if rule is not OverlappingFieldsCanBeMergedRule)
-        return validate(
-            schema,
-            document,
-            (*kept, FieldsCanMergeRule, MaybeNullValidationRule, OneOfInputValidationRule),
-            hide_suggestions=self.hide_suggestions,
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class _Answer:
-    document: DocumentNode
-    schema: GraphQLSchema
-    rules: tuple[type[ASTValidationRule], ...]
-    errors: list[GraphQLError]
-
-
-class DocumentValidation(ValidationCache):
-    """Strawberry's ValidationCache with Kiln's validator (and its cache)."""
-
-    def __init__(self, validator: DocumentValidator) -> None:
-        super().__init__()
-        self.cached_validate_document = validator.validate
-
-
 def security_extensions(settings: Settings) -> Iterator[Any]:
     """The schema's protective extensions, as factories (one instance per operation).
 
-    The validator and the introspection rule are built once here and shared by every
-    operation: Strawberry's own limiter extensions build a fresh rule class per operation,
-    which makes every validation a cache miss (validation was a third of the API's CPU)."""
-    size = settings.graphql_cache_size
+    The document caches, the validator and the introspection rule are built once here and
+    shared by every operation: Strawberry's own limiter extensions build a fresh rule class
+    per operation, which makes every validation a cache miss (validation was a third of the
+    API's CPU)."""
     rules: list[type[ASTValidationRule]] = []
     if not settings.introspection_enabled:
         rules.append(NoSchemaIntrospectionCustomRule)
-    yield functools.partial(ParserCache, maxsize=size)
-    yield functools.partial(DocumentValidation, DocumentValidator(settings))
+    documents = ValidDocuments(settings.graphql_cache_size, settings.graphql_cache_chars)
+    yield functools.partial(DocumentParsing, documents)
+    yield functools.partial(DocumentValidation, DocumentValidator(settings), documents)
     yield functools.partial(MaxTokensLimiter, max_token_count=settings.max_query_tokens)
     if rules:
         yield functools.partial(AddValidationRules, rules)

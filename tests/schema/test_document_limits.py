@@ -5,6 +5,7 @@ object. Each is refused or answered with work linear in its size, counted in fun
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -115,9 +116,10 @@ async def test_the_costliest_documents_cost_linear_work(world, family):
     counts = []
     for number, document in enumerate((half, full)):
         # A name makes the document new to the parser and validation caches.
-        named = document.replace("query {", f"query Q{number} {{", 1)
+        name = f"Q{number}_{uuid.uuid4().hex}"
+        named = document.replace("query {", f"query {name} {{", 1)
         if named.startswith("{"):
-            named = f"query Q{number} {named}"
+            named = f"query {name} {named}"
         try:
             count, result = await run_counted(named, world.tokens["other"], world.settings)
         except TooMuchWork as stopped:

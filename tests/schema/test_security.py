@@ -13,7 +13,8 @@ from starlette.responses import Response
 
 from models.user import Role
 from schema.build import build_schema
-from schema.security import DEFAULT_MAX_STRING, MAX_LIST_ITEMS, MAX_STRING, DocumentValidation
+from schema.documents import DocumentValidation
+from schema.security import DEFAULT_MAX_STRING, MAX_LIST_ITEMS, MAX_STRING
 from services import auth
 from services.rate_limits import MemoryCounters
 from tests.support.schema import PASSWORD, SCHEMA, request_context
