@@ -89,6 +89,7 @@ def _check(name: str, value: str) -> None:
 
 
 def _check_list(name: str, length: int) -> None:
+    """A list (or an input object: none has as many fields) of at most MAX_LIST_ITEMS."""
     if length > MAX_LIST_ITEMS:
         field = _camel(name)
         raise BadUserInput(f"{field} takes at most {MAX_LIST_ITEMS} items.", field=field)
@@ -109,6 +110,7 @@ def check_inputs(values: Mapping[str, Any]) -> None:
         if isinstance(value, str):
             _check(name, value)
         elif isinstance(value, dict):
+            _check_list(name, len(value))  # no input object has a hundred fields
             if depth >= MAX_INPUT_DEPTH:
                 raise _too_deep(name)
             stack.extend((str(k), item, depth + 1) for k, item in reversed(list(value.items())))
@@ -145,9 +147,14 @@ def check_operation_inputs(context: ExecutionContext) -> None:
         d.variable.name.value: d.default_value for d in operation.variable_definitions or ()
     }
 
+    checked: set[tuple[str, str]] = set()
+
     def walk(name: str, node: ValueNode) -> None:
         if isinstance(node, VariableNode):
             variable = node.name.value
+            if (name, variable) in checked:
+                return  # thirty aliases passing one large variable: checked once
+            checked.add((name, variable))
             if variable in variables:
                 check_inputs({name: variables[variable]})
             elif defaults.get(variable) is not None:

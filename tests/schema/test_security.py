@@ -18,6 +18,7 @@ from schema.security import DEFAULT_MAX_STRING, MAX_LIST_ITEMS, MAX_STRING
 from services import auth
 from services.rate_limits import MemoryCounters
 from tests.support.schema import PASSWORD, SCHEMA, request_context
+from tests.support.work import counted_calls
 
 
 def first_error(result: Any) -> Any:
@@ -265,6 +266,22 @@ async def test_lists_are_capped(world, document, variables):
     assert code(result) == "BAD_USER_INPUT", result.errors
     assert first_error(result).extensions.get("field") == "status"
     assert f"at most {MAX_LIST_ITEMS} items" in first_error(result).message
+
+
+async def test_a_large_variable_is_checked_once_however_often_it_is_passed(world):
+    """Thirty aliases passing one filter of 100,000 keys walked them thirty times; an input
+    object has a few fields, so so many keys are refused at once."""
+    aliases = " ".join(f"a{i}: errorEvents(filter: $f) {{ edges {{ cursor }} }}" for i in range(30))
+    junk = {f"k{i}": "x" for i in range(100_000)}
+    with counted_calls(50_000) as calls:
+        result = await SCHEMA.execute(
+            f"query($f: ErrorEventFilter) {{ {aliases} }}",
+            variable_values={"f": junk},
+            context_value=request_context(world.settings, world.tokens["admin"]),
+        )
+    assert not calls.exceeded
+    assert code(result) == "BAD_USER_INPUT", result.errors
+    assert first_error(result).extensions.get("field") == "filter"
 
 
 async def test_inputs_nested_past_the_schemas_depth_are_refused_without_recursion(world):
