@@ -156,7 +156,7 @@ class Settings(BaseSettings):
     graphql_cache_size: int = 256
     # Total text of the documents kept parsed and validated: the cache's memory, and the work
     # of every full garbage collection, stay bounded whatever documents callers invent.
-    graphql_cache_chars: int = 512 * 1024
+    graphql_cache_chars: int = 256 * 1024
     # Introspection and GraphiQL (switch both off in production if the schema is private).
     introspection_enabled: bool = True
     graphiql_enabled: bool = True
