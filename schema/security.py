@@ -186,6 +186,9 @@ class InputLimits(SchemaExtension):
         yield
 
 
+_DEFAULT_RESULT_OBJECTS: int = Settings.model_fields["max_result_objects"].default
+
+
 def check_result_budget(execution: ExecutionContext) -> None:
     """Refuses an operation whose result could hold more than MAX_RESULT_OBJECTS objects
     (schema/document_limits.py: result_size, LIST_BOUNDS), before anything runs."""
@@ -202,9 +205,6 @@ def check_result_budget(execution: ExecutionContext) -> None:
             f"This operation's result could hold {size} objects; at most {limit} are allowed."
             " Ask for smaller pages (first) or fewer nested lists."
         )
-
-
-_DEFAULT_RESULT_OBJECTS: int = Settings.model_fields["max_result_objects"].default
 
 
 class ResultBudget(SchemaExtension):
@@ -230,6 +230,9 @@ class OperationRateLimit(SchemaExtension):
     async def on_execute(self) -> Any:
         await spend_rate_limit(self.execution_context)
         yield
+
+
+_CHANGES = (OperationType.MUTATION, OperationType.SUBSCRIPTION)
 
 
 async def spend_rate_limit(execution: ExecutionContext) -> None:
@@ -261,9 +264,6 @@ async def spend_rate_limit(execution: ExecutionContext) -> None:
         _set_headers(context, rate_limits.Quota(limit, 0, limited.retry_after))
         raise
     _set_headers(context, quota)
-
-
-_CHANGES = (OperationType.MUTATION, OperationType.SUBSCRIPTION)
 
 
 def _set_headers(context: Any, quota: rate_limits.Quota) -> None:
