@@ -168,6 +168,12 @@ class Settings(BaseSettings):
     rate_limit_per_user: int = 120
     rate_limit_per_priority_user: int = 1200
     rate_limit_per_ip: int = 30
+    # Queries per window, counted apart from the above with larger budgets (reads are
+    # cheaper than changes, and a screen runs several): per user, per priority user and per
+    # client IP for anonymous callers. Each root field counts once here too.
+    query_rate_limit_per_user: int = 600
+    query_rate_limit_per_priority_user: int = 6000
+    query_rate_limit_per_ip: int = 300
 
     # GraphQL documents: depth, aliases, tokens and the HTTP body are capped; parsed and
     # validated documents are cached in bounded LRU caches.
@@ -175,7 +181,13 @@ class Settings(BaseSettings):
     max_query_aliases: int = 30
     max_query_tokens: int = 2000
     max_body_bytes: int = 1024 * 1024
+    # Most objects an operation's result may hold in the worst case (every page full, every
+    # list at its bound: schema/document_limits.py), checked before anything runs.
+    max_result_objects: int = 2000
     graphql_cache_size: int = 256
+    # Total text of the documents kept parsed and validated: the cache's memory, and the work
+    # of every full garbage collection, stay bounded whatever documents callers invent.
+    graphql_cache_chars: int = 256 * 1024
     # Automatic Persisted Queries (web/persisted_queries.py): anyone may register a document,
     # so the store keeps at most this many (the least recently used forgotten first) of at most
     # this many bytes each (longer ones run but are not kept): 1000 x 16 KiB, 16 MiB at worst,

@@ -146,6 +146,8 @@ async def main(which: str, requests: int, profile: str | None) -> None:
         REQUEUE_AFTER_SECONDS="3600",
         RATE_LIMIT_PER_USER="1000000000",
         RATE_LIMIT_PER_IP="1000000000",
+        QUERY_RATE_LIMIT_PER_USER="1000000000",
+        QUERY_RATE_LIMIT_PER_IP="1000000000",
     )
     try:
         migrate = [sys.executable, "-m", "tortoise", "migrate"]

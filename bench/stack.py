@@ -116,6 +116,9 @@ def _start(
         RATE_LIMIT_PER_USER=str(RATE_LIMIT),
         RATE_LIMIT_PER_PRIORITY_USER=str(RATE_LIMIT),
         RATE_LIMIT_PER_IP=str(RATE_LIMIT),
+        QUERY_RATE_LIMIT_PER_USER=str(RATE_LIMIT),
+        QUERY_RATE_LIMIT_PER_PRIORITY_USER=str(RATE_LIMIT),
+        QUERY_RATE_LIMIT_PER_IP=str(RATE_LIMIT),
         FETCH_ALLOW_HOSTS="127.0.0.1",
         # The sweeper must not re-send queued work while a benchmark holds workers back.
         REQUEUE_AFTER_SECONDS="3600",

@@ -60,6 +60,7 @@ from graphql import (
     GraphQLSchema,
     GraphQLSkipDirective,
     InlineFragmentNode,
+    OperationDefinitionNode,
     SelectionSetNode,
     VariableNode,
     Visitor,
@@ -285,7 +286,9 @@ def _compile(raw: GraphQLResolveInfo) -> Projection | None:
         children=fields,
         children_suspend=any(f.suspends for f in fields),
     )
-    uses_variables = _directives_read_variables(raw.field_nodes, raw.fragments)
+    uses_variables = _directives_read_variables(raw.field_nodes) or _fragments_read_variables(
+        raw.operation, raw.fragments
+    )
     return Projection(root, tuple(raw.field_nodes), uses_variables)
 
 
@@ -299,17 +302,36 @@ class _DirectiveVariables(Visitor):
         return None
 
 
-def _directives_read_variables(
-    nodes: list[FieldNode], fragments: dict[str, FragmentDefinitionNode]
-) -> bool:
-    """Whether a directive in these fields or in any fragment of the document reads a
-    variable (then what the selection includes depends on the variables' values)."""
+def _directives_read_variables(nodes: Iterable[Any]) -> bool:
+    """Whether a directive in these nodes (and below them) reads a variable (then what the
+    selection includes depends on the variables' values)."""
     finder = _DirectiveVariables()
-    for node in (*nodes, *fragments.values()):
+    for node in nodes:
         visit(node, finder)
         if finder.found:
             return True
     return False
+
+
+def _fragments_read_variables(
+    operation: OperationDefinitionNode, fragments: dict[str, FragmentDefinitionNode]
+) -> bool:
+    """`_directives_read_variables` of every fragment of the operation's document, found once
+    per document rather than once per root field: thirty aliased root fields would each walk
+    all the fragments again."""
+    known = _fragment_variables.get(id(operation))
+    if known is not None and known[0] is operation:
+        _fragment_variables.move_to_end(id(operation))
+        return known[1]
+    found = _directives_read_variables(fragments.values())
+    # The entry holds the operation, so its id is not reused while it is kept.
+    _fragment_variables[id(operation)] = (operation, found)
+    if len(_fragment_variables) > _PROJECTIONS:
+        _fragment_variables.popitem(last=False)
+    return found
+
+
+_fragment_variables: OrderedDict[int, tuple[OperationDefinitionNode, bool]] = OrderedDict()
 
 
 # Schema extensions whose `resolve` hook acts on root fields only (so it already ran for the

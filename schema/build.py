@@ -28,6 +28,9 @@ _background: set[asyncio.Task[None]] = set()
 
 
 class KilnSchema(strawberry.Schema):
+    # What it was built with: the limits checked per operation read it.
+    settings: Settings
+
     def process_errors(
         self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
     ) -> None:
@@ -72,13 +75,30 @@ Mutation = merge_types(
 Subscription = merge_types("Subscription", (subscriptions.Subscription, OperationsSubscription))
 
 
+class ExecutionWithoutSuggestions(ProjectingExecutionContext):
+    """Errors of variables and arguments without graphql-core's "Did you mean ...?" (they
+    list the schema's names): the executor when introspection is off."""
+
+    @classmethod
+    def build(cls, *args: Any, **kwargs: Any) -> Any:
+        kwargs["hide_suggestions"] = True
+        return super().build(*args, **kwargs)
+
+
 def build_schema(settings: Settings | None = None) -> strawberry.Schema:
     """With the document limits, input caps and rate limits of `settings` (the process's
     settings when not given)."""
-    return KilnSchema(
+    settings = settings or get_settings()
+    schema = KilnSchema(
         query=Query,
         mutation=Mutation,
         subscription=Subscription,
-        extensions=list(security_extensions(settings or get_settings())),
-        execution_context_class=ProjectingExecutionContext,
+        extensions=list(security_extensions(settings)),
+        execution_context_class=(
+            ProjectingExecutionContext
+            if settings.introspection_enabled
+            else ExecutionWithoutSuggestions
+        ),
     )
+    schema.settings = settings
+    return schema

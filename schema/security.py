@@ -1,40 +1,37 @@
-"""Schema extensions that keep one caller from flooding or breaking the API: operation rate
-limits, input length caps, and the document limits (depth, aliases, tokens, bounded caches,
-introspection), all configured from settings."""
+"""Schema extensions that keep one caller from flooding or breaking the API: the document limits
+(tokens; depth, aliases, field merging and suggestions in schema/documents.py's validator; bounded
+caches of valid documents), the input caps, the result-size budget and the rate limits, all
+configured from settings.
+
+Everything here costs time linear in the document and its variables (schema/document_limits.py,
+schema/field_merging.py): a document within the token and body caps is answered or refused
+without a walk that follows every spread of every fragment.
+"""
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterator
+import re
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from graphql import (
     ASTValidationRule,
     FieldNode,
-    FragmentDefinitionNode,
-    FragmentSpreadNode,
-    InlineFragmentNode,
     ListValueNode,
     ObjectValueNode,
     OperationDefinitionNode,
-    SelectionSetNode,
     StringValueNode,
     ValueNode,
     VariableNode,
 )
 from graphql.validation import NoSchemaIntrospectionCustomRule
-from strawberry.extensions import (
-    AddValidationRules,
-    MaxAliasesLimiter,
-    MaxTokensLimiter,
-    ParserCache,
-    QueryDepthLimiter,
-    SchemaExtension,
-    ValidationCache,
-)
+from strawberry.extensions import AddValidationRules, MaxTokensLimiter, SchemaExtension
 from strawberry.types import ExecutionContext
 from strawberry.types.graphql import OperationType
 
+from schema.document_limits import operation_named, result_size, root_fields
+from schema.documents import DocumentParsing, DocumentValidation, DocumentValidator, ValidDocuments
 from services import rate_limits
 from services.errors import BadUserInput, DomainError, RateLimited
 from settings import Settings
@@ -63,6 +60,15 @@ MAX_STRING = {
     "provider": 64,
 }
 DEFAULT_MAX_STRING = 4000
+# Most items of any list input: the schema's lists are filters over enums of at most a dozen
+# values. 40,000 statuses became 40,000 bound parameters, which PostgreSQL refuses.
+MAX_LIST_ITEMS = 100
+# Deepest nesting of input objects and lists in an argument (the schema's go two deep). A
+# variable's JSON may nest a thousand levels; nothing walks deeper than this.
+MAX_INPUT_DEPTH = 8
+# NUL, which PostgreSQL cannot store in text, and halves of surrogate pairs, which are not
+# Unicode text at all (no encoder, driver or log line takes them).
+_NOT_TEXT = re.compile("[\x00\ud800-\udfff]")
 
 
 def _camel(name: str) -> str:
@@ -75,70 +81,63 @@ def _check(name: str, value: str) -> None:
     if len(value) > cap:
         field = _camel(name)
         raise BadUserInput(f"{field} must be at most {cap} characters.", field=field)
+    found = _NOT_TEXT.search(value)
+    if found is not None:
+        field = _camel(name)
+        what = "NUL characters" if found.group() == "\x00" else "unpaired surrogates"
+        raise BadUserInput(f"{field} must be text without {what}.", field=field)
 
 
-def check_inputs(values: dict[str, Any]) -> None:
-    """Raise BadUserInput (naming the field) for any string longer than its cap."""
+def _check_list(name: str, length: int) -> None:
+    """A list (or an input object: none has as many fields) of at most MAX_LIST_ITEMS."""
+    if length > MAX_LIST_ITEMS:
+        field = _camel(name)
+        raise BadUserInput(f"{field} takes at most {MAX_LIST_ITEMS} items.", field=field)
 
-    def walk(name: str, value: Any) -> None:
+
+def _too_deep(name: str) -> BadUserInput:
+    field = _camel(name)
+    return BadUserInput(f"{field} is nested too deeply.", field=field)
+
+
+def check_inputs(values: Mapping[str, Any]) -> None:
+    """Raise BadUserInput (naming the field) for any string longer than its cap or with
+    characters that are not text, any list longer than MAX_LIST_ITEMS, and nesting deeper
+    than MAX_INPUT_DEPTH. Iterative: a variable may nest as deep as its JSON allows."""
+    stack: list[tuple[str, Any, int]] = [(str(k), v, 0) for k, v in reversed(list(values.items()))]
+    while stack:
+        name, value, depth = stack.pop()
         if isinstance(value, str):
             _check(name, value)
         elif isinstance(value, dict):
-            for key, item in value.items():
-                walk(str(key), item)
+            _check_list(name, len(value))  # no input object has a hundred fields
+            if depth >= MAX_INPUT_DEPTH:
+                raise _too_deep(name)
+            stack.extend((str(k), item, depth + 1) for k, item in reversed(list(value.items())))
         elif isinstance(value, list | tuple):
-            for item in value:
-                walk(name, item)
-
-    for key, value in values.items():
-        walk(key, value)
+            _check_list(name, len(value))
+            if depth >= MAX_INPUT_DEPTH:
+                raise _too_deep(name)
+            stack.extend((name, item, depth + 1) for item in reversed(value))
 
 
 def _operation(context: ExecutionContext) -> OperationDefinitionNode | None:
     document = context.graphql_document
     if document is None:
         return None
-    name = context.operation_name
-    return next(
-        (
-            d
-            for d in document.definitions
-            if isinstance(d, OperationDefinitionNode)
-            and (name is None or (d.name is not None and d.name.value == name))
-        ),
-        None,
-    )
+    return operation_named(document, context.operation_name)
 
 
 def _root_fields(context: ExecutionContext) -> list[FieldNode]:
-    """The operation's root fields, through fragments, aliases included."""
+    """The operation's root fields, through fragments (each entered once), aliases included."""
     operation = _operation(context)
     if operation is None or context.graphql_document is None:
         return []
-    fragments = {
-        d.name.value: d.selection_set
-        for d in context.graphql_document.definitions
-        if isinstance(d, FragmentDefinitionNode)
-    }
-    found: list[FieldNode] = []
-
-    def collect(selection_set: SelectionSetNode, seen: frozenset[str]) -> None:
-        for selection in selection_set.selections:
-            if isinstance(selection, FieldNode):
-                found.append(selection)
-            elif isinstance(selection, InlineFragmentNode):
-                collect(selection.selection_set, seen)
-            elif isinstance(selection, FragmentSpreadNode):
-                target = selection.name.value
-                if target in fragments and target not in seen:
-                    collect(fragments[target], seen | {target})
-
-    collect(operation.selection_set, frozenset())
-    return found
+    return root_fields(context.graphql_document, operation)
 
 
 def check_operation_inputs(context: ExecutionContext) -> None:
-    """Caps every string reaching a root field, written in the document or sent as a
+    """Caps every string and list reaching a root field, written in the document or sent as a
     variable, under the name of the argument or input field it fills."""
     operation = _operation(context)
     if operation is None:
@@ -148,9 +147,14 @@ def check_operation_inputs(context: ExecutionContext) -> None:
         d.variable.name.value: d.default_value for d in operation.variable_definitions or ()
     }
 
+    checked: set[tuple[str, str]] = set()
+
     def walk(name: str, node: ValueNode) -> None:
         if isinstance(node, VariableNode):
             variable = node.name.value
+            if (name, variable) in checked:
+                return  # thirty aliases passing one large variable: checked once
+            checked.add((name, variable))
             if variable in variables:
                 check_inputs({name: variables[variable]})
             elif defaults.get(variable) is not None:
@@ -161,6 +165,7 @@ def check_operation_inputs(context: ExecutionContext) -> None:
             for field in node.fields:
                 walk(field.name.value, field.value)
         elif isinstance(node, ListValueNode):
+            _check_list(name, len(node.values))
             for item in node.values:
                 walk(name, item)
 
@@ -170,7 +175,7 @@ def check_operation_inputs(context: ExecutionContext) -> None:
 
 
 class InputLimits(SchemaExtension):
-    """Caps every string argument of every root field before any resolver runs.
+    """Caps every string and list argument of every root field before any resolver runs.
 
     Checked once per operation from the document and its variables rather than in a
     per-field `resolve` hook: such a hook wraps every field of every result (a page of
@@ -181,26 +186,61 @@ class InputLimits(SchemaExtension):
         yield
 
 
+_DEFAULT_RESULT_OBJECTS: int = Settings.model_fields["max_result_objects"].default
+
+
+def check_result_budget(execution: ExecutionContext) -> None:
+    """Refuses an operation whose result could hold more than MAX_RESULT_OBJECTS objects
+    (schema/document_limits.py: result_size, LIST_BOUNDS), before anything runs."""
+    operation = _operation(execution)
+    document = execution.graphql_document
+    if operation is None or document is None:
+        return
+    # The settings the schema was built with, as for the other document limits.
+    settings: Settings | None = getattr(execution.schema, "settings", None)
+    limit = settings.max_result_objects if settings is not None else _DEFAULT_RESULT_OBJECTS
+    size = result_size(execution.schema._schema, document, operation, execution.variables)
+    if size > limit:
+        raise BadUserInput(
+            f"This operation's result could hold {size} objects; at most {limit} are allowed."
+            " Ask for smaller pages (first) or fewer nested lists."
+        )
+
+
+class ResultBudget(SchemaExtension):
+    """Whatever its lists hold, an operation's result stays within MAX_RESULT_OBJECTS."""
+
+    def on_execute(self) -> Iterator[None]:
+        check_result_budget(self.execution_context)
+        yield
+
+
 def root_field_count(context: ExecutionContext) -> int:
     """How many root fields the operation runs (aliases and fragments included): each one is
-    a mutation or subscription of its own, so each counts against the rate limit."""
+    an operation of its own, so each counts against the rate limit."""
     return max(1, len(_root_fields(context)))
 
 
 class OperationRateLimit(SchemaExtension):
-    """Mutations and subscriptions count against the caller's window (services.rate_limits).
-    Over the limit the whole operation is refused with RATE_LIMITED and retryAfter; HTTP
-    responses carry RateLimit-Limit / -Remaining / -Reset."""
+    """Every operation counts against the caller's window (services.rate_limits): queries
+    against one, mutations and subscriptions against another with smaller budgets. Over the
+    limit the whole operation is refused with RATE_LIMITED and retryAfter; HTTP responses
+    carry RateLimit-Limit / -Remaining / -Reset."""
 
     async def on_execute(self) -> Any:
         await spend_rate_limit(self.execution_context)
         yield
 
 
+_CHANGES = (OperationType.MUTATION, OperationType.SUBSCRIPTION)
+
+
 async def spend_rate_limit(execution: ExecutionContext) -> None:
     """What OperationRateLimit does for an operation (prepared operations call it directly)."""
-    if execution.operation_type not in (OperationType.MUTATION, OperationType.SUBSCRIPTION):
+    operation_type = execution.operation_type
+    if operation_type not in (OperationType.QUERY, *_CHANGES):
         return
+    reads = operation_type is OperationType.QUERY
     context: Any = execution.context
     counters = getattr(context, "counters", None)
     settings: Settings | None = getattr(context, "settings", None)
@@ -212,10 +252,15 @@ async def spend_rate_limit(execution: ExecutionContext) -> None:
         user = None  # a bad credential: the resolver reports it; count by address
     try:
         quota = await rate_limits.spend(
-            counters, user, context.client_ip, root_field_count(execution), settings
+            counters,
+            user,
+            context.client_ip,
+            root_field_count(execution),
+            settings,
+            reads=reads,
         )
     except RateLimited as limited:
-        limit = rate_limits.operation_limit(user, settings)
+        limit = rate_limits.operation_limit(user, settings, reads=reads)
         _set_headers(context, rate_limits.Quota(limit, 0, limited.retry_after))
         raise
     _set_headers(context, quota)
@@ -233,19 +278,19 @@ def _set_headers(context: Any, quota: rate_limits.Quota) -> None:
 def security_extensions(settings: Settings) -> Iterator[Any]:
     """The schema's protective extensions, as factories (one instance per operation).
 
-    The depth, alias and introspection rules are built once here and shared by every
-    operation: Strawberry's own limiter extensions build a fresh rule class per operation,
-    which makes every validation a cache miss (validation was a third of the API's CPU)."""
-    size = settings.graphql_cache_size
-    rules: list[type[ASTValidationRule]] = [
-        *QueryDepthLimiter(max_depth=settings.max_query_depth).validation_rules,
-        *MaxAliasesLimiter(max_alias_count=settings.max_query_aliases).validation_rules,
-    ]
+    The document caches, the validator and the introspection rule are built once here and
+    shared by every operation: Strawberry's own limiter extensions build a fresh rule class
+    per operation, which makes every validation a cache miss (validation was a third of the
+    API's CPU)."""
+    rules: list[type[ASTValidationRule]] = []
     if not settings.introspection_enabled:
         rules.append(NoSchemaIntrospectionCustomRule)
-    yield functools.partial(ParserCache, maxsize=size)
-    yield functools.partial(ValidationCache, maxsize=size)
+    documents = ValidDocuments(settings.graphql_cache_size, settings.graphql_cache_chars)
+    yield functools.partial(DocumentParsing, documents)
+    yield functools.partial(DocumentValidation, DocumentValidator(settings), documents)
     yield functools.partial(MaxTokensLimiter, max_token_count=settings.max_query_tokens)
-    yield functools.partial(AddValidationRules, rules)
+    if rules:
+        yield functools.partial(AddValidationRules, rules)
     yield InputLimits
+    yield ResultBudget
     yield OperationRateLimit

@@ -1,6 +1,6 @@
-"""Counting windows shared by every API process: login failures per email, and mutations and
-subscriptions per user (or per client IP for anonymous callers). Redis when there is one, so
-every process agrees; in memory when embedded (one process).
+"""Counting windows shared by every API process: login failures per email, and operations per
+user (or per client IP for anonymous callers), queries apart from mutations and subscriptions.
+Redis when there is one, so every process agrees; in memory when embedded (one process).
 
 A window opens with its first hit and lasts `window` seconds (a fixed window per key, like
 services.provider_limits); a hit past the limit is refused with the seconds left."""
@@ -95,19 +95,35 @@ class Quota:
     reset_after: int
 
 
-def operation_limit(user: User | None, settings: Settings) -> int:
+def operation_limit(user: User | None, settings: Settings, *, reads: bool = False) -> int:
+    """The caller's budget per window: for queries (`reads`) or for mutations and
+    subscriptions."""
+    if reads:
+        if user is None:
+            return settings.query_rate_limit_per_ip
+        if user.priority:
+            return settings.query_rate_limit_per_priority_user
+        return settings.query_rate_limit_per_user
     if user is None:
         return settings.rate_limit_per_ip
     return settings.rate_limit_per_priority_user if user.priority else settings.rate_limit_per_user
 
 
 async def spend(
-    counters: Counters, user: User | None, client_ip: str, cost: int, settings: Settings
+    counters: Counters,
+    user: User | None,
+    client_ip: str,
+    cost: int,
+    settings: Settings,
+    *,
+    reads: bool = False,
 ) -> Quota:
-    """Count `cost` operations (mutation or subscription root fields) against the caller's
-    window: the user's own, or the client IP's when anonymous. Raises RateLimited past it."""
-    limit = operation_limit(user, settings)
-    key = f"ops:user:{user.id}" if user is not None else f"ops:ip:{client_ip}"
+    """Count `cost` operations (root fields) against the caller's window: the user's own, or
+    the client IP's when anonymous; queries (`reads`) in windows of their own. Raises
+    RateLimited past it."""
+    limit = operation_limit(user, settings, reads=reads)
+    kind = "reads" if reads else "ops"
+    key = f"{kind}:user:{user.id}" if user is not None else f"{kind}:ip:{client_ip}"
     window = await counters.hit(key, settings.rate_limit_window_seconds, cost)
     if window.count > limit:
         raise RateLimited(retry_after(window), "Too many requests; try again in a little while.")

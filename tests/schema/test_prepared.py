@@ -16,13 +16,18 @@ from strawberry.extensions import MaskErrors, SchemaExtension
 from observability.graphql import GraphQLObservability
 from schema.build import build_schema
 from schema.prepared import PreparedOperations
-from schema.security import InputLimits, OperationRateLimit
+from schema.security import InputLimits, OperationRateLimit, ResultBudget
 from services import auth
 from tests.support.app import app_client, parse, value
 from web.graphql_app import KilnGraphQL
 
 CREATE = """mutation Create($input: CreateGenerationInput!) {
   createGeneration(input: $input) { id status cost version prompt }
+}"""
+# Up to 50 generations with 8 children each, with their outputs: over MAX_RESULT_OBJECTS at
+# 50 per page.
+NESTED = """query Nested($n: Int!) {
+  generations(first: $n) { edges { node { id children { id outputs { url } } } } }
 }"""
 SEVERAL = "query Me { me { email role } } query Models { models { id kind } }"
 _IDS = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|[0-9a-f]{32}")
@@ -106,6 +111,15 @@ async def test_repeated_operations_are_prepared_and_answer_as_strawberry(
             ),
             # Variables graphql-core cannot coerce.
             ({"query": CREATE, "variables": {"input": {"prompt": 7}}}, token, "BAD_USER_INPUT"),
+            # Not text, refused by the input caps.
+            (
+                {"query": CREATE, "variables": {"input": {"prompt": "a\u0000b"}}},
+                token,
+                "BAD_USER_INPUT",
+            ),
+            # Over the result budget with these variables (and within it with others).
+            ({"query": NESTED, "variables": {"n": 50}}, token, "BAD_USER_INPUT"),
+            ({"query": NESTED, "variables": {"n": 2}}, token, None),
         ]
         for number, (body, caller, code) in enumerate(cases):
             # A comment makes each case's document new to the server.
@@ -172,6 +186,28 @@ async def test_the_rate_limit_counts_and_refuses_prepared_operations(
     assert answer["errors"][0]["extensions"]["code"] == "RATE_LIMITED"
     assert answer["errors"][0]["extensions"]["retryAfter"] >= 1
     assert refused.headers["ratelimit-remaining"] == "0"
+
+
+async def test_the_query_rate_limit_counts_and_refuses_prepared_operations(
+    backend, make_user, monkeypatch
+):
+    user = await make_user()
+    token = auth.issue_token(user, backend.settings)
+    body = {"query": "{ me { id } creditBalance { available } }"}
+    headers = {"authorization": f"Bearer {token}"}
+    async with app_client(backend, monkeypatch, query_rate_limit_per_user=4) as client:
+        paths = Paths(monkeypatch, graphql_of(client))
+        first = await client.post("/graphql", json=body, headers=headers)  # Strawberry, 2 of 4
+        assert first.headers["ratelimit-remaining"] == "2"
+        allowed = await client.post("/graphql", json=body, headers=headers)  # prepared, 4 of 4
+        assert allowed.headers["ratelimit-remaining"] == "0"
+        refused = await client.post("/graphql", json=body, headers=headers)  # prepared
+        respelled = {**body, "query": body["query"] + " "}
+        by_strawberry = await client.post("/graphql", json=respelled, headers=headers)
+    assert (paths.strawberry, paths.prepared) == (2, 2)
+    answer = same_answer(by_strawberry, refused)
+    assert answer["errors"][0]["extensions"]["code"] == "RATE_LIMITED"
+    assert refused.headers["ratelimit-limit"] == "4"
 
 
 async def test_prepared_operations_are_measured(backend, make_user, monkeypatch):
@@ -279,6 +315,7 @@ async def test_what_strawberry_still_answers(backend, make_user, monkeypatch):
 def test_only_a_schema_whose_extensions_are_all_known_is_served():
     per_operation: dict[type[SchemaExtension], Any] = {
         InputLimits: lambda e: None,
+        ResultBudget: lambda e: None,
         OperationRateLimit: lambda e: None,
         GraphQLObservability: lambda e: None,
     }

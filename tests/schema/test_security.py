@@ -3,20 +3,22 @@ every string argument, and rate limits on mutations and subscriptions."""
 
 from __future__ import annotations
 
+import functools
 import uuid
 from typing import Any
 
 import pytest
 from graphql import GraphQLList, GraphQLNonNull, GraphQLScalarType, get_introspection_query
 from starlette.responses import Response
-from strawberry.extensions.validation_cache import _get_validate_cache
 
 from models.user import Role
 from schema.build import build_schema
-from schema.security import DEFAULT_MAX_STRING, MAX_STRING
+from schema.documents import DocumentValidation
+from schema.security import DEFAULT_MAX_STRING, MAX_LIST_ITEMS, MAX_STRING
 from services import auth
 from services.rate_limits import MemoryCounters
 from tests.support.schema import PASSWORD, SCHEMA, request_context
+from tests.support.work import counted_calls
 
 
 def first_error(result: Any) -> Any:
@@ -78,22 +80,23 @@ async def test_introspection_can_be_switched_off(world):
 async def test_a_repeated_document_is_validated_once(world):
     """The limits must not defeat the validation cache: the second run of the same text is a
     cache hit, and the limits still apply to it."""
-    settings = world.settings.model_copy(update={"graphql_cache_size": 7})  # its own cache
-    schema = build_schema(settings)
-    cache: Any = _get_validate_cache(7)
-    cache.cache_clear()
+    schema = build_schema(world.settings)
+    validator = next(
+        e.args[0]
+        for e in schema.extensions
+        if isinstance(e, functools.partial) and e.func is DocumentValidation
+    )
     query = f'{{ generation(id: "{world.generation_id}") {{ id status }} }}'
     for _ in range(3):
         result = await schema.execute(
-            query, context_value=request_context(settings, world.tokens["other"])
+            query, context_value=request_context(world.settings, world.tokens["other"])
         )
         assert result.errors is None
-    assert cache.cache_info().misses == 1
-    assert cache.cache_info().hits == 2
+    assert (validator.misses, validator.hits) == (1, 2)
     deep = "id " + "parent { " * 14 + "id" + " }" * 14
     too_deep = f'{{ generation(id: "{world.generation_id}") {{ {deep} }} }}'
     for _ in range(2):
-        refused = await schema.execute(too_deep, context_value=request_context(settings))
+        refused = await schema.execute(too_deep, context_value=request_context(world.settings))
         assert code(refused) == "BAD_USER_INPUT"
 
 
@@ -198,6 +201,129 @@ async def test_caps_follow_strings_however_they_arrive(world, document, variable
     assert first_error(result).extensions.get("field") == field
 
 
+NOT_TEXT = {"a NUL": "a\u0000b", "an unpaired surrogate": "a\ud800b"}
+
+
+@pytest.mark.parametrize("what", NOT_TEXT)
+@pytest.mark.parametrize(
+    "root,field,path", string_inputs(), ids=lambda v: ".".join(v) if isinstance(v, list) else v
+)
+async def test_every_string_input_must_be_text(world, root, field, path, what):
+    """A NUL (PostgreSQL cannot store it) or half a surrogate pair (no encoder takes it) in any
+    String or ID argument is BAD_USER_INPUT naming the field, on either database."""
+    result = await _execute_with(world, root, field, path, NOT_TEXT[what])
+    assert code(result) == "BAD_USER_INPUT", result.errors
+    assert first_error(result).extensions.get("field") == path[-1], result.errors
+    assert "must be text" in first_error(result).message
+
+
+async def _execute_with(world: Any, root: str, field: str, path: list[str], value: Any) -> Any:
+    field_def = root_fields(root)[field]
+    variables = {
+        name: _dummy(arg.type, name)
+        for name, arg in field_def.args.items()
+        if isinstance(arg.type, GraphQLNonNull) or name == path[0]
+    }
+    if len(path) == 1:
+        is_list = isinstance(field_def.args[path[0]].type, GraphQLList)
+        variables[path[0]] = [value] if is_list else value
+    else:
+        variables[path[0]][path[1]] = value
+    declared = ", ".join(f"${n}: {field_def.args[n].type}" for n in variables)
+    passed = ", ".join(f"{n}: ${n}" for n in variables)
+    keyword = "query" if root == "Query" else "mutation"
+    document = f"{keyword}({declared}) {{ {field}({passed}) {_selection(field_def.type)} }}"
+    return await SCHEMA.execute(
+        document,
+        variable_values=variables,
+        context_value=request_context(world.settings, world.tokens["admin"]),
+    )
+
+
+@pytest.mark.parametrize(
+    "document,variables",
+    [
+        ("query($s: [GenerationStatus!]) { generations(status: $s) { edges { cursor } } }", True),
+        ("{{ generations(status: [{many}]) {{ edges {{ cursor }} }} }}", False),
+        (
+            "query($f: ErrorEventFilter) { errorEvents(filter: $f) { edges { cursor } } }",
+            True,
+        ),
+    ],
+)
+async def test_lists_are_capped(world, document, variables):
+    """40,000 statuses were 40,000 bound parameters, which PostgreSQL refuses (INTERNAL)."""
+    if "GenerationStatus" in document:
+        values: dict[str, Any] = {"s": ["QUEUED"] * 40_000}
+    else:
+        values = {"f": {"status": ["UNRESOLVED"] * 40_000}}
+    text = document if variables else document.format(many=", ".join(["QUEUED"] * 101))
+    result = await SCHEMA.execute(
+        text,
+        variable_values=values if variables else None,
+        context_value=request_context(world.settings, world.tokens["admin"]),
+    )
+    assert code(result) == "BAD_USER_INPUT", result.errors
+    assert first_error(result).extensions.get("field") == "status"
+    assert f"at most {MAX_LIST_ITEMS} items" in first_error(result).message
+
+
+async def test_a_large_variable_is_checked_once_however_often_it_is_passed(world):
+    """Thirty aliases passing one filter of 100,000 keys walked them thirty times; an input
+    object has a few fields, so so many keys are refused at once."""
+    aliases = " ".join(f"a{i}: errorEvents(filter: $f) {{ edges {{ cursor }} }}" for i in range(30))
+    junk = {f"k{i}": "x" for i in range(100_000)}
+    with counted_calls(50_000) as calls:
+        result = await SCHEMA.execute(
+            f"query($f: ErrorEventFilter) {{ {aliases} }}",
+            variable_values={"f": junk},
+            context_value=request_context(world.settings, world.tokens["admin"]),
+        )
+    assert not calls.exceeded
+    assert code(result) == "BAD_USER_INPUT", result.errors
+    assert first_error(result).extensions.get("field") == "filter"
+
+
+async def test_inputs_nested_past_the_schemas_depth_are_refused_without_recursion(world):
+    """A variable's JSON may nest as deep as the decoder allows (orjson: 1,024 levels)."""
+    deep: Any = "QUEUED"
+    for _ in range(1_000):
+        deep = [deep]
+    result = await SCHEMA.execute(
+        "query($s: [GenerationStatus!]) { generations(status: $s) { edges { cursor } } }",
+        variable_values={"s": deep},
+        context_value=request_context(world.settings, world.tokens["admin"]),
+    )
+    assert code(result) == "BAD_USER_INPUT", result.errors
+    assert first_error(result).extensions.get("field") == "status"
+
+
+MISSPELLED = [
+    '{ generaton(id: "1") { id } }',  # a field
+    "{ generations(frist: 2) { edges { cursor } } }",  # an argument
+    "{ generations(status: [QUEUD]) { edges { cursor } } }",  # an enum value
+    "{ errorEvents(filter: {severty: [ERROR]}) { edges { cursor } } }",  # an input field
+    "query($s: [GenerationStatus!]) { generations(status: $s) { edges { cursor } } }",
+    "{ generations { edges { nod { id } } } }",  # a field below the root
+]
+
+
+@pytest.mark.parametrize("document", MISSPELLED)
+@pytest.mark.parametrize("introspection", [True, False])
+async def test_no_suggestions_without_introspection(world, document, introspection):
+    """ "Did you mean ...?" lists the schema's names: not to callers who may not read it."""
+    settings = world.settings.model_copy(update={"introspection_enabled": introspection})
+    schema = build_schema(settings)
+    result = await schema.execute(
+        document,
+        variable_values={"s": ["QUEUD"]} if "$s" in document else None,
+        context_value=request_context(settings, world.tokens["admin"]),
+    )
+    assert code(result) == "BAD_USER_INPUT", result.errors
+    messages = " ".join(e.message for e in result.errors or ())
+    assert ("Did you mean" in messages) is introspection, messages
+
+
 def _selection(graphql_type: Any) -> str:
     while isinstance(graphql_type, GraphQLNonNull | GraphQLList):
         graphql_type = graphql_type.of_type
@@ -227,7 +353,7 @@ async def test_a_burst_over_the_users_limit_is_rate_limited(world):
     assert code(result) == "RATE_LIMITED"
     assert 1 <= first_error(result).extensions["retryAfter"] <= 60
     assert response.headers["RateLimit-Remaining"] == "0"
-    # Queries are not counted; another user has a window of their own.
+    # Queries count in a window of their own; another user has a window of their own.
     ok = await schema.execute(
         "{ me { id } }", context_value=request_context(settings, token, counters=counters)
     )
@@ -238,6 +364,56 @@ async def test_a_burst_over_the_users_limit_is_rate_limited(world):
         context_value=request_context(settings, world.tokens["admin"], counters=counters),
     )
     assert code(theirs) == "NOT_FOUND"
+
+
+ME = "{ me { id } }"
+
+
+async def test_queries_are_rate_limited_apart_from_mutations(world):
+    settings = world.settings.model_copy(
+        update={"query_rate_limit_per_user": 3, "rate_limit_per_user": 1}
+    )
+    schema, counters = build_schema(settings), MemoryCounters()
+    token = world.tokens["other"]
+
+    async def run(document: str, variables: dict[str, Any] | None = None) -> Any:
+        ctx = request_context(settings, token, counters=counters)
+        ctx.response = Response()
+        return await schema.execute(document, variables, context_value=ctx), ctx.response
+
+    results = [await run(ME) for _ in range(3)]
+    assert [r.errors for r, _ in results] == [None, None, None]
+    assert [h.headers["RateLimit-Remaining"] for _, h in results] == ["2", "1", "0"]
+    refused, response = await run(ME)
+    assert code(refused) == "RATE_LIMITED"
+    assert 1 <= first_error(refused).extensions["retryAfter"] <= 60
+    assert response.headers["RateLimit-Limit"] == "3"
+    # Every root field counts: two aliases are two queries.
+    other = request_context(settings, world.tokens["admin"], counters=counters)
+    assert (
+        code(
+            await schema.execute(
+                "{ a: me { id } b: me { id } c: me { id } d: me { id } }", context_value=other
+            )
+        )
+        == "RATE_LIMITED"
+    )
+    # A mutation spends its own window.
+    changed, _ = await run(REVOKE, {"id": str(uuid.uuid4())})
+    assert code(changed) == "NOT_FOUND"
+
+
+async def test_anonymous_queries_are_limited_per_address(world):
+    settings = world.settings.model_copy(update={"query_rate_limit_per_ip": 2})
+    schema, counters = build_schema(settings), MemoryCounters()
+    results = [
+        await schema.execute(
+            "{ models { id } }", context_value=request_context(settings, counters=counters)
+        )
+        for _ in range(3)
+    ]
+    assert [r.errors is None for r in results] == [True, True, False]
+    assert code(results[2]) == "RATE_LIMITED"
 
 
 async def test_aliased_mutations_each_count(world):

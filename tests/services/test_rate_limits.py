@@ -79,3 +79,28 @@ async def test_spend_limits_per_user_per_priority_and_per_address():
     with pytest.raises(RateLimited):
         await rate_limits.spend(counters, None, "198.51.100.1", 1, settings)
     await rate_limits.spend(counters, None, "198.51.100.2", 1, settings)  # its own window
+
+
+async def test_queries_have_windows_and_budgets_of_their_own():
+    settings = Settings(
+        rate_limit_per_user=1,
+        query_rate_limit_per_user=3,
+        query_rate_limit_per_priority_user=5,
+        query_rate_limit_per_ip=2,
+    )
+    counters = MemoryCounters()
+    user = User(id=uuid.uuid4(), email="c@example.com", priority=False)
+    quota = await rate_limits.spend(counters, user, "198.51.100.3", 2, settings, reads=True)
+    assert (quota.limit, quota.remaining) == (3, 1)
+    await rate_limits.spend(counters, user, "198.51.100.3", 1, settings, reads=True)
+    with pytest.raises(RateLimited):
+        await rate_limits.spend(counters, user, "198.51.100.3", 1, settings, reads=True)
+    # Changes are counted apart: reading up to the limit leaves them untouched.
+    assert (await rate_limits.spend(counters, user, "198.51.100.3", 1, settings)).remaining == 0
+
+    premium = User(id=uuid.uuid4(), email="d@example.com", priority=True)
+    assert (await rate_limits.spend(counters, premium, "x", 5, settings, reads=True)).limit == 5
+
+    await rate_limits.spend(counters, None, "198.51.100.4", 2, settings, reads=True)
+    with pytest.raises(RateLimited):
+        await rate_limits.spend(counters, None, "198.51.100.4", 1, settings, reads=True)
