@@ -40,6 +40,7 @@ class KilnSchema(strawberry.Schema):
         would need the database, and it is no new kind of error."""
         context: Any = execution_context.context if execution_context else None
         request_id = getattr(context, "request_id", "unknown")
+        user_id = _caller_id(context)
         for error in errors:
             unexpected = format_error(error, request_id)
             if unexpected is None:
@@ -56,6 +57,7 @@ class KilnSchema(strawberry.Schema):
                         message=f"{type(unexpected).__name__}: {unexpected}",
                         error_code="INTERNAL",
                         request_id=request_id,
+                        user_id=user_id,
                         function_name=".".join(str(p) for p in error.path or []) or None,
                         endpoint="/graphql",
                         stack_trace=stack_of(unexpected),
@@ -65,6 +67,14 @@ class KilnSchema(strawberry.Schema):
             # Recording must never hold up the response; keep a reference until it ends.
             _background.add(task)
             task.add_done_callback(_background.discard)
+
+
+def _caller_id(context: Any) -> str | None:
+    """The id of the caller the operation authenticated, if it did (never looked up here: an
+    error is no reason for another round trip)."""
+    operation_auth = getattr(context, "operation_auth", None)
+    caller = operation_auth().caller if operation_auth is not None else None
+    return str(caller.user.id) if caller is not None else None
 
 
 # Each area keeps its own resolver classes; the schema's root types are their union.

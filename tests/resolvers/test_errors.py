@@ -64,3 +64,5 @@ async def test_unexpected_exceptions_are_masked_logged_and_recorded(
     else:
         raise AssertionError("the INTERNAL error was not recorded")
     assert "RuntimeError" in event.message
+    # Filed with the caller's id, so an admin can see whom it hit.
+    assert event.last_occurrence["userId"] == str(user.id)
