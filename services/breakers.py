@@ -136,7 +136,7 @@ class RedisBreakers:
         self._allow = client.register_script(_ALLOW)
         self._record = client.register_script(_RECORD)
         self._guard = RedisGuard(
-            "breakers",
+            "provider breakers",
             timeout=timeout,
             retry_interval=retry_interval,
             on_outage=self._outage_started,

@@ -120,7 +120,7 @@ class RedisLimiter:
         self._acquire = client.register_script(_ACQUIRE)
         self._process = uuid.uuid4().hex
         self._guard = RedisGuard(
-            "limits",
+            "provider limits",
             timeout=timeout,
             retry_interval=retry_interval,
             on_outage=self._outage_started,

@@ -1,6 +1,8 @@
 """Counting windows shared by every API process: login failures per email, and operations per
 user (or per client IP for anonymous callers), queries apart from mutations and subscriptions.
 Redis when there is one, so every process agrees; in memory when embedded (one process).
+While Redis does not answer, each process counts its own callers (services.redis_guard): the
+limits still hold, per process, and requests that need only PostgreSQL are still served.
 
 A window opens with its first hit and lasts `window` seconds (a fixed window per key, like
 services.provider_limits); a hit past the limit is refused with the seconds left."""
@@ -16,6 +18,7 @@ import redis.asyncio as aioredis
 
 from models.user import User
 from services.errors import RateLimited
+from services.redis_guard import RedisGuard, Unreachable
 from settings import Settings
 
 
@@ -49,15 +52,23 @@ class RedisCounters:
         self.redis = client
         self.prefix = prefix
         self._hit = client.register_script(_HIT)
+        self._guard = RedisGuard("rate limits")
+        self._local = MemoryCounters()  # while Redis does not answer
 
     async def hit(self, key: str, window: float, cost: int = 1) -> Window:
-        count, ttl_ms = await self._hit(
-            keys=[f"{self.prefix}:{key}"], args=[cost, max(1, int(window * 1000))]
+        shared = await self._guard.run(
+            lambda: self._hit(
+                keys=[f"{self.prefix}:{key}"], args=[cost, max(1, int(window * 1000))]
+            )
         )
+        if isinstance(shared, Unreachable):
+            return await self._local.hit(key, window, cost)
+        count, ttl_ms = shared
         return Window(int(count), int(ttl_ms) / 1000)
 
     async def clear(self, key: str) -> None:
-        await self.redis.delete(f"{self.prefix}:{key}")
+        await self._local.clear(key)
+        await self._guard.run(lambda: self.redis.delete(f"{self.prefix}:{key}"), decides=False)
 
 
 class MemoryCounters:

@@ -1,10 +1,11 @@
 """Bookkeeping through Redis that must never fail the work it keeps books on.
 
 The provider breakers and limits (services.breakers, services.provider_limits) ask Redis
-around every provider call. When Redis does not answer, the call that was paid for must still
-complete: `RedisGuard.run` then returns `UNREACHABLE` instead of raising, and its owner
-decides in the process (a local breaker, a local share of the limit) and keeps what it could
-not write for later.
+around every provider call, and the rate limits (services.rate_limits) around every
+operation. When Redis does not answer, the call that was paid for must still complete and a
+request that needs only PostgreSQL must still be served: `RedisGuard.run` then returns
+`UNREACHABLE` instead of raising, and its owner decides in the process (a local breaker, a
+local share of the limit, a local count) and keeps what it could not write for later.
 
 While Redis is down it is asked again at most every `retry_interval` seconds, so calls in
 between are decided locally at once, and an unanswered command is given up after `timeout`
@@ -108,8 +109,8 @@ class RedisGuard:
         self._down_since = now
         REDIS_DEGRADED.labels(self.component).set(1)
         log.warning(
-            "Redis does not answer (%s: %s): provider %s are decided in this process until it "
-            "does; counted in kiln_redis_fallbacks_total",
+            "Redis does not answer (%s: %s): %s are decided in this process until it does; "
+            "counted in kiln_redis_fallbacks_total",
             type(error).__name__,
             error,
             self.component,
@@ -123,7 +124,7 @@ class RedisGuard:
         self._down_since = None
         REDIS_DEGRADED.labels(self.component).set(0)
         log.info(
-            "Redis answers again after %.1f s: provider %s are shared again",
+            "Redis answers again after %.1f s: %s are shared again",
             lasted,
             self.component,
         )

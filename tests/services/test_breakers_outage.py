@@ -89,7 +89,7 @@ async def test_outcomes_written_during_the_outage_reach_redis_when_it_answers(
 
 async def test_an_outage_is_logged_once_and_counted(private_redis, clients, caplog):
     breakers = breakers_on(private_redis, clients, f"t:{uuid.uuid4().hex}")
-    before = fallbacks("breakers")
+    before = fallbacks("provider breakers")
     private_redis.kill()
     with caplog.at_level(logging.INFO, logger="kiln.redis"):
         for _ in range(20):
@@ -103,7 +103,7 @@ async def test_an_outage_is_logged_once_and_counted(private_redis, clients, capl
         r.getMessage() for r in lines
     ]
     assert "breakers" in lines[0].getMessage()
-    assert fallbacks("breakers") - before == 40
+    assert fallbacks("provider breakers") - before == 40
 
 
 class KillsRedisMidCall(LocalProvider):
