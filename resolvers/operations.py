@@ -14,17 +14,13 @@ from realtime.hub import get_hub
 from resolvers.paging import DEFAULT_FIRST, First, page_size
 from schema.operations_types import (
     ErrorEvent,
-    ErrorEventConnection,
-    ErrorEventEdge,
     ErrorEventFilter,
     ErrorStats,
     Notification,
-    NotificationConnection,
-    NotificationEdge,
     QueueStats,
 )
 from schema.permissions import IsAdmin, IsAuthenticated
-from schema.types import PageInfo
+from schema.types import Connection
 from services import error_events, notifications, stats
 from services.errors import NotFound
 from services.stats import TimeWindow
@@ -48,7 +44,7 @@ class OperationsQuery:
         first: First = DEFAULT_FIRST,
         after: str | None = None,
         filter: ErrorEventFilter | None = None,
-    ) -> ErrorEventConnection:
+    ) -> Connection[ErrorEvent]:
         filter = filter or ErrorEventFilter()
         page = await error_events.list_events(
             first=page_size(first),
@@ -58,18 +54,8 @@ class OperationsQuery:
             statuses=filter.status,
             window=filter.window,
         )
-        edges = [
-            ErrorEventEdge(
-                cursor=page.cursor_of(row),
-                node=ErrorEvent.from_message(error_events.message_of(row)),
-            )
-            for row in page.items
-        ]
-        return ErrorEventConnection(
-            edges=edges,
-            page_info=PageInfo(
-                has_next_page=page.has_next, end_cursor=edges[-1].cursor if edges else None
-            ),
+        return Connection.of(
+            page, lambda row: ErrorEvent.from_message(error_events.message_of(row))
         )
 
     @strawberry.field(
@@ -89,21 +75,11 @@ class OperationsQuery:
     )
     async def notifications(
         self, info: Info, first: First = DEFAULT_FIRST, after: str | None = None
-    ) -> NotificationConnection:
+    ) -> Connection[Notification]:
         user = await info.context.require_user()
         page = await notifications.list_notifications(user.id, first=page_size(first), after=after)
-        edges = [
-            NotificationEdge(
-                cursor=page.cursor_of(row),
-                node=Notification.from_message(notifications.message_of(row)),
-            )
-            for row in page.items
-        ]
-        return NotificationConnection(
-            edges=edges,
-            page_info=PageInfo(
-                has_next_page=page.has_next, end_cursor=edges[-1].cursor if edges else None
-            ),
+        return Connection.of(
+            page, lambda row: Notification.from_message(notifications.message_of(row))
         )
 
 

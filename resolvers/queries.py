@@ -13,18 +13,12 @@ from resolvers.projection import selects
 from schema.permissions import IsAdmin, IsAuthenticated
 from schema.types import (
     ApiCallLog,
-    ApiCallLogConnection,
-    ApiCallLogEdge,
+    Connection,
     CreditAudit,
     CreditBalance,
     CreditTransaction,
-    CreditTransactionConnection,
-    CreditTransactionEdge,
     Generation,
-    GenerationConnection,
-    GenerationEdge,
     ModelInfo,
-    PageInfo,
     Preset,
     ProviderHealth,
     User,
@@ -60,7 +54,7 @@ class Query:
         after: str | None = None,
         status: list[GenerationStatus] | None = None,
         kind: GenerationKind | None = None,
-    ) -> GenerationConnection:
+    ) -> Connection[Generation]:
         user = await info.context.require_user()
         if after is not None:
             check_uuid_cursor(after)
@@ -73,18 +67,7 @@ class Query:
             # Read with the page (one statement) when asked for: no DataLoader round after it.
             with_outputs=selects(info, "edges", "node", "outputs"),
         )
-        items = page.items
-        edges = [
-            GenerationEdge(node=Generation.of(g, g.outputs), row=g, cursor_of=page.cursor_of)
-            for g in items
-        ]
-        return GenerationConnection(
-            edges=edges,
-            page_info=PageInfo(
-                has_next_page=page.has_next,
-                end_cursor=page.cursor_of(items[-1]) if items else None,
-            ),
-        )
+        return Connection.of(page, lambda g: Generation.of(g, g.outputs))
 
     @strawberry.field(permission_classes=[IsAuthenticated])
     async def credit_balance(self, info: Info) -> CreditBalance:
@@ -100,7 +83,7 @@ class Query:
         user_id: Annotated[
             strawberry.ID | None, strawberry.argument(description="Admins: another user's.")
         ] = None,
-    ) -> CreditTransactionConnection:
+    ) -> Connection[CreditTransaction]:
         user = await info.context.require_user()
         owner = user.id
         if user_id is not None:
@@ -108,16 +91,7 @@ class Query:
                 raise Forbidden("Only admins can read another user's transactions.")
             owner = parse_id(user_id)
         page = await credits.list_transactions(owner, first=page_size(first), after=after)
-        edges = [
-            CreditTransactionEdge(cursor=page.cursor_of(r), node=CreditTransaction.of(r))
-            for r in page.items
-        ]
-        return CreditTransactionConnection(
-            edges=edges,
-            page_info=PageInfo(
-                has_next_page=page.has_next, end_cursor=edges[-1].cursor if edges else None
-            ),
-        )
+        return Connection.of(page, CreditTransaction.of)
 
     @strawberry.field(
         permission_classes=[IsAdmin],
@@ -149,19 +123,11 @@ class Query:
         failed_only: Annotated[
             bool | None, strawberry.argument(description="Failed calls only; null means false.")
         ] = False,
-    ) -> ApiCallLogConnection:
+    ) -> Connection[ApiCallLog]:
         page = await api_calls.list_calls(
             first=page_size(first), after=after, provider=provider, failed_only=bool(failed_only)
         )
-        edges = [
-            ApiCallLogEdge(cursor=page.cursor_of(r), node=ApiCallLog.of(r)) for r in page.items
-        ]
-        return ApiCallLogConnection(
-            edges=edges,
-            page_info=PageInfo(
-                has_next_page=page.has_next, end_cursor=edges[-1].cursor if edges else None
-            ),
-        )
+        return Connection.of(page, ApiCallLog.of)
 
     @strawberry.field
     def presets(self, info: Info) -> list[Preset]:

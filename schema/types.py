@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import strawberry
 from strawberry.scalars import JSON
@@ -21,13 +21,54 @@ from services.breakers import CircuitState
 from services.catalogue import ModelSpec, PresetSpec
 from services.generation_pages import ListedGeneration
 from services.generations import StoredOutput
+from services.pagination import Page
 from storage import get_store
+
+NodeT = TypeVar("NodeT")
+RowT = TypeVar("RowT")
 
 
 @strawberry.type
 class PageInfo:
     has_next_page: bool
     end_cursor: str | None
+
+
+def _edge_cursor(root: Edge[Any]) -> str:
+    return root.cursor_of(root.row)
+
+
+@strawberry.type
+class Edge(Generic[NodeT]):
+    """Named `<Node>Edge` in the schema (`Edge[Generation]` is GenerationEdge)."""
+
+    # Encoded only when asked for: a client paging through usually reads pageInfo.endCursor
+    # alone, and a page builds twenty edges.
+    cursor: str = strawberry.field(resolver=_edge_cursor)
+    node: NodeT
+    row: strawberry.Private[Any]
+    cursor_of: strawberry.Private[Callable[[Any], str]]
+
+
+@strawberry.type
+class Connection(Generic[NodeT]):
+    """Named `<Node>Connection` in the schema (`Connection[Generation]` is
+    GenerationConnection), with the contract's shape: edges and pageInfo."""
+
+    edges: list[Edge[NodeT]]
+    page_info: PageInfo
+
+    @classmethod
+    def of(cls, page: Page[RowT], node: Callable[[RowT], NodeT]) -> Connection[NodeT]:
+        """A service's page as a connection, each row's node made by `node`."""
+        items, cursor_of = page.items, page.cursor_of
+        return cls(
+            edges=[Edge(node=node(row), row=row, cursor_of=cursor_of) for row in items],
+            page_info=PageInfo(
+                has_next_page=page.has_next,
+                end_cursor=cursor_of(items[-1]) if items else None,
+            ),
+        )
 
 
 @strawberry.type
@@ -101,18 +142,6 @@ class CreditTransaction:
             reference=row.reference,
             created_at=row.created_at,
         )
-
-
-@strawberry.type
-class CreditTransactionEdge:
-    cursor: str
-    node: CreditTransaction
-
-
-@strawberry.type
-class CreditTransactionConnection:
-    edges: list[CreditTransactionEdge]
-    page_info: PageInfo
 
 
 @strawberry.type
@@ -258,25 +287,6 @@ class Generation:
         )
 
 
-def _edge_cursor(root: GenerationEdge) -> str:
-    return root.cursor_of(root.row)
-
-
-@strawberry.type
-class GenerationEdge:
-    # Encoded only when asked for: a page's client usually reads pageInfo.endCursor alone.
-    cursor: str = strawberry.field(resolver=_edge_cursor)
-    node: Generation
-    row: strawberry.Private[Any]
-    cursor_of: strawberry.Private[Callable[[Any], str]]
-
-
-@strawberry.type
-class GenerationConnection:
-    edges: list[GenerationEdge]
-    page_info: PageInfo
-
-
 @strawberry.type
 class ModelInfo:
     id: str
@@ -406,15 +416,3 @@ class ApiCallLog:
             error=row.error,
             created_at=row.created_at,
         )
-
-
-@strawberry.type
-class ApiCallLogEdge:
-    cursor: str
-    node: ApiCallLog
-
-
-@strawberry.type
-class ApiCallLogConnection:
-    edges: list[ApiCallLogEdge]
-    page_info: PageInfo
