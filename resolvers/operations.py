@@ -12,6 +12,7 @@ from models.error_event import Severity
 from realtime import channels
 from realtime.hub import get_hub
 from resolvers.paging import DEFAULT_FIRST, First, page_size
+from schema.context import Context
 from schema.operations_types import (
     ErrorEvent,
     ErrorEventFilter,
@@ -74,7 +75,7 @@ class OperationsQuery:
         description="The caller's notifications, newest first.",
     )
     async def notifications(
-        self, info: Info, first: First = DEFAULT_FIRST, after: str | None = None
+        self, info: Info[Context, None], first: First = DEFAULT_FIRST, after: str | None = None
     ) -> Connection[Notification]:
         user = await info.context.require_user()
         page = await notifications.list_notifications(user.id, first=page_size(first), after=after)
@@ -108,7 +109,7 @@ class OperationsSubscription:
         permission_classes=[IsAuthenticated],
         description="Messages meant for the caller, as they are created.",
     )
-    async def notifications(self, info: Info) -> AsyncGenerator[Notification, None]:
+    async def notifications(self, info: Info[Context, None]) -> AsyncGenerator[Notification, None]:
         user = await info.context.require_user()
         async with get_hub().subscribe(notifications.channel(user.id)) as mailbox:
             async for message in mailbox:

@@ -10,6 +10,7 @@ from models.user import Role
 from resolvers.ids import parse_id
 from resolvers.paging import DEFAULT_FIRST, First, page_size
 from resolvers.projection import selects
+from schema.context import Context
 from schema.permissions import IsAdmin, IsAuthenticated
 from schema.types import (
     ApiCallLog,
@@ -32,14 +33,14 @@ from services.pagination import check_uuid_cursor
 @strawberry.type
 class Query:
     @strawberry.field(permission_classes=[IsAuthenticated])
-    async def me(self, info: Info) -> User:
+    async def me(self, info: Info[Context, None]) -> User:
         return User.of(await info.context.require_user())
 
     @strawberry.field(
         permission_classes=[IsAuthenticated],
         description="Null when absent or not the caller's (admins see all).",
     )
-    async def generation(self, info: Info, id: strawberry.ID) -> Generation | None:
+    async def generation(self, info: Info[Context, None], id: strawberry.ID) -> Generation | None:
         user = await info.context.require_user()
         try:
             return Generation.of(await generations.get_visible(user, parse_id(id)))
@@ -49,7 +50,7 @@ class Query:
     @strawberry.field(permission_classes=[IsAuthenticated])
     async def generations(
         self,
-        info: Info,
+        info: Info[Context, None],
         first: First = DEFAULT_FIRST,
         after: str | None = None,
         status: list[GenerationStatus] | None = None,
@@ -70,14 +71,14 @@ class Query:
         return Connection.of(page, lambda g: Generation.of(g, g.outputs))
 
     @strawberry.field(permission_classes=[IsAuthenticated])
-    async def credit_balance(self, info: Info) -> CreditBalance:
+    async def credit_balance(self, info: Info[Context, None]) -> CreditBalance:
         user = await info.context.require_user()
         return CreditBalance.of(await credits.get_balance(user.id))
 
     @strawberry.field(permission_classes=[IsAuthenticated])
     async def credit_transactions(
         self,
-        info: Info,
+        info: Info[Context, None],
         first: First = DEFAULT_FIRST,
         after: str | None = None,
         user_id: Annotated[
@@ -101,7 +102,7 @@ class Query:
         return CreditAudit.of(await credits.audit())
 
     @strawberry.field(description="available: false when every provider route is open-circuited.")
-    async def models(self, info: Info) -> list[ModelInfo]:
+    async def models(self, info: Info[Context, None]) -> list[ModelInfo]:
         catalogue = info.context.catalogue
         available = await model_availability(catalogue, info.context.providers)
         return [ModelInfo.of(m, available[m.id]) for m in catalogue.models.values()]
@@ -110,7 +111,7 @@ class Query:
         permission_classes=[IsAdmin],
         description="Breaker state and the last 5 minutes of calls, per provider.",
     )
-    async def provider_health(self, info: Info) -> list[ProviderHealth]:
+    async def provider_health(self, info: Info[Context, None]) -> list[ProviderHealth]:
         report = await api_calls.health(info.context.catalogue, info.context.providers)
         return [ProviderHealth.of(h) for h in report]
 
@@ -130,5 +131,5 @@ class Query:
         return Connection.of(page, ApiCallLog.of)
 
     @strawberry.field
-    def presets(self, info: Info) -> list[Preset]:
+    def presets(self, info: Info[Context, None]) -> list[Preset]:
         return [Preset.of(p) for p in info.context.catalogue.presets.values()]

@@ -15,6 +15,7 @@ from models.api_call import ApiCallLog as ApiCallLogRow
 from models.credits import LedgerEntry
 from models.generation import Generation as GenerationRow
 from models.user import User as UserRow
+from schema.context import Context
 from schema.enums import GenerationKind, GenerationStatus, LedgerKind, Role
 from services import api_calls, credits
 from services.breakers import CircuitState
@@ -205,7 +206,7 @@ class Generation:
         return GenerationError(code=self.error_code, message=self.error_message or "")
 
     @strawberry.field
-    async def outputs(self, info: Info) -> list[Output]:
+    async def outputs(self, info: Info[Context, None]) -> list[Output]:
         stored = self.known_outputs
         if stored is None:
             stored = await info.context.loaders.outputs.load(uuid.UUID(self.id))
@@ -215,14 +216,14 @@ class Generation:
         return [Output.of(o, base_url) for o in stored]
 
     @strawberry.field
-    async def parent(self, info: Info) -> Generation | None:
+    async def parent(self, info: Info[Context, None]) -> Generation | None:
         if self.parent_id is None:
             return None
         row = await info.context.loaders.generation.load(uuid.UUID(self.parent_id))
         return Generation.of(row) if row else None
 
     @strawberry.field
-    async def children(self, info: Info) -> list[Generation]:
+    async def children(self, info: Info[Context, None]) -> list[Generation]:
         rows = await info.context.loaders.children.load(uuid.UUID(self.id))
         return [Generation.of(row) for row in rows]
 
