@@ -11,6 +11,7 @@ from strawberry.types import Info
 from models.error_event import Severity
 from realtime import channels
 from realtime.hub import get_hub
+from resolvers.ids import parse_int_id
 from resolvers.paging import DEFAULT_FIRST, First, page_size
 from schema.context import Context
 from schema.operations_types import (
@@ -23,15 +24,11 @@ from schema.operations_types import (
 from schema.permissions import IsAdmin, IsAuthenticated
 from schema.types import Connection
 from services import error_events, notifications, stats
-from services.errors import NotFound
 from services.stats import TimeWindow
 
 
 def _event_id(value: str) -> int:
-    """Group ids are integers (64-bit); anything else names nothing."""
-    if not (value.isascii() and value.isdigit() and len(value) <= 18):
-        raise NotFound("Error event not found.")
-    return int(value)
+    return parse_int_id(value, message="Error event not found.")
 
 
 @strawberry.type
