@@ -6,6 +6,7 @@ import strawberry
 from strawberry.types import Info
 
 from resolvers.ids import parse_id
+from schema.context import Context
 from schema.permissions import IsAdmin, IsAuthenticated
 from schema.security_types import ApiKey, CreatedApiKey
 from schema.types import User
@@ -17,7 +18,7 @@ class AccountsQuery:
     @strawberry.field(
         permission_classes=[IsAuthenticated], description="The caller's live API keys."
     )
-    async def api_keys(self, info: Info) -> list[ApiKey]:
+    async def api_keys(self, info: Info[Context, None]) -> list[ApiKey]:
         user = await info.context.require_user()
         return [ApiKey.of(row) for row in await api_keys.list_keys(user)]
 
@@ -28,7 +29,7 @@ class AccountsMutation:
         permission_classes=[IsAuthenticated],
         description="A new API key; its secret is returned only this once.",
     )
-    async def create_api_key(self, info: Info, name: str) -> CreatedApiKey:
+    async def create_api_key(self, info: Info[Context, None], name: str) -> CreatedApiKey:
         user = await info.context.require_user()
         row, secret = await api_keys.create(user, name, info.context.settings)
         return CreatedApiKey(secret=secret, api_key=ApiKey.of(row))
@@ -37,7 +38,7 @@ class AccountsMutation:
         permission_classes=[IsAuthenticated],
         description="The key stops working at once. Only your own keys.",
     )
-    async def revoke_api_key(self, info: Info, id: strawberry.ID) -> ApiKey:
+    async def revoke_api_key(self, info: Info[Context, None], id: strawberry.ID) -> ApiKey:
         user = await info.context.require_user()
         return ApiKey.of(await api_keys.revoke(user, parse_id(id)))
 

@@ -1,3 +1,6 @@
+"""Ids as clients send them: an id that cannot be one of ours names nothing (NOT_FOUND, like
+any id the caller cannot see), and never reaches the database."""
+
 from __future__ import annotations
 
 import uuid
@@ -13,3 +16,10 @@ def parse_id(value: str, *, field: str = "id", missing_is_not_found: bool = True
         if missing_is_not_found:
             raise NotFound("Not found.") from error
         raise BadUserInput("Malformed id.", field=field) from error
+
+
+def parse_int_id(value: str, *, message: str = "Not found.") -> int:
+    """An id of a table with 64-bit integer keys (error events): at most 18 digits."""
+    if not (value.isascii() and value.isdigit() and len(value) <= 18):
+        raise NotFound(message)
+    return int(value)

@@ -5,6 +5,7 @@ from strawberry.types import Info
 
 from models.generation import GenerationKind
 from resolvers.ids import parse_id
+from schema.context import Context
 from schema.inputs import CreateGenerationInput
 from schema.permissions import IsAdmin, IsAuthenticated
 from schema.types import AuthPayload, CreditBalance, Generation, User
@@ -15,7 +16,7 @@ from services.generations import NewGeneration
 @strawberry.type
 class Mutation:
     @strawberry.mutation(description="New accounts get the signup grant.")
-    async def register(self, info: Info, email: str, password: str) -> AuthPayload:
+    async def register(self, info: Info[Context, None], email: str, password: str) -> AuthPayload:
         settings = info.context.settings
         user = await auth.register(email, password, settings)
         return AuthPayload(token=auth.issue_token(user, settings), user=User.of(user))
@@ -23,7 +24,7 @@ class Mutation:
     @strawberry.mutation(
         description="After repeated failures for an email, RATE_LIMITED for a while."
     )
-    async def login(self, info: Info, email: str, password: str) -> AuthPayload:
+    async def login(self, info: Info[Context, None], email: str, password: str) -> AuthPayload:
         settings = info.context.settings
         user = await auth.login(email, password, settings, info.context.counters)
         return AuthPayload(token=auth.issue_token(user, settings), user=User.of(user))
@@ -31,7 +32,9 @@ class Mutation:
     @strawberry.mutation(
         permission_classes=[IsAuthenticated], description="Returns at once, QUEUED."
     )
-    async def create_generation(self, info: Info, input: CreateGenerationInput) -> Generation:
+    async def create_generation(
+        self, info: Info[Context, None], input: CreateGenerationInput
+    ) -> Generation:
         user = await info.context.require_user()
         new = NewGeneration(
             prompt=input.prompt,
@@ -57,7 +60,7 @@ class Mutation:
         return Generation.of(row)
 
     @strawberry.mutation(permission_classes=[IsAuthenticated])
-    async def cancel_generation(self, info: Info, id: strawberry.ID) -> Generation:
+    async def cancel_generation(self, info: Info[Context, None], id: strawberry.ID) -> Generation:
         user = await info.context.require_user()
         return Generation.of(await generations.cancel(user, parse_id(id)), [])
 
@@ -78,6 +81,6 @@ class Mutation:
         return CreditBalance.of(balance)
 
     @strawberry.mutation(permission_classes=[IsAuthenticated])
-    async def retry_generation(self, info: Info, id: strawberry.ID) -> Generation:
+    async def retry_generation(self, info: Info[Context, None], id: strawberry.ID) -> Generation:
         user = await info.context.require_user()
         return Generation.of(await generations.retry(user, parse_id(id)), [])

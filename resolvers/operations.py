@@ -11,30 +11,24 @@ from strawberry.types import Info
 from models.error_event import Severity
 from realtime import channels
 from realtime.hub import get_hub
+from resolvers.ids import parse_int_id
 from resolvers.paging import DEFAULT_FIRST, First, page_size
+from schema.context import Context
 from schema.operations_types import (
     ErrorEvent,
-    ErrorEventConnection,
-    ErrorEventEdge,
     ErrorEventFilter,
     ErrorStats,
     Notification,
-    NotificationConnection,
-    NotificationEdge,
     QueueStats,
 )
 from schema.permissions import IsAdmin, IsAuthenticated
-from schema.types import PageInfo
+from schema.types import Connection
 from services import error_events, notifications, stats
-from services.errors import NotFound
 from services.stats import TimeWindow
 
 
 def _event_id(value: str) -> int:
-    """Group ids are integers (64-bit); anything else names nothing."""
-    if not (value.isascii() and value.isdigit() and len(value) <= 18):
-        raise NotFound("Error event not found.")
-    return int(value)
+    return parse_int_id(value, message="Error event not found.")
 
 
 @strawberry.type
@@ -48,7 +42,7 @@ class OperationsQuery:
         first: First = DEFAULT_FIRST,
         after: str | None = None,
         filter: ErrorEventFilter | None = None,
-    ) -> ErrorEventConnection:
+    ) -> Connection[ErrorEvent]:
         filter = filter or ErrorEventFilter()
         page = await error_events.list_events(
             first=page_size(first),
@@ -58,18 +52,8 @@ class OperationsQuery:
             statuses=filter.status,
             window=filter.window,
         )
-        edges = [
-            ErrorEventEdge(
-                cursor=page.cursor_of(row),
-                node=ErrorEvent.from_message(error_events.message_of(row)),
-            )
-            for row in page.items
-        ]
-        return ErrorEventConnection(
-            edges=edges,
-            page_info=PageInfo(
-                has_next_page=page.has_next, end_cursor=edges[-1].cursor if edges else None
-            ),
+        return Connection.of(
+            page, lambda row: ErrorEvent.from_message(error_events.message_of(row))
         )
 
     @strawberry.field(
@@ -88,22 +72,12 @@ class OperationsQuery:
         description="The caller's notifications, newest first.",
     )
     async def notifications(
-        self, info: Info, first: First = DEFAULT_FIRST, after: str | None = None
-    ) -> NotificationConnection:
+        self, info: Info[Context, None], first: First = DEFAULT_FIRST, after: str | None = None
+    ) -> Connection[Notification]:
         user = await info.context.require_user()
         page = await notifications.list_notifications(user.id, first=page_size(first), after=after)
-        edges = [
-            NotificationEdge(
-                cursor=page.cursor_of(row),
-                node=Notification.from_message(notifications.message_of(row)),
-            )
-            for row in page.items
-        ]
-        return NotificationConnection(
-            edges=edges,
-            page_info=PageInfo(
-                has_next_page=page.has_next, end_cursor=edges[-1].cursor if edges else None
-            ),
+        return Connection.of(
+            page, lambda row: Notification.from_message(notifications.message_of(row))
         )
 
 
@@ -132,7 +106,7 @@ class OperationsSubscription:
         permission_classes=[IsAuthenticated],
         description="Messages meant for the caller, as they are created.",
     )
-    async def notifications(self, info: Info) -> AsyncGenerator[Notification, None]:
+    async def notifications(self, info: Info[Context, None]) -> AsyncGenerator[Notification, None]:
         user = await info.context.require_user()
         async with get_hub().subscribe(notifications.channel(user.id)) as mailbox:
             async for message in mailbox:

@@ -10,21 +10,16 @@ from models.user import Role
 from resolvers.ids import parse_id
 from resolvers.paging import DEFAULT_FIRST, First, page_size
 from resolvers.projection import selects
+from schema.context import Context
 from schema.permissions import IsAdmin, IsAuthenticated
 from schema.types import (
     ApiCallLog,
-    ApiCallLogConnection,
-    ApiCallLogEdge,
+    Connection,
     CreditAudit,
     CreditBalance,
     CreditTransaction,
-    CreditTransactionConnection,
-    CreditTransactionEdge,
     Generation,
-    GenerationConnection,
-    GenerationEdge,
     ModelInfo,
-    PageInfo,
     Preset,
     ProviderHealth,
     User,
@@ -38,14 +33,14 @@ from services.pagination import check_uuid_cursor
 @strawberry.type
 class Query:
     @strawberry.field(permission_classes=[IsAuthenticated])
-    async def me(self, info: Info) -> User:
+    async def me(self, info: Info[Context, None]) -> User:
         return User.of(await info.context.require_user())
 
     @strawberry.field(
         permission_classes=[IsAuthenticated],
         description="Null when absent or not the caller's (admins see all).",
     )
-    async def generation(self, info: Info, id: strawberry.ID) -> Generation | None:
+    async def generation(self, info: Info[Context, None], id: strawberry.ID) -> Generation | None:
         user = await info.context.require_user()
         try:
             return Generation.of(await generations.get_visible(user, parse_id(id)))
@@ -55,12 +50,12 @@ class Query:
     @strawberry.field(permission_classes=[IsAuthenticated])
     async def generations(
         self,
-        info: Info,
+        info: Info[Context, None],
         first: First = DEFAULT_FIRST,
         after: str | None = None,
         status: list[GenerationStatus] | None = None,
         kind: GenerationKind | None = None,
-    ) -> GenerationConnection:
+    ) -> Connection[Generation]:
         user = await info.context.require_user()
         if after is not None:
             check_uuid_cursor(after)
@@ -73,34 +68,23 @@ class Query:
             # Read with the page (one statement) when asked for: no DataLoader round after it.
             with_outputs=selects(info, "edges", "node", "outputs"),
         )
-        items = page.items
-        edges = [
-            GenerationEdge(node=Generation.of(g, g.outputs), row=g, cursor_of=page.cursor_of)
-            for g in items
-        ]
-        return GenerationConnection(
-            edges=edges,
-            page_info=PageInfo(
-                has_next_page=page.has_next,
-                end_cursor=page.cursor_of(items[-1]) if items else None,
-            ),
-        )
+        return Connection.of(page, lambda g: Generation.of(g, g.outputs))
 
     @strawberry.field(permission_classes=[IsAuthenticated])
-    async def credit_balance(self, info: Info) -> CreditBalance:
+    async def credit_balance(self, info: Info[Context, None]) -> CreditBalance:
         user = await info.context.require_user()
         return CreditBalance.of(await credits.get_balance(user.id))
 
     @strawberry.field(permission_classes=[IsAuthenticated])
     async def credit_transactions(
         self,
-        info: Info,
+        info: Info[Context, None],
         first: First = DEFAULT_FIRST,
         after: str | None = None,
         user_id: Annotated[
             strawberry.ID | None, strawberry.argument(description="Admins: another user's.")
         ] = None,
-    ) -> CreditTransactionConnection:
+    ) -> Connection[CreditTransaction]:
         user = await info.context.require_user()
         owner = user.id
         if user_id is not None:
@@ -108,16 +92,7 @@ class Query:
                 raise Forbidden("Only admins can read another user's transactions.")
             owner = parse_id(user_id)
         page = await credits.list_transactions(owner, first=page_size(first), after=after)
-        edges = [
-            CreditTransactionEdge(cursor=page.cursor_of(r), node=CreditTransaction.of(r))
-            for r in page.items
-        ]
-        return CreditTransactionConnection(
-            edges=edges,
-            page_info=PageInfo(
-                has_next_page=page.has_next, end_cursor=edges[-1].cursor if edges else None
-            ),
-        )
+        return Connection.of(page, CreditTransaction.of)
 
     @strawberry.field(
         permission_classes=[IsAdmin],
@@ -127,7 +102,7 @@ class Query:
         return CreditAudit.of(await credits.audit())
 
     @strawberry.field(description="available: false when every provider route is open-circuited.")
-    async def models(self, info: Info) -> list[ModelInfo]:
+    async def models(self, info: Info[Context, None]) -> list[ModelInfo]:
         catalogue = info.context.catalogue
         available = await model_availability(catalogue, info.context.providers)
         return [ModelInfo.of(m, available[m.id]) for m in catalogue.models.values()]
@@ -136,7 +111,7 @@ class Query:
         permission_classes=[IsAdmin],
         description="Breaker state and the last 5 minutes of calls, per provider.",
     )
-    async def provider_health(self, info: Info) -> list[ProviderHealth]:
+    async def provider_health(self, info: Info[Context, None]) -> list[ProviderHealth]:
         report = await api_calls.health(info.context.catalogue, info.context.providers)
         return [ProviderHealth.of(h) for h in report]
 
@@ -149,20 +124,12 @@ class Query:
         failed_only: Annotated[
             bool | None, strawberry.argument(description="Failed calls only; null means false.")
         ] = False,
-    ) -> ApiCallLogConnection:
+    ) -> Connection[ApiCallLog]:
         page = await api_calls.list_calls(
             first=page_size(first), after=after, provider=provider, failed_only=bool(failed_only)
         )
-        edges = [
-            ApiCallLogEdge(cursor=page.cursor_of(r), node=ApiCallLog.of(r)) for r in page.items
-        ]
-        return ApiCallLogConnection(
-            edges=edges,
-            page_info=PageInfo(
-                has_next_page=page.has_next, end_cursor=edges[-1].cursor if edges else None
-            ),
-        )
+        return Connection.of(page, ApiCallLog.of)
 
     @strawberry.field
-    def presets(self, info: Info) -> list[Preset]:
+    def presets(self, info: Info[Context, None]) -> list[Preset]:
         return [Preset.of(p) for p in info.context.catalogue.presets.values()]

@@ -6,6 +6,7 @@ import strawberry
 from strawberry.types import Info
 
 from resolvers.ids import parse_id
+from schema.context import Context
 from schema.permissions import IsAuthenticated
 from schema.types import Generation
 from services import workflows
@@ -17,7 +18,7 @@ class WorkflowMutation:
         permission_classes=[IsAuthenticated],
         description="A workflow waiting for approval goes on: its other views are drawn.",
     )
-    async def approve_generation(self, info: Info, id: strawberry.ID) -> Generation:
+    async def approve_generation(self, info: Info[Context, None], id: strawberry.ID) -> Generation:
         user = await info.context.require_user()
         return Generation.of(await workflows.approve(user, parse_id(id)))
 
@@ -26,7 +27,9 @@ class WorkflowMutation:
         description="A workflow waiting for approval redraws its front view with the "
         "feedback; the round's price is held at once.",
     )
-    async def request_changes(self, info: Info, id: strawberry.ID, feedback: str) -> Generation:
+    async def request_changes(
+        self, info: Info[Context, None], id: strawberry.ID, feedback: str
+    ) -> Generation:
         user = await info.context.require_user()
         generation = await workflows.request_changes(
             user, parse_id(id), feedback, info.context.catalogue

@@ -9,7 +9,6 @@ import strawberry
 from strawberry.scalars import JSON
 
 from models.error_event import ErrorCategory, ErrorStatus, Severity
-from schema.types import PageInfo
 from services import stats
 from services.stats import TimeWindow
 
@@ -92,18 +91,6 @@ class ErrorEvent:
             last_occurrence=ErrorOccurrence.of(last) if last else None,
             version=message["version"],
         )
-
-
-@strawberry.type
-class ErrorEventEdge:
-    cursor: str
-    node: ErrorEvent
-
-
-@strawberry.type
-class ErrorEventConnection:
-    edges: list[ErrorEventEdge]
-    page_info: PageInfo
 
 
 @strawberry.input
@@ -193,15 +180,3 @@ class Notification:
             action_label=message["action_label"],
             created_at=datetime.fromisoformat(message["created_at"]),
         )
-
-
-@strawberry.type
-class NotificationEdge:
-    cursor: str
-    node: Notification
-
-
-@strawberry.type
-class NotificationConnection:
-    edges: list[NotificationEdge]
-    page_info: PageInfo

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import strawberry
 from strawberry.scalars import JSON
@@ -15,19 +15,61 @@ from models.api_call import ApiCallLog as ApiCallLogRow
 from models.credits import LedgerEntry
 from models.generation import Generation as GenerationRow
 from models.user import User as UserRow
+from schema.context import Context
 from schema.enums import GenerationKind, GenerationStatus, LedgerKind, Role
 from services import api_calls, credits
 from services.breakers import CircuitState
 from services.catalogue import ModelSpec, PresetSpec
 from services.generation_pages import ListedGeneration
 from services.generations import StoredOutput
+from services.pagination import Page
 from storage import get_store
+
+NodeT = TypeVar("NodeT")
+RowT = TypeVar("RowT")
 
 
 @strawberry.type
 class PageInfo:
     has_next_page: bool
     end_cursor: str | None
+
+
+def _edge_cursor(root: Edge[Any]) -> str:
+    return root.cursor_of(root.row)
+
+
+@strawberry.type
+class Edge(Generic[NodeT]):
+    """Named `<Node>Edge` in the schema (`Edge[Generation]` is GenerationEdge)."""
+
+    # Encoded only when asked for: a client paging through usually reads pageInfo.endCursor
+    # alone, and a page builds twenty edges.
+    cursor: str = strawberry.field(resolver=_edge_cursor)
+    node: NodeT
+    row: strawberry.Private[Any]
+    cursor_of: strawberry.Private[Callable[[Any], str]]
+
+
+@strawberry.type
+class Connection(Generic[NodeT]):
+    """Named `<Node>Connection` in the schema (`Connection[Generation]` is
+    GenerationConnection), with the contract's shape: edges and pageInfo."""
+
+    edges: list[Edge[NodeT]]
+    page_info: PageInfo
+
+    @classmethod
+    def of(cls, page: Page[RowT], node: Callable[[RowT], NodeT]) -> Connection[NodeT]:
+        """A service's page as a connection, each row's node made by `node`."""
+        items, cursor_of = page.items, page.cursor_of
+        return cls(
+            edges=[Edge(node=node(row), row=row, cursor_of=cursor_of) for row in items],
+            page_info=PageInfo(
+                has_next_page=page.has_next,
+                end_cursor=cursor_of(items[-1]) if items else None,
+            ),
+        )
 
 
 @strawberry.type
@@ -104,18 +146,6 @@ class CreditTransaction:
 
 
 @strawberry.type
-class CreditTransactionEdge:
-    cursor: str
-    node: CreditTransaction
-
-
-@strawberry.type
-class CreditTransactionConnection:
-    edges: list[CreditTransactionEdge]
-    page_info: PageInfo
-
-
-@strawberry.type
 class Output:
     index: int
     url: str
@@ -176,7 +206,7 @@ class Generation:
         return GenerationError(code=self.error_code, message=self.error_message or "")
 
     @strawberry.field
-    async def outputs(self, info: Info) -> list[Output]:
+    async def outputs(self, info: Info[Context, None]) -> list[Output]:
         stored = self.known_outputs
         if stored is None:
             stored = await info.context.loaders.outputs.load(uuid.UUID(self.id))
@@ -186,14 +216,14 @@ class Generation:
         return [Output.of(o, base_url) for o in stored]
 
     @strawberry.field
-    async def parent(self, info: Info) -> Generation | None:
+    async def parent(self, info: Info[Context, None]) -> Generation | None:
         if self.parent_id is None:
             return None
         row = await info.context.loaders.generation.load(uuid.UUID(self.parent_id))
         return Generation.of(row) if row else None
 
     @strawberry.field
-    async def children(self, info: Info) -> list[Generation]:
+    async def children(self, info: Info[Context, None]) -> list[Generation]:
         rows = await info.context.loaders.children.load(uuid.UUID(self.id))
         return [Generation.of(row) for row in rows]
 
@@ -256,25 +286,6 @@ class Generation:
             error_message=message["error_message"],
             known_outputs=None if outputs is None else [StoredOutput(**o) for o in outputs],
         )
-
-
-def _edge_cursor(root: GenerationEdge) -> str:
-    return root.cursor_of(root.row)
-
-
-@strawberry.type
-class GenerationEdge:
-    # Encoded only when asked for: a page's client usually reads pageInfo.endCursor alone.
-    cursor: str = strawberry.field(resolver=_edge_cursor)
-    node: Generation
-    row: strawberry.Private[Any]
-    cursor_of: strawberry.Private[Callable[[Any], str]]
-
-
-@strawberry.type
-class GenerationConnection:
-    edges: list[GenerationEdge]
-    page_info: PageInfo
 
 
 @strawberry.type
@@ -406,15 +417,3 @@ class ApiCallLog:
             error=row.error,
             created_at=row.created_at,
         )
-
-
-@strawberry.type
-class ApiCallLogEdge:
-    cursor: str
-    node: ApiCallLog
-
-
-@strawberry.type
-class ApiCallLogConnection:
-    edges: list[ApiCallLogEdge]
-    page_info: PageInfo
