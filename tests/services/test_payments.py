@@ -1,8 +1,6 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
 import time
 import uuid
 
@@ -13,34 +11,7 @@ from models.credits import LedgerEntry, LedgerKind
 from models.error_event import ErrorEvent
 from services import credits
 from services.payments import WebhookRejected, handle_payment_webhook, verify_signature
-
-SECRET = "whsec_test_current"
-OLD_SECRET = "whsec_test_previous"
-
-
-def sign(body: bytes, secret: str = SECRET, at: int | None = None) -> str:
-    timestamp = str(at if at is not None else int(time.time()))
-    digest = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256)
-    return f"t={timestamp},v1={digest.hexdigest()}"
-
-
-def checkout_event(user_id, pack: str = "starter", payment: str | None = None) -> bytes:
-    return orjson.dumps(
-        {
-            "id": f"evt_{uuid.uuid4().hex}",
-            "object": "event",
-            "type": "checkout.session.completed",
-            "data": {
-                "object": {
-                    "id": f"cs_test_{uuid.uuid4().hex}",
-                    "object": "checkout.session",
-                    "payment_intent": payment or f"pi_{uuid.uuid4().hex}",
-                    "payment_status": "paid",
-                    "metadata": {"user_id": str(user_id), "pack": pack},
-                }
-            },
-        }
-    )
+from tests.support.payments import OLD_SECRET, SECRET, checkout_event, sign
 
 
 @pytest.fixture
