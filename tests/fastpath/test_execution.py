@@ -1,4 +1,4 @@
-"""Root fields of queries and mutations completed by a projection (schema/execution.py) give
+"""Root fields of queries and mutations completed by a projection (fastpath/execution.py) give
 exactly what graphql-core's field-by-field completion gives, errors included; the projection
 really runs, keeps DataLoader batching, and is shared by requests that differ only in inputs.
 
@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 
-from resolvers import projection
+from fastpath import projection
+from fastpath.execution import ProjectingExecutionContext
 from schema.build import KilnSchema, Mutation, Query, Subscription, build_schema
-from schema.execution import ProjectingExecutionContext
 from schema.security import security_extensions
 from services import auth, generation_pages, generations
 from services.catalogue import load_catalogue
