@@ -42,12 +42,14 @@ from strawberry.utils.operation import get_operation_type
 @dataclass(frozen=True, slots=True)
 class Private:
     """`name` in `owner` ("module" or "module:Class"): what the fast path uses there.
-    `on_instance`: an attribute the owner's instances get when made (not on the class)."""
+    `on_instance`: an attribute the owner's instances get when made (not on the class).
+    `parameters`: for a method the fast path overrides, the parameters its override takes."""
 
     owner: str
     name: str
     on_instance: bool = False
     why: str = ""
+    parameters: tuple[str, ...] = ()
 
     def __str__(self) -> str:
         return f"{self.owner}.{self.name}"
@@ -68,9 +70,17 @@ SYMBOLS: tuple[Private, ...] = (
     Private("graphql.type.scalars", "serialize_int", why="leaves without serialize()"),
     Private("graphql.type.scalars", "serialize_string", why="leaves without serialize()"),
     Private(
-        "graphql.execution.execute:ExecutionContext",
+        "graphql.execution.executor:Executor",
         "complete_value",
         why="overridden for root fields (fastpath/execution.py)",
+        parameters=(
+            "return_type",
+            "field_details_list",
+            "info",
+            "path",
+            "result",
+            "position_context",
+        ),
     ),
     # Strawberry
     Private("strawberry.execution", "optimized_is_awaitable", why="as Strawberry executes"),
@@ -85,6 +95,7 @@ SYMBOLS: tuple[Private, ...] = (
         f"{_WS}:BaseGraphQLTransportWSHandler",
         "_send_result_stream",
         why="overridden: a subscription handed off is delivered after its stream",
+        parameters=("operation", "result_source"),
     ),
     Private("strawberry.types.execution", "PreExecutionError"),
     Private("strawberry.utils.operation", "get_operation_type"),
