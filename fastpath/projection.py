@@ -20,7 +20,7 @@ Anything it cannot reproduce exactly is left to graphql-core: `compile_projectio
 None for field arguments, other directives, abstract types, fields with permission classes or
 extensions, and schemas whose extensions hook field resolution beyond the root field; a
 resolver raising, a null where the schema says non-null or a value orjson cannot encode raises
-`Unsupported` from `payload` or `complete`, and the caller completes that value the normal way
+`Unsupported` from `payload` or `completion`, and the caller completes that value the normal way
 (so errors keep their extensions.code and path). List items that may wait are all started
 before any of them waits, so DataLoader loads from sibling items are still batched into one
 query, but run in the caller's task (`start`): only those that really wait are awaited, and
@@ -140,8 +140,9 @@ class _Field:
 
 
 class Projection:
-    """The compiled selection of one subscription field. `nodes` and `variables` are kept so
-    the cache keys built from their ids stay valid while the projection lives."""
+    """The compiled selection of one field (a subscription's, or a query or mutation root
+    field). `nodes` are kept so the cache keys built from their ids stay valid while the
+    projection lives."""
 
     def __init__(
         self,
@@ -151,7 +152,6 @@ class Projection:
     ) -> None:
         assert root.children is not None
         self.root = root
-        self.root_key = root.key
         self.fields = root.children
         self.nodes = nodes
         self.uses_variables = uses_variables  # @skip/@include read variables: key on them
@@ -164,15 +164,10 @@ class Projection:
         data = _complete_object(self.fields, value, context)
         return await data if isinstance(data, Later) else data
 
-    async def complete(self, value: Any, context: Any) -> Any:
-        """The completed value of the root field itself (its non-null and list wrappers
-        included) for the resolved `value`."""
-        completed = self.completion(value, context)
-        return await completed if isinstance(completed, Later) else completed
-
     def completion(self, value: Any, context: Any) -> Any:
-        """`complete` without a coroutine: the completed value, or a `Later` to await when
-        something below waits."""
+        """The completed value of the root field itself (its non-null and list wrappers
+        included) for the resolved `value`, or a `Later` to await when something below
+        waits."""
         return _complete(self.root, self.root.output, value, context)
 
     async def payload(self, message: Any, value: Callable[[Any], Any], context: Any) -> bytes:
