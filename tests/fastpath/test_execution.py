@@ -2,8 +2,8 @@
 exactly what graphql-core's field-by-field completion gives, errors included; the projection
 really runs, keeps DataLoader batching, and is shared by requests that differ only in inputs.
 
-Each case runs the same operation on two schemas side by side: Kiln's, and one built from the
-same types and extensions with Strawberry's own execution context."""
+Each case runs the same operation on two schemas side by side: Kiln's, and Kiln's with
+FAST_PATH_ENABLED off (Strawberry's own execution context)."""
 
 from __future__ import annotations
 
@@ -14,8 +14,7 @@ from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 
 from fastpath import projection
 from fastpath.execution import ProjectingExecutionContext
-from schema.build import KilnSchema, Mutation, Query, Subscription, build_schema
-from schema.security import security_extensions
+from schema.build import build_schema
 from services import auth, generation_pages
 from storage import get_store
 from tests.support.fast_path import PAGE
@@ -28,14 +27,9 @@ mutation Create($input: CreateGenerationInput!) {
 """
 
 
-def plain_schema(settings: Any) -> KilnSchema:
+def plain_schema(settings: Any) -> Any:
     """Kiln's schema without the projecting execution context."""
-    return KilnSchema(
-        query=Query,
-        mutation=Mutation,
-        subscription=Subscription,
-        extensions=list(security_extensions(settings)),
-    )
+    return build_schema(settings.model_copy(update={"fast_path_enabled": False}))
 
 
 async def both(backend: Any, token: str, query: str, variables: dict[str, Any]) -> tuple[Any, Any]:
