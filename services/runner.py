@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from models.error_event import ErrorCategory, Severity
-from models.generation import Generation, GenerationKind, GenerationStatus
+from models.generation import Generation, GenerationStatus
 from providers.base import Finished, Pending, Provider, ProviderError, ProviderRequest, Result
 from services import generations, jobs, workflows
 from services.catalogue import Catalogue, Route
@@ -270,7 +270,7 @@ async def _start(
 
     async def progress(fraction: float, stage: str) -> None:
         # Downloading and storing take the last tenth of the bar.
-        await gate.report(0.9 * fraction, stage)
+        await gate.report(*workflows.progress_of(generation, 0.9 * fraction, stage))
 
     return await retries.call(
         adapter.name,
@@ -462,7 +462,7 @@ async def _finish(
                 index,
                 content_type,
                 attempt=generation.attempts,
-                redraw=workflows.change_rounds(generation),
+                redraw=workflows.round_of(generation),
             )
             await store.put(key, data, content_type)
             stored.append(
@@ -477,8 +477,9 @@ async def _finish(
         if downloads:
             work = asyncio.ensure_future(store_all())
             done_in_time, _ = await asyncio.wait({work}, timeout=STORING_REPORT_AFTER)
+            progress, stage = workflows.progress_of(generation, 0.9, "storing outputs")
             if not done_in_time and not await generations.report_progress(
-                generation.id, 0.9, "storing outputs", attempt=generation.attempts
+                generation.id, progress, stage, attempt=generation.attempts
             ):
                 raise Stopped
             await work
@@ -486,10 +487,9 @@ async def _finish(
             await store_all()
         if not stored:
             raise ProviderError("PROVIDER_BAD_RESPONSE", "The provider returned no outputs.")
-        if generation.kind is GenerationKind.MULTI_VIEW:
-            done = await workflows.front_view_ready(
-                generation.id, stored, provider, generation.attempts
-            )
+        workflow = workflows.of(generation)
+        if workflow is not None:
+            done = await workflow.drawn(generation, stored, provider)
         else:
             done = await generations.complete(
                 generation.id, stored, provider, attempt=generation.attempts
@@ -580,8 +580,9 @@ def _job_route(catalogue: Catalogue, generation: Generation, job: Mapping[str, A
 
 async def _wait_for_capacity(generation: Generation, route: int, spec: Route, wait: Wait) -> None:
     """The provider is at its limit: try this route again later, without using a retry."""
+    progress, stage = workflows.progress_of(generation, 0.0, f"waiting for {spec.provider}")
     if not await generations.report_progress(
-        generation.id, 0.0, f"waiting for {spec.provider}", attempt=generation.attempts
+        generation.id, progress, stage, attempt=generation.attempts
     ):
         return
     await jobs.send(
@@ -597,7 +598,9 @@ async def _report(generation: Generation, pending: Pending) -> None:
     """A pending job's progress, written only when it says something new (most polls of a
     queued job change nothing, and each write is a versioned update and two publishes)."""
     fraction = pending.progress if pending.progress is not None else 0.0
-    progress, stage = 0.9 * fraction, (pending.stage or "processing")[:120]
+    progress, stage = workflows.progress_of(
+        generation, 0.9 * fraction, (pending.stage or "processing")[:120]
+    )
     if stage == generation.stage and progress <= generation.progress:
         return
     await generations.report_progress(generation.id, progress, stage, attempt=generation.attempts)
@@ -644,9 +647,7 @@ def _request(
     return ProviderRequest(
         kind=generation.kind,
         model=route.model,
-        prompt=workflows.front_prompt(generation)
-        if generation.kind is GenerationKind.MULTI_VIEW
-        else generation.prompt,
+        prompt=workflows.prompt_of(generation),
         negative_prompt=generation.negative_prompt,
         width=params.get("width"),
         height=params.get("height"),
