@@ -44,15 +44,20 @@ async def phase_from_params(apps, schema_editor) -> None:
 
 
 class Migration(migrations.Migration):
-    dependencies = [('models', '0006_credit_account_version')]
+    dependencies = [("models", "0006_credit_account_version")]
 
     initial = False
 
     operations = [
         ops.AddField(
-            model_name='Generation',
-            name='phase',
-            field=fields.CharEnumField(WorkflowPhase, max_length=24, null=True),
+            model_name="Generation",
+            name="phase",
+            field=fields.CharEnumField(
+                null=True,
+                description="FRONT_VIEW: FRONT_VIEW\nAPPROVAL: APPROVAL\nANALYSIS: ANALYSIS\nVIEWS: VIEWS",
+                enum_type=WorkflowPhase,
+                max_length=24,
+            ),
         ),
         ops.RunPython(phase_from_params, reverse_code=ops.RunPython.noop),
     ]
