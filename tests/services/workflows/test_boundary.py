@@ -11,7 +11,7 @@ import pytest
 from models.generation import GenerationKind
 from services import workflows
 from services.workflows.base import Workflow
-from tests.support.imports import ROOT, import_graph
+from tests.support.imports import ROOT, cycle_through, import_graph
 
 LIFECYCLE = ["services.runner", "services.sweeper"]
 
@@ -36,3 +36,10 @@ def test_every_registered_workflow_has_every_hook() -> None:
     for kind, workflow in workflows.WORKFLOWS.items():
         assert workflow.kind is kind
         assert all(callable(getattr(workflow, hook, None)) for hook in hooks)
+
+
+@pytest.mark.parametrize(
+    "module", ["services.workflows", "services.workflows.base", "services.workflows.multi_view"]
+)
+def test_no_import_cycle_goes_through_the_workflows(module: str) -> None:
+    assert cycle_through(import_graph(), module) is None
