@@ -8,10 +8,7 @@ import json
 import sqlite3
 import uuid
 
-import asyncpg
-
-from tests.support.migrations import migrate
-from tests.support.services import drop_database, need, pg_url, recreate_database, run_database
+from tests.support.migrations import migrate, postgres, scratch_postgres
 
 BEFORE = "0006_credit_account_version"
 USER = uuid.UUID(int=1)
@@ -62,23 +59,9 @@ def test_phases_come_from_params_stage_and_status_on_sqlite(tmp_path):
 
 
 async def test_phases_come_from_params_stage_and_status_on_postgres():
-    need("postgres")
-    database = run_database("kiln_migration_phase")
-    await recreate_database(database)
-    try:
-        migrate(pg_url(database), "models", BEFORE)
-        connection = await asyncpg.connect(pg_url(database))
-        try:
-            for statement in [USER_ROW, *generation_rows()]:
-                await connection.execute(statement)
-        finally:
-            await connection.close()
-        migrate(pg_url(database))
-        connection = await asyncpg.connect(pg_url(database))
-        try:
-            rows = await connection.fetch("SELECT id, phase, params FROM generations")
-        finally:
-            await connection.close()
+    async with scratch_postgres("kiln_migration_phase") as url:
+        migrate(url, "models", BEFORE)
+        await postgres(url, USER_ROW, *generation_rows())
+        migrate(url)
+        rows = await postgres(url, "SELECT id, phase, params FROM generations")
         assert {r["id"]: (r["phase"], json.loads(r["params"])) for r in rows} == EXPECTED
-    finally:
-        await drop_database(database)
