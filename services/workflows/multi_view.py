@@ -99,9 +99,25 @@ STOPWORDS = frozenset(
 )
 
 
-def _workflow_view(generation: Generation) -> None:
+async def _workflow_of(user: User, generation_id: uuid.UUID) -> Generation:
+    """The user's multi-view workflow (NotFound, or CONFLICT for any other generation)."""
+    generation = await generations.get_visible(user, generation_id)
     if generation.kind is not GenerationKind.MULTI_VIEW:
         raise InvalidTransition("Only a multi-view workflow can be approved or changed.")
+    return generation
+
+
+async def _leave_approval(current: Generation, refusal: str, **changes: Any) -> Generation:
+    """AWAITING_APPROVAL (still `current`'s attempt) -> what `changes` say; CONFLICT with
+    `refusal` when it is not (any more) awaiting approval."""
+    parent = await generations.transition(
+        current.id,
+        Q(status=GenerationStatus.AWAITING_APPROVAL, attempts=current.attempts),
+        **changes,
+    )
+    if parent is None:
+        raise InvalidTransition(refusal)
+    return parent
 
 
 def change_rounds(generation: Generation) -> int:
@@ -183,14 +199,13 @@ async def request_changes(
     feedback = feedback.strip()
     if not 1 <= len(feedback) <= 2000:
         raise BadUserInput("Feedback must be 1 to 2000 characters.", field="feedback")
-    current = await generations.get_visible(user, generation_id)
-    _workflow_view(current)
+    current = await _workflow_of(user, generation_id)
     change_cost = catalogue.workflow("multi_view").change_cost
     rounds = [*current.params.get("feedback", []), feedback]
     async with atomic():
-        parent = await generations.transition(
-            generation_id,
-            Q(status=GenerationStatus.AWAITING_APPROVAL, attempts=current.attempts),
+        parent = await _leave_approval(
+            current,
+            "Changes can only be requested while awaiting approval.",
             status=GenerationStatus.QUEUED,
             phase=WorkflowPhase.FRONT_VIEW,
             stage=f"{REDRAWING} (round {len(rounds)})",
@@ -199,8 +214,6 @@ async def request_changes(
             queued_at=datetime.now(UTC),
             publish=False,
         )
-        if parent is None:
-            raise InvalidTransition("Changes can only be requested while awaiting approval.")
         if change_cost:
             await credits.add_to_hold(parent, change_cost, f"change-{len(rounds)}")
         generations.announce(parent, [])
@@ -209,18 +222,15 @@ async def request_changes(
 
 
 async def approve(user: User, generation_id: uuid.UUID) -> Generation:
-    current = await generations.get_visible(user, generation_id)
-    _workflow_view(current)
+    current = await _workflow_of(user, generation_id)
     async with atomic():
-        parent = await generations.transition(
-            generation_id,
-            Q(status=GenerationStatus.AWAITING_APPROVAL, attempts=current.attempts),
+        parent = await _leave_approval(
+            current,
+            "Only a workflow awaiting approval can be approved.",
             status=GenerationStatus.PROCESSING,
             phase=WorkflowPhase.ANALYSIS,
             stage=ANALYSING,
         )
-        if parent is None:
-            raise InvalidTransition("Only a workflow awaiting approval can be approved.")
         jobs.enqueue_after_commit(parent.id, actor=jobs.VIEWS, args=(str(parent.attempts),))
         return parent
 

@@ -45,6 +45,13 @@ async def new_workflow(user, catalogue: Catalogue = CATALOGUE, **fields) -> Gene
     )
 
 
+async def awaiting_approval(user, backend, deps: ProviderDeps) -> Generation:
+    """A new workflow whose front view is drawn: AWAITING_APPROVAL."""
+    parent = await new_workflow(user)
+    await run_pending(backend, CATALOGUE, deps)
+    return parent
+
+
 @contextmanager
 def every_message(hub: Hub, channel: str) -> Iterator[list[Message]]:
     """Every message published on `channel` meanwhile, in order (a subscriber's mailbox

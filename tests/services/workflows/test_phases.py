@@ -8,7 +8,7 @@ import uuid
 from models.generation import Generation, GenerationStatus, WorkflowPhase
 from services import generations, jobs, sweeper, workflows
 from tests.support.providers import provider_deps
-from tests.support.workflows import CATALOGUE, new_workflow, run_pending
+from tests.support.workflows import CATALOGUE, awaiting_approval, new_workflow, run_pending
 
 
 async def phase(generation_id: uuid.UUID) -> WorkflowPhase | None:
@@ -55,8 +55,7 @@ async def test_each_move_sets_the_phase(make_user, backend):
 async def test_the_sweeper_sends_again_the_step_a_phase_waits_for(make_user, backend):
     user = await make_user(credits=10)
     deps = provider_deps()
-    parent = await new_workflow(user)
-    await run_pending(backend, CATALOGUE, deps)
+    parent = await awaiting_approval(user, backend, deps)
     await workflows.approve(user, parent.id)
     backend.sent.clear()  # the views' message is lost
     await sweeper.sweep(CATALOGUE, requeue_after=3600)

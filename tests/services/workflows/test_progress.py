@@ -13,7 +13,13 @@ from realtime import channels
 from services import generations, runner, workflows
 from services.workflows import multi_view
 from tests.support.providers import provider_deps
-from tests.support.workflows import CATALOGUE, every_message, new_workflow, run_pending
+from tests.support.workflows import (
+    CATALOGUE,
+    awaiting_approval,
+    every_message,
+    new_workflow,
+    run_pending,
+)
 
 
 @pytest.fixture
@@ -59,8 +65,7 @@ async def test_progress_never_goes_down_through_changes_and_views(make_user, bac
 async def test_a_retry_is_a_new_attempt_that_starts_from_zero(make_user, backend):
     user = await make_user(credits=10)
     deps = provider_deps()
-    parent = await new_workflow(user)
-    await run_pending(backend, CATALOGUE, deps)
+    parent = await awaiting_approval(user, backend, deps)
     await generations.cancel(user, parent.id)
     retried = await generations.retry(user, parent.id)
     assert (retried.attempts, retried.progress) == (2, 0.0)
