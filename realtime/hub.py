@@ -138,7 +138,8 @@ class RedisHub(Hub):
     # Silence on the connection for this long sends a PING; no answer for as long again counts
     # as a lost connection (a Redis that accepts but does not answer, a dead peer).
     PING_AFTER = 5.0
-    # A (re)subscription Redis does not confirm within this long fails (or reconnects).
+    # A connection or (re)subscription Redis does not answer within this long fails (or is
+    # tried again).
     CONFIRM_TIMEOUT = 10.0
 
     def __init__(
@@ -213,7 +214,8 @@ class RedisHub(Hub):
         confirmed them, re-reads what was missed if the connection had been lost."""
         pubsub = self._subscriber.pubsub()
         try:
-            await pubsub.connect()
+            # A Redis that accepts but does not answer would hold the handshake forever.
+            await asyncio.wait_for(pubsub.connect(), self.CONFIRM_TIMEOUT)
             self._pubsub = pubsub
             wanted = list(self._local)
             if wanted:
