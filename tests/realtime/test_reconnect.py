@@ -22,6 +22,7 @@ from services.catalogue import load_catalogue
 from services.generations import NewGeneration, StoredOutput
 from tests.support.private_servers import PrivateRedis
 from tests.support.schema import request_context
+from tests.support.sockets import Socket, open_socket, start
 
 RECOVERY = 30.0  # an upper bound on coming back, never a measurement
 FIRST = 10.0
@@ -86,6 +87,27 @@ async def subscribe(schema: Any, context: Any, query: str, field: str, **variabl
     return Subscriber(results, field)
 
 
+async def complete_while_redis_is_down(
+    private_redis: PrivateRedis, user: Any, generation_id: Any
+) -> tuple[Any, credits.Balance]:
+    """Kills Redis, completes the generation (its messages cannot be published), brings
+    Redis back empty on the same port: the completed row and the balance it left."""
+    private_redis.kill()
+    output = StoredOutput(0, f"{user.id}/{generation_id}/0.png", "image/png", 1)
+    done = await generations.complete(generation_id, [output], "local")
+    assert done is not None  # completed in the database; its messages were lost
+    after = await credits.get_balance(user.id)
+    private_redis.start()
+    return done, after
+
+
+async def live(hub: Hub, count: int) -> None:
+    """Until `count` subscriptions are live (myGenerations sends nothing before a change)."""
+    async with asyncio.timeout(FIRST):
+        while hub.local_subscriptions < count:
+            await asyncio.sleep(0.01)
+
+
 async def test_subscribers_get_the_final_state_after_redis_comes_back(
     backend, make_user, redis_hub: Hub, private_redis: PrivateRedis
 ):
@@ -103,20 +125,10 @@ async def test_subscribers_get_the_final_state_after_redis_comes_back(
     try:
         await watch.wait_until("PROCESSING", lambda m: m["status"] == "PROCESSING", FIRST)
         before = await balance.wait_until("balance", lambda m: True, FIRST)
-        # Every subscription is live (myGenerations sends nothing before a change).
-        async with asyncio.timeout(FIRST):
-            while redis_hub.local_subscriptions < 3:
-                await asyncio.sleep(0.01)
+        await live(redis_hub, 3)
 
-        private_redis.kill()
-        key = f"{user.id}/{generation.id}/0.png"
-        done = await generations.complete(
-            generation.id, [StoredOutput(0, key, "image/png", 1)], "local"
-        )
-        assert done is not None  # completed in the database; its messages were lost
-        after = await credits.get_balance(user.id)
+        done, after = await complete_while_redis_is_down(private_redis, user, generation.id)
         assert after.version > before["version"]
-        private_redis.start()
 
         final = {"id": str(generation.id), "status": "COMPLETED", "version": done.version}
         await watch.wait_until("final state", lambda m: m == final, RECOVERY)
@@ -135,3 +147,70 @@ async def test_subscribers_get_the_final_state_after_redis_comes_back(
         for subscriber in subscribers:
             subscriber.task.cancel()
         await asyncio.gather(*(s.task for s in subscribers), return_exceptions=True)
+
+
+class Frames:
+    """What a socket received, per operation id."""
+
+    def __init__(self, socket: Socket) -> None:
+        self.socket = socket
+        self.by_operation: dict[str, list[dict[str, Any]]] = {}
+
+    async def until(self, operation: str, what: str, check: Any, within: float) -> None:
+        try:
+            async with asyncio.timeout(within):
+                while not any(check(f) for f in self.by_operation.get(operation, [])):
+                    frame = await self.socket.next(within)
+                    self.by_operation.setdefault(frame.get("id", ""), []).append(frame)
+        except TimeoutError:
+            raise AssertionError(
+                f"{operation}: no {what} within {within:.0f} s; received {self.by_operation}"
+            ) from None
+
+
+def data(frame: dict[str, Any], field: str) -> dict[str, Any]:
+    return frame.get("payload", {}).get("data", {}).get(field) if frame["type"] == "next" else {}
+
+
+async def test_socket_subscribers_get_the_final_state_after_redis_comes_back(
+    backend, make_user, redis_hub: Hub, private_redis: PrivateRedis
+):
+    """Through the WebSocket transport, which takes subscriptions over from their resolvers
+    (resolvers/subscriptions.py, HAND_OFF): the same, on one socket that stays open."""
+    user = await make_user(credits=20)
+    generation = await generations.create_generation(
+        user, NewGeneration(prompt="a kiln in the fog"), load_catalogue()
+    )
+    await generations.start(generation.id)
+    handler, socket = await open_socket(backend.settings, user)
+    frames = Frames(socket)
+    try:
+        await start(handler, "watch", WATCH, id=str(generation.id))
+        await start(handler, "mine", MINE)
+        await start(handler, "balance", BALANCE)
+        await frames.until("watch", "PROCESSING", lambda f: f["type"] == "next", FIRST)
+        await frames.until("balance", "balance", lambda f: f["type"] == "next", FIRST)
+        [before] = [data(f, "creditBalanceChanged") for f in frames.by_operation["balance"]]
+        await live(redis_hub, 3)
+
+        done, after = await complete_while_redis_is_down(private_redis, user, generation.id)
+
+        final = {"id": str(generation.id), "status": "COMPLETED", "version": done.version}
+        await frames.until(
+            "watch", "final state", lambda f: data(f, "generationUpdated") == final, RECOVERY
+        )
+        await frames.until("watch", "its end", lambda f: f["type"] == "complete", RECOVERY)
+        await frames.until(
+            "mine", "final state", lambda f: data(f, "myGenerations") == final, RECOVERY
+        )
+        await frames.until(
+            "balance",
+            "new balance",
+            lambda f: (data(f, "creditBalanceChanged") or {}).get("version") == after.version,
+            RECOVERY,
+        )
+        assert after.version > before["version"]
+        assert socket.closed is None
+        assert not any(f["type"] == "error" for fs in frames.by_operation.values() for f in fs)
+    finally:
+        await handler.shutdown()
