@@ -41,7 +41,7 @@ class Hub:
 
     async def publish_many(self, publications: list[tuple[str, Message]]) -> None:
         """Several messages, in order. One that fails is logged and skips none of the others
-        (a lost message is made good by the next change or the subscriber's initial read)."""
+        (subscribers' hubs re-read what they missed: RedisHub)."""
         for channel, message in publications:
             try:
                 await self.publish(channel, message)
