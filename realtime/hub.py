@@ -17,6 +17,7 @@ import orjson
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from realtime.backoff import Backoff
 from realtime.mailbox import Mailbox, Message
@@ -189,7 +190,13 @@ class RedisHub(Hub):
             with contextlib.suppress(Exception):
                 await self._pubsub.subscribe(channel)
         # Otherwise the reader, connecting, subscribes to it with the others.
-        await asyncio.wait_for(confirmed, timeout=self.CONFIRM_TIMEOUT)
+        try:
+            await asyncio.wait_for(confirmed, timeout=self.CONFIRM_TIMEOUT)
+        except TimeoutError:
+            self._confirmations.pop(channel, None)
+            if self._pubsub is None:  # an outage (UNAVAILABLE to the client), not a bug
+                raise RedisConnectionError("the pub/sub connection to Redis is down") from None
+            raise
 
     async def _unlisten(self, channel: str) -> None:
         if self._pubsub is not None:

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Collection, Iterator
 from datetime import UTC, datetime
 
 import pytest
+import redis.exceptions
 
 from realtime.backoff import Backoff
 from realtime.hub import RedisHub
@@ -138,3 +139,18 @@ async def test_a_subscriber_arriving_while_redis_is_down_is_subscribed_when_it_i
             assert await next_of(box) == {"version": 1}
         finally:
             await subscriber.detach(box)
+
+
+async def test_a_subscriber_arriving_while_redis_stays_down_is_refused_as_an_outage(
+    hubs, private_redis
+):
+    subscriber, _, _ = hubs
+    subscriber.CONFIRM_TIMEOUT = 0.5
+    async with subscriber.subscribe(f"kiln:test:{uuid.uuid4()}"):
+        private_redis.kill()
+        async with asyncio.timeout(RECOVERY):
+            while subscriber._lost_at is None:  # the hub noticed
+                await asyncio.sleep(0.05)
+        with pytest.raises(redis.exceptions.ConnectionError):
+            await subscriber.attach(f"kiln:test:{uuid.uuid4()}")
+        assert subscriber.local_subscriptions == 1
