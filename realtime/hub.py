@@ -193,10 +193,12 @@ class RedisHub(Hub):
         try:
             await asyncio.wait_for(confirmed, timeout=self.CONFIRM_TIMEOUT)
         except TimeoutError:
-            self._confirmations.pop(channel, None)
             if self._pubsub is None:  # an outage (UNAVAILABLE to the client), not a bug
                 raise RedisConnectionError("the pub/sub connection to Redis is down") from None
             raise
+        finally:
+            if self._confirmations.get(channel) is confirmed:
+                del self._confirmations[channel]
 
     async def _unlisten(self, channel: str) -> None:
         if self._pubsub is not None:
@@ -302,7 +304,8 @@ class RedisHub(Hub):
                 states = await self._catch_up(tuple(self._local), lost_at)
             except Exception:
                 failures += 1
-                log.exception("re-reading after the pub/sub connection came back failed")
+                if failures % 10 == 1:  # the first failure, then every tenth
+                    log.exception("re-reading after the pub/sub connection came back failed")
                 await asyncio.sleep(self._backoff.delay(failures))
                 continue
             for channel, message in states:

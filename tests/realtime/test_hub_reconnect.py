@@ -30,12 +30,14 @@ class ReReads:
         self.states: list[Publication] = []
         self.calls: list[tuple[set[str], datetime]] = []
         self.called = asyncio.Event()
+        self.failing = 0  # how many calls fail first, as when the database does not answer
 
-    async def __call__(
-        self, names: Collection[str], lost_at: datetime
-    ) -> list[tuple[str, Message]]:
+    async def __call__(self, names: Collection[str], lost_at: datetime) -> list[Publication]:
         self.calls.append((set(names), lost_at))
         self.called.set()
+        if self.failing:
+            self.failing -= 1
+            raise ConnectionRefusedError("the database does not answer")
         return [(channel, message) for channel, message in self.states if channel in names]
 
 
@@ -154,3 +156,15 @@ async def test_a_subscriber_arriving_while_redis_stays_down_is_refused_as_an_out
         with pytest.raises(redis.exceptions.ConnectionError):
             await subscriber.attach(f"kiln:test:{uuid.uuid4()}")
         assert subscriber.local_subscriptions == 1
+
+
+async def test_a_re_read_that_fails_is_tried_again(hubs, private_redis):
+    subscriber, _, reads = hubs
+    channel = f"kiln:test:{uuid.uuid4()}"
+    async with subscriber.subscribe(channel) as box:
+        private_redis.kill()
+        reads.states, reads.failing = [(channel, {"version": 4})], 2
+        private_redis.start()
+        assert await next_of(box) == {"version": 4}
+        assert len(reads.calls) == 3
+        assert subscriber.reconnects == 1
