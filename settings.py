@@ -189,6 +189,10 @@ class Settings(BaseSettings):
     # list at its bound: schema/document_limits.py), checked before anything runs.
     max_result_objects: int = 2000
     graphql_cache_size: int = 256
+    # The fast path (fastpath/): prepared operations, root fields completed by projections,
+    # subscriptions handed off to the WebSocket transport. Off: plain Strawberry throughout
+    # (the same responses, more CPU), e.g. to rule it out when something looks wrong.
+    fast_path_enabled: bool = True
     # Total text of the documents kept parsed and validated: the cache's memory, and the work
     # of every full garbage collection, stay bounded whatever documents callers invent.
     graphql_cache_chars: int = 256 * 1024

@@ -1,7 +1,7 @@
 """A Strawberry extension that measures every GraphQL operation: counts by operation type and
 outcome code, latency of queries and mutations, live subscriptions, and the caller's id in the
 log context. The server attaches it to the schema it serves; prepared operations
-(schema/prepared.py) call the same two functions without the extension machinery."""
+(fastpath/prepared.py) call the same two functions without the extension machinery."""
 
 from __future__ import annotations
 

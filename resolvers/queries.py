@@ -9,7 +9,7 @@ from models.generation import GenerationKind, GenerationStatus
 from models.user import Role
 from resolvers.ids import parse_id
 from resolvers.paging import DEFAULT_FIRST, First, page_size
-from resolvers.projection import selects
+from resolvers.selection import selects
 from schema.context import Context
 from schema.permissions import IsAdmin, IsAuthenticated
 from schema.types import (

@@ -11,13 +11,14 @@ from graphql import GraphQLError
 from strawberry.tools import merge_types
 from strawberry.types import ExecutionContext
 
+import fastpath
+from fastpath.internals import StrawberryGraphQLCoreExecutionContext
 from models.error_event import ErrorCategory, Severity
 from resolvers import mutations, queries, subscriptions
 from resolvers.accounts import AccountsMutation, AccountsQuery
 from resolvers.errors import format_error
 from resolvers.operations import OperationsMutation, OperationsQuery, OperationsSubscription
 from resolvers.workflows import WorkflowMutation
-from schema.execution import ProjectingExecutionContext
 from schema.security import security_extensions
 from services.error_events import Occurrence, record, stack_of
 from services.outages import as_unavailable, note_unavailable
@@ -85,7 +86,7 @@ Mutation = merge_types(
 Subscription = merge_types("Subscription", (subscriptions.Subscription, OperationsSubscription))
 
 
-class ExecutionWithoutSuggestions(ProjectingExecutionContext):
+class ExecutionWithoutSuggestions(StrawberryGraphQLCoreExecutionContext):
     """Errors of variables and arguments without graphql-core's "Did you mean ...?" (they
     list the schema's names): the executor when introspection is off."""
 
@@ -93,6 +94,17 @@ class ExecutionWithoutSuggestions(ProjectingExecutionContext):
     def build(cls, *args: Any, **kwargs: Any) -> Any:
         kwargs["hide_suggestions"] = True
         return super().build(*args, **kwargs)
+
+
+def executor(settings: Settings) -> type[StrawberryGraphQLCoreExecutionContext]:
+    """Strawberry's executor, without suggestions when introspection is off, and with root
+    fields completed by projections when the fast path is on (fastpath/execution.py)."""
+    base = (
+        StrawberryGraphQLCoreExecutionContext
+        if settings.introspection_enabled
+        else ExecutionWithoutSuggestions
+    )
+    return fastpath.executor(base) if settings.fast_path_enabled else base
 
 
 def build_schema(settings: Settings | None = None) -> strawberry.Schema:
@@ -104,11 +116,7 @@ def build_schema(settings: Settings | None = None) -> strawberry.Schema:
         mutation=Mutation,
         subscription=Subscription,
         extensions=list(security_extensions(settings)),
-        execution_context_class=(
-            ProjectingExecutionContext
-            if settings.introspection_enabled
-            else ExecutionWithoutSuggestions
-        ),
+        execution_context_class=executor(settings),
     )
     schema.settings = settings
     return schema

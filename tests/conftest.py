@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import secrets
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,9 +17,10 @@ from models.config import close_database, open_database
 from models.user import Role, User
 from realtime.hub import InProcessHub, set_hub
 from services import auth, credits, events, jobs
-from settings import Settings
+from settings import Settings, get_settings
 from storage import set_store
 from storage.local import LocalStore
+from tests.support import fast_path as fast_path_modes
 from tests.support.services import drop_database, pg_url, recreate_database, run_database
 
 
@@ -83,6 +84,29 @@ async def backend(
         EXECUTOR_CACHE.clear()
         if request.param == "postgres":
             await drop_database(settings.database_url.rsplit("/", 1)[1])
+
+
+@pytest.fixture
+def fast_path() -> bool:
+    """Whether the test runs with the fast path on (tests/support/fast_path.py)."""
+    return fast_path_modes.default()
+
+
+@pytest.fixture(autouse=True)
+def fast_path_switch(
+    request: pytest.FixtureRequest, fast_path: bool, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[None]:
+    """The test's settings have FAST_PATH_ENABLED as its mode says: the process's settings
+    (a schema built without settings), the backend's and the schema tests' world's."""
+    monkeypatch.setenv("FAST_PATH_ENABLED", "true" if fast_path else "false")
+    get_settings.cache_clear()
+    for name in ("backend", "world"):
+        if name in request.fixturenames:
+            holder = request.getfixturevalue(name)
+            switched = holder.settings.model_copy(update={"fast_path_enabled": fast_path})
+            monkeypatch.setattr(holder, "settings", switched)
+    yield
+    get_settings.cache_clear()
 
 
 @pytest.fixture

@@ -1,6 +1,7 @@
-"""The GraphQL endpoint: Strawberry's ASGI view with Kiln's schema, context, prepared
-operations (schema/prepared.py), socket transport, persisted queries (web/persisted_queries.py)
-and subscriptions over HTTP (web/http_streams.py)."""
+"""The GraphQL endpoint: Strawberry's ASGI view with Kiln's schema, context, the fast path's
+prepared operations (fastpath/prepared.py) when FAST_PATH_ENABLED, socket transport,
+persisted queries (web/persisted_queries.py) and subscriptions over HTTP
+(web/http_streams.py)."""
 
 from __future__ import annotations
 
@@ -31,12 +32,12 @@ from strawberry.types import ExecutionResult
 from strawberry.types.graphql import OperationType
 
 import runtime
+from fastpath import PreparedOperations
 from observability.graphql import GraphQLObservability, bind_caller, record_operation
 from schema.build import build_schema
 from schema.context import Context
 from schema.graphiql import graphiql_html
 from schema.loaders import Loaders
-from schema.prepared import PreparedOperations
 from schema.security import (
     InputLimits,
     OperationRateLimit,
@@ -103,16 +104,18 @@ class KilnGraphQL(GraphQL):
         )
         self.settings = settings
         assert isinstance(self.schema, Schema)
-        self.prepared = PreparedOperations.attach(
-            self.schema,
-            {
-                InputLimits: check_operation_inputs,
-                ResultBudget: check_result_budget,
-                OperationRateLimit: spend_rate_limit,
-                GraphQLObservability: bind_caller,
-            },
-            maxsize=settings.graphql_cache_size,
-        )
+        self.prepared: PreparedOperations | None = None
+        if settings.fast_path_enabled:
+            self.prepared = PreparedOperations.attach(
+                self.schema,
+                {
+                    InputLimits: check_operation_inputs,
+                    ResultBudget: check_result_budget,
+                    OperationRateLimit: spend_rate_limit,
+                    GraphQLObservability: bind_caller,
+                },
+                maxsize=settings.graphql_cache_size,
+            )
         self._graphiql = graphiql_html()
         self._counters: tuple[Any, Counters] | None = None
         self._documents: tuple[Any, Documents] | None = None
@@ -218,9 +221,15 @@ class KilnGraphQL(GraphQL):
     async def _run_prepared(self, request: Request) -> Response | None:
         """A query or mutation (POST) or query (GET) whose document was seen before, sent as
         its text or named by the hash of a persisted query, run as a prepared operation
-        (schema/prepared.py); None for Strawberry to handle (the body read here stays with the
-        request for it). A hash this server does not know raises PersistedQueryNotFound."""
-        if self.prepared.hooks is None or requested_stream(request.headers.get("accept", "")):
+        (fastpath/prepared.py); None for Strawberry to handle (the body read here stays with
+        the request for it), always when the fast path is off. A hash this server does not
+        know raises PersistedQueryNotFound."""
+        prepared_operations = self.prepared
+        if (
+            prepared_operations is None
+            or prepared_operations.hooks is None
+            or requested_stream(request.headers.get("accept", ""))
+        ):
             return None
         if request.method == "GET":
             data = _get_operation(request.query_params)
@@ -245,17 +254,19 @@ class KilnGraphQL(GraphQL):
             or not isinstance(name, str | None)
         ):
             return None
-        prepared = self.prepared.get(query, name)
+        prepared = prepared_operations.get(query, name)
         if prepared is None or (
             request.method == "GET" and prepared.operation_type is not OperationType.QUERY
         ):
             return None  # Strawberry refuses a mutation over GET
         sub_response = await self.get_sub_response(request)
         context = await self.get_context(request, response=sub_response)
-        execution = self.prepared.execution(prepared, query, variables, name, context, extensions)
+        execution = prepared_operations.execution(
+            prepared, query, variables, name, context, extensions
+        )
         started = time.perf_counter()
         try:
-            result = await self.prepared.execute(execution)
+            result = await prepared_operations.execute(execution)
         finally:
             record_operation(execution, started)
         return self.create_response(await self.process_result(request, result), sub_response)

@@ -11,7 +11,7 @@
 
 A stream is chosen only when it is the client's first choice: urql lists `text/event-stream`
 and `multipart/mixed` after the JSON types in the Accept of every query, and a query must
-then get plain JSON (and the prepared path, schema/prepared.py)."""
+then get plain JSON (and the prepared path, fastpath/prepared.py)."""
 
 from __future__ import annotations
 

@@ -1,48 +1,41 @@
 """The graphql-transport-ws transport: Strawberry's handler with Kiln's per-socket cap, the
-hand-off of long-lived subscriptions to the transport (resolvers/subscriptions.py), and the
-socket's credential: authenticated once per operation, never once per socket, and watched
-while the socket is open (web/socket_credentials.py)."""
+fast path's hand-off of long-lived subscriptions (fastpath/websocket.py, when
+FAST_PATH_ENABLED), and the socket's credential: authenticated once per operation, never once
+per socket, and watched while the socket is open (web/socket_credentials.py)."""
 
 from __future__ import annotations
 
 import contextlib
-import inspect
 from typing import Any
 
-import orjson
-from graphql import GraphQLError, execute, parse
+from graphql import GraphQLError
 from starlette.websockets import WebSocketDisconnect
 from strawberry.http.exceptions import WebSocketDisconnected
-from strawberry.schema._graphql_core import execution_context_class_kwargs
-from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
-    BaseGraphQLTransportWSHandler,
-    Operation,
-)
 from strawberry.subscriptions.protocols.graphql_transport_ws.types import (
     ConnectionInitMessage,
     Message,
     SubscribeMessage,
 )
-from strawberry.types import ExecutionContext as StrawberryExecutionContext
-from strawberry.types import ExecutionResult
-from strawberry.types.graphql import OperationType
 
+from fastpath import Followed, HandOffTransport
+from fastpath.internals import Operation
 from models.user import Role
 from observability import metrics
 from resolvers.errors import code_of
-from resolvers.projection import DIRECT_SEND
-from resolvers.subscriptions import HAND_OFF, Follow
+from resolvers.subscriptions import HAND_OFF
 from schema.context import Context, OperationAuth, begin_operation
 from schema.permissions import ADMINS_ONLY
 from services.errors import DomainError, Forbidden, Unauthenticated
 from web.socket_credentials import SocketCredentials, SocketRefused, close_reason, watcher_for
 
 
-class LimitedTransportWS(BaseGraphQLTransportWSHandler[Context, None]):
+class LimitedTransportWS(HandOffTransport[Context]):
     """Strawberry's handler answers a subscription over the per-socket cap with a bare error;
     ours gives it a contract code, like every other GraphQL error. A socket whose credential
     ends is closed with 4403 and the reason; an admin-only operation of a caller who is no
     longer an admin ends with FORBIDDEN."""
+
+    hand_off = HAND_OFF
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -109,15 +102,11 @@ class LimitedTransportWS(BaseGraphQLTransportWSHandler[Context, None]):
 
     async def run_operation(self, operation: Operation[Context, None]) -> None:
         """Authenticates the operation afresh, in its own task (the socket's one context
-        caches nothing across operations). Lets the operation's subscription resolvers send
-        events whose payload they encoded themselves (resolvers/projection.py), in order with
-        everything else the operation sends, since they run in this same task. An operation
-        refused for its credential closes the socket once its answer is out: the credential
-        is the socket's, and will not work again."""
+        caches nothing across operations). An operation refused for its credential closes
+        the socket once its answer is out: the credential is the socket's, and will not work
+        again."""
         auth = begin_operation()
         self._operation_auth[operation.id] = auth
-        if getattr(self.websocket, "ws", None) is not None:
-            DIRECT_SEND.set(lambda payload: self._send_encoded(operation, payload))
         try:
             await super().run_operation(operation)
         finally:
@@ -164,87 +153,13 @@ class LimitedTransportWS(BaseGraphQLTransportWSHandler[Context, None]):
         if operation.task is not None:
             operation.task.cancel()
 
-    async def _send_result_stream(
-        self, operation: Operation[Context, None], result_source: Any
-    ) -> None:
-        """Runs the operation's stream; a subscription whose resolver handed the rest of it
-        over (resolvers/subscriptions.py, HAND_OFF) is then delivered here, after the stream
-        and everything it held (extensions, graphql-core's executor) are gone. Strawberry
-        sends `complete` when this returns, as when a resolver ends."""
-        handover = _Handover()
-        if getattr(self.websocket, "ws", None) is not None:
-            HAND_OFF.set(handover.take)
-        try:
-            await super()._send_result_stream(operation, result_source)
-            # The stream is exhausted: its frames, and what they referenced, are freed.
-            del result_source
-            if handover.follow is not None:
-                await self._follow(operation, handover.follow)
-        finally:
-            if handover.follow is not None:
-                await handover.follow.close()
+    def fast_path_enabled(self) -> bool:
+        return bool(self.context.settings.fast_path_enabled)
 
-    async def _follow(self, operation: Operation[Context, None], follow: Follow) -> None:
+    async def follow(self, operation: Operation[Context, None], followed: Followed) -> None:
         # Strawberry counted the subscription as ended when its stream ended; it is still live.
         metrics.ACTIVE_SUBSCRIPTIONS.inc()
         try:
-            await follow.run(
-                lambda payload: self._send_encoded(operation, payload),
-                lambda root: self._execute_event(operation, root),
-            )
+            await super().follow(operation, followed)
         finally:
             metrics.ACTIVE_SUBSCRIPTIONS.dec()
-
-    async def _execute_event(self, operation: Operation[Context, None], root: Any) -> None:
-        """An event the projection cannot reproduce, executed as the subscription's stream
-        executes every event (graphql-core with the event as root value, the same document,
-        variables and context), its errors through the schema's error processing so they
-        carry extensions.code. Extension hooks are not run again: a stream runs them once
-        per operation, not per event."""
-        schema: Any = self.schema
-        result = execute(
-            schema._schema,
-            parse(operation.query),
-            root_value=root,
-            context_value=self.context,
-            variable_values=operation.variables,
-            operation_name=operation.operation_name,
-            # As Strawberry passes it, whichever graphql-core this is.
-            **execution_context_class_kwargs(schema.execution_context_class),
-        )
-        if inspect.isawaitable(result):
-            result = await result
-        if result.errors:
-            schema._process_errors(
-                result.errors,
-                StrawberryExecutionContext(
-                    query=operation.query,
-                    schema=schema,
-                    allowed_operations=(OperationType.SUBSCRIPTION,),
-                    context=self.context,
-                    variables=operation.variables,
-                    provided_operation_name=operation.operation_name,
-                ),
-            )
-        await operation.send_next(ExecutionResult(data=result.data, errors=result.errors))
-
-    async def _send_encoded(self, operation: Operation[Context, None], payload: bytes) -> None:
-        if operation.completed or self.ended:
-            return
-        frame = b'{"id":%b,"type":"next","payload":%b}' % (orjson.dumps(operation.id), payload)
-        # A socket that went away ends the operation from the receiving side (the handler
-        # cancels it); failing here would only report the client's departure as an error.
-        with contextlib.suppress(WebSocketDisconnect):
-            await self.websocket.ws.send_text(frame.decode())  # type: ignore[attr-defined]
-
-
-class _Handover:
-    """Where a subscription resolver leaves the rest of its subscription for the transport."""
-
-    __slots__ = ("follow",)
-
-    def __init__(self) -> None:
-        self.follow: Follow | None = None
-
-    def take(self, follow: Follow) -> None:
-        self.follow = follow

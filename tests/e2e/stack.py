@@ -23,6 +23,7 @@ from typing import IO
 
 import httpx
 
+from tests.support import fast_path
 from tests.support.readme import production_uvicorn_args
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -54,6 +55,7 @@ KILN_ENV = (
     "WS_INIT_TIMEOUT_SECONDS",
     "MAX_SUBSCRIPTIONS_PER_CONNECTION",
     "CATALOGUE_PATH",
+    "FAST_PATH_ENABLED",
     "PAYMENT_WEBHOOK_SECRET",
     "PAYMENT_WEBHOOK_TOLERANCE_SECONDS",
     "CREDIT_PACKS",
@@ -407,6 +409,9 @@ def start_embedded(data_dir: Path, extra_env: dict[str, str] | None = None) -> S
         PAYMENT_WEBHOOK_SECRET=PAYMENT_WEBHOOK_SECRET,
         SWEEP_INTERVAL_SECONDS="1",
         EMBEDDED_WORKER_THREADS="8",
+        # The embedded stack runs plain Strawberry, the production one the fast path
+        # (tests/support/fast_path.py): the end-to-end suite covers both ways once.
+        FAST_PATH_ENABLED=fast_path.stack_setting(False),
         **(extra_env or {}),
     )
     if (ROOT / ".env").exists():
@@ -457,6 +462,7 @@ def start_production(
             "SWEEP_INTERVAL_SECONDS": "1",
             "REQUEUE_AFTER_SECONDS": "2",
             "PAYMENT_WEBHOOK_SECRET": PAYMENT_WEBHOOK_SECRET,
+            "FAST_PATH_ENABLED": fast_path.stack_setting(True),
             **(extra_env or {}),  # a test's own stack may change any of these
         }
     )

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
+import strawberry
 from starlette.requests import Request
 
 from models.error_event import ErrorCategory, Severity
@@ -18,12 +19,28 @@ from services import api_keys, auth, generations, notifications
 from services.catalogue import load_catalogue
 from services.error_events import Occurrence, record
 from services.generations import NewGeneration
+from settings import get_settings
 from tests.support.providers import provider_deps
 
 PASSWORD = "correct horse battery"
 
 
-SCHEMA = build_schema()
+class _ModeSchema:
+    """Kiln's schema as the running test's fast-path mode builds it (FAST_PATH_ENABLED, which
+    tests/conftest.py sets per test), each mode's built once."""
+
+    def __init__(self) -> None:
+        self._built: dict[bool, strawberry.Schema] = {}
+
+    def __getattr__(self, name: str) -> Any:
+        enabled = get_settings().fast_path_enabled
+        schema = self._built.get(enabled)
+        if schema is None:
+            schema = self._built[enabled] = build_schema()
+        return getattr(schema, name)
+
+
+SCHEMA = cast(strawberry.Schema, _ModeSchema())
 
 
 def request_context(settings, token: str | None = None, **extra: Any) -> Context:

@@ -1,4 +1,4 @@
-"""The projection's completion machinery (resolvers/projection.py): coroutines run up to their
+"""The projection's completion machinery (fastpath/projection.py): coroutines run up to their
 first wait without a task, and leaves are serialised exactly as their GraphQL types do."""
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ import pytest
 from graphql import GraphQLBoolean, GraphQLFloat, GraphQLID, GraphQLInt, GraphQLString
 from graphql.pyutils import Undefined
 
+from fastpath.projection import Resumed, Unsupported, _scalar, start
 from models.generation import GenerationStatus
-from resolvers.projection import Resumed, Unsupported, _scalar, start
 from schema.build import build_schema
 
 

@@ -13,9 +13,9 @@ import orjson
 import pytest
 from strawberry.extensions import MaskErrors, SchemaExtension
 
+from fastpath.prepared import PreparedOperations
 from observability.graphql import GraphQLObservability
 from schema.build import build_schema
-from schema.prepared import PreparedOperations
 from schema.security import InputLimits, OperationRateLimit, ResultBudget
 from services import auth
 from tests.support.app import app_client, parse, value
@@ -52,7 +52,9 @@ class Paths:
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch, graphql: KilnGraphQL) -> None:
         self.prepared = self.strawberry = 0
-        prepared_execute, strawberry_execute = graphql.prepared.execute, graphql.schema.execute
+        prepared = graphql.prepared
+        assert prepared is not None
+        prepared_execute, strawberry_execute = prepared.execute, graphql.schema.execute
 
         async def counted_prepared(*args: Any, **kwargs: Any) -> Any:
             self.prepared += 1
@@ -62,7 +64,7 @@ class Paths:
             self.strawberry += 1
             return await strawberry_execute(*args, **kwargs)
 
-        monkeypatch.setattr(graphql.prepared, "execute", counted_prepared)
+        monkeypatch.setattr(prepared, "execute", counted_prepared)
         monkeypatch.setattr(graphql.schema, "execute", counted_strawberry)
 
 
@@ -343,5 +345,6 @@ async def test_documents_are_remembered_up_to_the_cache_size(backend, monkeypatc
         graphql = graphql_of(client)
         for field in ("id", "kind", "costPerOutput"):
             await client.post("/graphql", json={"query": f"{{ models {{ {field} }} }}"})
+    assert graphql.prepared is not None
     assert graphql.prepared.get("{ models { id } }", None) is None  # the oldest went
     assert graphql.prepared.get("{ models { costPerOutput } }", None) is not None

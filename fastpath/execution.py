@@ -1,5 +1,5 @@
 """graphql-core's executor, with the value of each query and mutation root field completed by
-a compiled projection (resolvers/projection.py) instead of field by field.
+a compiled projection (fastpath/projection.py) instead of field by field.
 
 Root fields themselves still run through graphql-core and Strawberry: arguments, permission
 classes, schema extensions and errors of the root resolver are unchanged. What is skipped is the
@@ -10,14 +10,24 @@ the projection cannot reproduce exactly (see its module) is completed the normal
 from __future__ import annotations
 
 from collections.abc import Callable
-from functools import partial
+from functools import cache, partial
 from typing import Any
 
 from graphql import GraphQLOutputType, GraphQLResolveInfo
 from graphql.pyutils import Path, Undefined
-from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 
-from resolvers.projection import Later, Unsupported, projection_of
+from fastpath.internals import StrawberryGraphQLCoreExecutionContext
+from fastpath.projection import Later, Unsupported, projection_of
+
+
+@cache
+def projecting(base: type[Any]) -> type[Any]:
+    """`base` (Strawberry's executor or a subclass of it) with root fields completed by
+    projections."""
+    if base is StrawberryGraphQLCoreExecutionContext:
+        return ProjectingExecutionContext
+    assert issubclass(base, StrawberryGraphQLCoreExecutionContext), base
+    return type(f"Projecting{base.__name__}", (ProjectingExecutionContext, base), {})
 
 
 class ProjectingExecutionContext(StrawberryGraphQLCoreExecutionContext):

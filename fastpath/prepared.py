@@ -24,9 +24,8 @@ from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from graphql import DocumentNode, GraphQLError
+from graphql import DocumentNode, GraphQLError, execute
 from strawberry import Schema
-from strawberry.execution import optimized_is_awaitable
 from strawberry.extensions import (
     AddValidationRules,
     MaxTokensLimiter,
@@ -34,11 +33,17 @@ from strawberry.extensions import (
     SchemaExtension,
     ValidationCache,
 )
-from strawberry.schema._graphql_core import execute, execution_context_class_kwargs
 from strawberry.types import ExecutionContext, ExecutionResult
-from strawberry.types.execution import PreExecutionError
 from strawberry.types.graphql import OperationType
-from strawberry.utils.operation import get_operation_type
+
+from fastpath.internals import (
+    PreExecutionError,
+    execution_context_class_kwargs,
+    get_operation_type,
+    graphql_schema,
+    optimized_is_awaitable,
+    process_errors,
+)
 
 # What an extension does for every operation, as a function of the operation.
 Hook = Callable[[ExecutionContext], Awaitable[None] | None]
@@ -141,7 +146,7 @@ class PreparedOperations:
             execution.pre_execution_errors = result.errors
         else:
             outcome = execute(
-                self.schema._schema,
+                graphql_schema(self.schema),
                 execution.graphql_document,
                 context_value=execution.context,
                 variable_values=execution.variables,
@@ -156,7 +161,7 @@ class PreparedOperations:
                 outcome = await outcome
             result = ExecutionResult(data=outcome.data, errors=outcome.errors)
         if result.errors:
-            self.schema._process_errors(result.errors, execution)
+            process_errors(self.schema, result.errors, execution)
         execution.result = result
         return result
 

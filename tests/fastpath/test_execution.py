@@ -1,9 +1,9 @@
-"""Root fields of queries and mutations completed by a projection (schema/execution.py) give
+"""Root fields of queries and mutations completed by a projection (fastpath/execution.py) give
 exactly what graphql-core's field-by-field completion gives, errors included; the projection
 really runs, keeps DataLoader batching, and is shared by requests that differ only in inputs.
 
-Each case runs the same operation on two schemas side by side: Kiln's, and one built from the
-same types and extensions with Strawberry's own execution context."""
+Each case runs the same operation on two schemas side by side: Kiln's, and Kiln's with
+FAST_PATH_ENABLED off (Strawberry's own execution context)."""
 
 from __future__ import annotations
 
@@ -12,37 +12,14 @@ from typing import Any
 import pytest
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 
-from resolvers import projection
-from schema.build import KilnSchema, Mutation, Query, Subscription, build_schema
-from schema.execution import ProjectingExecutionContext
-from schema.security import security_extensions
-from services import auth, generation_pages, generations
-from services.catalogue import load_catalogue
-from services.generations import NewGeneration, StoredOutput
+from fastpath import projection
+from fastpath.execution import ProjectingExecutionContext
+from schema.build import build_schema
+from services import auth, generation_pages
 from storage import get_store
+from tests.support.fast_path import PAGE
 from tests.support.schema import request_context
 
-PAGE = """
-query Page($first: Int!, $withOutputs: Boolean!) {
-  generations(first: $first) {
-    __typename
-    edges {
-      cursor
-      node {
-        __typename id kind status progress stage model preset provider prompt negativePrompt
-        params cost attempts version createdAt startedAt completedAt
-        shown: status
-        outputs @include(if: $withOutputs) { index url contentType sizeBytes width height text }
-        error { code message }
-        parent { id }
-        ...Family
-      }
-    }
-    pageInfo { hasNextPage endCursor }
-  }
-}
-fragment Family on Generation { children { id status } }
-"""
 CREATE = """
 mutation Create($input: CreateGenerationInput!) {
   createGeneration(input: $input) { __typename status cost version progress outputs { url } }
@@ -50,14 +27,9 @@ mutation Create($input: CreateGenerationInput!) {
 """
 
 
-def plain_schema(settings: Any) -> KilnSchema:
+def plain_schema(settings: Any) -> Any:
     """Kiln's schema without the projecting execution context."""
-    return KilnSchema(
-        query=Query,
-        mutation=Mutation,
-        subscription=Subscription,
-        extensions=list(security_extensions(settings)),
-    )
+    return build_schema(settings.model_copy(update={"fast_path_enabled": False}))
 
 
 async def both(backend: Any, token: str, query: str, variables: dict[str, Any]) -> tuple[Any, Any]:
@@ -78,27 +50,6 @@ def formatted(result: Any) -> dict[str, Any]:
         "data": result.data,
         "errors": [e.formatted for e in result.errors] if result.errors else None,
     }
-
-
-@pytest.fixture
-async def owner(make_user: Any, backend: Any) -> str:
-    """A user with three completed generations (one with two outputs) and a failed one."""
-    user = await make_user(credits=50)
-    catalogue = load_catalogue()
-    for index in range(3):
-        generation = await generations.create_generation(
-            user, NewGeneration(prompt=f"p{index}", num_outputs=2), catalogue
-        )
-        await generations.start(generation.id)
-        outputs = [
-            StoredOutput(i, f"{user.id}/{generation.id}/{i}.png", "image/png", 10 + i, 64, 64)
-            for i in range(1 if index else 2)
-        ]
-        await generations.complete(generation.id, outputs, "local")
-    failed = await generations.create_generation(user, NewGeneration(prompt="f"), catalogue)
-    await generations.start(failed.id)
-    await generations.fail(failed.id, "PROVIDER_ERROR", "it broke")
-    return auth.issue_token(user, backend.settings)
 
 
 @pytest.fixture

@@ -1,9 +1,10 @@
-"""Subscription events sent through a projection (resolvers/projection.py) carry exactly what
+"""Subscription events sent through a projection (fastpath/projection.py) carry exactly what
 graphql-core's execution of the same selection gives, in the same order; events it cannot
 reproduce go through graphql-core, errors and all; payloads are shared only where they may be.
 
-Each case runs two subscribers on one generation side by side: one the normal way, one with
-a direct send (as the WebSocket transport offers), and compares what each client would get.
+Each case runs two subscribers on one generation side by side: one the normal way, one that
+hands its subscription off (as to the WebSocket transport, fastpath/websocket.py), and
+compares what each client would get.
 """
 
 from __future__ import annotations
@@ -17,14 +18,15 @@ import pytest
 import strawberry
 from strawberry.extensions import ParserCache, SchemaExtension
 
-from realtime import channels
-from realtime.hub import get_hub
-from resolvers.projection import (
-    DIRECT_SEND,
+from fastpath.projection import (
     ROOT_ONLY_RESOLVE_HOOKS,
     _only_root_middleware,
     compile_projection,
 )
+from fastpath.websocket import execute_event
+from realtime import channels
+from realtime.hub import get_hub
+from resolvers.subscriptions import HAND_OFF
 from schema.build import build_schema
 from services import auth, generations
 from services.catalogue import load_catalogue
@@ -97,18 +99,32 @@ class Watcher:
         self.raw.append(payload)
         await self._note(json.loads(payload))
 
+    async def _note_result(self, result: Any) -> None:
+        payload: dict[str, Any] = {"data": result.data}
+        if result.errors:
+            payload["errors"] = [e.formatted for e in result.errors]
+        await self._note(payload)
+
     async def _run(self, schema: strawberry.Schema) -> None:
+        handed: list[Any] = []
         if self.direct:
-            DIRECT_SEND.set(self._send)
+            HAND_OFF.set(handed.append)
         results = await schema.subscribe(
             self.query, variable_values=self.variables, context_value=self.context
         )
         assert not hasattr(results, "errors"), results
         async for result in results:
-            payload: dict[str, Any] = {"data": result.data}
-            if result.errors:
-                payload["errors"] = [e.formatted for e in result.errors]
-            await self._note(payload)
+            await self._note_result(result)
+        for followed in handed:  # as HandOffTransport follows it, once the stream is over
+            try:
+                await followed.run(self._send, lambda root: self._execute(schema, root))
+            finally:
+                await followed.close()
+
+    async def _execute(self, schema: strawberry.Schema, root: Any) -> None:
+        await self._note_result(
+            await execute_event(schema, self.query, self.variables, None, self.context, root)
+        )
 
     def start(self, schema: strawberry.Schema) -> None:
         self.task = asyncio.create_task(self._run(schema))
@@ -288,7 +304,7 @@ async def test_extensions_hooking_every_field_disable_projections():
 
 def test_kiln_schema_projects_generation_updates():
     """Kiln's own schema allows projections (no extension hooks field resolution); adding
-    such a hook must come with a look at resolvers/projection.py."""
+    such a hook must come with a look at fastpath/projection.py."""
     schema = build_schema()
     assert _only_root_middleware(schema._schema)
     classes: list[Any] = [getattr(e, "func", e) for e in schema.extensions]
