@@ -4,7 +4,7 @@ stream changes; the subscription's mailbox drops any state not newer than the la
 after its pub/sub connection came back (realtime/catch_up.py).
 
 Changes of generations go out through a projection of the subscriber's selection when the
-transport allows it (resolvers/projection.py): the same payload, without re-running GraphQL
+transport allows it (fastpath/projection.py): the same payload, without re-running GraphQL
 execution for every message; an event the projection cannot reproduce is executed as usual.
 
 Where the transport also offers HAND_OFF (the WebSocket transport, web/websocket.py), a resolver
@@ -17,63 +17,28 @@ holding only the mailbox (with the last versions sent) and the compiled projecti
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncGenerator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Callable
 from contextvars import ContextVar
-from dataclasses import dataclass
 from typing import Any
 
 import strawberry
 from strawberry.types import Info
 
+from fastpath import DirectSend, ExecuteEvent, Projection, Unsupported, compile_projection
 from models.generation import FINAL_STATUSES, GenerationStatus
 from models.user import User
 from realtime import channels
 from realtime.hub import get_hub
 from realtime.mailbox import Mailbox, Message
 from resolvers.ids import parse_id
-from resolvers.projection import (
-    DIRECT_SEND,
-    DirectSend,
-    Projection,
-    Unsupported,
-    compile_projection,
-)
 from schema.context import Context
 from schema.permissions import IsAuthenticated
 from schema.types import CreditBalance, Generation
 from services import credits, generations
 
-# Sends one `next` message for a root value through graphql-core's execution (errors and all).
-ExecuteEvent = Callable[[Any], Awaitable[None]]
 # Takes over the rest of a subscription from its resolver.
 HandOff = Callable[["Follow"], None]
 HAND_OFF: ContextVar[HandOff | None] = ContextVar("kiln_hand_off", default=None)
-
-
-@dataclass
-class _Direct:
-    """Sends generation messages straight to this subscriber, when it can."""
-
-    send: DirectSend
-    projection: Projection
-    context: Context
-
-    @classmethod
-    def of(cls, info: Info[Context, None]) -> _Direct | None:
-        send = DIRECT_SEND.get()
-        if send is None:
-            return None
-        projection = compile_projection(info)
-        return None if projection is None else cls(send, projection, info.context)
-
-    async def sent(self, message: dict[str, Any]) -> bool:
-        """True once `message` is sent; False when it must be yielded (executed) instead."""
-        try:
-            payload = await self.projection.payload(message, Generation.from_message, self.context)
-        except Unsupported:
-            return False
-        await self.send(payload)
-        return True
 
 
 class Follow:
@@ -174,10 +139,8 @@ class Subscription:
             if _hand_off(info, mailbox, Generation.from_message, ends=True):
                 handed = True
                 return
-            direct = _Direct.of(info)
             async for message in mailbox:
-                if direct is None or not await direct.sent(message):
-                    yield Generation.from_message(message)
+                yield Generation.from_message(message)
                 if _final(message):
                     return
         finally:
@@ -194,10 +157,8 @@ class Subscription:
             if _hand_off(info, mailbox, Generation.from_message):
                 handed = True
                 return
-            direct = _Direct.of(info)
             async for message in mailbox:
-                if direct is None or not await direct.sent(message):
-                    yield Generation.from_message(message)
+                yield Generation.from_message(message)
         finally:
             if not handed:
                 await hub.detach(mailbox)
