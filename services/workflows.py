@@ -22,14 +22,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 from PIL import Image
-from tortoise.expressions import F, Q
 
 from models.generation import Generation, GenerationKind, GenerationStatus
 from models.user import User
 from services import credits, generations, jobs
 from services.catalogue import Catalogue
 from services.errors import BadUserInput, InvalidTransition
-from services.generations import StoredOutput
+from services.generations import Guard, StoredOutput
 from services.unit_of_work import atomic
 from storage import OutputStore
 
@@ -143,7 +142,7 @@ async def front_view_ready(
     async with atomic():
         parent = await generations.transition(
             generation_id,
-            Q(status=GenerationStatus.PROCESSING, attempts=attempt),
+            Guard((GenerationStatus.PROCESSING,), attempt=attempt),
             status=GenerationStatus.AWAITING_APPROVAL,
             progress=FRONT_SHARE,
             stage="awaiting approval",
@@ -169,11 +168,11 @@ async def request_changes(
     async with atomic():
         parent = await generations.transition(
             generation_id,
-            Q(status=GenerationStatus.AWAITING_APPROVAL, attempts=current.attempts),
+            Guard((GenerationStatus.AWAITING_APPROVAL,), attempt=current.attempts),
             status=GenerationStatus.QUEUED,
             progress=0.0,
             stage="queued",
-            cost=F("cost") + change_cost,
+            cost=current.cost + change_cost,
             params={**current.params, "feedback": rounds},
             queued_at=datetime.now(UTC),
             publish=False,
@@ -193,7 +192,7 @@ async def approve(user: User, generation_id: uuid.UUID) -> Generation:
     async with atomic():
         parent = await generations.transition(
             generation_id,
-            Q(status=GenerationStatus.AWAITING_APPROVAL, attempts=current.attempts),
+            Guard((GenerationStatus.AWAITING_APPROVAL,), attempt=current.attempts),
             status=GenerationStatus.PROCESSING,
             stage=ANALYSING,
         )
@@ -221,7 +220,7 @@ async def start_views(
     async with atomic():
         claimed = await generations.transition(
             parent_id,
-            Q(status=GenerationStatus.PROCESSING, attempts=attempt, stage=ANALYSING),
+            Guard((GenerationStatus.PROCESSING,), attempt=attempt, stage=ANALYSING),
             stage=DRAWING,
             params={**parent.params, "features": features, "phase": "views"},
         )

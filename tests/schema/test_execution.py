@@ -16,9 +16,10 @@ from resolvers import projection
 from schema.build import KilnSchema, Mutation, Query, Subscription, build_schema
 from schema.execution import ProjectingExecutionContext
 from schema.security import security_extensions
-from services import auth, generation_pages, generations
+from services import auth, generations
 from services.catalogue import load_catalogue
 from services.generations import NewGeneration, StoredOutput
+from services.generations import pages as generation_pages
 from storage import get_store
 from tests.support.schema import request_context
 

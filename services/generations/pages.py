@@ -29,7 +29,7 @@ from tortoise.timezone import get_default_timezone, get_use_tz
 
 from models.generation import Generation, GenerationKind, GenerationStatus, HoldState
 from models.user import User
-from services.generations import StoredOutput
+from services.generations.outputs import StoredOutput
 from services.pagination import Page, decode_cursor, encode_cursor
 from services.sql import dialect_sql, numbered
 
