@@ -50,19 +50,15 @@ async def notify(
         return notification
 
 
-async def generation_failed(generation: Generation, *, refunded: bool) -> Notification:
-    """Tells the owner what went wrong and that the credits came back."""
-    what = (generation.error_message or "Something went wrong.").strip()
-    credits = generation.cost
-    if refunded and credits > 0 and "refund" not in what.lower():
-        held = "1 credit was" if credits == 1 else f"{credits} credits were"
-        what = f"{what} The {held} refunded to your balance."
+async def generation_failed(generation: Generation) -> Notification:
+    """Tells the owner what went wrong and that the credits came back: the generation's own
+    error message, which says both (services.generations.failures.user_message)."""
     return await notify(
         generation.user_id,
         kind=GENERATION_FAILED,
         severity=Severity.ERROR,
         title="Your generation failed",
-        message=what,
+        message=generation.error_message or "",
         generation_id=generation.id,
         action_label="Try again",
     )

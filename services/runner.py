@@ -22,15 +22,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from models.error_event import ErrorCategory, Severity
 from models.generation import Generation, GenerationKind, GenerationStatus
 from providers.base import Finished, Pending, Provider, ProviderError, ProviderRequest, Result
 from services import generations, jobs, routing, workflows
 from services.api_calls import current_generation, current_request
 from services.catalogue import Catalogue, Route
-from services.error_events import Occurrence, record, stack_of
 from services.fetch import Fetched, FetchError, fetch
 from services.generations import StoredOutput
+from services.generations.failures import FailureCode
 from services.provider_limits import Lease, Wait
 from services.routing import ProviderDeps
 from storage import OutputStore, output_key
@@ -197,7 +196,7 @@ async def _guarded(
             return
         except Exception as error:
             log.exception("generation %s crashed", generation.id)
-            await _fail(generation, "INTERNAL_ERROR", "Something went wrong on our side.", error)
+            await _fail(generation, FailureCode.INTERNAL_ERROR, error)
 
 
 async def _from_route(
@@ -209,20 +208,14 @@ async def _from_route(
 ) -> None:
     spec = catalogue.models.get(generation.model)
     if spec is None:
-        await _fail(generation, "MODEL_UNAVAILABLE", "This model is no longer offered.")
+        await _fail(generation, FailureCode.MODEL_UNAVAILABLE)
         return
     try:
         image = await _input_image(generation, deps, store)
     except FetchError as error:
         # Refused, unreachable, or too slow: the user's URL is at fault, not Kiln (a
         # warning, with the reason in its stack trace), and no provider has been paid.
-        await _fail(
-            generation,
-            "INPUT_IMAGE_UNAVAILABLE",
-            "We could not fetch your input image. Your credits were refunded.",
-            error,
-            severity=Severity.WARNING,
-        )
+        await _fail(generation, FailureCode.INPUT_IMAGE_UNAVAILABLE, error)
         return
     last_error: ProviderError | None = None
     for index in range(first_route, len(spec.routes)):
@@ -251,8 +244,8 @@ async def _from_route(
             return
         except ProviderError as error:
             await deps.limiter.release(lease)
-            if error.code == "CONTENT_REJECTED":
-                await _fail(generation, error.code, _content_message(), error)
+            if error.code == FailureCode.CONTENT_REJECTED:
+                await _fail(generation, FailureCode.CONTENT_REJECTED, error)
                 return
             log.warning(
                 "route %s/%s failed for %s: %s",
@@ -265,12 +258,7 @@ async def _from_route(
         except BaseException:
             await deps.limiter.release(lease)
             raise
-    await _fail(
-        generation,
-        "ALL_PROVIDERS_FAILED",
-        "Every provider for this model failed. Your credits were refunded.",
-        last_error,
-    )
+    await _fail(generation, FailureCode.ALL_PROVIDERS_FAILED, last_error)
 
 
 @dataclass
@@ -460,8 +448,8 @@ async def _on_result(
         except Stopped:
             return
         except ProviderError as error:
-            if error.code == "CONTENT_REJECTED":
-                await _fail(generation, error.code, _content_message(), error)
+            if error.code == FailureCode.CONTENT_REJECTED:
+                await _fail(generation, FailureCode.CONTENT_REJECTED, error)
                 return
             await _guarded(generation, catalogue, deps, store, first_route=int(job["route"]) + 1)
 
@@ -701,40 +689,8 @@ def _request(
     )
 
 
-def _content_message() -> str:
-    return (
-        "The provider declined this request under its content policy. Your credits were refunded."
-    )
-
-
 async def _fail(
-    generation: Generation,
-    code: str,
-    message: str,
-    error: BaseException | None = None,
-    *,
-    severity: Severity = Severity.ERROR,
+    generation: Generation, code: FailureCode, error: BaseException | None = None
 ) -> None:
-    failed = await generations.fail(generation.id, code, message, attempt=generation.attempts)
-    if failed is None:
-        return
-    detail = error.message if isinstance(error, ProviderError) else message
-    await record(
-        Occurrence(
-            severity=severity,
-            category=ErrorCategory.GENERATION,
-            message=f"Generation failed: {code}: {detail}",
-            error_code=code,
-            user_facing=True,
-            user_message=message,
-            user_id=str(generation.user_id),
-            request_id=generation.request_id,
-            function_name="generation.run",
-            stack_trace=stack_of(error) if error is not None else None,
-            metadata={
-                "generationId": str(generation.id),
-                "model": generation.model,
-                "provider": getattr(error, "status_code", None) and generation.provider,
-            },
-        )
-    )
+    """Fail this attempt (its error event says what `error` was)."""
+    await generations.fail(generation.id, code, error=error, attempt=generation.attempts)

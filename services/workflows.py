@@ -29,6 +29,7 @@ from services import credits, generations, jobs
 from services.catalogue import Catalogue
 from services.errors import BadUserInput, InvalidTransition
 from services.generations import Guard, StoredOutput
+from services.generations.failures import FailureCode
 from services.unit_of_work import atomic
 from storage import OutputStore
 
@@ -278,9 +279,9 @@ async def advance(parent_id: uuid.UUID, attempt: int) -> None:
         async with atomic():
             done = await generations.fail(
                 parent_id,
-                "WORKFLOW_VIEW_FAILED",
-                f"The {failed.params.get('view', 'product')} view could not be made. "
-                "Your credits were refunded.",
+                FailureCode.WORKFLOW_VIEW_FAILED,
+                f"The {failed.params.get('view', 'product')} view could not be made.",
+                source="workflow.advance",
                 attempt=attempt,
             )
             if done is not None:

@@ -19,7 +19,9 @@ from models.generation import (
 )
 from models.user import User
 from services import credits, jobs, notifications, stats
+from services.error_events import record
 from services.errors import InvalidTransition
+from services.generations.failures import FailureCode, failure_event, user_message
 from services.generations.messages import announce
 from services.generations.outputs import (
     OUTPUT_COLUMNS,
@@ -42,7 +44,7 @@ from services.generations.repository import (
 )
 from services.generations.repository import now as _now
 from services.jobs import enqueue_after_commit
-from services.unit_of_work import atomic, effects_only
+from services.unit_of_work import after_commit, atomic, effects_only
 from settings import get_settings
 
 
@@ -233,15 +235,22 @@ def _charge(generation: Generation, delivered: int) -> int | None:
 
 async def fail(
     generation_id: uuid.UUID,
-    code: str,
-    message: str,
+    code: FailureCode,
+    what: str | None = None,
     *,
+    detail: str | None = None,
+    error: BaseException | None = None,
+    source: str = "generation.run",
     provider: str | None = None,
     attempt: int | None = None,
 ) -> Generation | None:
-    """Any live state -> FAILED, credits released, a running provider job stopped (after
-    commit). The caller records the error event.
+    """Any live state -> FAILED, credits released, a running provider job stopped and the
+    error event recorded (both after commit: a failure that rolls back records nothing).
+    The owner reads `failures.user_message(code, what)`; the event says `detail` (what went
+    wrong inside, default: the user's message) and carries `error`'s stack trace and
+    `source` (the function that failed it).
     With `attempt`, only that attempt may be failed (a worker failing its own run)."""
+    message = user_message(code, what)
     async with atomic():
         changes: dict[str, Any] = {"provider": provider} if provider else {}
         generation = await transition(
@@ -249,7 +258,7 @@ async def fail(
             Guard(CANCELABLE, attempt=attempt),
             status=GenerationStatus.FAILED,
             stage="failed",
-            error_code=code[:64],
+            error_code=code.value,
             error_message=message,
             completed_at=_now(),
             observe=False,
@@ -257,12 +266,14 @@ async def fail(
         )
         if generation is not None:
             _stop_provider_job(generation)
-            refunded = await credits.release_for(generation_id)
+            await credits.release_for(generation_id)
             if generation.parent_id is None:
-                await notifications.generation_failed(generation, refunded=refunded)
+                await notifications.generation_failed(generation)
             else:
                 _advance_workflow(generation)
             await stats.observe_transition(generation)
+            occurrence = failure_event(generation, code, detail, error, source)
+            after_commit(lambda: record(occurrence))
         return generation
 
 
