@@ -13,7 +13,6 @@ import orjson
 from tortoise import connections
 from tortoise.exceptions import IntegrityError
 
-from models.credits import LedgerKind
 from models.generation import (
     Generation,
     GenerationKind,
@@ -30,7 +29,6 @@ from services.generations.outputs import insert_outputs, outputs_of
 from services.generations.repository import (
     IDEMPOTENCY_WINDOW,
     Guard,
-    announce_move,
     row_and_extra,
     transition,
 )
@@ -222,16 +220,13 @@ class _NewRow:
 
 
 # A new generation and the hold of its cost as one PostgreSQL statement (one round trip, no
-# BEGIN or COMMIT: the statement is atomic on its own). The account's guarded UPDATE comes
-# first: when the owner has no account or not enough available credit it matches nothing, and
-# then neither the generation nor the ledger entry is written. The entry reads the account's
-# new state, as `credits._move` does for a reservation.
+# BEGIN or COMMIT: the statement is atomic on its own). The hold is `credits.hold_ctes`,
+# the same guard and ledger key as `credits.reserve_for`; its account UPDATE comes first:
+# when the owner has no account or not enough available credit it matches nothing, and then
+# neither the generation nor the ledger entry is written.
+_HOLD, _HOLD_ENTRY = credits.hold_ctes(cost="$1", user_id="$2", generation="gen", created_at="$16")
 _QUEUE_AT_ONCE = f"""
-WITH account AS (
-    UPDATE credit_accounts SET reserved = reserved + $1, {credits.account_moved()}
-    WHERE user_id = $2 AND balance - reserved >= $1
-    RETURNING balance, reserved, version
-), gen AS (
+WITH {_HOLD}, gen AS (
     INSERT INTO generations (id, user_id, kind, status, progress, stage, model, preset, prompt,
         negative_prompt, params, cost, hold, attempts, version, request_id, idempotency_key,
         request_hash, cache_key, created_at, queued_at)
@@ -239,15 +234,8 @@ WITH account AS (
            $15, $16, $16
     FROM account
     RETURNING *
-), entry AS (
-    INSERT INTO ledger_entries (user_id, kind, amount, held, balance_after, generation_id,
-                                reference, unique_key, created_at)
-    SELECT $2, $17, -$1, $1, account.balance - account.reserved, gen.id, NULL, $18, $16
-    FROM account, gen
-    RETURNING id
-)
-SELECT gen.*, account.balance AS kiln_balance, account.reserved AS kiln_reserved,
-       account.version AS kiln_version
+), {_HOLD_ENTRY}
+SELECT gen.*, {credits.MOVED_COLUMNS}
 FROM gen, account, entry
 """
 
@@ -278,8 +266,6 @@ async def _queue_at_once(new: _NewRow, *, priority: bool) -> Generation | None:
         new.request_hash,
         new.cache_key,
         now,
-        LedgerKind.RESERVE.value,
-        credits.hold_key(generation_id, 1, "reserve"),
     ]
     async with effects_only():
         rows = await connection.execute_query_dict(_QUEUE_AT_ONCE, values)
@@ -287,7 +273,7 @@ async def _queue_at_once(new: _NewRow, *, priority: bool) -> Generation | None:
             await credits.refused(new.user_id, -new.cost)
         generation, extra = row_and_extra(rows[0])
         # The steps' effects, in their order: the owner's balance, the new state, the job.
-        announce_move(generation, extra)
+        credits.announce_moved(generation.user_id, extra)
         announce(generation, [])
         enqueue_after_commit(generation.id, priority=priority)
     return generation

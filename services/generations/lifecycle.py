@@ -5,15 +5,12 @@ same transaction: the hold settled, the owner notified, the stats counted, the w
 from __future__ import annotations
 
 import uuid
-from datetime import timedelta
 from typing import Any
 
 from tortoise import connections
 
-from models.credits import LedgerKind
 from models.generation import (
     Generation,
-    GenerationKind,
     GenerationStatus,
     HoldState,
 )
@@ -21,6 +18,7 @@ from models.user import User
 from services import credits, jobs, notifications, stats
 from services.error_events import record
 from services.errors import InvalidTransition
+from services.generations.charges import charge, charged_in_full_sql
 from services.generations.failures import FailureCode, failure_event, user_message
 from services.generations.messages import announce
 from services.generations.outputs import (
@@ -31,11 +29,12 @@ from services.generations.outputs import (
 )
 from services.generations.repository import (
     CANCELABLE,
+    NOT_A_VIEW_SQL,
     RETRYABLE,
     Guard,
-    announce_move,
     get_visible,
     had_outputs,
+    is_view,
     live,
     matches,
     replace_outputs,
@@ -45,7 +44,6 @@ from services.generations.repository import (
 from services.generations.repository import now as _now
 from services.jobs import enqueue_after_commit
 from services.unit_of_work import after_commit, atomic, effects_only
-from settings import get_settings
 
 
 async def start(generation_id: uuid.UUID) -> Generation | None:
@@ -107,11 +105,11 @@ async def complete(
         if generation is None:
             return None
         await replace_outputs(generation, outputs, had_outputs=had_outputs(generation))
-        if generation.parent_id is None:
-            await notifications.generation_completed(generation)
-        else:
+        if is_view(generation):
             _advance_workflow(generation)
-        await credits.capture_for(generation_id, _charge(generation, len(outputs)))
+        else:
+            await notifications.generation_completed(generation)
+        await credits.capture_for(generation_id, charge(generation, len(outputs)))
         await stats.observe_transition(generation)
         return generation
 
@@ -120,20 +118,25 @@ async def complete(
 # COMMIT: a statement is atomic on its own, and its row locks last only as long as it runs).
 # It only matches what `complete`'s steps would do without anything else: a live attempt
 # whose hold is still HELD (and whose owner has an account to capture from), no earlier
-# outputs to delete, not a workflow's view (those advance their workflow), delivered all it
-# was asked (no partial charge), and finished sooner than the "your generation is ready"
-# notification's threshold. Anything else matches nothing here and goes through the steps,
-# which decide it as before (one statement more for those).
+# outputs to delete, not a workflow's view (those advance their workflow), charged in full
+# (`charges`), and finished before the "your generation is ready" notification is due
+# (`notifications`). Anything else matches nothing here and goes through the steps, which
+# decide it as before (one statement more for those). Each rule's SQL comes from the module
+# that owns it: the capture and its ledger key from `credits`, the hourly counter from
+# `stats`, the notice's threshold from `notifications`, the partial charge from `charges`.
 # The data-modifying CTEs see the generation's new row through `gen`; the account's move is
 # read by the ledger entry, and the hourly counter waits for the entry (the account's lock
 # is taken before the counter's, in the same order as the steps).
+_COUNTED = stats.count_generations_sql(
+    "SELECT $11, gen.model, 1, 0, 0 FROM gen WHERE (SELECT count(*) FROM entry) >= 0"
+)
 _COMPLETE_AT_ONCE = f"""
 WITH gen AS (
     UPDATE generations SET version = version + 1, status = $2, progress = 1.0,
         stage = 'completed', provider = $3, completed_at = $4, hold = $5
     WHERE id = $1 AND status = $6 AND ($7::int IS NULL OR attempts = $7) AND hold = $8
-      AND parent_id IS NULL AND queued_at > $9
-      AND (kind = $10 OR COALESCE((params->>'numOutputs')::int, 1) <= $11)
+      AND {NOT_A_VIEW_SQL} AND queued_at > $9
+      AND {charged_in_full_sql("$10")}
       AND NOT EXISTS (SELECT 1 FROM generation_outputs o WHERE o.generation_id = $1)
       AND (cost = 0 OR EXISTS (SELECT 1 FROM credit_accounts a
                                WHERE a.user_id = generations.user_id))
@@ -142,26 +145,9 @@ WITH gen AS (
     INSERT INTO generation_outputs ({OUTPUT_COLUMNS})
     SELECT gen.id, v.* FROM gen, (VALUES {{rows}}) AS v
     RETURNING 1
-), account AS (
-    UPDATE credit_accounts a SET balance = a.balance - gen.cost,
-        reserved = a.reserved - gen.cost, {credits.account_moved("a")}
-    FROM gen WHERE a.user_id = gen.user_id AND gen.cost > 0
-    RETURNING a.balance, a.reserved, a.version
-), entry AS (
-    INSERT INTO ledger_entries (user_id, kind, amount, held, balance_after, generation_id,
-                                reference, unique_key, created_at)
-    SELECT gen.user_id, $12, 0, -gen.cost, account.balance - account.reserved, gen.id, NULL,
-           'gen:' || gen.id::text || ':' || gen.attempts::text || ':capture', $4
-    FROM gen, account
-    RETURNING id
-), counted AS (
-    INSERT INTO generation_hourly_counts (hour, model, completed, failed, canceled)
-    SELECT $13, gen.model, 1, 0, 0 FROM gen WHERE (SELECT count(*) FROM entry) >= 0
-    ON CONFLICT (hour, model) DO UPDATE SET completed = generation_hourly_counts.completed + 1
-    RETURNING 1
-)
-SELECT gen.*, account.balance AS kiln_balance, account.reserved AS kiln_reserved,
-       account.version AS kiln_version, entry.id AS kiln_entry,
+), {credits.capture_ctes(generation="gen", created_at="$4")},
+counted AS ({_COUNTED} RETURNING 1)
+SELECT gen.*, {credits.MOVED_COLUMNS}, entry.id AS kiln_entry,
        (SELECT count(*) FROM outputs) AS kiln_outputs,
        (SELECT count(*) FROM counted) AS kiln_counted
 FROM gen LEFT JOIN account ON true LEFT JOIN entry ON true
@@ -170,14 +156,16 @@ FROM gen LEFT JOIN account ON true LEFT JOIN entry ON true
 _OUTPUT_VALUES = (
     "(${}::int, ${}::varchar, ${}::varchar, ${}::int, ${}::int, ${}::int, ${}::text, $4)"
 )
+_FIRST_OUTPUT = 12  # the number of the first output's first parameter
 _AT_ONCE_SQL: dict[int, str] = {}
 
 
 def _complete_at_once_sql(count: int) -> str:
     sql = _AT_ONCE_SQL.get(count)
     if sql is None:
+        first = _FIRST_OUTPUT
         rows = ", ".join(
-            _OUTPUT_VALUES.format(*range(14 + 7 * i, 21 + 7 * i)) for i in range(count)
+            _OUTPUT_VALUES.format(*range(first + 7 * i, first + 7 * (i + 1))) for i in range(count)
         )
         sql = _AT_ONCE_SQL[count] = _COMPLETE_AT_ONCE.format(rows=rows)
     return sql
@@ -192,7 +180,6 @@ async def _complete_at_once(
     if connection.capabilities.dialect != "postgres":
         return None
     now = _now()
-    threshold = timedelta(seconds=get_settings().long_generation_notify_seconds)
     params: list[Any] = [
         str(generation_id),
         GenerationStatus.COMPLETED.value,
@@ -202,12 +189,11 @@ async def _complete_at_once(
         GenerationStatus.PROCESSING.value,
         attempt,
         HoldState.HELD.value,
-        now - threshold,
-        GenerationKind.MULTI_VIEW.value,
+        notifications.completion_noticed_if_queued_before(now),
         len(outputs),
-        LedgerKind.CAPTURE.value,
         stats.hour_of(now),
     ]
+    assert len(params) + 1 == _FIRST_OUTPUT
     for o in outputs:
         params += output_values(o)
     async with effects_only():
@@ -219,18 +205,9 @@ async def _complete_at_once(
         # owner's balance (when something was captured), the metrics.
         announce(generation, outputs)
         if extra["kiln_entry"] is not None:
-            announce_move(generation, extra)
+            credits.announce_moved(generation.user_id, extra)
         stats.observe_after_commit(generation)
         return generation
-
-
-def _charge(generation: Generation, delivered: int) -> int | None:
-    """A batch the provider only partly delivered is charged per delivered output and the
-    rest is refunded; None charges the whole cost."""
-    requested = int(generation.params.get("numOutputs", 1))
-    if generation.kind is GenerationKind.MULTI_VIEW or not 0 < delivered < requested:
-        return None
-    return generation.cost * delivered // requested
 
 
 async def fail(
@@ -267,10 +244,10 @@ async def fail(
         if generation is not None:
             _stop_provider_job(generation)
             await credits.release_for(generation_id)
-            if generation.parent_id is None:
-                await notifications.generation_failed(generation)
-            else:
+            if is_view(generation):
                 _advance_workflow(generation)
+            else:
+                await notifications.generation_failed(generation)
             await stats.observe_transition(generation)
             occurrence = failure_event(generation, code, detail, error, source)
             after_commit(lambda: record(occurrence))

@@ -15,7 +15,7 @@ from tortoise.backends.base.client import BaseDBAsyncClient
 
 from models.generation import Generation, GenerationStatus
 from models.user import Role, User
-from services import credits, stats
+from services import stats
 from services.errors import NotFound
 from services.generations.messages import announce
 from services.generations.outputs import StoredOutput, delete_outputs, insert_outputs, outputs_of
@@ -46,6 +46,14 @@ class Guard:
     # progress <= this: progress never goes backwards within an attempt
     max_progress: float | None = None
     stage: str | None = None
+
+
+# A workflow's view has a parent: its end advances its workflow instead of telling its owner.
+NOT_A_VIEW_SQL = "parent_id IS NULL"
+
+
+def is_view(generation: Generation) -> bool:
+    return generation.parent_id is not None
 
 
 def live(attempt: int | None, *, max_progress: float | None = None) -> Guard:
@@ -199,16 +207,6 @@ def row_and_extra(row: dict[str, Any]) -> tuple[Generation, dict[str, Any]]:
     columns = dict(row)
     extra = {k: columns.pop(k) for k in row if k.startswith("kiln_")}
     return Generation._init_from_db(**columns), extra
-
-
-def announce_move(generation: Generation, extra: dict[str, Any]) -> None:
-    """The owner's balance as a one-statement change's account move left it."""
-    credits.announce_balance(
-        generation.user_id,
-        int(extra["kiln_balance"]),
-        int(extra["kiln_reserved"]),
-        int(extra["kiln_version"]),
-    )
 
 
 async def claim_job(generation_id: uuid.UUID, job_id: str) -> bool:

@@ -29,7 +29,7 @@ async def test_accepting_is_one_statement(make_user, backend, monkeypatch):
     user = await make_user(credits=5)
     with statements(monkeypatch) as seen:
         await generations.create_generation(user, NewGeneration(prompt="a fox"), CATALOGUE)
-    assert len(seen) == 1 and seen[0].startswith("WITH account AS ( UPDATE credit_accounts")
+    assert len(seen) == 1 and seen[0].startswith("WITH account AS (UPDATE credit_accounts")
 
 
 async def _accepted(user: Any, backend: Any, **fields: Any) -> tuple[Generation, list[Any]]:
