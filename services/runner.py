@@ -23,13 +23,22 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from models.generation import Generation, GenerationKind, GenerationStatus
-from providers.base import Finished, Pending, Provider, ProviderError, ProviderRequest, Result
+from providers.base import (
+    Finished,
+    Pending,
+    Provider,
+    ProviderError,
+    ProviderRequest,
+    Result,
+    SignedWebhooks,
+)
 from services import generations, jobs, routing, workflows
 from services.api_calls import current_generation, current_request
 from services.catalogue import Catalogue, Route
 from services.fetch import Fetched, FetchError, fetch
 from services.generations import StoredOutput
 from services.generations.failures import FailureCode
+from services.generations.params import GenerationParams
 from services.provider_limits import Lease, Wait
 from services.routing import ProviderDeps
 from storage import OutputStore, output_key
@@ -168,9 +177,8 @@ async def handle_webhook(
     adapter = deps.registry.get(provider)
     if adapter is None:
         raise ProviderError("WEBHOOK_REJECTED", f"unknown provider {provider!r}", retryable=False)
-    refresh = getattr(adapter, "refresh_keys", None)  # fal: signing keys, cached for a day
-    if refresh is not None:
-        await refresh()
+    if isinstance(adapter, SignedWebhooks):  # fal: signing keys, cached for a day
+        await adapter.refresh_keys()
     update = adapter.parse_webhook(headers, body)
     generation = await Generation.get_or_none(provider_job_id=update.job_id)
     if generation is None or not generation.provider_job:
@@ -470,7 +478,7 @@ async def _finish(
 
     async def store_all() -> None:
         # A workflow's view keeps its view's number as its output index.
-        first = int(generation.params.get("viewIndex", 0))
+        first = GenerationParams.of(generation).view_index or 0
         for index, output in enumerate(finished.outputs, start=first):
             data, content_type = output.data, output.content_type
             if data is None:
@@ -646,7 +654,7 @@ async def _input_image(
 ) -> Fetched | None:
     """Image-to-image: fetch the user's image with the SSRF-safe fetcher and keep a copy
     beside the outputs, so what the provider was given stays on record."""
-    url = generation.params.get("inputImageUrl")
+    url = GenerationParams.of(generation).input_image_url
     if not url:
         return None
     image = await fetch(
@@ -667,7 +675,7 @@ async def _input_image(
 def _request(
     generation: Generation, route: Route, deps: ProviderDeps, image: Fetched | None = None
 ) -> ProviderRequest:
-    params = generation.params
+    params = GenerationParams.of(generation)
     return ProviderRequest(
         kind=generation.kind,
         model=route.model,
@@ -675,13 +683,13 @@ def _request(
         if generation.kind is GenerationKind.MULTI_VIEW
         else generation.prompt,
         negative_prompt=generation.negative_prompt,
-        width=params.get("width"),
-        height=params.get("height"),
-        seed=params.get("seed"),
-        num_outputs=int(params.get("numOutputs", 1)),
+        width=params.width,
+        height=params.height,
+        seed=params.seed,
+        num_outputs=params.num_outputs,
         params=route.params,
         timeout=route.timeout,
-        strength=params.get("strength"),
+        strength=params.strength,
         webhook_url=deps.webhook_url(route.provider),
         sizes=route.sizes,
         input_image=image.data if image else None,

@@ -5,11 +5,12 @@ in Python for the steps, and as SQL for the one-statement completion, side by si
 from __future__ import annotations
 
 from models.generation import Generation, GenerationKind
+from services.generations.params import GenerationParams
 
 
 def charge(generation: Generation, delivered: int) -> int | None:
     """What to capture of the hold for `delivered` outputs; None captures the whole cost."""
-    requested = int(generation.params.get("numOutputs", 1))
+    requested = GenerationParams.of(generation).num_outputs
     if generation.kind is GenerationKind.MULTI_VIEW or not 0 < delivered < requested:
         return None
     return generation.cost * delivered // requested

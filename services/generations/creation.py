@@ -26,6 +26,7 @@ from services.errors import BadUserInput, Conflict
 from services.fetch import FetchRefused, check_url
 from services.generations.messages import announce
 from services.generations.outputs import insert_outputs, outputs_of
+from services.generations.params import GenerationParams
 from services.generations.repository import (
     IDEMPOTENCY_WINDOW,
     Guard,
@@ -139,15 +140,14 @@ async def create_generation(
             ) from refused
     per_output = preset.cost if preset else spec.cost_per_output
     cost = workflow.cost if workflow else per_output * new.num_outputs
-    params: dict[str, Any] = {
-        "numOutputs": new.num_outputs,
-        "width": new.width,
-        "height": new.height,
-        "seed": new.seed,
-        "strength": new.strength if new.strength is not None else (preset and preset.strength),
-        "inputImageUrl": new.input_image_url,
-    }
-    params = {k: v for k, v in params.items() if v is not None}
+    params = GenerationParams(
+        num_outputs=new.num_outputs,
+        width=new.width,
+        height=new.height,
+        seed=new.seed,
+        strength=new.strength if new.strength is not None or preset is None else preset.strength,
+        input_image_url=new.input_image_url,
+    )
     prompt = preset.render_prompt(new.prompt) if preset else new.prompt
     negative_prompt = new.negative_prompt or (preset.negative_prompt if preset else None)
     request_hash = _request_hash(new) if new.idempotency_key else None
@@ -166,7 +166,7 @@ async def create_generation(
         preset=preset.id if preset else None,
         prompt=prompt,
         negative_prompt=negative_prompt,
-        params=params,
+        params=params.to_json(),
         cost=0 if cached and not catalogue.charge_cache_hits else cost,
         request_id=request_id,
         idempotency_key=new.idempotency_key,

@@ -27,6 +27,7 @@ from services.generations.outputs import (
     delete_outputs,
     output_values,
 )
+from services.generations.params import GenerationParams
 from services.generations.repository import (
     CANCELABLE,
     NOT_A_VIEW_SQL,
@@ -267,7 +268,9 @@ def _advance_workflow(view: Generation) -> None:
     """A view reached its end: its workflow decides what comes next, after commit."""
     if view.parent_id is not None:
         jobs.enqueue_after_commit(
-            view.parent_id, actor=jobs.ADVANCE, args=(str(view.params.get("workflowAttempt", 1)),)
+            view.parent_id,
+            actor=jobs.ADVANCE,
+            args=(str(GenerationParams.of(view).workflow_attempt or 1),),
         )
 
 
