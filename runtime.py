@@ -22,7 +22,8 @@ from services.breakers import BreakerPolicy, MemoryBreakers, RedisBreakers
 from services.catalogue import Catalogue, load_catalogue
 from services.fetch import FetchTiming
 from services.provider_limits import MemoryLimiter, ProviderLimit, RedisLimiter
-from services.routing import ProviderDeps, RetryPolicy
+from services.provider_routing.deps import ProviderDeps
+from services.provider_routing.retries import RetryPolicy
 from services.sweeper import sweep
 from settings import Settings
 from storage import OutputStore, make_store, set_store

@@ -31,6 +31,17 @@ class GenerationStatus(StrEnum):
         return self in FINAL_STATUSES
 
 
+class WorkflowPhase(StrEnum):
+    """The step a workflow (a parent generation) is at; each workflow uses its own values.
+    Multi-view: the front view is drawn (and redrawn for each round of changes), waits for
+    approval, is analysed, then the other views are drawn."""
+
+    FRONT_VIEW = "FRONT_VIEW"
+    APPROVAL = "APPROVAL"
+    ANALYSIS = "ANALYSIS"
+    VIEWS = "VIEWS"
+
+
 class HoldState(StrEnum):
     HELD = "HELD"
     CAPTURED = "CAPTURED"
@@ -62,6 +73,9 @@ class Generation(Model):
     prompt = fields.TextField()
     negative_prompt = fields.TextField(null=True)
     params: dict[str, Any] = fields.JSONField(default=dict)
+    # A workflow's step (services/workflows owns it). NULL for a generation that is not a
+    # workflow, and for a workflow whose attempt has not finished its first step yet.
+    phase = fields.CharEnumField(WorkflowPhase, max_length=24, null=True)
     cost = fields.IntField()
     # The credit hold of the current attempt: HELD until captured or released, exactly once.
     hold = fields.CharEnumField(HoldState, max_length=16, null=True)

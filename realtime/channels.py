@@ -33,3 +33,29 @@ def user_notifications(user_id: uuid.UUID | str) -> str:
 
 def admin_errors() -> str:
     return f"{_namespace}:admin:errors"
+
+
+# What a channel of states carries (realtime/catch_up.py re-reads them by these).
+GENERATION = "generation"
+USER_GENERATIONS = "user-generations"
+USER_CREDITS = "user-credits"
+
+
+def of_state(name: str) -> tuple[str, uuid.UUID] | None:
+    """(what, id) of a channel that carries the versioned state of a row: one generation, a
+    user's generations, a user's balance. None for channels of events (notifications, error
+    groups), which carry no state to re-read, and for names of another namespace."""
+    prefix = f"{_namespace}:"
+    if not name.startswith(prefix):
+        return None
+    parts = name[len(prefix) :].split(":")
+    try:
+        if len(parts) == 2 and parts[0] == "generation":
+            return GENERATION, uuid.UUID(parts[1])
+        if len(parts) == 3 and parts[0] == "user" and parts[2] == "generations":
+            return USER_GENERATIONS, uuid.UUID(parts[1])
+        if len(parts) == 3 and parts[0] == "user" and parts[2] == "credits":
+            return USER_CREDITS, uuid.UUID(parts[1])
+    except ValueError:  # not an id: nothing Kiln publishes
+        return None
+    return None

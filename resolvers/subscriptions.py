@@ -1,5 +1,7 @@
 """Subscriptions: subscribe first, then send the current state read from the database, then
-stream changes, dropping any message whose version is not newer than the last one sent.
+stream changes; the subscription's mailbox drops any state not newer than the last one sent
+(realtime/versions.py), whichever way it came: the first read, a message, or the hub's re-read
+after its pub/sub connection came back (realtime/catch_up.py).
 
 Changes of generations go out through a projection of the subscriber's selection when the
 transport allows it (resolvers/projection.py): the same payload, without re-running GraphQL
@@ -10,7 +12,7 @@ hands the rest of its subscription over as a `Follow` once its first message is 
 returns: the resolver's generator, Strawberry's stream with its extensions, graphql-core's
 executor and the parsed operation are released, rather than kept for as long as the
 subscription lasts (hours, for an idle subscriber), and the transport delivers the changes
-holding only the mailbox, the compiled projection and the last versions sent."""
+holding only the mailbox (with the last versions sent) and the compiled projection."""
 
 from __future__ import annotations
 
@@ -36,6 +38,7 @@ from resolvers.projection import (
     Unsupported,
     compile_projection,
 )
+from schema.context import Context
 from schema.permissions import IsAuthenticated
 from schema.types import CreditBalance, Generation
 from services import credits, generations
@@ -53,10 +56,10 @@ class _Direct:
 
     send: DirectSend
     projection: Projection
-    context: Any
+    context: Context
 
     @classmethod
-    def of(cls, info: Info) -> _Direct | None:
+    def of(cls, info: Info[Context, None]) -> _Direct | None:
         send = DIRECT_SEND.get()
         if send is None:
             return None
@@ -75,62 +78,52 @@ class _Direct:
 
 class Follow:
     """The rest of one subscription after its resolver returned: what delivering its changes
-    needs, and nothing else (kept for every idle subscriber, so no __dict__)."""
+    needs, and nothing else (kept for every idle subscriber, so no __dict__). Its mailbox
+    drops every state not newer than one the subscriber has (realtime/versions.py)."""
 
-    __slots__ = ("context", "ends", "mailbox", "per_id", "projection", "seen", "value")
+    __slots__ = ("context", "ends", "mailbox", "projection", "value")
 
     def __init__(
         self,
         mailbox: Mailbox,
         projection: Projection,
-        context: Any,
+        context: Context,
         value: Callable[[Message], Any],
-        seen: dict[str, int],
         *,
-        per_id: bool,
         ends: bool,
     ) -> None:
         self.mailbox = mailbox
         self.projection = projection
         self.context = context
         self.value = value  # the message as the subscription field's root value
-        self.seen = seen  # the last version sent, per generation id (per_id) or under ""
-        self.per_id = per_id
         self.ends = ends  # completes after a generation's final state
-
-    def newer(self, message: Message) -> bool:
-        key = str(message["id"]) if self.per_id else ""
-        if message["version"] <= self.seen.get(key, 0):
-            return False
-        self.seen[key] = message["version"]
-        return True
 
     async def run(self, send: DirectSend, execute: ExecuteEvent) -> None:
         """Delivers every change, in order, until the final state (when `ends`), the hub's
         close, or cancellation; the caller closes it afterwards."""
         async for message in self.mailbox:
-            if not self.newer(message):
-                continue
             try:
                 payload = await self.projection.payload(message, self.value, self.context)
             except Unsupported:
                 await execute(self.value(message))
             else:
                 await send(payload)
-            if self.ends and GenerationStatus(message["status"]) in FINAL_STATUSES:
+            if self.ends and _final(message):
                 return
 
     async def close(self) -> None:
         await get_hub().detach(self.mailbox)
 
 
+def _final(message: Message) -> bool:
+    return GenerationStatus(message["status"]) in FINAL_STATUSES
+
+
 def _hand_off(
-    info: Info,
+    info: Info[Context, None],
     mailbox: Mailbox,
     value: Callable[[Message], Any],
-    seen: dict[str, int],
     *,
-    per_id: bool = False,
     ends: bool = False,
 ) -> bool:
     """True when the transport took the subscription over; the caller then returns at once
@@ -141,7 +134,7 @@ def _hand_off(
     projection = compile_projection(info)
     if projection is None:
         return False
-    take(Follow(mailbox, projection, info.context, value, seen, per_id=per_id, ends=ends))
+    take(Follow(mailbox, projection, info.context, value, ends=ends))
     return True
 
 
@@ -163,7 +156,7 @@ class Subscription:
         description="First message is the current state; ends after a final state.",
     )
     async def generation_updated(
-        self, info: Info, id: strawberry.ID
+        self, info: Info[Context, None], id: strawberry.ID
     ) -> AsyncGenerator[Generation, None]:
         user = await info.context.require_user()
         generation_id = parse_id(id)
@@ -171,44 +164,38 @@ class Subscription:
         mailbox = await hub.attach(channels.generation(generation_id))
         handed = False  # True once the transport owns the mailbox (HAND_OFF)
         try:
-            first, last, final = await _current_state(user, generation_id)
+            first, version, final = await _current_state(user, generation_id)
+            mailbox.sent(str(generation_id), version)
             yield first
-            # A subscription may stay open for long: it keeps the version, not the state.
+            # A subscription may stay open for long: the mailbox keeps the version, not this.
             del first, user
             if final:
                 return
-            if _hand_off(info, mailbox, Generation.from_message, {"": last}, ends=True):
+            if _hand_off(info, mailbox, Generation.from_message, ends=True):
                 handed = True
                 return
             direct = _Direct.of(info)
             async for message in mailbox:
-                if message["version"] <= last:
-                    continue
-                last = message["version"]
                 if direct is None or not await direct.sent(message):
                     yield Generation.from_message(message)
-                if GenerationStatus(message["status"]) in FINAL_STATUSES:
+                if _final(message):
                     return
         finally:
             if not handed:
                 await hub.detach(mailbox)
 
     @strawberry.subscription(permission_classes=[IsAuthenticated])
-    async def my_generations(self, info: Info) -> AsyncGenerator[Generation, None]:
+    async def my_generations(self, info: Info[Context, None]) -> AsyncGenerator[Generation, None]:
         user = await info.context.require_user()
-        seen: dict[str, int] = {}
         hub = get_hub()
         mailbox = await hub.attach(channels.user_generations(user.id))
         handed = False
         try:
-            if _hand_off(info, mailbox, Generation.from_message, seen, per_id=True):
+            if _hand_off(info, mailbox, Generation.from_message):
                 handed = True
                 return
             direct = _Direct.of(info)
             async for message in mailbox:
-                if message["version"] <= seen.get(message["id"], 0):
-                    continue
-                seen[message["id"]] = message["version"]
                 if direct is None or not await direct.sent(message):
                     yield Generation.from_message(message)
         finally:
@@ -219,23 +206,23 @@ class Subscription:
         permission_classes=[IsAuthenticated],
         description="First message is the current balance.",
     )
-    async def credit_balance_changed(self, info: Info) -> AsyncGenerator[CreditBalance, None]:
+    async def credit_balance_changed(
+        self, info: Info[Context, None]
+    ) -> AsyncGenerator[CreditBalance, None]:
         user = await info.context.require_user()
+        channel = channels.user_credits(user.id)
         hub = get_hub()
-        mailbox = await hub.attach(channels.user_credits(user.id))
+        mailbox = await hub.attach(channel)
         handed = False
         try:
             balance = await credits.get_balance(user.id)
+            mailbox.sent(channel, balance.version)
             yield CreditBalance.of(balance)
-            last = balance.version
-            if _hand_off(info, mailbox, _credit_balance, {"": last}):
+            if _hand_off(info, mailbox, _credit_balance):
                 handed = True
                 return
             async for message in mailbox:
-                if message["version"] <= last:
-                    continue
-                last = message["version"]
-                yield CreditBalance(**message)
+                yield _credit_balance(message)
         finally:
             if not handed:
                 await hub.detach(mailbox)

@@ -22,8 +22,8 @@ from services import auth
 from services.auth import Caller
 from services.catalogue import Catalogue
 from services.errors import AuthFailure, Unauthenticated
+from services.provider_routing.deps import ProviderDeps
 from services.rate_limits import Counters, MemoryCounters
-from services.routing import ProviderDeps
 from settings import Settings
 
 _UNSET: Any = object()

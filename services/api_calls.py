@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import logging
-import uuid
-from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
@@ -16,11 +14,12 @@ from providers.http import CallRecord
 from providers.local import LocalProvider
 from services.breakers import CircuitState
 from services.pagination import Page, newest_first_by_id
+from services.provider_routing.call_context import current_generation, current_request
 from services.sql import dialect_sql
 
 if TYPE_CHECKING:
     from services.catalogue import Catalogue
-    from services.routing import ProviderDeps
+    from services.provider_routing.deps import ProviderDeps
 
 log = logging.getLogger(__name__)
 HEALTH_WINDOW = timedelta(minutes=5)
@@ -31,11 +30,6 @@ BUILT_IN = frozenset({LocalProvider.name})
 
 def third_party(provider: str) -> bool:
     return provider not in BUILT_IN
-
-
-# Set by the runner around provider calls, so each row names its generation and request.
-current_generation: ContextVar[uuid.UUID | None] = ContextVar("kiln_call_generation", default=None)
-current_request: ContextVar[str | None] = ContextVar("kiln_call_request", default=None)
 
 
 async def record_call(call: CallRecord) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from services.breakers import CircuitState
 from services.catalogue import Catalogue
-from services.routing import ProviderDeps
+from services.provider_routing.deps import ProviderDeps
 
 
 async def model_availability(catalogue: Catalogue, deps: ProviderDeps) -> dict[str, bool]:

@@ -55,8 +55,11 @@ async def _send_all(items: list[Outgoing]) -> None:
 
 async def send_separately(items: list[Outgoing]) -> None:
     """Consecutive messages in one publish_many, each job on its own; a failure is logged and
-    skips none of the others (a lost message is made good by the next change or the
-    subscriber's initial read, a lost job by the sweeper)."""
+    skips none of the others. A message is lost only when Redis is unreachable, and then every
+    API process's pub/sub connection is lost too: when it comes back, its hub re-reads from the
+    database the state of what its subscribers follow (realtime/catch_up.py), so a final state
+    reaches them although no later change will follow it. A lost job is sent again by the
+    sweeper."""
     hub = get_hub()
     publications: list[Publication] = []
     for item in [*items, None]:

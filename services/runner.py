@@ -17,12 +17,11 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from models.generation import Generation, GenerationKind, GenerationStatus
+from models.generation import Generation, GenerationStatus
 from providers.base import (
     Finished,
     Pending,
@@ -32,15 +31,16 @@ from providers.base import (
     Result,
     SignedWebhooks,
 )
-from services import generations, jobs, routing, workflows
-from services.api_calls import current_generation, current_request
+from services import generations, jobs, workflows
 from services.catalogue import Catalogue, Route
 from services.fetch import Fetched, FetchError, fetch
 from services.generations import StoredOutput
 from services.generations.failures import FailureCode
 from services.generations.params import GenerationParams
 from services.provider_limits import Lease, Wait
-from services.routing import ProviderDeps
+from services.provider_routing import failover, retries
+from services.provider_routing.call_context import calls_for
+from services.provider_routing.deps import ProviderDeps
 from storage import OutputStore, output_key
 
 log = logging.getLogger(__name__)
@@ -66,16 +66,9 @@ class Stopped(Exception):
     """The generation left PROCESSING under us (cancelled or timed out): drop the work."""
 
 
-@contextmanager
-def _context(generation: Generation) -> Iterator[None]:
+def _context(generation: Generation) -> contextlib.AbstractContextManager[None]:
     """Provider calls made meanwhile are logged against this generation and request."""
-    generation_token = current_generation.set(generation.id)
-    request_token = current_request.set(generation.request_id)
-    try:
-        yield
-    finally:
-        current_generation.reset(generation_token)
-        current_request.reset(request_token)
+    return calls_for(generation.id, generation.request_id)
 
 
 async def run_generation(
@@ -123,10 +116,10 @@ async def poll(
     adapter = deps.registry.get(job["provider"])
     if adapter is None:
         return
-    route = _route(catalogue, generation, job["route"])
+    route = failover.route_at(catalogue, generation.model, job["route"])
     with _context(generation):
         try:
-            result: Result | ProviderError = await routing.call(
+            result: Result | ProviderError = await retries.call(
                 adapter.name,
                 lambda: adapter.poll(_request(generation, route, deps), job["job"]),
                 deps.retry,
@@ -225,48 +218,23 @@ async def _from_route(
         # warning, with the reason in its stack trace), and no provider has been paid.
         await _fail(generation, FailureCode.INPUT_IMAGE_UNAVAILABLE, error)
         return
-    last_error: ProviderError | None = None
-    for index in range(first_route, len(spec.routes)):
-        route = spec.routes[index]
-        adapter = deps.registry.get(route.provider)
-        if adapter is None:
-            last_error = ProviderError(
-                "PROVIDER_UNAVAILABLE", f"{route.provider} is not configured."
-            )
-            continue
-        if not await deps.breakers.allow(route.provider):
-            last_error = ProviderError("PROVIDER_UNAVAILABLE", f"{route.provider} is down.")
-            continue
-        lease = await deps.limiter.acquire(route.provider)
-        if isinstance(lease, Wait):
-            await _wait_for_capacity(generation, index, route, lease)
+
+    async def work(index: int, route: Route, adapter: Provider, lease: Lease) -> None:
+        request = _request(generation, route, deps, image)
+        result = await _start(generation, adapter, request, deps)
+        if isinstance(result, Pending):
+            await _attach(generation, index, route, adapter, result, lease, request, deps)
             return
-        try:
-            request = _request(generation, route, deps, image)
-            result = await _start(generation, adapter, request, deps)
-            if isinstance(result, Pending):
-                await _attach(generation, index, route, adapter, result, lease, request, deps)
-                return
-            await deps.limiter.release(lease)
-            await _finish(generation, result, adapter.name, deps, store)
-            return
-        except ProviderError as error:
-            await deps.limiter.release(lease)
-            if error.code == FailureCode.CONTENT_REJECTED:
-                await _fail(generation, FailureCode.CONTENT_REJECTED, error)
-                return
-            log.warning(
-                "route %s/%s failed for %s: %s",
-                route.provider,
-                route.model,
-                generation.id,
-                error.code,
-            )
-            last_error = error
-        except BaseException:
-            await deps.limiter.release(lease)
-            raise
-    await _fail(generation, FailureCode.ALL_PROVIDERS_FAILED, last_error)
+        await deps.limiter.release(lease)
+        await _finish(generation, result, adapter.name, deps, store)
+
+    outcome = await failover.serve(spec.routes, first_route, deps, work, label=str(generation.id))
+    if isinstance(outcome, failover.Full):
+        await _wait_for_capacity(generation, outcome.index, outcome.route, outcome.wait)
+    elif isinstance(outcome, failover.Rejected):
+        await _fail(generation, FailureCode.CONTENT_REJECTED, outcome.error)
+    elif isinstance(outcome, failover.Exhausted):
+        await _fail(generation, FailureCode.ALL_PROVIDERS_FAILED, outcome.last_error)
 
 
 @dataclass
@@ -298,9 +266,9 @@ async def _start(
 
     async def progress(fraction: float, stage: str) -> None:
         # Downloading and storing take the last tenth of the bar.
-        await gate.report(0.9 * fraction, stage)
+        await gate.report(*workflows.progress_of(generation, 0.9 * fraction, stage))
 
-    return await routing.call(
+    return await retries.call(
         adapter.name,
         lambda: adapter.start(request, progress),
         deps.retry,
@@ -490,7 +458,7 @@ async def _finish(
                 index,
                 content_type,
                 attempt=generation.attempts,
-                redraw=workflows.change_rounds(generation),
+                redraw=workflows.round_of(generation),
             )
             await store.put(key, data, content_type)
             stored.append(
@@ -505,8 +473,9 @@ async def _finish(
         if downloads:
             work = asyncio.ensure_future(store_all())
             done_in_time, _ = await asyncio.wait({work}, timeout=STORING_REPORT_AFTER)
+            progress, stage = workflows.progress_of(generation, 0.9, "storing outputs")
             if not done_in_time and not await generations.report_progress(
-                generation.id, 0.9, "storing outputs", attempt=generation.attempts
+                generation.id, progress, stage, attempt=generation.attempts
             ):
                 raise Stopped
             await work
@@ -514,10 +483,9 @@ async def _finish(
             await store_all()
         if not stored:
             raise ProviderError("PROVIDER_BAD_RESPONSE", "The provider returned no outputs.")
-        if generation.kind is GenerationKind.MULTI_VIEW:
-            done = await workflows.front_view_ready(
-                generation.id, stored, provider, generation.attempts
-            )
+        workflow = workflows.of(generation)
+        if workflow is not None:
+            done = await workflow.drawn(generation, stored, provider)
         else:
             done = await generations.complete(
                 generation.id, stored, provider, attempt=generation.attempts
@@ -590,7 +558,7 @@ async def _cancel_at_provider(
     """Best effort, retried like any provider call (a throttled one after the wait it asks
     for); a cancel that still fails is logged: the job's result will be dropped unread."""
     try:
-        await routing.call(
+        await retries.call(
             adapter.name, lambda: adapter.cancel(request, job_id), deps.retry, deps.breakers
         )
     except ProviderError as error:
@@ -601,15 +569,16 @@ def _job_route(catalogue: Catalogue, generation: Generation, job: Mapping[str, A
     """The route a provider job was sent on; when the catalogue no longer has it, what the
     job itself remembers (a job is cancelled whatever became of its route)."""
     try:
-        return _route(catalogue, generation, int(job["route"]))
+        return failover.route_at(catalogue, generation.model, int(job["route"]))
     except ProviderError:
         return Route(str(job["provider"]), str(job.get("model", "")))
 
 
 async def _wait_for_capacity(generation: Generation, route: int, spec: Route, wait: Wait) -> None:
     """The provider is at its limit: try this route again later, without using a retry."""
+    progress, stage = workflows.progress_of(generation, 0.0, f"waiting for {spec.provider}")
     if not await generations.report_progress(
-        generation.id, 0.0, f"waiting for {spec.provider}", attempt=generation.attempts
+        generation.id, progress, stage, attempt=generation.attempts
     ):
         return
     await jobs.send(
@@ -625,7 +594,9 @@ async def _report(generation: Generation, pending: Pending) -> None:
     """A pending job's progress, written only when it says something new (most polls of a
     queued job change nothing, and each write is a versioned update and two publishes)."""
     fraction = pending.progress if pending.progress is not None else 0.0
-    progress, stage = 0.9 * fraction, (pending.stage or "processing")[:120]
+    progress, stage = workflows.progress_of(
+        generation, 0.9 * fraction, (pending.stage or "processing")[:120]
+    )
     if stage == generation.stage and progress <= generation.progress:
         return
     await generations.report_progress(generation.id, progress, stage, attempt=generation.attempts)
@@ -640,13 +611,6 @@ async def _live(generation_id: uuid.UUID, attempt: int) -> Generation | None:
     ):
         return None
     return generation
-
-
-def _route(catalogue: Catalogue, generation: Generation, index: int) -> Route:
-    spec = catalogue.models.get(generation.model)
-    if spec is None or index >= len(spec.routes):
-        raise ProviderError("MODEL_UNAVAILABLE", "This model's routes changed.", retryable=False)
-    return spec.routes[index]
 
 
 async def _input_image(
@@ -679,9 +643,7 @@ def _request(
     return ProviderRequest(
         kind=generation.kind,
         model=route.model,
-        prompt=workflows.front_prompt(generation)
-        if generation.kind is GenerationKind.MULTI_VIEW
-        else generation.prompt,
+        prompt=workflows.prompt_of(generation),
         negative_prompt=generation.negative_prompt,
         width=params.width,
         height=params.height,

@@ -25,9 +25,9 @@ async def sweep(catalogue: Catalogue, requeue_after: float) -> dict[str, int]:
     shortest = min((m.time_limit for m in catalogue.models.values()), default=300.0)
     running = await Generation.filter(
         status=GenerationStatus.PROCESSING, started_at__lt=now - timedelta(seconds=shortest)
-    ).only("id", "kind", "model", "stage", "params", "started_at", "user_id", "request_id")
+    ).only("id", "kind", "phase", "model", "started_at", "user_id", "request_id")
     for generation in running:
-        if workflows.waiting_on_views(generation):
+        if workflows.waits_on_parts(generation):
             continue  # its views have time limits of their own
         limit = catalogue.time_limit(generation.model)
         if generation.started_at and generation.started_at < now - timedelta(seconds=limit):

@@ -48,12 +48,13 @@ from services.unit_of_work import after_commit, atomic, effects_only
 
 
 async def start(generation_id: uuid.UUID) -> Generation | None:
-    """QUEUED -> PROCESSING. None when the row is not QUEUED (duplicate or late delivery)."""
+    """QUEUED -> PROCESSING. None when the row is not QUEUED (duplicate or late delivery).
+    The progress stays: a new attempt was queued at 0, and a workflow's next round of the
+    same attempt goes on from where its bar was."""
     return await transition(
         generation_id,
         Guard((GenerationStatus.QUEUED,)),
         status=GenerationStatus.PROCESSING,
-        progress=0.0,
         stage="starting",
         started_at=_now(),
     )
@@ -317,16 +318,15 @@ def _not_a_view(generation: Generation) -> None:
 
 async def retry(user: User, generation_id: uuid.UUID) -> Generation:
     """FAILED/CANCELED -> QUEUED again: same id, attempts + 1, credits held again (a
-    workflow starts over from its front view, its rounds of changes kept)."""
+    workflow starts over from its first phase, its rounds of changes kept)."""
     current = await get_visible(user, generation_id)
     _not_a_view(current)
-    params = {k: v for k, v in current.params.items() if k not in ("phase", "features")}
     async with atomic():
         generation = await transition(
             generation_id,
             Guard(RETRYABLE, attempt=current.attempts),
             status=GenerationStatus.QUEUED,
-            params=params,
+            phase=None,
             attempts=current.attempts + 1,
             progress=0.0,
             stage="queued",

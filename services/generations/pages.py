@@ -27,7 +27,13 @@ from tortoise import connections
 from tortoise.backends.asyncpg.client import AsyncpgDBClient
 from tortoise.timezone import get_default_timezone, get_use_tz
 
-from models.generation import Generation, GenerationKind, GenerationStatus, HoldState
+from models.generation import (
+    Generation,
+    GenerationKind,
+    GenerationStatus,
+    HoldState,
+    WorkflowPhase,
+)
 from models.user import User
 from services.generations.outputs import StoredOutput
 from services.pagination import Page, decode_cursor, encode_cursor
@@ -64,6 +70,7 @@ class ListedGeneration(NamedTuple):
     prompt: str
     negative_prompt: str | None
     params: dict[str, Any]
+    phase: WorkflowPhase | None
     cost: int
     hold: HoldState | None
     attempts: int
@@ -167,9 +174,10 @@ def _page_sql(
 _KINDS = {k.value: k for k in GenerationKind}
 _STATUSES = {s.value: s for s in GenerationStatus}
 _HOLDS = {h.value: h for h in HoldState}
+_PHASES = {p.value: p for p in WorkflowPhase}
 # Positions in COLUMNS of the values asyncpg does not return as the model holds them.
-_KIND, _STATUS, _PARAMS, _HOLD, _PROVIDER_JOB = (
-    COLUMNS.index(n) for n in ("kind", "status", "params", "hold", "provider_job")
+_KIND, _STATUS, _PARAMS, _PHASE, _HOLD, _PROVIDER_JOB = (
+    COLUMNS.index(n) for n in ("kind", "status", "params", "phase", "hold", "provider_job")
 )
 _TIMES = tuple(COLUMNS.index(n) for n in ("created_at", "queued_at", "started_at", "completed_at"))
 
@@ -186,6 +194,9 @@ def _from_record(
     if hold is not None:
         values[_HOLD] = _HOLDS[hold]
     values[_PARAMS] = orjson.loads(values[_PARAMS])
+    phase = values[_PHASE]
+    if phase is not None:
+        values[_PHASE] = _PHASES[phase]
     job = values[_PROVIDER_JOB]
     if job is not None:
         values[_PROVIDER_JOB] = orjson.loads(job)

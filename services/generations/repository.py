@@ -13,7 +13,7 @@ from typing import Any
 from tortoise import connections
 from tortoise.backends.base.client import BaseDBAsyncClient
 
-from models.generation import Generation, GenerationStatus
+from models.generation import Generation, GenerationStatus, WorkflowPhase
 from models.user import Role, User
 from services import stats
 from services.errors import NotFound
@@ -39,13 +39,13 @@ def now() -> datetime:
 @dataclass(frozen=True)
 class Guard:
     """The condition of a state change: the status is one of `statuses`, and the attempt,
-    stage and progress are as given when set."""
+    progress and workflow phase are as given when set."""
 
     statuses: tuple[GenerationStatus, ...]
     attempt: int | None = None
     # progress <= this: progress never goes backwards within an attempt
     max_progress: float | None = None
-    stage: str | None = None
+    phase: WorkflowPhase | None = None
 
 
 # A workflow's view has a parent: its end advances its workflow instead of telling its owner.
@@ -110,7 +110,7 @@ def _set_sql(
         len(guard.statuses),
         guard.attempt is not None,
         guard.max_progress is not None,
-        guard.stage is not None,
+        guard.phase is not None,
         outputs,
         connection.capabilities.dialect,
     )
@@ -172,8 +172,8 @@ def _guard_where(guard: Guard) -> str:
         where += " AND attempts = ?"
     if guard.max_progress is not None:
         where += " AND progress <= ?"
-    if guard.stage is not None:
-        where += " AND stage = ?"
+    if guard.phase is not None:
+        where += " AND phase = ?"
     return where
 
 
@@ -184,8 +184,8 @@ def _guard_params(generation_id: uuid.UUID, guard: Guard) -> list[Any]:
         params.append(guard.attempt)
     if guard.max_progress is not None:
         params.append(guard.max_progress)
-    if guard.stage is not None:
-        params.append(guard.stage)
+    if guard.phase is not None:
+        params.append(guard.phase.value)
     return params
 
 

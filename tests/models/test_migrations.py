@@ -4,18 +4,11 @@ the version its clients saw before (the id of its newest ledger entry)."""
 
 from __future__ import annotations
 
-import os
 import sqlite3
-import subprocess
-import sys
 import uuid
-from pathlib import Path
 
-import asyncpg
+from tests.support.migrations import migrate, postgres, scratch_postgres
 
-from tests.support.services import drop_database, need, pg_url, recreate_database, run_database
-
-ROOT = Path(__file__).resolve().parents[2]
 BEFORE_VERSION = "0005_security_api_keys_priority"
 USERS = (uuid.UUID(int=1), uuid.UUID(int=2))
 FILL = [
@@ -28,19 +21,6 @@ FILL = [
     f"VALUES ('{USERS[0]}', 'GRANT', 3, 0, 3, '2026-01-01'), "
     f"('{USERS[0]}', 'GRANT', 2, 0, 5, '2026-01-01')",
 ]
-
-
-def migrate(database_url: str, *target: str) -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "tortoise", "migrate", *target],
-        cwd=ROOT,
-        env={"PATH": os.environ["PATH"], "DATABASE_URL": database_url, "REDIS_URL": ""},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_the_account_version_is_added_to_filled_tables_on_sqlite(tmp_path):
@@ -57,24 +37,9 @@ def test_the_account_version_is_added_to_filled_tables_on_sqlite(tmp_path):
 
 
 async def test_the_account_version_is_added_to_filled_tables_on_postgres():
-    need("postgres")
-    database = run_database("kiln_migrations")
-    await recreate_database(database)
-    try:
-        migrate(pg_url(database), "models", BEFORE_VERSION)
-        connection = await asyncpg.connect(pg_url(database))
-        try:
-            for statement in FILL:
-                await connection.execute(statement)
-            newest = await connection.fetchval("SELECT MAX(id) FROM ledger_entries")
-        finally:
-            await connection.close()
-        migrate(pg_url(database))
-        connection = await asyncpg.connect(pg_url(database))
-        try:
-            rows = dict(await connection.fetch("SELECT user_id, version FROM credit_accounts"))
-        finally:
-            await connection.close()
+    async with scratch_postgres("kiln_migrations") as url:
+        migrate(url, "models", BEFORE_VERSION)
+        [(newest,)] = await postgres(url, *FILL, "SELECT MAX(id) FROM ledger_entries")
+        migrate(url)
+        rows = dict(await postgres(url, "SELECT user_id, version FROM credit_accounts"))
         assert rows == {USERS[0]: newest, USERS[1]: 0}
-    finally:
-        await drop_database(database)

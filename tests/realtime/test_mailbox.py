@@ -261,3 +261,15 @@ async def test_property_in_order_publishes_give_increasing_versions_ending_at_ma
 @example([("a", 2), None, ("a", 1)])
 async def test_property_any_interleaving_gives_increasing_versions_ending_at_max(ops):
     check_versions(ops, await run_ops(ops))
+
+
+async def test_a_state_the_subscriber_sent_itself_drops_what_is_not_newer():
+    box = box_for()
+    box.put(CHANNEL, msg("a", 2))  # queued, then the subscriber's own read finds version 3
+    box.put(CHANNEL, msg("b", 4))  # queued, newer than the subscriber's own read of b
+    box.sent("a", 3)
+    box.sent("b", 3)
+    box.put(CHANNEL, msg("a", 3))
+    box.put(CHANNEL, msg("a", 4))
+    box.put(CHANNEL, {"id": END})
+    assert await drain_until_end(box) == [msg("b", 4), msg("a", 4)]

@@ -8,7 +8,8 @@ from datetime import UTC, datetime, timedelta
 
 from models.api_call import ApiCallLog
 from providers.http import CallRecord
-from services.api_calls import current_generation, current_request, record_call
+from services.api_calls import record_call
+from services.provider_routing.call_context import current_generation, current_request
 
 
 async def test_a_call_is_one_row_with_everything_it_says(backend):

@@ -27,7 +27,7 @@ from services import credits, generations, jobs, runner, workflows
 from services.catalogue import Catalogue, parse_catalogue
 from services.generations import NewGeneration
 from services.provider_limits import Lease, ProviderLimit
-from services.routing import ProviderDeps
+from services.provider_routing.deps import ProviderDeps
 from services.sweeper import sweep
 from tests.providers.fakes.replicate import SIGNING_SECRET, FakeReplicate
 from tests.support.fake_server import serve

@@ -27,7 +27,7 @@ from services import credits, generations, runner
 from services.catalogue import parse_catalogue
 from services.fetch import FetchTiming
 from services.generations import NewGeneration
-from services.routing import ProviderDeps
+from services.provider_routing.deps import ProviderDeps
 from settings import Settings
 from tests.support.fake_server import Drip, free_port, serve
 from tests.support.ledger import assert_ledger_matches

@@ -30,11 +30,12 @@ from providers.base import (
 )
 from providers.http import CallRecord
 from services import credits, generations, jobs, runner
-from services.api_calls import current_generation, record_call
+from services.api_calls import record_call
 from services.breakers import BreakerPolicy
 from services.catalogue import parse_catalogue
 from services.generations import NewGeneration
 from services.provider_limits import Lease, ProviderLimit
+from services.provider_routing.call_context import current_generation
 from tests.support.fake_server import serve
 from tests.support.providers import provider_deps
 

@@ -17,7 +17,7 @@ from providers.replicate import ReplicateProvider
 from services import generations, runner
 from services.catalogue import parse_catalogue
 from services.generations import NewGeneration
-from services.routing import ProviderDeps
+from services.provider_routing.deps import ProviderDeps
 from tests.providers.fakes.replicate import FakeReplicate
 from tests.support.fake_server import serve
 from tests.support.providers import FAST_RETRIES, provider_deps

@@ -6,7 +6,7 @@ from models.generation import Generation
 from services import generations
 from services.catalogue import load_catalogue, parse_catalogue
 from services.generations import NewGeneration
-from services.routing import ProviderDeps
+from services.provider_routing.deps import ProviderDeps
 from tests.support.providers import provider_deps
 
 # The catalogue Kiln ships with (every model served by the local provider).

@@ -11,7 +11,8 @@ from providers.local import LocalProvider
 from providers.registry import ProviderRegistry
 from services.breakers import BreakerPolicy, MemoryBreakers
 from services.provider_limits import MemoryLimiter, ProviderLimit
-from services.routing import ProviderDeps, RetryPolicy
+from services.provider_routing.deps import ProviderDeps
+from services.provider_routing.retries import RetryPolicy
 
 FAST_RETRIES = RetryPolicy(attempts=3, base_delay=0.001, max_delay=0.01, max_total_wait=2.0)
 

@@ -10,7 +10,12 @@
 4. When every view is done the parent COMPLETES (outputs: all views) and everything it held
    is captured; when a view fails after its retries the workflow FAILS, its other views are
    cancelled and everything it held is released. Cancelling it at any point releases all.
-Moves the state machine does not allow are CONFLICT."""
+Moves the state machine does not allow are CONFLICT.
+
+Its phase (`Generation.phase`) says which step it is at: FRONT_VIEW (NULL before the first
+front view is drawn), APPROVAL, ANALYSIS, VIEWS. Its progress is the whole run's: the front
+view fills the first FRONT_SHARE of the bar, the views the rest; within an attempt it never
+goes down, and a round of changes keeps it where it was (the redraw shows in `stage`)."""
 
 from __future__ import annotations
 
@@ -23,7 +28,7 @@ from typing import Any
 
 from PIL import Image
 
-from models.generation import Generation, GenerationKind, GenerationStatus
+from models.generation import Generation, GenerationKind, GenerationStatus, WorkflowPhase
 from models.user import User
 from services import credits, generations, jobs
 from services.catalogue import Catalogue
@@ -34,8 +39,10 @@ from services.unit_of_work import atomic
 from storage import OutputStore
 
 FRONT_SHARE = 0.2  # of the parent's progress bar; the views share the rest
+AWAITING = "awaiting approval"
 ANALYSING = "analysing the front view"
 DRAWING = "drawing the views"
+REDRAWING = "redrawing the front view with your changes"
 MATERIALS = (
     "leather",
     "suede",
@@ -92,14 +99,30 @@ STOPWORDS = frozenset(
 )
 
 
-def _workflow_view(generation: Generation) -> None:
+async def _workflow_of(user: User, generation_id: uuid.UUID) -> Generation:
+    """The user's multi-view workflow (NotFound, or CONFLICT for any other generation)."""
+    generation = await generations.get_visible(user, generation_id)
     if generation.kind is not GenerationKind.MULTI_VIEW:
         raise InvalidTransition("Only a multi-view workflow can be approved or changed.")
+    return generation
+
+
+async def _leave_approval(current: Generation, refusal: str, **changes: Any) -> Generation:
+    """AWAITING_APPROVAL (still `current`'s attempt) -> what `changes` say; CONFLICT with
+    `refusal` when it is not (any more) awaiting approval."""
+    parent = await generations.transition(
+        current.id,
+        Guard((GenerationStatus.AWAITING_APPROVAL,), attempt=current.attempts),
+        **changes,
+    )
+    if parent is None:
+        raise InvalidTransition(refusal)
+    return parent
 
 
 def change_rounds(generation: Generation) -> int:
     """How many rounds of changes were asked of a workflow: its front view was drawn again
-    for each (0 for anything else)."""
+    for each."""
     return len(generation.params.get("feedback") or [])
 
 
@@ -136,18 +159,30 @@ def analyse(front: bytes, prompt: str) -> dict[str, Any]:
     return {"colours": colours, "materials": materials, "elements": elements}
 
 
+def progress(parent: Generation, fraction: float, stage: str) -> tuple[float, str]:
+    """While the front view is drawn it fills its share of the bar; a redraw keeps the bar
+    full to that share (it was shown before the changes were asked) and says so in stage."""
+    shown = FRONT_SHARE * min(max(fraction, 0.0), 1.0)
+    if change_rounds(parent):
+        return max(shown, FRONT_SHARE), f"{REDRAWING}: {stage}"[:120]
+    return shown, stage
+
+
 async def front_view_ready(
-    generation_id: uuid.UUID, outputs: list[StoredOutput], provider: str, attempt: int
+    drawing: Generation, outputs: list[StoredOutput], provider: str
 ) -> Generation | None:
-    """The front view is drawn: PROCESSING -> AWAITING_APPROVAL, with it as output 0."""
+    """The front view is drawn: PROCESSING -> AWAITING_APPROVAL, with it as output 0. What
+    was analysed of an earlier front view (an earlier attempt's) no longer holds."""
     async with atomic():
         parent = await generations.transition(
-            generation_id,
-            Guard((GenerationStatus.PROCESSING,), attempt=attempt),
+            drawing.id,
+            Guard((GenerationStatus.PROCESSING,), attempt=drawing.attempts),
             status=GenerationStatus.AWAITING_APPROVAL,
+            phase=WorkflowPhase.APPROVAL,
             progress=FRONT_SHARE,
-            stage="awaiting approval",
+            stage=AWAITING,
             provider=provider,
+            params={k: v for k, v in drawing.params.items() if k != "features"},
             publish=False,
         )
         if parent is None:
@@ -159,27 +194,26 @@ async def front_view_ready(
 async def request_changes(
     user: User, generation_id: uuid.UUID, feedback: str, catalogue: Catalogue
 ) -> Generation:
+    """AWAITING_APPROVAL -> QUEUED to redraw the front view with the feedback. The progress
+    stays where it was: this round of the same attempt does not start the bar again."""
     feedback = feedback.strip()
     if not 1 <= len(feedback) <= 2000:
         raise BadUserInput("Feedback must be 1 to 2000 characters.", field="feedback")
-    current = await generations.get_visible(user, generation_id)
-    _workflow_view(current)
+    current = await _workflow_of(user, generation_id)
     change_cost = catalogue.workflow("multi_view").change_cost
     rounds = [*current.params.get("feedback", []), feedback]
     async with atomic():
-        parent = await generations.transition(
-            generation_id,
-            Guard((GenerationStatus.AWAITING_APPROVAL,), attempt=current.attempts),
+        parent = await _leave_approval(
+            current,
+            "Changes can only be requested while awaiting approval.",
             status=GenerationStatus.QUEUED,
-            progress=0.0,
-            stage="queued",
+            phase=WorkflowPhase.FRONT_VIEW,
+            stage=f"{REDRAWING} (round {len(rounds)})",
             cost=current.cost + change_cost,
             params={**current.params, "feedback": rounds},
             queued_at=datetime.now(UTC),
             publish=False,
         )
-        if parent is None:
-            raise InvalidTransition("Changes can only be requested while awaiting approval.")
         if change_cost:
             await credits.add_to_hold(parent, change_cost, f"change-{len(rounds)}")
         generations.announce(parent, [])
@@ -188,17 +222,15 @@ async def request_changes(
 
 
 async def approve(user: User, generation_id: uuid.UUID) -> Generation:
-    current = await generations.get_visible(user, generation_id)
-    _workflow_view(current)
+    current = await _workflow_of(user, generation_id)
     async with atomic():
-        parent = await generations.transition(
-            generation_id,
-            Guard((GenerationStatus.AWAITING_APPROVAL,), attempt=current.attempts),
+        parent = await _leave_approval(
+            current,
+            "Only a workflow awaiting approval can be approved.",
             status=GenerationStatus.PROCESSING,
+            phase=WorkflowPhase.ANALYSIS,
             stage=ANALYSING,
         )
-        if parent is None:
-            raise InvalidTransition("Only a workflow awaiting approval can be approved.")
         jobs.enqueue_after_commit(parent.id, actor=jobs.VIEWS, args=(str(parent.attempts),))
         return parent
 
@@ -211,7 +243,7 @@ async def start_views(
     if (
         parent is None
         or parent.attempts != attempt
-        or parent.stage != ANALYSING
+        or parent.phase is not WorkflowPhase.ANALYSIS
         or parent.status is not GenerationStatus.PROCESSING
     ):
         return  # a duplicate delivery, or the workflow moved on
@@ -221,9 +253,10 @@ async def start_views(
     async with atomic():
         claimed = await generations.transition(
             parent_id,
-            Guard((GenerationStatus.PROCESSING,), attempt=attempt, stage=ANALYSING),
+            Guard((GenerationStatus.PROCESSING,), attempt=attempt, phase=WorkflowPhase.ANALYSIS),
+            phase=WorkflowPhase.VIEWS,
             stage=DRAWING,
-            params={**parent.params, "features": features, "phase": "views"},
+            params={**parent.params, "features": features},
         )
         if claimed is None:
             return
@@ -256,20 +289,15 @@ async def start_views(
             jobs.enqueue_after_commit(child.id)
 
 
-async def advance(parent_id: uuid.UUID, attempt: int) -> None:
-    """A view ended (actor `workflow.advance`, also re-sent by the sweeper): complete the
-    workflow when all views are done, fail it when one failed, else move its progress."""
-    parent = await Generation.get_or_none(id=parent_id)
-    if (
-        parent is None
-        or parent.attempts != attempt
-        or parent.params.get("phase") != "views"
-        or parent.status is not GenerationStatus.PROCESSING
-    ):
+async def advance(parent: Generation) -> None:
+    """A view ended: complete the workflow when all views are done, fail it when one failed,
+    else move its progress."""
+    attempt = parent.attempts
+    if parent.phase is not WorkflowPhase.VIEWS or parent.status is not GenerationStatus.PROCESSING:
         return
     views = [
         v
-        for v in await Generation.filter(parent_id=parent_id)
+        for v in await Generation.filter(parent_id=parent.id)
         if v.params.get("workflowAttempt") == attempt
     ]
     failed = next(
@@ -278,45 +306,72 @@ async def advance(parent_id: uuid.UUID, attempt: int) -> None:
     if failed is not None:
         async with atomic():
             done = await generations.fail(
-                parent_id,
+                parent.id,
                 FailureCode.WORKFLOW_VIEW_FAILED,
                 f"The {failed.params.get('view', 'product')} view could not be made.",
                 source="workflow.advance",
                 attempt=attempt,
             )
             if done is not None:
-                await generations.cancel_children(parent_id)
+                await generations.cancel_children(parent.id)
         return
     finished = [v for v in views if v.status is GenerationStatus.COMPLETED]
     if views and len(finished) == len(views):
-        outputs = [o for o in await generations.outputs_of(parent_id) if o.index == 0]
+        outputs = [o for o in await generations.outputs_of(parent.id) if o.index == 0]
         for view in sorted(finished, key=lambda v: v.params.get("viewIndex", 0)):
             outputs += await generations.outputs_of(view.id)
-        await generations.complete(parent_id, outputs, parent.provider or "local", attempt=attempt)
+        await generations.complete(parent.id, outputs, parent.provider or "local", attempt=attempt)
         return
     share = (1 - FRONT_SHARE) * len(finished) / max(len(views), 1)
     await generations.report_progress(
-        parent_id,
+        parent.id,
         FRONT_SHARE + share,
         f"{len(finished)} of {len(views)} views done",
         attempt=attempt,
     )
 
 
-def waiting_on_views(generation: Generation) -> bool:
-    return generation.kind is GenerationKind.MULTI_VIEW and (
-        generation.stage == ANALYSING or generation.params.get("phase") == "views"
-    )
+def waits_on_parts(parent: Generation) -> bool:
+    return parent.phase in (WorkflowPhase.ANALYSIS, WorkflowPhase.VIEWS)
 
 
 async def nudge() -> None:
-    """Sweeper: send the next step of every approved workflow again, in case its message was
-    lost (both steps are idempotent)."""
+    """Send the next step of every approved workflow again, in case its message was lost
+    (both steps are idempotent)."""
     approved = await Generation.filter(
-        kind=GenerationKind.MULTI_VIEW, status=GenerationStatus.PROCESSING
-    ).only("id", "kind", "stage", "params", "attempts")
+        kind=GenerationKind.MULTI_VIEW,
+        status=GenerationStatus.PROCESSING,
+        phase__in=(WorkflowPhase.ANALYSIS, WorkflowPhase.VIEWS),
+    ).only("id", "phase", "attempts")
     for parent in approved:
-        if parent.stage == ANALYSING:
-            await jobs.send(jobs.VIEWS, str(parent.id), str(parent.attempts))
-        elif parent.params.get("phase") == "views":
-            await jobs.send(jobs.ADVANCE, str(parent.id), str(parent.attempts))
+        actor = jobs.VIEWS if parent.phase is WorkflowPhase.ANALYSIS else jobs.ADVANCE
+        await jobs.send(actor, str(parent.id), str(parent.attempts))
+
+
+class MultiView:
+    """The multi-view workflow as the lifecycle sees it (services.workflows.base.Workflow)."""
+
+    kind = GenerationKind.MULTI_VIEW
+
+    def prompt(self, parent: Generation) -> str:
+        return front_prompt(parent)
+
+    def round(self, parent: Generation) -> int:
+        return change_rounds(parent)
+
+    def progress(self, parent: Generation, fraction: float, stage: str) -> tuple[float, str]:
+        return progress(parent, fraction, stage)
+
+    async def drawn(
+        self, parent: Generation, outputs: list[StoredOutput], provider: str
+    ) -> Generation | None:
+        return await front_view_ready(parent, outputs, provider)
+
+    async def advance(self, parent: Generation) -> None:
+        await advance(parent)
+
+    def waits_on_parts(self, parent: Generation) -> bool:
+        return waits_on_parts(parent)
+
+    async def nudge(self) -> None:
+        await nudge()

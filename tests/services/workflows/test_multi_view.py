@@ -2,21 +2,22 @@
 
 from __future__ import annotations
 
+import uuid
+
 import pytest
 
 from models.credits import LedgerEntry, LedgerKind
-from models.generation import Generation, GenerationKind, GenerationStatus
+from models.generation import Generation, GenerationStatus
 from providers.base import ProgressCallback, ProviderError, ProviderRequest, Result
 from providers.local import LocalProvider
-from services import credits, generations, jobs, runner, workflows
-from services.catalogue import load_catalogue, parse_catalogue
+from services import credits, generations, jobs, workflows
+from services.catalogue import parse_catalogue
 from services.errors import InsufficientCredits, InvalidTransition
 from services.generations import NewGeneration
 from tests.support.error_events import events_of
 from tests.support.ledger import assert_ledger_matches
 from tests.support.providers import provider_deps
-
-CATALOGUE = load_catalogue()
+from tests.support.workflows import CATALOGUE, new_workflow, run_pending
 
 
 class SideFails(LocalProvider):
@@ -28,39 +29,6 @@ class SideFails(LocalProvider):
         if request.prompt.startswith("Side view"):
             raise ProviderError("PROVIDER_REJECTED", "no sides today", retryable=False)
         return await super().start(request, progress)
-
-
-async def run_pending(backend, catalogue, deps) -> None:
-    """Deliver the jobs the services sent, as the workers would, until none is left."""
-    while backend.sent:
-        actor, args, _ = backend.sent.pop(0)
-        if actor == jobs.RUN:
-            await runner.run_generation(_id(args[0]), catalogue, deps, backend.store)
-        elif actor == jobs.VIEWS:
-            await workflows.start_views(_id(args[0]), int(args[1]), catalogue, backend.store)
-        elif actor == jobs.ADVANCE:
-            await workflows.advance(_id(args[0]), int(args[1]))
-
-
-def _id(value: str):
-    import uuid
-
-    return uuid.UUID(value)
-
-
-async def new_workflow(user, catalogue=CATALOGUE, **fields) -> Generation:
-    return await generations.create_generation(
-        user,
-        NewGeneration(
-            prompt="a brown leather backpack with brass buckles",
-            kind=GenerationKind.MULTI_VIEW,
-            width=96,
-            height=96,
-            seed=3,
-            **fields,
-        ),
-        catalogue,
-    )
 
 
 async def test_two_rounds_of_changes_then_approval_captures_everything_once(make_user, backend):
@@ -160,7 +128,7 @@ async def test_cancelling_while_views_run_cancels_them_and_releases(make_user, b
     await run_pending(backend, CATALOGUE, deps)
     await workflows.approve(user, parent.id)
     args = next(a for actor, a, _ in backend.sent if actor == jobs.VIEWS)
-    await workflows.start_views(_id(args[0]), int(args[1]), CATALOGUE, backend.store)
+    await workflows.start_views(uuid.UUID(args[0]), int(args[1]), CATALOGUE, backend.store)
     await generations.cancel(user, parent.id)
     views = await Generation.filter(parent_id=parent.id)
     assert len(views) == 4 and {v.status for v in views} == {GenerationStatus.CANCELED}
@@ -195,7 +163,7 @@ async def test_moves_the_workflow_does_not_allow(make_user, backend):
         await workflows.approve(owner.user, plain.id)
     await workflows.approve(user, parent.id)
     args = next(a for actor, a, _ in backend.sent if actor == jobs.VIEWS)
-    await workflows.start_views(_id(args[0]), int(args[1]), CATALOGUE, backend.store)
+    await workflows.start_views(uuid.UUID(args[0]), int(args[1]), CATALOGUE, backend.store)
     view = await Generation.filter(parent_id=parent.id).first()
     assert view is not None
     with pytest.raises(InvalidTransition):

@@ -1,15 +1,14 @@
-"""Calling a provider route: retries with exponential backoff and jitter that honour the
+"""One call to one provider: retries with exponential backoff and jitter that honour the
 provider's Retry-After, capped in attempts and in total wait; breaker accounting per call;
-metrics and the API call log's context around every call."""
+metrics and an error event for every failed call. Which route to call is `failover`'s."""
 
 from __future__ import annotations
 
 import random
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TypeVar
 
-import httpx
 from tenacity import (
     AsyncRetrying,
     RetryCallState,
@@ -22,12 +21,9 @@ from tenacity.stop import stop_base
 from models.error_event import ErrorCategory, Severity
 from observability.metrics import provider_call
 from providers.base import ProviderError
-from providers.registry import ProviderRegistry
-from services.api_calls import current_generation, current_request
 from services.breakers import Breakers
 from services.error_events import Occurrence, record
-from services.fetch import FetchTiming
-from services.provider_limits import Limiter
+from services.provider_routing.call_context import current_generation, current_request
 
 T = TypeVar("T")
 
@@ -51,28 +47,6 @@ class RetryPolicy:
     # Never sleep longer than this in total for one call; a longer Retry-After ends the
     # retries (the router fails over, or the job is sent again later).
     max_total_wait: float = 20.0
-
-
-@dataclass
-class ProviderDeps:
-    """What the runner needs to reach providers; built once per process by the runtime."""
-
-    registry: ProviderRegistry
-    breakers: Breakers
-    limiter: Limiter
-    retry: RetryPolicy
-    http: httpx.AsyncClient  # downloads of provider outputs
-    max_output_bytes: int
-    max_input_bytes: int
-    fetch_allow_hosts: frozenset[str]
-    webhook_base_url: str | None  # providers POST results to {base}/webhooks/providers/{name}
-    # How long a fetch of an input image or a provider output may take (FETCH_* settings).
-    fetch_timing: FetchTiming = field(default_factory=FetchTiming)
-
-    def webhook_url(self, provider: str) -> str | None:
-        if not self.webhook_base_url:
-            return None
-        return f"{self.webhook_base_url.rstrip('/')}/webhooks/providers/{provider}"
 
 
 async def _record_failure(provider: str, error: ProviderError) -> None:
