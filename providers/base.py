@@ -73,6 +73,11 @@ class Pending:
 Result = Finished | Pending
 
 
+# The code of a refusal under a provider's content policy: never failed over (every provider
+# would be asked the same), and the generation fails with it (FailureCode.CONTENT_REJECTED).
+CONTENT_REJECTED = "CONTENT_REJECTED"
+
+
 class ProviderError(Exception):
     """A provider call failed. `code` is safe to show users; `retryable` says whether the same
     call may succeed if tried again (408/409/429/5xx, timeouts, connection errors), and

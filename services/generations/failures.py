@@ -7,6 +7,7 @@ from enum import StrEnum
 
 from models.error_event import ErrorCategory, Severity
 from models.generation import Generation
+from providers import base as providers
 from providers.base import ProviderError
 from services.error_events import Occurrence, stack_of
 
@@ -20,7 +21,7 @@ class FailureCode(StrEnum):
     INPUT_IMAGE_UNAVAILABLE = "INPUT_IMAGE_UNAVAILABLE"
     # A provider declined it under its content policy (never failed over: every provider
     # would be asked the same).
-    CONTENT_REJECTED = "CONTENT_REJECTED"
+    CONTENT_REJECTED = providers.CONTENT_REJECTED
     # Every route of its model failed after its retries.
     ALL_PROVIDERS_FAILED = "ALL_PROVIDERS_FAILED"
     # A provider reported a failure that ends the generation.

@@ -35,6 +35,7 @@ from services.catalogue import Catalogue
 from services.errors import BadUserInput, InvalidTransition
 from services.generations import Guard, StoredOutput
 from services.generations.failures import FailureCode
+from services.generations.params import GenerationParams
 from services.unit_of_work import atomic
 from storage import OutputStore
 
@@ -260,6 +261,7 @@ async def start_views(
         )
         if claimed is None:
             return
+        asked = GenerationParams.of(parent)
         for number, view in enumerate(views, start=1):
             child = await Generation.create(
                 user_id=parent.user_id,
@@ -270,17 +272,14 @@ async def start_views(
                 model=parent.model,
                 prompt=view_prompt(parent, view, features),
                 negative_prompt=parent.negative_prompt,
-                params={
-                    **{
-                        k: parent.params[k]
-                        for k in ("width", "height", "seed")
-                        if k in parent.params
-                    },
-                    "numOutputs": 1,
-                    "view": view,
-                    "viewIndex": number,
-                    "workflowAttempt": attempt,
-                },
+                params=GenerationParams(
+                    width=asked.width,
+                    height=asked.height,
+                    seed=asked.seed,
+                    view=view,
+                    view_index=number,
+                    workflow_attempt=attempt,
+                ).to_json(),
                 cost=0,
                 request_id=parent.request_id,
                 queued_at=datetime.now(UTC),
@@ -298,7 +297,7 @@ async def advance(parent: Generation) -> None:
     views = [
         v
         for v in await Generation.filter(parent_id=parent.id)
-        if v.params.get("workflowAttempt") == attempt
+        if GenerationParams.of(v).workflow_attempt == attempt
     ]
     failed = next(
         (v for v in views if v.status in (GenerationStatus.FAILED, GenerationStatus.CANCELED)), None
@@ -308,7 +307,7 @@ async def advance(parent: Generation) -> None:
             done = await generations.fail(
                 parent.id,
                 FailureCode.WORKFLOW_VIEW_FAILED,
-                f"The {failed.params.get('view', 'product')} view could not be made.",
+                f"The {GenerationParams.of(failed).view or 'product'} view could not be made.",
                 source="workflow.advance",
                 attempt=attempt,
             )
@@ -318,7 +317,7 @@ async def advance(parent: Generation) -> None:
     finished = [v for v in views if v.status is GenerationStatus.COMPLETED]
     if views and len(finished) == len(views):
         outputs = [o for o in await generations.outputs_of(parent.id) if o.index == 0]
-        for view in sorted(finished, key=lambda v: v.params.get("viewIndex", 0)):
+        for view in sorted(finished, key=lambda v: GenerationParams.of(v).view_index or 0):
             outputs += await generations.outputs_of(view.id)
         await generations.complete(parent.id, outputs, parent.provider or "local", attempt=attempt)
         return
