@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from models.generation import GenerationKind
 
@@ -73,6 +73,11 @@ class Pending:
 Result = Finished | Pending
 
 
+# The code of a refusal under a provider's content policy: never failed over (every provider
+# would be asked the same), and the generation fails with it (FailureCode.CONTENT_REJECTED).
+CONTENT_REJECTED = "CONTENT_REJECTED"
+
+
 class ProviderError(Exception):
     """A provider call failed. `code` is safe to show users; `retryable` says whether the same
     call may succeed if tried again (408/409/429/5xx, timeouts, connection errors), and
@@ -126,4 +131,17 @@ class Provider(Protocol):
     def parse_webhook(self, headers: Mapping[str, str], body: bytes) -> WebhookUpdate:
         """Verify and read a webhook. Raise ProviderError(code="WEBHOOK_REJECTED") when the
         signature or body is wrong."""
+        ...
+
+
+@runtime_checkable
+class SignedWebhooks(Protocol):
+    """The hook of a provider whose webhooks are signed with keys it fetches and caches
+    (fal's JWKS): Kiln's webhook route calls `refresh_keys()` before `parse_webhook()`, and
+    the provider fetches only when its cached keys are stale. A protocol of its own beside
+    `Provider`, checked with isinstance, so adapters without signed-key webhooks need not
+    declare it."""
+
+    async def refresh_keys(self, *, force: bool = False) -> None:
+        """Make sure the webhook keys are loaded and fresh (no request when they are)."""
         ...

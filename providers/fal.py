@@ -47,6 +47,7 @@ import orjson
 
 from models.generation import GenerationKind
 from providers.base import (
+    CONTENT_REJECTED,
     Finished,
     Pending,
     ProgressCallback,
@@ -316,7 +317,7 @@ class FalProvider:
             return None
         if _names_content_policy(_safe_json(response)):
             return ProviderError(
-                "CONTENT_REJECTED",
+                CONTENT_REJECTED,
                 "fal refused the request under its content policy.",
                 retryable=False,
                 status_code=response.status_code,
@@ -375,7 +376,7 @@ def _outputs(kind: GenerationKind | None, body: dict[str, Any]) -> list[Provider
         if isinstance(flags, list) and len(flags) == len(images):
             if images and all(flag is True for flag in flags):
                 raise ProviderError(
-                    "CONTENT_REJECTED",
+                    CONTENT_REJECTED,
                     "fal's safety checker flagged every image.",
                     retryable=False,
                 )
@@ -416,7 +417,7 @@ def _job_error(error: Any, error_type: Any, detail: Any = None) -> ProviderError
         or _names_content_policy(error)
     ):
         return ProviderError(
-            "CONTENT_REJECTED", "fal refused the request under its content policy.", retryable=False
+            CONTENT_REJECTED, "fal refused the request under its content policy.", retryable=False
         )
     text = error if isinstance(error, str) else orjson.dumps(error).decode()
     message = f"fal reported the request failed: {text}"[:MAX_ERROR_TEXT]

@@ -24,9 +24,10 @@ from schema.types import (
     ProviderHealth,
     User,
 )
-from services import api_calls, credits, generation_pages, generations
+from services import api_calls, credits, generations
 from services.availability import model_availability
 from services.errors import Forbidden, NotFound
+from services.generations import pages as generation_pages
 from services.pagination import check_uuid_cursor
 
 

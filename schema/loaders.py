@@ -10,8 +10,8 @@ from functools import cached_property
 from strawberry.dataloader import DataLoader
 
 from models.generation import Generation
-from services.generation_pages import outputs_by_generation
-from services.generations import StoredOutput
+from services.generations.outputs import StoredOutput
+from services.generations.pages import outputs_by_generation
 
 
 async def _generations(ids: Sequence[uuid.UUID]) -> list[Generation | None]:

@@ -20,8 +20,8 @@ from schema.enums import GenerationKind, GenerationStatus, LedgerKind, Role
 from services import api_calls, credits
 from services.breakers import CircuitState
 from services.catalogue import ModelSpec, PresetSpec
-from services.generation_pages import ListedGeneration
-from services.generations import StoredOutput
+from services.generations.outputs import StoredOutput
+from services.generations.pages import ListedGeneration
 from services.pagination import Page
 from storage import get_store
 

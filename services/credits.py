@@ -289,48 +289,174 @@ def _hold_key(generation: Generation, what: str) -> str:
     return hold_key(generation.id, generation.attempts, what)
 
 
+# The ledger key of a step of a generation's hold, per attempt: a step is recorded once per
+# attempt however often it is tried (the entries' unique key refuses a second one).
+_HOLD_KEY = "gen:{id}:{attempts}:{what}"
+
+
 def hold_key(generation_id: uuid.UUID, attempts: int, what: str) -> str:
-    return f"gen:{generation_id}:{attempts}:{what}"
+    return _HOLD_KEY.format(id=generation_id, attempts=attempts, what=what)
+
+
+def hold_key_sql(generation_id: str, attempts: str, what: str) -> str:
+    """`hold_key` as a PostgreSQL expression of these SQL expressions (columns of a CTE)."""
+    return (
+        "'"
+        + _HOLD_KEY.format(
+            id=f"' || {generation_id}::text || '", attempts=f"' || {attempts}::text || '", what=what
+        )
+        + "'"
+    )
+
+
+def spend_guard(amount: str, alias: str = "") -> str:
+    """The condition of every move that spends `amount` (an SQL expression) of available
+    credit: available credit never goes below zero."""
+    a = alias + "." if alias else ""
+    return f"{a}balance - {a}reserved >= {amount}"
 
 
 def account_moved(alias: str = "") -> str:
-    """The SET clause every move of an account carries, here and in the one-statement changes
-    of services.generations: it bumps the account's version (see Balance)."""
+    """The SET clause every move of an account carries: it bumps the account's version (see
+    Balance)."""
     return f"version = {alias + '.' if alias else ''}version + 1"
 
 
 ACCOUNT_MOVED = account_moved()
 
+
+# PostgreSQL: an account's move and its ledger entry as two data-modifying CTEs, `account`
+# and `entry`, of one statement (one round trip). The entry reads the account's new state,
+# so the UPDATE (and its row lock) comes first; an account that does not match (missing,
+# or not enough credit) inserts no entry. Other modules' one-statement changes (a new
+# generation with its hold, a completion with its capture) are built from these too.
+def account_cte(
+    *, balance: str, reserved: str, user_id: str, guard: str | None = None, using: str = ""
+) -> str:
+    """`account AS (...)`: the account of `user_id` moved by these SQL expressions, its new
+    state returned. `using` lists other CTEs the expressions read."""
+    where = f"a.user_id = {user_id}" + (f" AND {guard}" if guard else "")
+    return (
+        f"account AS (UPDATE credit_accounts a SET balance = a.balance + {balance}, "
+        f"reserved = a.reserved + {reserved}, {account_moved('a')}"
+        f"{' FROM ' + using if using else ''} WHERE {where} "
+        "RETURNING a.balance, a.reserved, a.version)"
+    )
+
+
+def entry_cte(
+    *,
+    user_id: str,
+    kind: str,
+    amount: str,
+    held: str,
+    generation_id: str,
+    reference: str,
+    unique_key: str,
+    created_at: str,
+    using: str = "account",
+) -> str:
+    """`entry AS (...)`: the ledger entry of the `account` CTE's move."""
+    return (
+        "entry AS (INSERT INTO ledger_entries (user_id, kind, amount, held, balance_after, "
+        "generation_id, reference, unique_key, created_at) "
+        f"SELECT {user_id}, {kind}, {amount}, {held}, account.balance - account.reserved, "
+        f"{generation_id}, {reference}, {unique_key}, {created_at} FROM {using} RETURNING id)"
+    )
+
+
+# What a one-statement change selects of the `account` CTE for `announce_moved`.
+MOVED_COLUMNS = (
+    "account.balance AS kiln_balance, account.reserved AS kiln_reserved, "
+    "account.version AS kiln_version"
+)
+
+
+def announce_moved(user_id: uuid.UUID, row: dict[str, Any]) -> Balance:
+    """`announce_balance` for the MOVED_COLUMNS of a one-statement change's row."""
+    return announce_balance(
+        user_id, int(row["kiln_balance"]), int(row["kiln_reserved"]), int(row["kiln_version"])
+    )
+
+
+def hold_ctes(*, cost: str, user_id: str, generation: str, created_at: str) -> tuple[str, str]:
+    """`reserve_for` as the `account` and `entry` CTEs: `cost` held from `user_id`'s
+    available credit (matching nothing when there is not enough), its entry keyed by the
+    attempt of `generation` (a CTE with `id` and `attempts` that the caller writes between
+    the two: it may read `account`, so that nothing is written without the hold)."""
+    account = account_cte(balance="0", reserved=cost, user_id=user_id, guard=spend_guard(cost, "a"))
+    entry = entry_cte(
+        user_id=user_id,
+        kind=f"'{LedgerKind.RESERVE.value}'",
+        amount=f"-{cost}",
+        held=cost,
+        generation_id=f"{generation}.id",
+        reference="NULL",
+        unique_key=hold_key_sql(f"{generation}.id", f"{generation}.attempts", "reserve"),
+        created_at=created_at,
+        using=f"account, {generation}",
+    )
+    return account, entry
+
+
+def capture_ctes(*, generation: str, created_at: str) -> str:
+    """`capture_for` (the whole cost) as the `account` and `entry` CTEs, for a `generation`
+    CTE (`id`, `user_id`, `cost`, `attempts`) whose statement flipped its hold to CAPTURED.
+    A free generation moves nothing."""
+    g = generation
+    account = account_cte(
+        balance=f"-{g}.cost",
+        reserved=f"-{g}.cost",
+        user_id=f"{g}.user_id",
+        guard=f"{g}.cost > 0",
+        using=g,
+    )
+    entry = entry_cte(
+        user_id=f"{g}.user_id",
+        kind=f"'{LedgerKind.CAPTURE.value}'",
+        amount="0",
+        held=f"-{g}.cost",
+        generation_id=f"{g}.id",
+        reference="NULL",
+        unique_key=hold_key_sql(f"{g}.id", f"{g}.attempts", "capture"),
+        created_at=created_at,
+        using=f"{g}, account",
+    )
+    return f"{account}, {entry}"
+
+
 # The account's change and its new state in one round trip (PostgreSQL and SQLite >= 3.35
-# both know RETURNING). Spending is guarded so available credit never goes below zero.
+# both know RETURNING); on SQLite the entry follows (no UPDATE inside WITH).
 _MOVE = f"""
 UPDATE credit_accounts SET balance = balance + ?, reserved = reserved + ?, {ACCOUNT_MOVED}
 WHERE user_id = ? RETURNING balance, reserved, version
 """
 _MOVE_GUARDED = f"""
 UPDATE credit_accounts SET balance = balance + ?, reserved = reserved + ?, {ACCOUNT_MOVED}
-WHERE user_id = ? AND balance - reserved >= ? RETURNING balance, reserved, version
+WHERE user_id = ? AND {spend_guard("?")} RETURNING balance, reserved, version
 """
 
 
-# PostgreSQL: the account's change and its ledger entry in one statement (one round trip).
-# The entry reads the account's new state, so the UPDATE (and its row lock) comes first; an
-# account that does not match (missing, or not enough credit) inserts no entry.
-_MOVE_AND_RECORD = f"""
-WITH account AS (
-    UPDATE credit_accounts SET balance = balance + $1, reserved = reserved + $2, {ACCOUNT_MOVED}
-    WHERE user_id = $3 {{guard}} RETURNING balance, reserved, version
-), entry AS (
-    INSERT INTO ledger_entries (user_id, kind, amount, held, balance_after, generation_id,
-                                reference, unique_key, created_at)
-    SELECT $3, $4::varchar, $5::int, $2, account.balance - account.reserved, $6::uuid,
-           $7::varchar, $8::varchar, $9::timestamptz
-    FROM account RETURNING id
-)
-SELECT account.balance, account.reserved, account.version FROM account, entry
-"""
-_MOVE_AND_RECORD_GUARDED = _MOVE_AND_RECORD.format(guard="AND balance - reserved >= $10")
-_MOVE_AND_RECORD_FREE = _MOVE_AND_RECORD.format(guard="")
+def _move_and_record(guard: str | None) -> str:
+    account = account_cte(balance="$1", reserved="$2", user_id="$3", guard=guard)
+    entry = entry_cte(
+        user_id="$3",
+        kind="$4::varchar",
+        amount="$5::int",
+        held="$2",
+        generation_id="$6::uuid",
+        reference="$7::varchar",
+        unique_key="$8::varchar",
+        created_at="$9::timestamptz",
+    )
+    return (
+        f"WITH {account}, {entry} "
+        "SELECT account.balance, account.reserved, account.version FROM account, entry"
+    )
+
+
+_MOVE_AND_RECORD_GUARDED = _move_and_record(spend_guard("$10", "a"))
+_MOVE_AND_RECORD_FREE = _move_and_record(None)
 
 
 async def _move(

@@ -5,7 +5,7 @@ user's channel after commit, and kept so a reconnecting client can list what it 
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from models.error_event import Severity
@@ -50,30 +50,32 @@ async def notify(
         return notification
 
 
-async def generation_failed(generation: Generation, *, refunded: bool) -> Notification:
-    """Tells the owner what went wrong and that the credits came back."""
-    what = (generation.error_message or "Something went wrong.").strip()
-    credits = generation.cost
-    if refunded and credits > 0 and "refund" not in what.lower():
-        held = "1 credit was" if credits == 1 else f"{credits} credits were"
-        what = f"{what} The {held} refunded to your balance."
+async def generation_failed(generation: Generation) -> Notification:
+    """Tells the owner what went wrong and that the credits came back: the generation's own
+    error message, which says both (services.generations.failures.user_message)."""
     return await notify(
         generation.user_id,
         kind=GENERATION_FAILED,
         severity=Severity.ERROR,
         title="Your generation failed",
-        message=what,
+        message=generation.error_message or "",
         generation_id=generation.id,
         action_label="Try again",
     )
 
 
+def completion_noticed_if_queued_before(finished: datetime) -> datetime:
+    """A generation finishing at `finished` tells its owner it is ready (generation_completed)
+    only when it was queued at or before this: long enough that they may have looked away."""
+    return finished - timedelta(seconds=get_settings().long_generation_notify_seconds)
+
+
 async def generation_completed(generation: Generation) -> Notification | None:
     """Only for generations long enough that the user may have looked away."""
     finished = generation.completed_at or datetime.now(UTC)
-    waited = (finished - generation.queued_at).total_seconds()
-    if waited < get_settings().long_generation_notify_seconds:
+    if generation.queued_at > completion_noticed_if_queued_before(finished):
         return None
+    waited = (finished - generation.queued_at).total_seconds()
     prompt = generation.prompt if len(generation.prompt) <= 60 else generation.prompt[:57] + "..."
     return await notify(
         generation.user_id,

@@ -12,12 +12,15 @@ from __future__ import annotations
 import hashlib
 import uuid
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING
 
 import orjson
 
 from models.generation import Generation, GenerationKind, GenerationStatus
 from observability.metrics import CACHE_LOOKUPS
+
+if TYPE_CHECKING:  # imported for its type only: services.generations uses this module
+    from services.generations.params import GenerationParams
 
 
 def cache_key(
@@ -25,20 +28,16 @@ def cache_key(
     kind: GenerationKind,
     prompt: str,
     negative_prompt: str | None,
-    params: dict[str, Any],
+    params: GenerationParams,
 ) -> str | None:
-    if (
-        params.get("seed") is None
-        or params.get("inputImageUrl")
-        or kind is GenerationKind.MULTI_VIEW
-    ):
+    if params.seed is None or params.input_image_url or kind is GenerationKind.MULTI_VIEW:
         return None
     canonical = {
         "model": model,
         "kind": kind.value,
         "prompt": prompt,
         "negativePrompt": negative_prompt,
-        "params": params,
+        "params": params.to_json(),
     }
     return hashlib.sha256(orjson.dumps(canonical, option=orjson.OPT_SORT_KEYS)).hexdigest()
 

@@ -21,14 +21,22 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from models.error_event import ErrorCategory, Severity
 from models.generation import Generation, GenerationStatus
-from providers.base import Finished, Pending, Provider, ProviderError, ProviderRequest, Result
+from providers.base import (
+    Finished,
+    Pending,
+    Provider,
+    ProviderError,
+    ProviderRequest,
+    Result,
+    SignedWebhooks,
+)
 from services import generations, jobs, workflows
 from services.catalogue import Catalogue, Route
-from services.error_events import Occurrence, record, stack_of
 from services.fetch import Fetched, FetchError, fetch
 from services.generations import StoredOutput
+from services.generations.failures import FailureCode
+from services.generations.params import GenerationParams
 from services.provider_limits import Lease, Wait
 from services.provider_routing import failover, retries
 from services.provider_routing.call_context import calls_for
@@ -162,9 +170,8 @@ async def handle_webhook(
     adapter = deps.registry.get(provider)
     if adapter is None:
         raise ProviderError("WEBHOOK_REJECTED", f"unknown provider {provider!r}", retryable=False)
-    refresh = getattr(adapter, "refresh_keys", None)  # fal: signing keys, cached for a day
-    if refresh is not None:
-        await refresh()
+    if isinstance(adapter, SignedWebhooks):  # fal: signing keys, cached for a day
+        await adapter.refresh_keys()
     update = adapter.parse_webhook(headers, body)
     generation = await Generation.get_or_none(provider_job_id=update.job_id)
     if generation is None or not generation.provider_job:
@@ -190,7 +197,7 @@ async def _guarded(
             return
         except Exception as error:
             log.exception("generation %s crashed", generation.id)
-            await _fail(generation, "INTERNAL_ERROR", "Something went wrong on our side.", error)
+            await _fail(generation, FailureCode.INTERNAL_ERROR, error)
 
 
 async def _from_route(
@@ -202,20 +209,14 @@ async def _from_route(
 ) -> None:
     spec = catalogue.models.get(generation.model)
     if spec is None:
-        await _fail(generation, "MODEL_UNAVAILABLE", "This model is no longer offered.")
+        await _fail(generation, FailureCode.MODEL_UNAVAILABLE)
         return
     try:
         image = await _input_image(generation, deps, store)
     except FetchError as error:
         # Refused, unreachable, or too slow: the user's URL is at fault, not Kiln (a
         # warning, with the reason in its stack trace), and no provider has been paid.
-        await _fail(
-            generation,
-            "INPUT_IMAGE_UNAVAILABLE",
-            "We could not fetch your input image. Your credits were refunded.",
-            error,
-            severity=Severity.WARNING,
-        )
+        await _fail(generation, FailureCode.INPUT_IMAGE_UNAVAILABLE, error)
         return
 
     async def work(index: int, route: Route, adapter: Provider, lease: Lease) -> None:
@@ -231,14 +232,9 @@ async def _from_route(
     if isinstance(outcome, failover.Full):
         await _wait_for_capacity(generation, outcome.index, outcome.route, outcome.wait)
     elif isinstance(outcome, failover.Rejected):
-        await _fail(generation, outcome.error.code, _content_message(), outcome.error)
+        await _fail(generation, FailureCode.CONTENT_REJECTED, outcome.error)
     elif isinstance(outcome, failover.Exhausted):
-        await _fail(
-            generation,
-            "ALL_PROVIDERS_FAILED",
-            "Every provider for this model failed. Your credits were refunded.",
-            outcome.last_error,
-        )
+        await _fail(generation, FailureCode.ALL_PROVIDERS_FAILED, outcome.last_error)
 
 
 @dataclass
@@ -428,8 +424,8 @@ async def _on_result(
         except Stopped:
             return
         except ProviderError as error:
-            if error.code == "CONTENT_REJECTED":
-                await _fail(generation, error.code, _content_message(), error)
+            if error.code == FailureCode.CONTENT_REJECTED:
+                await _fail(generation, FailureCode.CONTENT_REJECTED, error)
                 return
             await _guarded(generation, catalogue, deps, store, first_route=int(job["route"]) + 1)
 
@@ -450,7 +446,7 @@ async def _finish(
 
     async def store_all() -> None:
         # A workflow's view keeps its view's number as its output index.
-        first = int(generation.params.get("viewIndex", 0))
+        first = GenerationParams.of(generation).view_index or 0
         for index, output in enumerate(finished.outputs, start=first):
             data, content_type = output.data, output.content_type
             if data is None:
@@ -622,7 +618,7 @@ async def _input_image(
 ) -> Fetched | None:
     """Image-to-image: fetch the user's image with the SSRF-safe fetcher and keep a copy
     beside the outputs, so what the provider was given stays on record."""
-    url = generation.params.get("inputImageUrl")
+    url = GenerationParams.of(generation).input_image_url
     if not url:
         return None
     image = await fetch(
@@ -643,19 +639,19 @@ async def _input_image(
 def _request(
     generation: Generation, route: Route, deps: ProviderDeps, image: Fetched | None = None
 ) -> ProviderRequest:
-    params = generation.params
+    params = GenerationParams.of(generation)
     return ProviderRequest(
         kind=generation.kind,
         model=route.model,
         prompt=workflows.prompt_of(generation),
         negative_prompt=generation.negative_prompt,
-        width=params.get("width"),
-        height=params.get("height"),
-        seed=params.get("seed"),
-        num_outputs=int(params.get("numOutputs", 1)),
+        width=params.width,
+        height=params.height,
+        seed=params.seed,
+        num_outputs=params.num_outputs,
         params=route.params,
         timeout=route.timeout,
-        strength=params.get("strength"),
+        strength=params.strength,
         webhook_url=deps.webhook_url(route.provider),
         sizes=route.sizes,
         input_image=image.data if image else None,
@@ -663,40 +659,8 @@ def _request(
     )
 
 
-def _content_message() -> str:
-    return (
-        "The provider declined this request under its content policy. Your credits were refunded."
-    )
-
-
 async def _fail(
-    generation: Generation,
-    code: str,
-    message: str,
-    error: BaseException | None = None,
-    *,
-    severity: Severity = Severity.ERROR,
+    generation: Generation, code: FailureCode, error: BaseException | None = None
 ) -> None:
-    failed = await generations.fail(generation.id, code, message, attempt=generation.attempts)
-    if failed is None:
-        return
-    detail = error.message if isinstance(error, ProviderError) else message
-    await record(
-        Occurrence(
-            severity=severity,
-            category=ErrorCategory.GENERATION,
-            message=f"Generation failed: {code}: {detail}",
-            error_code=code,
-            user_facing=True,
-            user_message=message,
-            user_id=str(generation.user_id),
-            request_id=generation.request_id,
-            function_name="generation.run",
-            stack_trace=stack_of(error) if error is not None else None,
-            metadata={
-                "generationId": str(generation.id),
-                "model": generation.model,
-                "provider": getattr(error, "status_code", None) and generation.provider,
-            },
-        )
-    )
+    """Fail this attempt (its error event says what `error` was)."""
+    await generations.fail(generation.id, code, error=error, attempt=generation.attempts)

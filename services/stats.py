@@ -69,14 +69,20 @@ async def count_error(
     )
 
 
-_COUNT_GENERATION = """
+def count_generations_sql(rows: str) -> str:
+    """The hourly counters' upsert of `rows`: a VALUES list or a SELECT of (hour, model,
+    completed, failed, canceled), as the steps and the one-statement completion write it."""
+    return f"""
 INSERT INTO generation_hourly_counts (hour, model, completed, failed, canceled)
-VALUES (?, ?, ?, ?, ?)
+{rows}
 ON CONFLICT (hour, model) DO UPDATE SET
     completed = generation_hourly_counts.completed + excluded.completed,
     failed = generation_hourly_counts.failed + excluded.failed,
     canceled = generation_hourly_counts.canceled + excluded.canceled
 """
+
+
+_COUNT_GENERATION = count_generations_sql("VALUES (?, ?, ?, ?, ?)")
 
 
 async def count_finished_generation(generation: Generation) -> None:

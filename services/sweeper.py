@@ -5,11 +5,10 @@ from __future__ import annotations
 import logging
 from datetime import UTC, datetime, timedelta
 
-from models.error_event import ErrorCategory, Severity
 from models.generation import Generation, GenerationStatus
 from services import credits, generations, workflows
 from services.catalogue import Catalogue
-from services.error_events import Occurrence, record
+from services.generations.failures import FailureCode
 
 log = logging.getLogger(__name__)
 
@@ -34,24 +33,12 @@ async def sweep(catalogue: Catalogue, requeue_after: float) -> dict[str, int]:
         if generation.started_at and generation.started_at < now - timedelta(seconds=limit):
             failed = await generations.fail(
                 generation.id,
-                "PROVIDER_TIMEOUT",
-                "The generation took too long and was stopped. Your credits were refunded.",
+                FailureCode.PROVIDER_TIMEOUT,
+                detail=f"exceeded its time limit of {limit:.0f}s",
+                source="sweeper.sweep",
             )
             if failed is not None:
                 timed_out += 1
-                await record(
-                    Occurrence(
-                        severity=Severity.ERROR,
-                        category=ErrorCategory.GENERATION,
-                        message=f"Generation exceeded its time limit of {limit:.0f}s",
-                        error_code="PROVIDER_TIMEOUT",
-                        user_facing=True,
-                        user_id=str(generation.user_id),
-                        request_id=generation.request_id,
-                        function_name="sweeper.sweep",
-                        metadata={"generationId": str(generation.id), "model": generation.model},
-                    )
-                )
     settled = await credits.settle_open_holds()
     await workflows.nudge()
     pruned = await generations.prune_idempotency_keys()

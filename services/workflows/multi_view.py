@@ -27,14 +27,15 @@ from datetime import UTC, datetime
 from typing import Any
 
 from PIL import Image
-from tortoise.expressions import F, Q
 
 from models.generation import Generation, GenerationKind, GenerationStatus, WorkflowPhase
 from models.user import User
 from services import credits, generations, jobs
 from services.catalogue import Catalogue
 from services.errors import BadUserInput, InvalidTransition
-from services.generations import StoredOutput
+from services.generations import Guard, StoredOutput
+from services.generations.failures import FailureCode
+from services.generations.params import GenerationParams
 from services.unit_of_work import atomic
 from storage import OutputStore
 
@@ -112,7 +113,7 @@ async def _leave_approval(current: Generation, refusal: str, **changes: Any) -> 
     `refusal` when it is not (any more) awaiting approval."""
     parent = await generations.transition(
         current.id,
-        Q(status=GenerationStatus.AWAITING_APPROVAL, attempts=current.attempts),
+        Guard((GenerationStatus.AWAITING_APPROVAL,), attempt=current.attempts),
         **changes,
     )
     if parent is None:
@@ -176,7 +177,7 @@ async def front_view_ready(
     async with atomic():
         parent = await generations.transition(
             drawing.id,
-            Q(status=GenerationStatus.PROCESSING, attempts=drawing.attempts),
+            Guard((GenerationStatus.PROCESSING,), attempt=drawing.attempts),
             status=GenerationStatus.AWAITING_APPROVAL,
             phase=WorkflowPhase.APPROVAL,
             progress=FRONT_SHARE,
@@ -209,7 +210,7 @@ async def request_changes(
             status=GenerationStatus.QUEUED,
             phase=WorkflowPhase.FRONT_VIEW,
             stage=f"{REDRAWING} (round {len(rounds)})",
-            cost=F("cost") + change_cost,
+            cost=current.cost + change_cost,
             params={**current.params, "feedback": rounds},
             queued_at=datetime.now(UTC),
             publish=False,
@@ -253,17 +254,14 @@ async def start_views(
     async with atomic():
         claimed = await generations.transition(
             parent_id,
-            Q(
-                status=GenerationStatus.PROCESSING,
-                attempts=attempt,
-                phase=WorkflowPhase.ANALYSIS,
-            ),
+            Guard((GenerationStatus.PROCESSING,), attempt=attempt, phase=WorkflowPhase.ANALYSIS),
             phase=WorkflowPhase.VIEWS,
             stage=DRAWING,
             params={**parent.params, "features": features},
         )
         if claimed is None:
             return
+        asked = GenerationParams.of(parent)
         for number, view in enumerate(views, start=1):
             child = await Generation.create(
                 user_id=parent.user_id,
@@ -274,17 +272,14 @@ async def start_views(
                 model=parent.model,
                 prompt=view_prompt(parent, view, features),
                 negative_prompt=parent.negative_prompt,
-                params={
-                    **{
-                        k: parent.params[k]
-                        for k in ("width", "height", "seed")
-                        if k in parent.params
-                    },
-                    "numOutputs": 1,
-                    "view": view,
-                    "viewIndex": number,
-                    "workflowAttempt": attempt,
-                },
+                params=GenerationParams(
+                    width=asked.width,
+                    height=asked.height,
+                    seed=asked.seed,
+                    view=view,
+                    view_index=number,
+                    workflow_attempt=attempt,
+                ).to_json(),
                 cost=0,
                 request_id=parent.request_id,
                 queued_at=datetime.now(UTC),
@@ -302,7 +297,7 @@ async def advance(parent: Generation) -> None:
     views = [
         v
         for v in await Generation.filter(parent_id=parent.id)
-        if v.params.get("workflowAttempt") == attempt
+        if GenerationParams.of(v).workflow_attempt == attempt
     ]
     failed = next(
         (v for v in views if v.status in (GenerationStatus.FAILED, GenerationStatus.CANCELED)), None
@@ -311,9 +306,9 @@ async def advance(parent: Generation) -> None:
         async with atomic():
             done = await generations.fail(
                 parent.id,
-                "WORKFLOW_VIEW_FAILED",
-                f"The {failed.params.get('view', 'product')} view could not be made. "
-                "Your credits were refunded.",
+                FailureCode.WORKFLOW_VIEW_FAILED,
+                f"The {GenerationParams.of(failed).view or 'product'} view could not be made.",
+                source="workflow.advance",
                 attempt=attempt,
             )
             if done is not None:
@@ -322,7 +317,7 @@ async def advance(parent: Generation) -> None:
     finished = [v for v in views if v.status is GenerationStatus.COMPLETED]
     if views and len(finished) == len(views):
         outputs = [o for o in await generations.outputs_of(parent.id) if o.index == 0]
-        for view in sorted(finished, key=lambda v: v.params.get("viewIndex", 0)):
+        for view in sorted(finished, key=lambda v: GenerationParams.of(v).view_index or 0):
             outputs += await generations.outputs_of(view.id)
         await generations.complete(parent.id, outputs, parent.provider or "local", attempt=attempt)
         return

@@ -7,6 +7,7 @@ import pytest
 from services import auth, generations
 from services.catalogue import load_catalogue
 from services.generations import NewGeneration, StoredOutput
+from services.generations.failures import FailureCode
 
 
 @pytest.fixture
@@ -32,5 +33,5 @@ async def owner(make_user: Any, backend: Any) -> str:
         await generations.complete(generation.id, outputs, "local")
     failed = await generations.create_generation(user, NewGeneration(prompt="f"), catalogue)
     await generations.start(failed.id)
-    await generations.fail(failed.id, "PROVIDER_ERROR", "it broke")
+    await generations.fail(failed.id, FailureCode.PROVIDER_ERROR, "it broke")
     return auth.issue_token(user, backend.settings)

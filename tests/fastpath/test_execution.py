@@ -15,7 +15,8 @@ from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 from fastpath import projection
 from fastpath.execution import ProjectingExecutionContext
 from schema.build import build_schema
-from services import auth, generation_pages
+from services import auth
+from services.generations import pages as generation_pages
 from storage import get_store
 from tests.support.fast_path import PAGE
 from tests.support.schema import request_context

@@ -31,6 +31,7 @@ from schema.build import build_schema
 from services import auth, generations
 from services.catalogue import load_catalogue
 from services.generations import NewGeneration, StoredOutput
+from services.generations.failures import FailureCode
 from tests.support.schema import request_context
 
 TIMEOUT = 10.0
@@ -213,7 +214,9 @@ async def test_failed_generation_error_object(pair):
     generation, normal, direct = await pair(SELECTIONS["nested objects and lists"])
     both = (normal, direct)
     await step(both, generations.start(generation.id))
-    await step(both, generations.fail(generation.id, "PROVIDER_ERROR", "The provider said no."))
+    await step(
+        both, generations.fail(generation.id, FailureCode.PROVIDER_ERROR, "The provider said no.")
+    )
     async with asyncio.timeout(TIMEOUT):
         await asyncio.gather(normal.task, direct.task)
     assert direct.received == normal.received
@@ -221,7 +224,7 @@ async def test_failed_generation_error_object(pair):
     assert normal.received[-1]["data"]["generationUpdated"]["error"] == {
         "__typename": "GenerationError",
         "code": "PROVIDER_ERROR",
-        "message": "The provider said no.",
+        "message": "The provider said no. Your credits were refunded.",
     }
 
 

@@ -697,3 +697,11 @@ async def test_jwks_loaded_from_the_fake_server_without_cryptography(provider, f
     await provider.refresh_keys()
     assert not provider.keys_stale
     assert fake.calls("jwks")[0].headers.get("authorization") is None  # no key sent there
+
+
+def test_fal_declares_the_signed_webhooks_hook_the_webhook_route_calls(provider):
+    from providers.base import SignedWebhooks
+    from providers.local import LocalProvider
+
+    assert isinstance(provider, SignedWebhooks)
+    assert not isinstance(LocalProvider(), SignedWebhooks)

@@ -14,7 +14,7 @@ from realtime import channels
 from services import credits, generations, jobs
 from services.catalogue import load_catalogue
 from services.errors import InsufficientCredits, NotFound
-from services.generations import NewGeneration
+from services.generations import NewGeneration, creation
 from tests.support.ledger import assert_ledger_matches
 from tests.support.statements import drain, statements
 
@@ -29,7 +29,7 @@ async def test_accepting_is_one_statement(make_user, backend, monkeypatch):
     user = await make_user(credits=5)
     with statements(monkeypatch) as seen:
         await generations.create_generation(user, NewGeneration(prompt="a fox"), CATALOGUE)
-    assert len(seen) == 1 and seen[0].startswith("WITH account AS ( UPDATE credit_accounts")
+    assert len(seen) == 1 and seen[0].startswith("WITH account AS (UPDATE credit_accounts")
 
 
 async def _accepted(user: Any, backend: Any, **fields: Any) -> tuple[Generation, list[Any]]:
@@ -63,7 +63,7 @@ async def test_the_one_statement_does_what_the_steps_do(make_user, backend, monk
         user = await make_user(credits=9)
         with monkeypatch.context() as patch:
             if steps:
-                patch.setattr(generations, "_queue_at_once", _never)
+                patch.setattr(creation, "_queue_at_once", _never)
             generation, (balances, states, sent) = await _accepted(
                 user, backend, num_outputs=2, seed=7, idempotency_key="k-1"
             )
@@ -97,7 +97,7 @@ async def test_an_account_that_cannot_hold_the_cost_gets_nothing_written(
     make_user, backend, monkeypatch, steps
 ):
     if steps:
-        monkeypatch.setattr(generations, "_queue_at_once", _never)
+        monkeypatch.setattr(creation, "_queue_at_once", _never)
     user = await make_user(credits=1)
     sent = len(backend.sent)
     with pytest.raises(InsufficientCredits):

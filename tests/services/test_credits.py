@@ -168,3 +168,38 @@ async def test_the_sweeper_settles_holds_left_open_on_finished_generations(make_
     assert kinds == {done.id: LedgerKind.CAPTURE, failed.id: LedgerKind.RELEASE}
     balance = await credits.get_balance(user.id)
     assert (balance.available, balance.reserved) == (4, 0)
+
+
+async def test_a_hold_and_its_capture_carry_the_attempts_key_on_every_path(make_user, backend):
+    """On PostgreSQL accepting and completing are one statement each, elsewhere steps: both
+    write the keys of `credits.hold_key` (and hold only what is available)."""
+    from services import generations
+    from services.generations import StoredOutput
+
+    user = await make_user(credits=3)
+    generation = await _generation(user, cost=2)
+    with pytest.raises(InsufficientCredits):
+        await _generation(user, cost=2)
+    await generations.start(generation.id)
+    output = StoredOutput(0, f"{user.id}/{generation.id}/0.png", "image/png", 1)
+    outputs = [output, StoredOutput(1, f"{user.id}/{generation.id}/1.png", "image/png", 1)]
+    assert await generations.complete(generation.id, outputs, "local") is not None
+    entries = await LedgerEntry.filter(generation_id=generation.id).order_by("id")
+    assert [(e.kind, e.unique_key) for e in entries] == [
+        (LedgerKind.RESERVE, credits.hold_key(generation.id, 1, "reserve")),
+        (LedgerKind.CAPTURE, credits.hold_key(generation.id, 1, "capture")),
+    ]
+    await assert_ledger_matches(user.id)
+
+
+async def test_the_hold_key_reads_the_same_in_sql(backend):
+    if backend.name != "postgres":
+        pytest.skip("the SQL form is PostgreSQL's")
+    from uuid import uuid4
+
+    from tortoise import connections
+
+    generation_id = uuid4()
+    sql = f"SELECT {credits.hold_key_sql('$1::uuid', '$2::int', 'capture')} AS key"
+    rows = await connections.get("default").execute_query_dict(sql, [str(generation_id), 3])
+    assert rows[0]["key"] == credits.hold_key(generation_id, 3, "capture")

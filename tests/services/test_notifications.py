@@ -15,6 +15,7 @@ from models.notification import Notification
 from services import generations, notifications
 from services.catalogue import load_catalogue
 from services.generations import NewGeneration, StoredOutput
+from services.generations.failures import FailureCode
 from services.unit_of_work import atomic
 
 
@@ -38,8 +39,8 @@ async def test_a_failed_generation_tells_its_owner_about_the_refund(backend, mak
     )
     async with backend.hub.subscribe(notifications.channel(user.id)) as mailbox:
         await generations.start(generation.id)
-        await generations.fail(generation.id, "PROVIDER_ERROR", "The provider failed.")
-        await generations.fail(generation.id, "PROVIDER_ERROR", "The provider failed.")
+        await generations.fail(generation.id, FailureCode.PROVIDER_ERROR, "The provider failed.")
+        await generations.fail(generation.id, FailureCode.PROVIDER_ERROR, "The provider failed.")
         published = await drain(mailbox)
     stored = await Notification.filter(generation_id=generation.id)
     assert len(stored) == 1 and len(published) == 1
@@ -49,7 +50,7 @@ async def test_a_failed_generation_tells_its_owner_about_the_refund(backend, mak
         Severity.ERROR,
         "Try again",
     )
-    assert note.message == "The provider failed. The 2 credits were refunded to your balance."
+    assert note.message == "The provider failed. Your credits were refunded."
     assert published[0]["id"] == str(note.id)
     assert published[0]["generation_id"] == str(generation.id)
 

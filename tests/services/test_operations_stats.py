@@ -11,6 +11,7 @@ from services import error_events, generations, stats
 from services.catalogue import load_catalogue
 from services.error_events import Occurrence, record
 from services.generations import NewGeneration, StoredOutput
+from services.generations.failures import FailureCode
 from services.stats import TimeWindow, hour_of, window_start
 from tests.support.stats import clear_counters
 
@@ -58,29 +59,31 @@ async def test_error_stats_count_a_known_set_of_occurrences(backend, make_user):
     for generation in made[:2]:
         output = StoredOutput(0, f"{user.id}/{generation.id}/0.png", "image/png", 1)
         await generations.complete(generation.id, [output], "local")
-    await generations.fail(made[2].id, "PROVIDER_ERROR", "The provider failed.")
+    await generations.fail(made[2].id, FailureCode.PROVIDER_ERROR)
     await generations.cancel(user, made[3].id)
 
     day = await stats.error_stats(TimeWindow.LAST_24_HOURS)
-    assert day.occurrences == 14
+    # The known ones, and the failed generation's own error event (fail records it).
+    assert day.occurrences == 15
     assert day.critical == 3
-    assert day.unresolved_groups == 3
+    assert day.unresolved_groups == 4
     assert day.by_severity == [
         (Severity.CRITICAL, 3),
-        (Severity.ERROR, 6),
+        (Severity.ERROR, 7),
         (Severity.WARNING, 5),
         (Severity.INFO, 0),
     ]
     by_category = dict(day.by_category)
     assert by_category[ErrorCategory.WEBHOOK] == 5
-    assert by_category[ErrorCategory.GENERATION] == 4
+    assert by_category[ErrorCategory.GENERATION] == 5
     assert by_category[ErrorCategory.SYSTEM] == 0
-    assert day.by_category[0] == (ErrorCategory.WEBHOOK, 5)  # biggest first
+    # biggest first, ties by name
+    assert day.by_category[:2] == [(ErrorCategory.GENERATION, 5), (ErrorCategory.WEBHOOK, 5)]
     assert len(day.by_category) == len(ErrorCategory)
     assert abs(day.generation_failure_rate - 1 / 3) < 1e-9
 
     week = await stats.error_stats(TimeWindow.LAST_7_DAYS)
-    assert (week.occurrences, week.critical) == (114, 103)
+    assert (week.occurrences, week.critical) == (115, 103)
 
     row = await GenerationHourlyCount.get(model=made[0].model)
     assert (row.completed, row.failed, row.canceled) == (2, 1, 1)
@@ -98,9 +101,9 @@ async def test_a_repeated_fail_is_counted_once(backend, make_user):
         user, NewGeneration(prompt="x"), load_catalogue()
     )
     await generations.start(generation.id)
-    await generations.fail(generation.id, "E", "failed")
+    await generations.fail(generation.id, FailureCode.PROVIDER_ERROR)
     # A second fail finds no live row: nothing changes, nothing is counted twice.
-    assert await generations.fail(generation.id, "E", "failed") is None
+    assert await generations.fail(generation.id, FailureCode.PROVIDER_ERROR) is None
     row = await GenerationHourlyCount.get(model=generation.model)
     assert (row.completed, row.failed) == (0, 1)
 

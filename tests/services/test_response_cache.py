@@ -1,8 +1,11 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from datetime import UTC, datetime, timedelta
 from typing import Any
+
+import orjson
 
 from models.credits import LedgerEntry
 from models.generation import Generation, GenerationKind, GenerationStatus
@@ -11,6 +14,7 @@ from observability.metrics import CACHE_LOOKUPS
 from services import credits, generations, response_cache, runner
 from services.catalogue import load_catalogue
 from services.generations import NewGeneration
+from services.generations.params import GenerationParams
 from tests.support.providers import provider_deps
 
 CATALOGUE = load_catalogue()  # local-image is cacheable
@@ -87,10 +91,34 @@ async def test_hits_are_charged_when_the_catalogue_says_so(make_user, backend):
 
 def test_key_order_never_matters():
     a = response_cache.cache_key(
-        "m", GenerationKind.IMAGE, "p", None, {"seed": 1, "width": 64, "numOutputs": 1}
+        "m",
+        GenerationKind.IMAGE,
+        "p",
+        None,
+        GenerationParams.from_json({"seed": 1, "width": 64, "numOutputs": 1}),
     )
     b = response_cache.cache_key(
-        "m", GenerationKind.IMAGE, "p", None, {"numOutputs": 1, "width": 64, "seed": 1}
+        "m",
+        GenerationKind.IMAGE,
+        "p",
+        None,
+        GenerationParams.from_json({"numOutputs": 1, "width": 64, "seed": 1}),
     )
     assert a == b and a is not None
-    assert response_cache.cache_key("m", GenerationKind.IMAGE, "p", None, {"seed": None}) is None
+    assert (
+        response_cache.cache_key("m", GenerationKind.IMAGE, "p", None, GenerationParams()) is None
+    )
+
+
+def test_keys_of_earlier_generations_still_match():
+    """The key hashes the params column's JSON, as it did when params were a dict."""
+    canonical = {
+        "model": "m",
+        "kind": "IMAGE",
+        "prompt": "p",
+        "negativePrompt": None,
+        "params": {"numOutputs": 1, "width": 64, "seed": 1},
+    }
+    expected = hashlib.sha256(orjson.dumps(canonical, option=orjson.OPT_SORT_KEYS)).hexdigest()
+    params = GenerationParams(num_outputs=1, width=64, seed=1)
+    assert response_cache.cache_key("m", GenerationKind.IMAGE, "p", None, params) == expected

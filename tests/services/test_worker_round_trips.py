@@ -14,7 +14,7 @@ from models.generation import Generation, GenerationOutput, GenerationStatus, Ho
 from models.notification import Notification
 from models.stats import GenerationHourlyCount
 from realtime import channels
-from services import credits, generations
+from services import credits, generations, stats
 from services.catalogue import load_catalogue
 from services.generations import NewGeneration, StoredOutput
 from tests.support.ledger import assert_ledger_matches
@@ -239,7 +239,7 @@ async def test_a_failed_step_rolls_back_the_whole_completion(make_user, monkeypa
     async def broken(_generation: Generation) -> None:
         raise RuntimeError("the counter is down")
 
-    monkeypatch.setattr(generations.stats, "observe_transition", broken)
+    monkeypatch.setattr(stats, "observe_transition", broken)
     with pytest.raises(RuntimeError):
         await generations.complete(generation.id, [output(generation, 0)], "local")
     row = await Generation.get(id=generation.id)

@@ -14,6 +14,7 @@ from services import credits, generations, jobs, workflows
 from services.catalogue import parse_catalogue
 from services.errors import InsufficientCredits, InvalidTransition
 from services.generations import NewGeneration
+from tests.support.error_events import events_of
 from tests.support.ledger import assert_ledger_matches
 from tests.support.providers import provider_deps
 from tests.support.workflows import CATALOGUE, new_workflow, run_pending
@@ -106,6 +107,8 @@ async def test_a_failed_view_fails_the_workflow_and_releases_everything(make_use
     row = await Generation.get(id=parent.id)
     assert (row.status, row.error_code) == (GenerationStatus.FAILED, "WORKFLOW_VIEW_FAILED")
     assert row.error_message and "side" in row.error_message
+    # The workflow's own failure is recorded as an error event, as every failure is.
+    assert [e.error_code for e in await events_of(parent.id)] == ["WORKFLOW_VIEW_FAILED"]
     views = {v.params["view"]: v.status for v in await Generation.filter(parent_id=parent.id)}
     assert views["side"] is GenerationStatus.FAILED
     assert all(

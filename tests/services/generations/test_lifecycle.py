@@ -12,6 +12,7 @@ from services import credits, generations
 from services.catalogue import load_catalogue
 from services.errors import BadUserInput, Conflict, InvalidTransition, NotFound
 from services.generations import StoredOutput
+from services.generations.failures import FailureCode
 from tests.support.generations import create
 from tests.support.ledger import assert_ledger_matches
 
@@ -104,9 +105,9 @@ async def test_fail_releases_credits_once(make_user):
     user = await make_user()
     generation = await create(user, num_outputs=2)
     await generations.start(generation.id)
-    failed = await generations.fail(generation.id, "PROVIDER_ERROR", "The provider failed.")
+    failed = await generations.fail(generation.id, FailureCode.PROVIDER_ERROR)
     assert failed is not None and failed.error_code == "PROVIDER_ERROR"
-    assert await generations.fail(generation.id, "X", "again") is None
+    assert await generations.fail(generation.id, FailureCode.INTERNAL_ERROR) is None
     assert (await credits.get_balance(user.id)).available == 5
     await assert_ledger_matches(user.id)
 
@@ -206,6 +207,6 @@ async def test_a_worker_of_an_old_attempt_cannot_touch_the_new_one(make_user):
     await generations.start(generation.id)
     assert not await generations.report_progress(generation.id, 0.5, "stale", attempt=1)
     assert await generations.complete(generation.id, [], "local", attempt=1) is None
-    assert await generations.fail(generation.id, "X", "stale", attempt=1) is None
+    assert await generations.fail(generation.id, FailureCode.INTERNAL_ERROR, attempt=1) is None
     assert await generations.report_progress(generation.id, 0.5, "live", attempt=2)
     assert await generations.complete(generation.id, [], "local", attempt=2) is not None

@@ -35,7 +35,7 @@ from models.generation import (
     WorkflowPhase,
 )
 from models.user import User
-from services.generations import StoredOutput
+from services.generations.outputs import StoredOutput
 from services.pagination import Page, decode_cursor, encode_cursor
 from services.sql import dialect_sql, numbered
 

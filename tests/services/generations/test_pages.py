@@ -7,9 +7,10 @@ import uuid
 import pytest
 
 from models.generation import GenerationKind, GenerationStatus
-from services import generation_pages, generations
+from services import generations
 from services.errors import BadUserInput
 from services.generations import StoredOutput
+from services.generations import pages as generation_pages
 from services.pagination import encode_cursor
 from tests.support.generations import create
 
