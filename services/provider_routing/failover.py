@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from providers.base import Provider, ProviderError
+from providers.base import CONTENT_REJECTED, Provider, ProviderError
 from services.catalogue import Catalogue, Route
 from services.provider_limits import Lease, Wait
 from services.provider_routing.deps import ProviderDeps
@@ -63,7 +63,6 @@ class Exhausted:
 
 
 Outcome = Served | Full | Rejected | Exhausted
-CONTENT_REJECTED = "CONTENT_REJECTED"
 
 
 async def serve(
