@@ -27,7 +27,7 @@ from models.generation import (
 )
 from models.user import Role, User
 from realtime import channels
-from services import credits, jobs, notifications, response_cache, stats
+from services import credits, jobs, leases, notifications, response_cache, stats
 from services.catalogue import Catalogue
 from services.errors import BadUserInput, Conflict, InvalidTransition, NotFound
 from services.events import publish_after_commit
@@ -362,6 +362,8 @@ async def start(generation_id: uuid.UUID) -> Generation | None:
         progress=0.0,
         stage="starting",
         started_at=_now(),
+        # The starting worker's lease on the step (it renews it while the step runs).
+        lease_expires_ms=leases.now_ms() + leases.lease_ms(),
     )
 
 
@@ -727,17 +729,6 @@ async def get_row(generation_id: uuid.UUID) -> Generation | None:
         dialect_sql("SELECT * FROM generations WHERE id = ?", connection), [str(generation_id)]
     )
     return Generation._init_from_db(**rows[0]) if rows else None
-
-
-async def requeue(generation_id: uuid.UUID, older_than: datetime) -> bool:
-    """Sweeper: send the job again for a QUEUED row whose message may never have arrived."""
-    async with atomic():
-        bumped = await Generation.filter(
-            id=generation_id, status=GenerationStatus.QUEUED, queued_at__lt=older_than
-        ).update(queued_at=_now())
-        if bumped:
-            enqueue_after_commit(generation_id)
-        return bool(bumped)
 
 
 async def prune_idempotency_keys() -> int:

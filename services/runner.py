@@ -25,7 +25,7 @@ from typing import Any
 from models.error_event import ErrorCategory, Severity
 from models.generation import Generation, GenerationKind, GenerationStatus
 from providers.base import Finished, Pending, Provider, ProviderError, ProviderRequest, Result
-from services import generations, jobs, routing, workflows
+from services import generations, jobs, leases, outages, routing, workflows
 from services.api_calls import current_generation, current_request
 from services.catalogue import Catalogue, Route
 from services.error_events import Occurrence, record, stack_of
@@ -71,12 +71,26 @@ def _context(generation: Generation) -> Iterator[None]:
 
 
 async def run_generation(
-    generation_id: uuid.UUID, catalogue: Catalogue, deps: ProviderDeps, store: OutputStore
+    generation_id: uuid.UUID,
+    catalogue: Catalogue,
+    deps: ProviderDeps,
+    store: OutputStore,
+    token: int | None = None,
 ) -> None:
+    """Start a QUEUED generation, or take over a PROCESSING one whose worker's lease lapsed
+    (or whose lease is `token`: the sweeper sent this message for it), resuming from what
+    was saved: a submitted provider job is polled, not submitted again."""
     generation = await generations.start(generation_id)
     if generation is None:
-        return  # not QUEUED: a duplicate or late message, nothing to do
-    await _guarded(generation, catalogue, deps, store, first_route=0)
+        row = await generations.get_row(generation_id)
+        generation = await leases.take(row, token, step=jobs.RUN) if row else None
+        if generation is None:
+            return  # a duplicate or late message, or the step is another worker's
+        if generation.provider_job:
+            await _poll(generation, catalogue, deps, store, pending_at=None)
+            return
+    async with leases.renewing(leases.held(generation)):
+        await _guarded(generation, catalogue, deps, store, first_route=0)
 
 
 async def resume(
@@ -86,11 +100,16 @@ async def resume(
     catalogue: Catalogue,
     deps: ProviderDeps,
     store: OutputStore,
+    token: int | None = None,
 ) -> None:
     """Go on from `route` once a provider that was full may have capacity again."""
     generation = await _live(generation_id, attempt)
-    if generation is not None and generation.provider_job is None:
-        await _guarded(generation, catalogue, deps, store, first_route=route)
+    if generation is None or generation.provider_job is not None:
+        return
+    generation = await leases.take(generation, token, step=jobs.RESUME)
+    if generation is not None:
+        async with leases.renewing(leases.held(generation)):
+            await _guarded(generation, catalogue, deps, store, first_route=route)
 
 
 async def poll(
@@ -100,9 +119,11 @@ async def poll(
     deps: ProviderDeps,
     store: OutputStore,
     pending_at: float | None = None,
+    token: int | None = None,
 ) -> None:
     """Ask the provider about the attempt's job. `pending_at`: how long after its start the
-    previous poll found it still pending (None: this is the first poll)."""
+    previous poll found it still pending (None: this is the first poll). `token`: the lease
+    this poll was sent with; a poll whose step is another's (a second chain) does nothing."""
     generation = await generations.get_row(generation_id)
     if generation is None or generation.attempts != attempt or not generation.provider_job:
         return
@@ -111,7 +132,22 @@ async def poll(
         # net for a lost message (the job is claimed once, so only one of them cancels).
         await _abandon(generation, catalogue, deps)
         return
+    taken = await leases.take(generation, token, step=jobs.POLL)
+    if taken is not None:
+        await _poll(taken, catalogue, deps, store, pending_at=pending_at)
+
+
+async def _poll(
+    generation: Generation,
+    catalogue: Catalogue,
+    deps: ProviderDeps,
+    store: OutputStore,
+    *,
+    pending_at: float | None,
+) -> None:
+    """One poll of the provider job of a generation whose step this worker holds."""
     job = generation.provider_job
+    assert job is not None
     adapter = deps.registry.get(job["provider"])
     if adapter is None:
         return
@@ -196,6 +232,10 @@ async def _guarded(
         except Stopped:
             return
         except Exception as error:
+            if outages.as_unavailable(error) is not None:
+                # The database (or Redis) is unreachable: not the generation's fault. The
+                # actor tries the message again (tasks/generation.py), the lease lets it go on.
+                raise
             log.exception("generation %s crashed", generation.id)
             await _fail(generation, "INTERNAL_ERROR", "Something went wrong on our side.", error)
 
@@ -356,11 +396,13 @@ async def _poll_later(
     elapsed = _elapsed(job)
     webhooks = deps.webhook_url(str(job["provider"])) is not None
     delay = poll_delay(elapsed, pending.poll_after, _expected(job), webhooks=webhooks)
+    token = await leases.pass_on(generation.id, generation.attempts, delay)
     await jobs.send(
         jobs.POLL,
         str(generation.id),
         str(generation.attempts),
         "" if pending_at is None else f"{pending_at:.3f}",
+        token,
         delay_seconds=delay,
     )
 
@@ -452,18 +494,22 @@ async def _on_result(
     if not await generations.claim_job(generation.id, str(job["job"])):
         return  # the webhook and the poller raced: the other one has it
     await deps.limiter.release(Lease(str(job["provider"]), str(job["lease"])))
-    with _context(generation):
-        try:
-            if isinstance(result, ProviderError):
-                raise result
-            await _finish(generation, result, str(job["provider"]), deps, store)
-        except Stopped:
-            return
-        except ProviderError as error:
-            if error.code == "CONTENT_REJECTED":
-                await _fail(generation, error.code, _content_message(), error)
+    # Storing the outputs may take a while: the step is this worker's, renewed meanwhile.
+    lease = await leases.acquire(generation.id, generation.attempts)
+    async with leases.renewing(lease):
+        with _context(generation):
+            try:
+                if isinstance(result, ProviderError):
+                    raise result
+                await _finish(generation, result, str(job["provider"]), deps, store)
+            except Stopped:
                 return
-            await _guarded(generation, catalogue, deps, store, first_route=int(job["route"]) + 1)
+            except ProviderError as error:
+                if error.code == "CONTENT_REJECTED":
+                    await _fail(generation, error.code, _content_message(), error)
+                    return
+                next_route = int(job["route"]) + 1
+                await _guarded(generation, catalogue, deps, store, first_route=next_route)
 
 
 async def _finish(
@@ -616,12 +662,15 @@ async def _wait_for_capacity(generation: Generation, route: int, spec: Route, wa
         generation.id, 0.0, f"waiting for {spec.provider}", attempt=generation.attempts
     ):
         return
+    delay = max(wait.seconds, 0.05)
+    token = await leases.pass_on(generation.id, generation.attempts, delay)
     await jobs.send(
         jobs.RESUME,
         str(generation.id),
         str(generation.attempts),
         str(route),
-        delay_seconds=max(wait.seconds, 0.05),
+        token,
+        delay_seconds=delay,
     )
 
 

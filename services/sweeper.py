@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 from models.error_event import ErrorCategory, Severity
 from models.generation import Generation, GenerationStatus
-from services import credits, generations, workflows
+from services import credits, generations, leases, workflows
 from services.catalogue import Catalogue
 from services.error_events import Occurrence, record
 
@@ -16,11 +16,11 @@ log = logging.getLogger(__name__)
 
 async def sweep(catalogue: Catalogue, requeue_after: float) -> dict[str, int]:
     now = datetime.now(UTC)
-    requeued = 0
-    cutoff = now - timedelta(seconds=requeue_after)
-    stale = await Generation.filter(status=GenerationStatus.QUEUED, queued_at__lt=cutoff).only("id")
-    for row in stale:
-        requeued += await generations.requeue(row.id, cutoff)
+    # Queued work whose message may be lost (with Redis's memory, say), at most once per
+    # `requeue_after` each; queued_at stays the time the user has been waiting.
+    requeued = await leases.resend_queued(requeue_after)
+    # Running work whose worker died: its lease lapsed, the step is sent again and resumed.
+    resumed = await leases.resend_lapsed()
 
     timed_out = 0
     shortest = min((m.time_limit for m in catalogue.models.values()), default=300.0)
@@ -55,12 +55,19 @@ async def sweep(catalogue: Catalogue, requeue_after: float) -> dict[str, int]:
     settled = await credits.settle_open_holds()
     await workflows.nudge()
     pruned = await generations.prune_idempotency_keys()
-    if requeued or timed_out or settled or pruned:
+    if requeued or resumed or timed_out or settled or pruned:
         log.info(
-            "sweeper: requeued %d, timed out %d, settled %d holds, pruned %d keys",
+            "sweeper: requeued %d, resumed %d, timed out %d, settled %d holds, pruned %d keys",
             requeued,
+            resumed,
             timed_out,
             settled,
             pruned,
         )
-    return {"requeued": requeued, "timed_out": timed_out, "settled": settled, "pruned": pruned}
+    return {
+        "requeued": requeued,
+        "resumed": resumed,
+        "timed_out": timed_out,
+        "settled": settled,
+        "pruned": pruned,
+    }
