@@ -31,12 +31,33 @@ PRIORITY_QUEUE = "generations-priority"
 VIEWS = "workflow.views"
 ADVANCE = "workflow.advance"
 
+# Whether the broker lost the messages it held since the last look (Redis restarted empty):
+# the tasks layer plugs in the check, as it does the sender.
+BrokerCheck = Callable[[], Awaitable[bool]]
 _sender: JobSender | None = None
+_broker_check: BrokerCheck | None = None
 
 
 def set_sender(sender: JobSender | None) -> None:
     global _sender
     _sender = sender
+
+
+def set_broker_check(check: BrokerCheck | None) -> None:
+    global _broker_check
+    _broker_check = check
+
+
+async def broker_forgot() -> bool:
+    """True once after the broker lost its queued messages (the sweeper then sends every
+    queued generation again); False when it kept them, or cannot tell (no Redis)."""
+    if _broker_check is None:
+        return False
+    try:
+        return await _broker_check()
+    except Exception:
+        log.warning("could not ask the broker whether it kept its messages", exc_info=True)
+        return False
 
 
 async def send(

@@ -279,3 +279,16 @@ async def _resend_queued(
             await jobs.send(jobs.RUN, str(generation_id))
             sent += 1
     return sent
+
+
+async def watch_forever() -> None:
+    """Each worker process looks for lapsed leases every quarter lease (the sweeper runs less
+    often), so a step whose worker died is sent again within about a lease and a quarter of
+    its last renewal. The conditional update sends each lapse once across processes."""
+    interval = get_settings().lease_seconds / 4
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            await resend_lapsed()
+        except Exception:
+            log.warning("looking for lapsed leases failed", exc_info=True)

@@ -7,11 +7,13 @@ from datetime import UTC, datetime, timedelta
 
 from models.error_event import ErrorCategory, Severity
 from models.generation import Generation, GenerationStatus
-from services import credits, generations, leases, workflows
+from services import credits, generations, jobs, leases, workflows
 from services.catalogue import Catalogue
 from services.error_events import Occurrence, record
 
 log = logging.getLogger(__name__)
+# After Redis restarted empty, generations queued this recently may have been sent since.
+FORGOTTEN_GRACE = 1.0
 
 
 async def sweep(catalogue: Catalogue, requeue_after: float) -> dict[str, int]:
@@ -19,6 +21,9 @@ async def sweep(catalogue: Catalogue, requeue_after: float) -> dict[str, int]:
     # Queued work whose message may be lost (with Redis's memory, say), at most once per
     # `requeue_after` each; queued_at stays the time the user has been waiting.
     requeued = await leases.resend_queued(requeue_after)
+    if await jobs.broker_forgot():
+        # Redis restarted empty: every queued message went with it, whatever its age.
+        requeued += await leases.resend_all_queued(older_than=FORGOTTEN_GRACE)
     # Running work whose worker died: its lease lapsed, the step is sent again and resumed.
     resumed = await leases.resend_lapsed()
 

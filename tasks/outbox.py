@@ -89,5 +89,19 @@ async def _in_one_pipeline(
         return staged, await pipeline.execute(raise_on_error=False)
 
 
+# A key that lives only in Redis's memory: missing means Redis started empty since the last
+# look (or this is its first use), and every queued message is gone with it.
+MEMORY_MARK = "kiln:broker-memory"
+
+
+async def broker_forgot() -> bool:
+    redis = _redis()
+    if redis is None:
+        return False  # the in-process broker: its messages live and die with this process
+    namespace = runtime.current().settings.redis_namespace
+    return bool(await redis.set(f"{namespace}:{MEMORY_MARK}", "1", nx=True))
+
+
 jobs.set_sender(send_job)
+jobs.set_broker_check(broker_forgot)
 events.set_transport(send_together)
