@@ -152,9 +152,11 @@ async def release(lease: Held) -> None:
 
 async def pass_on(generation_id: uuid.UUID, attempt: int, delay_seconds: float) -> str:
     """The step goes on in a message due in `delay_seconds` (a poll, a resume): the lease is
-    the message's until a lease's length after it is due. Returns its token for the message
-    ("" when the attempt is no longer live: the message will find nothing to do)."""
-    expires = now_ms() + int(delay_seconds * 1000) + lease_ms()
+    the message's until half a lease after it is due (time for a worker to pick it up; a
+    message that comes later than that finds the step sent again, and does nothing).
+    Returns its token for the message ("" when the attempt is no longer live: the message
+    will find nothing to do)."""
+    expires = now_ms() + int(delay_seconds * 1000) + lease_ms() // 2
     changed = await _execute(
         "UPDATE generations SET lease_expires_ms = ? WHERE id = ? AND attempts = ? "
         "AND status = ? RETURNING id",
@@ -203,15 +205,20 @@ async def resend_lapsed() -> int:
     the lease becomes the new message's for REQUEUE_AFTER, and the step is sent again (a
     poll when a provider job was submitted, else the run, which resumes). Each lapse is
     re-sent once, by whichever process gets to it first."""
+    from services import workflows  # it imports the lifecycle, which imports this module
+
     now = now_ms()
     rows = (
         await Generation.filter(status=GenerationStatus.PROCESSING, lease_expires_ms__lt=now)
         .limit(BATCH)
-        .values_list("id", "attempts", "lease_expires_ms", "provider_job")
+        .only("id", "kind", "stage", "params", "attempts", "lease_expires_ms", "provider_job")
     )
     hold_for = int(get_settings().requeue_after_seconds * 1000)
     sent = 0
-    for generation_id, attempt, lapsed, provider_job in rows:
+    for row in rows:
+        if workflows.waiting_on_views(row):
+            continue  # its views hold leases of their own; the sweeper nudges the workflow
+        generation_id, attempt, lapsed = row.id, row.attempts, row.lease_expires_ms
         token = now + hold_for
         if not await _execute(
             "UPDATE generations SET lease_expires_ms = ? WHERE id = ? AND attempts = ? "
@@ -219,7 +226,7 @@ async def resend_lapsed() -> int:
             [token, str(generation_id), attempt, PROCESSING, lapsed],
         ):
             continue
-        if provider_job:
+        if row.provider_job:
             await jobs.send(jobs.POLL, str(generation_id), str(attempt), "", str(token))
         else:
             await jobs.send(jobs.RUN, str(generation_id), str(token))

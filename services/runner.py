@@ -83,7 +83,9 @@ async def run_generation(
     generation = await generations.start(generation_id)
     if generation is None:
         row = await generations.get_row(generation_id)
-        generation = await leases.take(row, token, step=jobs.RUN) if row else None
+        if row is None or workflows.waiting_on_views(row):
+            return  # a workflow past its front view goes on by its own steps
+        generation = await leases.take(row, token, step=jobs.RUN)
         if generation is None:
             return  # a duplicate or late message, or the step is another worker's
         if generation.provider_job:

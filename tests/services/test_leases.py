@@ -14,10 +14,10 @@ from collections.abc import AsyncIterator, Iterator
 import httpx
 import pytest
 
-from models.generation import Generation, GenerationStatus
+from models.generation import Generation, GenerationKind, GenerationStatus
 from providers.http import ProviderHTTP
 from providers.replicate import ReplicateProvider
-from services import generations, jobs, leases, runner
+from services import generations, jobs, leases, runner, workflows
 from services.catalogue import parse_catalogue
 from services.generations import NewGeneration
 from services.provider_limits import ProviderLimit
@@ -25,7 +25,7 @@ from services.routing import ProviderDeps
 from services.sweeper import sweep
 from tests.providers.fakes.replicate import FakeReplicate
 from tests.support.fake_server import serve
-from tests.support.generations import CATALOGUE, registry
+from tests.support.generations import CATALOGUE, DEFAULT_CATALOGUE, registry
 from tests.support.ledger import assert_ledger_matches
 from tests.support.providers import provider_deps
 
@@ -220,3 +220,24 @@ async def test_a_second_poll_chain_stops_at_its_first_poll(make_user, backend, d
     # The chain's own poll goes on.
     await runner.poll(generation.id, 1, QUEUED_CATALOGUE, deps, backend.store, token=token)
     assert len(fake.calls("GET")) == reads + 1
+
+
+async def test_a_workflow_waiting_on_its_views_is_not_run_again(make_user, backend):
+    """An approved workflow is PROCESSING while its views run (each under a lease of its
+    own): its front view's old lease lapsing must not draw the front view again."""
+    user = await make_user()
+    parent = await generations.create_generation(
+        user,
+        NewGeneration(prompt="a backpack", kind=GenerationKind.MULTI_VIEW),
+        DEFAULT_CATALOGUE,
+    )
+    assert await generations.start(parent.id) is not None
+    await Generation.filter(id=parent.id).update(stage=workflows.ANALYSING)
+    await lapse(parent.id)
+    mark = len(backend.sent)
+    await sweep(DEFAULT_CATALOGUE, requeue_after=60)
+    assert [a for a, _ in sent_since(backend, mark, parent.id)] == [jobs.VIEWS]  # its nudge
+    await runner.run_generation(parent.id, DEFAULT_CATALOGUE, registry(), backend.store)
+    row = await Generation.get(id=parent.id)
+    assert (row.status, row.stage) == (GenerationStatus.PROCESSING, workflows.ANALYSING)
+    await generations.cancel(user, parent.id)
