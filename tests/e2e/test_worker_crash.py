@@ -10,6 +10,8 @@ stopped database disturb no other test.
 - PostgreSQL stopped for 15 s under a running generation: the worker's step is tried again
   with backoff instead of dropped, and the generation completes soon after the database is
   back.
+- Redis killed and restarted empty while a prediction runs: its next poll, lost with
+  Redis's memory, is sent again once the step's lease lapses, and it completes.
 
 Times are upper bounds on recovery (tens of seconds), never speed measurements; the
 measured ones are printed (`pytest -s`)."""
@@ -69,6 +71,7 @@ WORKER_BOOT_TIMEOUT = 60.0
 class Cluster:
     stack: Stack
     client: KilnClient
+    redis: PrivateRedis
     postgres: PrivatePostgres
     replicate: ServedReplicate
     workers: list[Process]
@@ -157,7 +160,7 @@ async def cluster(
     stack.processes.remove(default)
     default.log_file.close()
     client = KilnClient(stack.base_url)
-    cluster = Cluster(stack, client, private_postgres, replicate, [])
+    cluster = Cluster(stack, client, private_redis, private_postgres, replicate, [])
     try:
         yield cluster
     finally:
@@ -246,5 +249,30 @@ async def test_a_generation_running_while_postgres_stops_completes_once_it_is_ba
     back_at = time.monotonic()
     await until_status(cluster, account, created["id"], "COMPLETED", within=RECOVERY_BOUND)
     print(f"\ngeneration completed {time.monotonic() - back_at:.1f} s after PostgreSQL was back")
+    await assert_charged_once(cluster, account)
+    await asyncio.to_thread(cluster.stop_workers)
+
+
+async def test_a_prediction_whose_poll_was_lost_with_redis_completes_once_redis_is_back(
+    cluster: Cluster,
+):
+    replicate = cluster.replicate
+    replicate.reset()
+    replicate.outcome.polls = 3
+    for _ in range(2):
+        await asyncio.to_thread(cluster.spawn_worker)
+    account = await api.register(cluster.client)
+    created = await api.create(cluster.client, account, model="queued-image")
+    deadline = time.monotonic() + 20
+    while not replicate.predictions:
+        assert time.monotonic() < deadline, "the prediction was never submitted"
+        await asyncio.sleep(0.05)
+    await asyncio.to_thread(cluster.redis.kill)  # it keeps nothing: the next poll is gone
+    await asyncio.sleep(3)
+    await asyncio.to_thread(cluster.redis.start)
+    back_at = time.monotonic()
+    await until_status(cluster, account, created["id"], "COMPLETED", within=RECOVERY_BOUND)
+    print(f"\nprediction completed {time.monotonic() - back_at:.1f} s after Redis was back")
+    assert len(replicate.predictions) == 1
     await assert_charged_once(cluster, account)
     await asyncio.to_thread(cluster.stop_workers)
