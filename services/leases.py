@@ -236,10 +236,11 @@ async def resend_lapsed() -> int:
 
 async def resend_queued(requeue_after: float) -> int:
     """QUEUED generations whose message may never have arrived (queued longer than
-    `requeue_after`) are sent again. Re-sends are proportional to lost work, not to time: the
-    lease marks each re-send, and the next waits at least as long as the generation has
-    already waited (geometric, as polls are: a backlog of minutes costs a handful of re-sends
-    per generation, not one per sweep). `queued_at` stays when the user started waiting."""
+    `requeue_after`) are sent again. Re-sends are proportional to lost work, not to time: a
+    re-send still waiting on the queue is not repeated (its mark, `jobs.resends_waiting`),
+    and the lease spaces re-sends out, each waiting at least as long as the generation has
+    already waited (geometric, as polls are). `queued_at` stays when the user started
+    waiting."""
     now = datetime.now(UTC)
     rows = (
         await Generation.filter(
@@ -271,8 +272,11 @@ async def resend_all_queued(older_than: float) -> int:
 async def _resend_queued(
     rows: list[tuple[uuid.UUID, datetime, int | None]], minimum: float, now: datetime
 ) -> int:
-    sent = 0
+    waiting = await jobs.resends_waiting([str(row[0]) for row in rows])
+    sent: list[str] = []
     for generation_id, queued_at, previous in rows:
+        if str(generation_id) in waiting:
+            continue  # the last re-send is still on the queue: nothing more was lost
         waited = max(minimum, (now - queued_at).total_seconds())
         guard = "lease_expires_ms IS NULL" if previous is None else "lease_expires_ms = ?"
         params: list[object] = [now_ms() + int(waited * 1000), str(generation_id), QUEUED]
@@ -283,9 +287,10 @@ async def _resend_queued(
             f"AND {guard} RETURNING id",
             params,
         ):
-            await jobs.send(jobs.RUN, str(generation_id))
-            sent += 1
-    return sent
+            await jobs.send(jobs.RUN, str(generation_id), "", jobs.RESENT)
+            sent.append(str(generation_id))
+    await jobs.mark_resent(sent)
+    return len(sent)
 
 
 async def watch_forever() -> None:

@@ -16,9 +16,12 @@ TIME_LIMIT_MS = 30 * 60 * 1000
 
 
 @dramatiq.actor(actor_name=jobs.RUN, time_limit=TIME_LIMIT_MS, **RETRY_OPTIONS)
-async def run_generation(generation_id: str, lease: str = "") -> None:
+async def run_generation(generation_id: str, lease: str = "", resent: str = "") -> None:
     """`lease`: the lease the sweeper gave this message when it sent the step again ("" when
-    the generation was only queued)."""
+    the generation was only queued); `resent`: the sweeper sent it again while it was queued
+    (its mark is cleared: the message is off the queue)."""
+    if resent:
+        await jobs.resend_picked_up(generation_id)
     rt = runtime.current()
     await runner.run_generation(
         uuid.UUID(generation_id), rt.catalogue, rt.providers, rt.store, leases.token_of(lease)
@@ -31,8 +34,10 @@ async def run_generation(generation_id: str, lease: str = "") -> None:
     time_limit=TIME_LIMIT_MS,
     **RETRY_OPTIONS,
 )
-async def run_priority_generation(generation_id: str, lease: str = "") -> None:
+async def run_priority_generation(generation_id: str, lease: str = "", resent: str = "") -> None:
     """generation.run for priority accounts, on its own queue."""
+    if resent:
+        await jobs.resend_picked_up(generation_id)
     rt = runtime.current()
     await runner.run_generation(
         uuid.UUID(generation_id), rt.catalogue, rt.providers, rt.store, leases.token_of(lease)

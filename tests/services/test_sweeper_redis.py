@@ -1,6 +1,9 @@
-"""Queued work whose message was lost with Redis's memory (Redis restarted empty) is sent
-again at the sweeper's next run, not REQUEUE_AFTER after its last send: the broker check of
-the tasks layer (tasks/outbox.py) asks the real Redis whether it kept its memory."""
+"""The sweeper's re-sends of queued work, with the marks the tasks layer keeps in a real
+Redis (tasks/outbox.py):
+- a re-send still waiting on the queue is not repeated, however long the backlog: re-sends
+  stay proportional to the work that was lost;
+- queued work whose message was lost with Redis's memory (Redis restarted empty) is sent
+  again at the sweeper's next run, not REQUEUE_AFTER after its last send."""
 
 from __future__ import annotations
 
@@ -33,6 +36,7 @@ async def redis_memory(monkeypatch) -> AsyncIterator[aioredis.Redis]:
     settings = SimpleNamespace(redis_namespace=namespace)
     monkeypatch.setattr(runtime, "_current", SimpleNamespace(redis=client, settings=settings))
     monkeypatch.setattr(jobs, "_broker_check", outbox.broker_forgot)
+    monkeypatch.setattr(jobs, "_resends", outbox.RedisResends())
     try:
         yield client
     finally:
@@ -64,3 +68,22 @@ async def test_queued_work_lost_with_redis_memory_is_sent_again_at_once(
     assert backend.sent_jobs[mark:].count(str(generation.id)) == 1
     await sweep(CATALOGUE, requeue_after=60)
     assert backend.sent_jobs[mark:].count(str(generation.id)) == 1
+
+
+async def test_a_resend_waiting_on_the_queue_is_not_repeated(make_user, backend, redis_memory):
+    user = await make_user()
+    generation = await generations.create_generation(user, NewGeneration(prompt="x"), CATALOGUE)
+    await Generation.filter(id=generation.id).update(
+        queued_at=datetime.now(UTC) - timedelta(minutes=10)
+    )
+    mark = len(backend.sent)
+    for _ in range(20):  # a long backlog: sweep after sweep, the re-send's spacing over
+        await sweep(CATALOGUE, requeue_after=2)
+        await Generation.filter(id=generation.id).update(lease_expires_ms=leases.now_ms() - 1)
+    resent = [args for actor, args, _ in backend.sent[mark:] if args[0] == str(generation.id)]
+    assert resent == [(str(generation.id), "", jobs.RESENT)]
+
+    # A worker takes it off the queue (and, say, dies before starting it): it is lost again.
+    await jobs.resend_picked_up(str(generation.id))
+    await sweep(CATALOGUE, requeue_after=2)
+    assert backend.sent_jobs[mark:].count(str(generation.id)) == 2
