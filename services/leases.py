@@ -204,7 +204,8 @@ async def resend_lapsed() -> int:
     """PROCESSING generations whose lease lapsed (their worker died, their message was lost):
     the lease becomes the new message's for REQUEUE_AFTER, and the step is sent again (a
     poll when a provider job was submitted, else the run, which resumes). Each lapse is
-    re-sent once, by whichever process gets to it first."""
+    re-sent once, by whichever process gets to it first, and not again while that re-send
+    waits on the queue."""
     from services import workflows  # it imports the lifecycle, which imports this module
 
     now = now_ms()
@@ -214,10 +215,13 @@ async def resend_lapsed() -> int:
         .only("id", "kind", "stage", "params", "attempts", "lease_expires_ms", "provider_job")
     )
     hold_for = int(get_settings().requeue_after_seconds * 1000)
-    sent = 0
+    waiting = await jobs.resends_waiting([str(row.id) for row in rows])
+    sent: list[str] = []
     for row in rows:
         if workflows.waiting_on_views(row):
             continue  # its views hold leases of their own; the sweeper nudges the workflow
+        if str(row.id) in waiting:
+            continue  # the step's last re-send is still on the queue, its token still good
         generation_id, attempt, lapsed = row.id, row.attempts, row.lease_expires_ms
         token = now + hold_for
         if not await _execute(
@@ -227,11 +231,13 @@ async def resend_lapsed() -> int:
         ):
             continue
         if row.provider_job:
-            await jobs.send(jobs.POLL, str(generation_id), str(attempt), "", str(token))
+            args = (str(generation_id), str(attempt), "", str(token), jobs.RESENT)
+            await jobs.send(jobs.POLL, *args)
         else:
-            await jobs.send(jobs.RUN, str(generation_id), str(token))
-        sent += 1
-    return sent
+            await jobs.send(jobs.RUN, str(generation_id), str(token), jobs.RESENT)
+        sent.append(str(generation_id))
+    await jobs.mark_resent(sent)
+    return len(sent)
 
 
 async def resend_queued(requeue_after: float) -> int:

@@ -46,11 +46,14 @@ async def run_priority_generation(generation_id: str, lease: str = "", resent: s
 
 @dramatiq.actor(actor_name=jobs.POLL, time_limit=TIME_LIMIT_MS, **RETRY_OPTIONS)
 async def poll_generation(
-    generation_id: str, attempt: str, pending_at: str = "", lease: str = ""
+    generation_id: str, attempt: str, pending_at: str = "", lease: str = "", resent: str = ""
 ) -> None:
     """`pending_at`: seconds into the job when the previous poll found it pending ("" for
     the first poll, and in messages sent before this argument existed). `lease`: the lease
-    the step was passed on with (services/leases.py)."""
+    the step was passed on with (services/leases.py); `resent`: the sweeper sent it again
+    after the step's lease lapsed (its mark is cleared: the message is off the queue)."""
+    if resent:
+        await jobs.resend_picked_up(generation_id)
     rt = runtime.current()
     await runner.poll(
         uuid.UUID(generation_id),

@@ -87,3 +87,23 @@ async def test_a_resend_waiting_on_the_queue_is_not_repeated(make_user, backend,
     await jobs.resend_picked_up(str(generation.id))
     await sweep(CATALOGUE, requeue_after=2)
     assert backend.sent_jobs[mark:].count(str(generation.id)) == 2
+
+
+async def test_a_lapsed_step_is_not_sent_again_while_its_resend_waits(
+    make_user, backend, redis_memory
+):
+    user = await make_user()
+    generation = await generations.create_generation(user, NewGeneration(prompt="x"), CATALOGUE)
+    assert await generations.start(generation.id) is not None  # its worker then died
+    mark = len(backend.sent)
+    for _ in range(10):  # its lease (and each re-send's) lapses, sweep after sweep
+        await Generation.filter(id=generation.id).update(lease_expires_ms=leases.now_ms() - 1)
+        await sweep(CATALOGUE, requeue_after=2)
+    resent = [args for actor, args, _ in backend.sent[mark:] if args[0] == str(generation.id)]
+    assert len(resent) == 1 and resent[0][2] == jobs.RESENT
+
+    await jobs.resend_picked_up(str(generation.id))  # taken, and that worker died too
+    await Generation.filter(id=generation.id).update(lease_expires_ms=leases.now_ms() - 1)
+    await sweep(CATALOGUE, requeue_after=2)
+    assert backend.sent_jobs[mark:].count(str(generation.id)) == 2
+    await generations.fail(generation.id, "PROVIDER_TIMEOUT", "stopped by the test")
