@@ -29,7 +29,6 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import asyncpg
 import pytest
 
 from tests.e2e import api
@@ -44,9 +43,9 @@ from tests.e2e.stack import (
     Stack,
     StackError,
     provider_env,
-    start_production,
 )
 from tests.support.private_servers import PrivatePostgres, PrivateRedis
+from tests.support.private_stack import start_on_private_servers
 
 pytestmark = pytest.mark.e2e
 
@@ -130,21 +129,12 @@ async def cluster(
     provider: FakeProvider,
     replicate: ServedReplicate,
 ) -> AsyncIterator[Cluster]:
-    admin = await asyncpg.connect(private_postgres.url())
-    try:
-        await admin.execute("CREATE DATABASE kiln_takeover")
-    finally:
-        await admin.close()
     data_dir = tmp_path_factory.mktemp("kiln-takeover")
     env = provider_env(provider.url, replicate.url)
     env["CATALOGUE_PATH"] = str(write_catalogue(data_dir))
     try:
-        stack = await asyncio.to_thread(
-            start_production,
-            data_dir,
-            private_postgres.url("kiln_takeover"),
-            private_redis.url(),
-            env,
+        stack = await start_on_private_servers(
+            data_dir, private_redis, private_postgres, "kiln_takeover", env
         )
     except StackError as error:
         pytest.fail(str(error), pytrace=False)
@@ -191,6 +181,29 @@ async def until_status(
     raise AssertionError(f"{generation_id} not {wanted} within {within:.0f} s (last: {last})")
 
 
+async def running_generation(cluster: Cluster) -> tuple[api.Account, str]:
+    """A new account's generation of the steady model, once a worker has started it."""
+    account = await api.register(cluster.client)
+    created = await api.create(cluster.client, account, model="local-takeover")
+    await until_status(cluster, account, created["id"], "PROCESSING", within=20)
+    return account, created["id"]
+
+
+async def submitted_prediction(cluster: Cluster, polls: int) -> tuple[api.Account, str]:
+    """A new account's generation on the fake Replicate, once its prediction is submitted
+    (it stays pending for `polls` reads)."""
+    replicate = cluster.replicate
+    replicate.reset()
+    replicate.outcome.polls = polls
+    account = await api.register(cluster.client)
+    created = await api.create(cluster.client, account, model="queued-image")
+    deadline = time.monotonic() + 20
+    while not replicate.predictions:
+        assert time.monotonic() < deadline, "the prediction was never submitted"
+        await asyncio.sleep(0.05)
+    return account, created["id"]
+
+
 async def assert_charged_once(cluster: Cluster, account: api.Account) -> None:
     balance = await api.balance(cluster.client, account)
     assert balance == {"available": 4, "reserved": 0, "total": 4}, balance
@@ -198,15 +211,13 @@ async def assert_charged_once(cluster: Cluster, account: api.Account) -> None:
 
 async def test_a_generation_whose_worker_was_killed_is_completed_by_another(cluster: Cluster):
     worker = await asyncio.to_thread(cluster.spawn_worker)
-    account = await api.register(cluster.client)
-    created = await api.create(cluster.client, account, model="local-takeover")
-    await until_status(cluster, account, created["id"], "PROCESSING", within=20)
+    account, generation_id = await running_generation(cluster)
     # The only worker has it; a second one is idle when the first dies.
     await asyncio.to_thread(cluster.spawn_worker)
     await asyncio.to_thread(cluster.kill, worker)
     killed_at = time.monotonic()
-    assert await status_of(cluster, account, created["id"]) == "PROCESSING"
-    await until_status(cluster, account, created["id"], "COMPLETED", within=TAKEOVER_BOUND)
+    assert await status_of(cluster, account, generation_id) == "PROCESSING"
+    await until_status(cluster, account, generation_id, "COMPLETED", within=TAKEOVER_BOUND)
     print(f"\nkilled worker's generation completed {time.monotonic() - killed_at:.1f} s later")
     await assert_charged_once(cluster, account)
     await asyncio.to_thread(cluster.stop_workers)
@@ -215,22 +226,14 @@ async def test_a_generation_whose_worker_was_killed_is_completed_by_another(clus
 async def test_a_submitted_prediction_is_polled_by_another_worker_not_resubmitted(
     cluster: Cluster,
 ):
-    replicate = cluster.replicate
-    replicate.reset()
-    replicate.outcome.polls = 4  # pending for a few polls, then done
     worker = await asyncio.to_thread(cluster.spawn_worker)
-    account = await api.register(cluster.client)
-    created = await api.create(cluster.client, account, model="queued-image")
-    deadline = time.monotonic() + 20
-    while not replicate.predictions:
-        assert time.monotonic() < deadline, "the prediction was never submitted"
-        await asyncio.sleep(0.05)
+    account, generation_id = await submitted_prediction(cluster, polls=4)
     await asyncio.to_thread(cluster.spawn_worker)
     await asyncio.to_thread(cluster.kill, worker)  # its next poll dies with it
     killed_at = time.monotonic()
-    await until_status(cluster, account, created["id"], "COMPLETED", within=TAKEOVER_BOUND)
+    await until_status(cluster, account, generation_id, "COMPLETED", within=TAKEOVER_BOUND)
     print(f"\nkilled worker's prediction completed {time.monotonic() - killed_at:.1f} s later")
-    assert len(replicate.predictions) == 1
+    assert len(cluster.replicate.predictions) == 1
     await assert_charged_once(cluster, account)
     await asyncio.to_thread(cluster.stop_workers)
 
@@ -240,14 +243,12 @@ async def test_a_generation_running_while_postgres_stops_completes_once_it_is_ba
 ):
     for _ in range(2):
         await asyncio.to_thread(cluster.spawn_worker)
-    account = await api.register(cluster.client)
-    created = await api.create(cluster.client, account, model="local-takeover")
-    await until_status(cluster, account, created["id"], "PROCESSING", within=20)
+    account, generation_id = await running_generation(cluster)
     await asyncio.to_thread(cluster.postgres.stop)
     await asyncio.sleep(OUTAGE_SECONDS)
     await asyncio.to_thread(cluster.postgres.start)
     back_at = time.monotonic()
-    await until_status(cluster, account, created["id"], "COMPLETED", within=RECOVERY_BOUND)
+    await until_status(cluster, account, generation_id, "COMPLETED", within=RECOVERY_BOUND)
     print(f"\ngeneration completed {time.monotonic() - back_at:.1f} s after PostgreSQL was back")
     await assert_charged_once(cluster, account)
     await asyncio.to_thread(cluster.stop_workers)
@@ -256,23 +257,15 @@ async def test_a_generation_running_while_postgres_stops_completes_once_it_is_ba
 async def test_a_prediction_whose_poll_was_lost_with_redis_completes_once_redis_is_back(
     cluster: Cluster,
 ):
-    replicate = cluster.replicate
-    replicate.reset()
-    replicate.outcome.polls = 3
     for _ in range(2):
         await asyncio.to_thread(cluster.spawn_worker)
-    account = await api.register(cluster.client)
-    created = await api.create(cluster.client, account, model="queued-image")
-    deadline = time.monotonic() + 20
-    while not replicate.predictions:
-        assert time.monotonic() < deadline, "the prediction was never submitted"
-        await asyncio.sleep(0.05)
+    account, generation_id = await submitted_prediction(cluster, polls=3)
     await asyncio.to_thread(cluster.redis.kill)  # it keeps nothing: the next poll is gone
     await asyncio.sleep(3)
     await asyncio.to_thread(cluster.redis.start)
     back_at = time.monotonic()
-    await until_status(cluster, account, created["id"], "COMPLETED", within=RECOVERY_BOUND)
+    await until_status(cluster, account, generation_id, "COMPLETED", within=RECOVERY_BOUND)
     print(f"\nprediction completed {time.monotonic() - back_at:.1f} s after Redis was back")
-    assert len(replicate.predictions) == 1
+    assert len(cluster.replicate.predictions) == 1
     await assert_charged_once(cluster, account)
     await asyncio.to_thread(cluster.stop_workers)
