@@ -132,6 +132,9 @@ async def cluster(
     data_dir = tmp_path_factory.mktemp("kiln-takeover")
     env = provider_env(provider.url, replicate.url)
     env["CATALOGUE_PATH"] = str(write_catalogue(data_dir))
+    # The production defaults, not the suite's quick sweeps: the workers' own look for
+    # lapsed leases (every quarter lease) is what finds a dead worker's step.
+    env.update(SWEEP_INTERVAL_SECONDS="15", REQUEUE_AFTER_SECONDS="60", LEASE_SECONDS="20")
     try:
         stack = await start_on_private_servers(
             data_dir, private_redis, private_postgres, "kiln_takeover", env
