@@ -8,10 +8,17 @@ should have run. A worker killed mid-step stops renewing; once its lease lapses 
 and the worker that receives it takes the step over (`take`) and resumes from what the row
 saved: a submitted provider job is polled, not submitted again.
 
+Each worker process looks for lapsed leases every quarter lease (`watch_forever`), the
+sweeper at each of its runs. A QUEUED generation's lease marks the sweeper's last re-send of
+its `generation.run` (`resend_queued`); `queued_at` is never moved, it is the user's wait.
+A re-send is not repeated while it still waits on the queue (`jobs.resends_waiting`).
+
 Every change is one conditional UPDATE on the lease's current value (a fencing token), so of
 two workers, or two messages for the same step, exactly one goes on. The lease is epoch
-milliseconds: an integer compares exactly on every backend and travels in a message as is.
-Nothing here publishes: a lease is bookkeeping, not a visible state."""
+milliseconds by the writing process's clock (hosts keep their clocks in step, as with NTP:
+a skew of a good part of a lease would take steps over early): an integer compares exactly
+on every backend and travels in a message as is. Nothing here publishes: a lease is
+bookkeeping, not a visible state."""
 
 from __future__ import annotations
 
@@ -26,6 +33,7 @@ from datetime import UTC, datetime, timedelta
 
 from tortoise import connections
 from tortoise.expressions import Q
+from tortoise.queryset import QuerySet
 
 from models.generation import Generation, GenerationStatus
 from services import jobs
@@ -35,7 +43,8 @@ from settings import get_settings
 log = logging.getLogger(__name__)
 PROCESSING = GenerationStatus.PROCESSING.value
 QUEUED = GenerationStatus.QUEUED.value
-# At most this many lapsed or stale rows are re-sent per sweep (the rest at the next one).
+# Rows are read this many at a time, and at most this many re-sent per call (the rest at
+# the next one).
 BATCH = 500
 
 
@@ -200,43 +209,62 @@ async def _renew_forever(lease: Held) -> None:
             log.warning("could not renew the lease of %s", lease.generation_id, exc_info=True)
 
 
+async def _pages(query: QuerySet[Generation], *fields: str) -> AsyncIterator[list[Generation]]:
+    """`query`'s rows, `fields` only, in pages of BATCH by id: rows skipped because their
+    re-send still waits never hide the ones behind them."""
+    last: uuid.UUID | None = None
+    while True:
+        page = (
+            await (query if last is None else query.filter(id__gt=last))
+            .order_by("id")
+            .limit(BATCH)
+            .only("id", *fields)
+        )
+        if page:
+            yield page
+        if len(page) < BATCH:
+            return
+        last = page[-1].id
+
+
 async def resend_lapsed() -> int:
     """PROCESSING generations whose lease lapsed (their worker died, their message was lost):
     the lease becomes the new message's for REQUEUE_AFTER, and the step is sent again (a
     poll when a provider job was submitted, else the run, which resumes). Each lapse is
     re-sent once, by whichever process gets to it first, and not again while that re-send
-    waits on the queue."""
+    waits on the queue. At most BATCH a call (the rest at the next)."""
     from services import workflows  # it imports the lifecycle, which imports this module
 
     now = now_ms()
-    rows = (
-        await Generation.filter(status=GenerationStatus.PROCESSING, lease_expires_ms__lt=now)
-        .limit(BATCH)
-        .only("id", "kind", "stage", "params", "attempts", "lease_expires_ms", "provider_job")
-    )
     hold_for = int(get_settings().requeue_after_seconds * 1000)
-    waiting = await jobs.resends_waiting([str(row.id) for row in rows])
+    lapsed = Generation.filter(status=GenerationStatus.PROCESSING, lease_expires_ms__lt=now)
+    fields = ("kind", "stage", "params", "attempts", "lease_expires_ms", "provider_job")
     sent: list[str] = []
-    for row in rows:
-        if workflows.waiting_on_views(row):
-            continue  # its views hold leases of their own; the sweeper nudges the workflow
-        if str(row.id) in waiting:
-            continue  # the step's last re-send is still on the queue, its token still good
-        generation_id, attempt, lapsed = row.id, row.attempts, row.lease_expires_ms
-        token = now + hold_for
-        if not await _execute(
-            "UPDATE generations SET lease_expires_ms = ? WHERE id = ? AND attempts = ? "
-            "AND status = ? AND lease_expires_ms = ? RETURNING id",
-            [token, str(generation_id), attempt, PROCESSING, lapsed],
-        ):
-            continue
-        if row.provider_job:
-            args = (str(generation_id), str(attempt), "", str(token), jobs.RESENT)
-            await jobs.send(jobs.POLL, *args)
-        else:
-            await jobs.send(jobs.RUN, str(generation_id), str(token), jobs.RESENT)
-        sent.append(str(generation_id))
-    await jobs.mark_resent(sent)
+    async for rows in _pages(lapsed, *fields):
+        waiting = await jobs.resends_waiting([str(row.id) for row in rows])
+        resent: list[str] = []
+        for row in rows:
+            if workflows.waiting_on_views(row):
+                continue  # its views hold leases of their own; the sweeper nudges the workflow
+            if str(row.id) in waiting:
+                continue  # the step's last re-send is still on the queue, its token still good
+            token = now + hold_for
+            if not await _execute(
+                "UPDATE generations SET lease_expires_ms = ? WHERE id = ? AND attempts = ? "
+                "AND status = ? AND lease_expires_ms = ? RETURNING id",
+                [token, str(row.id), row.attempts, PROCESSING, row.lease_expires_ms],
+            ):
+                continue
+            if row.provider_job:
+                args = (str(row.id), str(row.attempts), "", str(token), jobs.RESENT)
+                await jobs.send(jobs.POLL, *args)
+            else:
+                await jobs.send(jobs.RUN, str(row.id), str(token), jobs.RESENT)
+            resent.append(str(row.id))
+        await jobs.mark_resent(resent)
+        sent += resent
+        if len(sent) >= BATCH:
+            break
     return len(sent)
 
 
@@ -248,16 +276,10 @@ async def resend_queued(requeue_after: float) -> int:
     already waited (geometric, as polls are). `queued_at` stays when the user started
     waiting."""
     now = datetime.now(UTC)
-    rows = (
-        await Generation.filter(
-            status=GenerationStatus.QUEUED,
-            queued_at__lt=now - timedelta(seconds=requeue_after),
-        )
-        .filter(Q(lease_expires_ms__isnull=True) | Q(lease_expires_ms__lt=now_ms()))
-        .limit(BATCH)
-        .values_list("id", "queued_at", "lease_expires_ms")
-    )
-    return await _resend_queued(rows, requeue_after, now)
+    stale = Generation.filter(
+        status=GenerationStatus.QUEUED, queued_at__lt=now - timedelta(seconds=requeue_after)
+    ).filter(Q(lease_expires_ms__isnull=True) | Q(lease_expires_ms__lt=now_ms()))
+    return await _resend_queued(stale, requeue_after, now)
 
 
 async def resend_all_queued(older_than: float) -> int:
@@ -265,37 +287,37 @@ async def resend_all_queued(older_than: float) -> int:
     every generation queued longer than `older_than` (its message left before the loss) is
     sent again now, whatever its last re-send."""
     now = datetime.now(UTC)
-    rows = (
-        await Generation.filter(
-            status=GenerationStatus.QUEUED, queued_at__lt=now - timedelta(seconds=older_than)
-        )
-        .limit(BATCH)
-        .values_list("id", "queued_at", "lease_expires_ms")
+    queued = Generation.filter(
+        status=GenerationStatus.QUEUED, queued_at__lt=now - timedelta(seconds=older_than)
     )
-    return await _resend_queued(rows, older_than, now)
+    return await _resend_queued(queued, older_than, now)
 
 
-async def _resend_queued(
-    rows: list[tuple[uuid.UUID, datetime, int | None]], minimum: float, now: datetime
-) -> int:
-    waiting = await jobs.resends_waiting([str(row[0]) for row in rows])
+async def _resend_queued(query: QuerySet[Generation], minimum: float, now: datetime) -> int:
     sent: list[str] = []
-    for generation_id, queued_at, previous in rows:
-        if str(generation_id) in waiting:
-            continue  # the last re-send is still on the queue: nothing more was lost
-        waited = max(minimum, (now - queued_at).total_seconds())
-        guard = "lease_expires_ms IS NULL" if previous is None else "lease_expires_ms = ?"
-        params: list[object] = [now_ms() + int(waited * 1000), str(generation_id), QUEUED]
-        if previous is not None:
-            params.append(previous)
-        if await _execute(
-            "UPDATE generations SET lease_expires_ms = ? WHERE id = ? AND status = ? "
-            f"AND {guard} RETURNING id",
-            params,
-        ):
-            await jobs.send(jobs.RUN, str(generation_id), "", jobs.RESENT)
-            sent.append(str(generation_id))
-    await jobs.mark_resent(sent)
+    async for rows in _pages(query, "queued_at", "lease_expires_ms"):
+        waiting = await jobs.resends_waiting([str(row.id) for row in rows])
+        resent: list[str] = []
+        for row in rows:
+            if str(row.id) in waiting:
+                continue  # the last re-send is still on the queue: nothing more was lost
+            waited = max(minimum, (now - row.queued_at).total_seconds())
+            previous = row.lease_expires_ms
+            guard = "lease_expires_ms IS NULL" if previous is None else "lease_expires_ms = ?"
+            params: list[object] = [now_ms() + int(waited * 1000), str(row.id), QUEUED]
+            if previous is not None:
+                params.append(previous)
+            if await _execute(
+                "UPDATE generations SET lease_expires_ms = ? WHERE id = ? AND status = ? "
+                f"AND {guard} RETURNING id",
+                params,
+            ):
+                await jobs.send(jobs.RUN, str(row.id), "", jobs.RESENT)
+                resent.append(str(row.id))
+        await jobs.mark_resent(resent)
+        sent += resent
+        if len(sent) >= BATCH:
+            break
     return len(sent)
 
 

@@ -16,7 +16,7 @@ import pytest
 import redis.asyncio as aioredis
 
 import runtime
-from models.generation import Generation
+from models.generation import Generation, GenerationStatus
 from services import generations, jobs, leases
 from services.generations import NewGeneration
 from services.sweeper import sweep
@@ -25,6 +25,11 @@ from tests.support.generations import CATALOGUE
 from tests.support.services import need, redis_url
 
 DB = 13
+
+
+def runs_sent(backend, mark: int) -> list[str]:
+    """The generations whose `generation.run` was sent since `backend.sent[mark]`."""
+    return [args[0] for actor, args, _ in backend.sent[mark:] if actor == jobs.RUN]
 
 
 @pytest.fixture
@@ -86,7 +91,7 @@ async def test_a_resend_waiting_on_the_queue_is_not_repeated(make_user, backend,
     # A worker takes it off the queue (and, say, dies before starting it): it is lost again.
     await jobs.resend_picked_up(str(generation.id))
     await sweep(CATALOGUE, requeue_after=2)
-    assert backend.sent_jobs[mark:].count(str(generation.id)) == 2
+    assert runs_sent(backend, mark).count(str(generation.id)) == 2
 
 
 async def test_a_lapsed_step_is_not_sent_again_while_its_resend_waits(
@@ -105,5 +110,30 @@ async def test_a_lapsed_step_is_not_sent_again_while_its_resend_waits(
     await jobs.resend_picked_up(str(generation.id))  # taken, and that worker died too
     await Generation.filter(id=generation.id).update(lease_expires_ms=leases.now_ms() - 1)
     await sweep(CATALOGUE, requeue_after=2)
-    assert backend.sent_jobs[mark:].count(str(generation.id)) == 2
+    assert runs_sent(backend, mark).count(str(generation.id)) == 2
     await generations.fail(generation.id, "PROVIDER_TIMEOUT", "stopped by the test")
+
+
+async def test_resends_still_waiting_do_not_hide_the_lapsed_steps_behind_them(
+    make_user, backend, redis_memory, monkeypatch
+):
+    monkeypatch.setattr(leases, "BATCH", 1)  # one row read, one re-sent, at a time
+    user = await make_user(credits=10)
+    started = []
+    for _ in range(2):
+        generation = await generations.create_generation(user, NewGeneration(prompt="x"), CATALOGUE)
+        assert await generations.start(generation.id) is not None  # its worker then died
+        started.append(str(generation.id))
+    mark = len(backend.sent)
+    # Every lapsed step in the database gets its re-send, one a sweep, whichever comes first
+    # by id: those already re-sent (still waiting) are passed over, never re-sent again.
+    others = await Generation.filter(
+        status=GenerationStatus.PROCESSING, lease_expires_ms__lt=leases.now_ms()
+    ).count()
+    for _ in range(others + 2):
+        await Generation.filter(id__in=started).update(lease_expires_ms=leases.now_ms() - 1)
+        await sweep(CATALOGUE, requeue_after=60)
+    resent = [args[0] for _, args, _ in backend.sent[mark:]]
+    assert sorted(g for g in resent if g in started) == sorted(started)
+    for generation_id in started:
+        await generations.fail(uuid.UUID(generation_id), "PROVIDER_TIMEOUT", "stopped")
