@@ -70,6 +70,9 @@ class Settings(BaseSettings):
     # The sweeper re-enqueues QUEUED generations older than this.
     requeue_after_seconds: float = 60.0
     sweep_interval_seconds: float = 15.0
+    # A worker renews its lease on the step it runs every half of this; a step whose lease
+    # lapsed (its worker died) is sent again and taken over by another worker.
+    lease_seconds: float = 20.0
     # WebSocket clients must send connection_init within this many seconds.
     ws_init_timeout_seconds: float = 10.0
     max_subscriptions_per_connection: int = 20

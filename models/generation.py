@@ -99,6 +99,10 @@ class Generation(Model):
     # When the current attempt was (re)queued; the sweeper re-enqueues stale QUEUED rows by it.
     queued_at = fields.DatetimeField()
     started_at = fields.DatetimeField(null=True)
+    # Until when (epoch milliseconds) the current step is someone's: the worker running it
+    # renews it, a message sent for the step holds it until it is due
+    # (services/generations/leases.py).
+    lease_expires_ms = fields.BigIntField(null=True)
     completed_at = fields.DatetimeField(null=True)
 
     class Meta:

@@ -9,6 +9,7 @@ import logging
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from models.generation import Generation
 from services.events import send_after_commit
@@ -31,12 +32,85 @@ PRIORITY_QUEUE = "generations-priority"
 VIEWS = "workflow.views"
 ADVANCE = "workflow.advance"
 
+# Whether the broker lost the messages it held since the last look (Redis restarted empty):
+# the tasks layer plugs in the check, as it does the sender.
+BrokerCheck = Callable[[], Awaitable[bool]]
+
+
+class Resends(Protocol):
+    """Where the sweeper's re-sends of `generation.run` are marked until a worker takes them
+    off the queue (the tasks layer keeps the marks beside the messages, in Redis, so that
+    they are lost together)."""
+
+    async def mark(self, generation_ids: list[str]) -> None: ...
+
+    async def waiting(self, generation_ids: list[str]) -> set[str]: ...
+
+    async def picked_up(self, generation_id: str) -> None: ...
+
+
+# The argument that tells a re-sent `generation.run` from the first one.
+RESENT = "resent"
 _sender: JobSender | None = None
+_broker_check: BrokerCheck | None = None
+_resends: Resends | None = None
 
 
 def set_sender(sender: JobSender | None) -> None:
     global _sender
     _sender = sender
+
+
+def set_resends(resends: Resends | None) -> None:
+    global _resends
+    _resends = resends
+
+
+async def resends_waiting(generation_ids: list[str]) -> set[str]:
+    """Those of `generation_ids` whose last re-send is still waiting for a worker: not sent
+    again (re-sends stay proportional to the work that was lost, whatever the backlog). When
+    nothing can tell (no Redis, or it does not answer), none."""
+    if _resends is None or not generation_ids:
+        return set()
+    try:
+        return await _resends.waiting(generation_ids)
+    except Exception:
+        log.warning("could not look up waiting re-sends", exc_info=True)
+        return set()
+
+
+async def mark_resent(generation_ids: list[str]) -> None:
+    if _resends is not None and generation_ids:
+        try:
+            await _resends.mark(generation_ids)
+        except Exception:
+            log.warning("could not mark re-sends", exc_info=True)
+
+
+async def resend_picked_up(generation_id: str) -> None:
+    """A worker took a re-sent `generation.run` off the queue."""
+    if _resends is not None:
+        try:
+            await _resends.picked_up(generation_id)
+        except Exception:
+            log.warning("could not clear the re-send mark of %s", generation_id, exc_info=True)
+
+
+def set_broker_check(check: BrokerCheck | None) -> None:
+    global _broker_check
+    _broker_check = check
+
+
+async def broker_forgot() -> bool:
+    """True once after the broker lost its queued messages (the sweeper then sends every
+    queued generation again); False when it kept them, or cannot tell (no Redis)."""
+    if _broker_check is None:
+        return False
+    try:
+        return await _broker_check()
+    except Exception:
+        log.warning("could not ask the broker whether it kept its messages", exc_info=True)
+        return False
 
 
 async def send(

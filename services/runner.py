@@ -31,10 +31,10 @@ from providers.base import (
     Result,
     SignedWebhooks,
 )
-from services import generations, jobs, workflows
+from services import generations, jobs, outages, workflows
 from services.catalogue import Catalogue, Route
 from services.fetch import Fetched, FetchError, fetch
-from services.generations import StoredOutput
+from services.generations import StoredOutput, leases
 from services.generations.failures import FailureCode
 from services.generations.params import GenerationParams
 from services.provider_limits import Lease, Wait
@@ -72,12 +72,28 @@ def _context(generation: Generation) -> contextlib.AbstractContextManager[None]:
 
 
 async def run_generation(
-    generation_id: uuid.UUID, catalogue: Catalogue, deps: ProviderDeps, store: OutputStore
+    generation_id: uuid.UUID,
+    catalogue: Catalogue,
+    deps: ProviderDeps,
+    store: OutputStore,
+    token: int | None = None,
 ) -> None:
+    """Start a QUEUED generation, or take over a PROCESSING one whose worker's lease lapsed
+    (or whose lease is `token`: the sweeper sent this message for it), resuming from what
+    was saved: a submitted provider job is polled, not submitted again."""
     generation = await generations.start(generation_id)
     if generation is None:
-        return  # not QUEUED: a duplicate or late message, nothing to do
-    await _guarded(generation, catalogue, deps, store, first_route=0)
+        row = await generations.get_row(generation_id)
+        if row is None or workflows.waits_on_parts(row):
+            return  # a workflow past its front view goes on by its own steps
+        generation = await leases.take(row, token, step=jobs.RUN)
+        if generation is None:
+            return  # a duplicate or late message, or the step is another worker's
+        if generation.provider_job:
+            await _poll(generation, catalogue, deps, store, pending_at=None)
+            return
+    async with leases.renewing(leases.held(generation)):
+        await _guarded(generation, catalogue, deps, store, first_route=0)
 
 
 async def resume(
@@ -87,11 +103,16 @@ async def resume(
     catalogue: Catalogue,
     deps: ProviderDeps,
     store: OutputStore,
+    token: int | None = None,
 ) -> None:
     """Go on from `route` once a provider that was full may have capacity again."""
     generation = await _live(generation_id, attempt)
-    if generation is not None and generation.provider_job is None:
-        await _guarded(generation, catalogue, deps, store, first_route=route)
+    if generation is None or generation.provider_job is not None:
+        return
+    generation = await leases.take(generation, token, step=jobs.RESUME)
+    if generation is not None:
+        async with leases.renewing(leases.held(generation)):
+            await _guarded(generation, catalogue, deps, store, first_route=route)
 
 
 async def poll(
@@ -101,9 +122,11 @@ async def poll(
     deps: ProviderDeps,
     store: OutputStore,
     pending_at: float | None = None,
+    token: int | None = None,
 ) -> None:
     """Ask the provider about the attempt's job. `pending_at`: how long after its start the
-    previous poll found it still pending (None: this is the first poll)."""
+    previous poll found it still pending (None: this is the first poll). `token`: the lease
+    this poll was sent with; a poll whose step is another's (a second chain) does nothing."""
     generation = await generations.get_row(generation_id)
     if generation is None or generation.attempts != attempt or not generation.provider_job:
         return
@@ -112,7 +135,22 @@ async def poll(
         # net for a lost message (the job is claimed once, so only one of them cancels).
         await _abandon(generation, catalogue, deps)
         return
+    taken = await leases.take(generation, token, step=jobs.POLL)
+    if taken is not None:
+        await _poll(taken, catalogue, deps, store, pending_at=pending_at)
+
+
+async def _poll(
+    generation: Generation,
+    catalogue: Catalogue,
+    deps: ProviderDeps,
+    store: OutputStore,
+    *,
+    pending_at: float | None,
+) -> None:
+    """One poll of the provider job of a generation whose step this worker holds."""
     job = generation.provider_job
+    assert job is not None
     adapter = deps.registry.get(job["provider"])
     if adapter is None:
         return
@@ -196,6 +234,10 @@ async def _guarded(
         except Stopped:
             return
         except Exception as error:
+            if outages.as_unavailable(error) is not None:
+                # The database (or Redis) is unreachable: not the generation's fault. The
+                # actor tries the message again (tasks/generation.py), the lease lets it go on.
+                raise
             log.exception("generation %s crashed", generation.id)
             await _fail(generation, FailureCode.INTERNAL_ERROR, error)
 
@@ -320,11 +362,13 @@ async def _poll_later(
     elapsed = _elapsed(job)
     webhooks = deps.webhook_url(str(job["provider"])) is not None
     delay = poll_delay(elapsed, pending.poll_after, _expected(job), webhooks=webhooks)
+    token = await leases.pass_on(generation.id, generation.attempts, delay)
     await jobs.send(
         jobs.POLL,
         str(generation.id),
         str(generation.attempts),
         "" if pending_at is None else f"{pending_at:.3f}",
+        token,
         delay_seconds=delay,
     )
 
@@ -416,18 +460,22 @@ async def _on_result(
     if not await generations.claim_job(generation.id, str(job["job"])):
         return  # the webhook and the poller raced: the other one has it
     await deps.limiter.release(Lease(str(job["provider"]), str(job["lease"])))
-    with _context(generation):
-        try:
-            if isinstance(result, ProviderError):
-                raise result
-            await _finish(generation, result, str(job["provider"]), deps, store)
-        except Stopped:
-            return
-        except ProviderError as error:
-            if error.code == FailureCode.CONTENT_REJECTED:
-                await _fail(generation, FailureCode.CONTENT_REJECTED, error)
+    # Storing the outputs may take a while: the step is this worker's, renewed meanwhile.
+    lease = await leases.acquire(generation.id, generation.attempts)
+    async with leases.renewing(lease):
+        with _context(generation):
+            try:
+                if isinstance(result, ProviderError):
+                    raise result
+                await _finish(generation, result, str(job["provider"]), deps, store)
+            except Stopped:
                 return
-            await _guarded(generation, catalogue, deps, store, first_route=int(job["route"]) + 1)
+            except ProviderError as error:
+                if error.code == FailureCode.CONTENT_REJECTED:
+                    await _fail(generation, FailureCode.CONTENT_REJECTED, error)
+                    return
+                next_route = int(job["route"]) + 1
+                await _guarded(generation, catalogue, deps, store, first_route=next_route)
 
 
 async def _finish(
@@ -581,12 +629,15 @@ async def _wait_for_capacity(generation: Generation, route: int, spec: Route, wa
         generation.id, progress, stage, attempt=generation.attempts
     ):
         return
+    delay = max(wait.seconds, 0.05)
+    token = await leases.pass_on(generation.id, generation.attempts, delay)
     await jobs.send(
         jobs.RESUME,
         str(generation.id),
         str(generation.attempts),
         str(route),
-        delay_seconds=max(wait.seconds, 0.05),
+        token,
+        delay_seconds=delay,
     )
 
 

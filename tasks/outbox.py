@@ -89,5 +89,57 @@ async def _in_one_pipeline(
         return staged, await pipeline.execute(raise_on_error=False)
 
 
+# A key that lives only in Redis's memory: missing means Redis started empty since the last
+# look (or this is its first use), and every queued message is gone with it.
+MEMORY_MARK = "kiln:broker-memory"
+
+
+async def broker_forgot() -> bool:
+    redis = _redis()
+    if redis is None:
+        return False  # the in-process broker: its messages live and die with this process
+    namespace = runtime.current().settings.redis_namespace
+    return bool(await redis.set(f"{namespace}:{MEMORY_MARK}", "1", nx=True))
+
+
+class RedisResends:
+    """The sweeper's re-sends of `generation.run` are marked in Redis until a worker takes
+    the message: marks and messages are kept and lost together (a Redis restarted empty
+    forgets both, and the work is sent again). A mark outlives a message lost otherwise
+    (held by a worker that died, until Dramatiq hands it back) by at most MARK_TTL_MS."""
+
+    PREFIX = "kiln:resent:"
+    MARK_TTL_MS = 10 * 60 * 1000
+
+    def _key(self, generation_id: str) -> str:
+        return f"{runtime.current().settings.redis_namespace}:{self.PREFIX}{generation_id}"
+
+    async def mark(self, generation_ids: list[str]) -> None:
+        redis = _redis()
+        if redis is None:
+            return
+        async with redis.pipeline(transaction=False) as pipeline:
+            for generation_id in generation_ids:
+                pipeline.set(self._key(generation_id), "1", px=self.MARK_TTL_MS)
+            await pipeline.execute()
+
+    async def waiting(self, generation_ids: list[str]) -> set[str]:
+        redis = _redis()
+        if redis is None:
+            return set()
+        async with redis.pipeline(transaction=False) as pipeline:
+            for generation_id in generation_ids:
+                pipeline.exists(self._key(generation_id))
+            found = await pipeline.execute()
+        return {g for g, exists in zip(generation_ids, found, strict=True) if exists}
+
+    async def picked_up(self, generation_id: str) -> None:
+        redis = _redis()
+        if redis is not None:
+            await redis.delete(self._key(generation_id))
+
+
 jobs.set_sender(send_job)
+jobs.set_broker_check(broker_forgot)
+jobs.set_resends(RedisResends())
 events.set_transport(send_together)

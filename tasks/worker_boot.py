@@ -3,6 +3,8 @@ that the AsyncIO middleware runs the actors on (Tortoise binds connections to th
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from typing import Any
 
@@ -17,6 +19,7 @@ log = logging.getLogger(__name__)
 class WorkerBoot(Middleware):
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self._lease_watch: asyncio.Task[None] | None = None
 
     def after_process_boot(self, broker: Any) -> None:
         # A `dramatiq tasks` worker process has loaded the broker: from here on its lines are
@@ -39,10 +42,16 @@ class WorkerBoot(Middleware):
         # Before the worker's consumers start: a backlog waiting in Redis must find the
         # runtime ready (AsyncIO's own before-boot hook, earlier in the stack, started the loop).
         from runtime import start_runtime
+        from services import workflows
+        from services.generations import leases
 
         async def boot() -> None:
             runtime = await start_runtime(self.settings, migrate=False)
             runtime.start_sweeper()
+            # Steps whose worker died are looked for more often than the sweeper runs.
+            self._lease_watch = asyncio.create_task(
+                leases.watch_forever(workflows.waits_on_parts), name="kiln-leases"
+            )
 
         self._loop_thread().run_coroutine(boot())
         log.info("Kiln worker runtime started")
@@ -50,7 +59,14 @@ class WorkerBoot(Middleware):
     def after_worker_shutdown(self, broker: Any, worker: Any) -> None:
         from runtime import stop_runtime
 
-        self._loop_thread().run_coroutine(stop_runtime())
+        async def shutdown() -> None:
+            if self._lease_watch is not None:
+                self._lease_watch.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._lease_watch
+            await stop_runtime()
+
+        self._loop_thread().run_coroutine(shutdown())
 
     @staticmethod
     def _loop_thread() -> Any:

@@ -164,7 +164,9 @@ async def test_the_production_steps_migrate_create_an_admin_and_sweep(tmp_path):
         assert swept.returncode == 0, swept.stderr
         assert swept.stdout == "requeued 1, timed out 0, settled 0 holds, pruned 0 keys\n"
         [job] = stored_messages(sync, namespace, "default")
-        assert (job["actor_name"], job["args"]) == ("generation.run", [str(stale)])
+        # Marked as a re-send (services/generations/leases.py): not repeated while it waits
+        # on the queue.
+        assert (job["actor_name"], job["args"]) == ("generation.run", [str(stale), "", "resent"])
     finally:
         for key in sync.scan_iter(f"{namespace}*"):
             sync.delete(key)

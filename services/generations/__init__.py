@@ -42,7 +42,6 @@ from services.generations.repository import (
     get_visible,
     prune_idempotency_keys,
     replace_outputs,
-    requeue,
     transition,
 )
 
@@ -69,7 +68,6 @@ __all__ = [
     "prune_idempotency_keys",
     "replace_outputs",
     "report_progress",
-    "requeue",
     "retry",
     "snapshot",
     "start",

@@ -18,6 +18,7 @@ from models.user import User
 from services import credits, jobs, notifications, stats
 from services.error_events import record
 from services.errors import InvalidTransition
+from services.generations import leases
 from services.generations.charges import charge, charged_in_full_sql
 from services.generations.failures import FailureCode, failure_event, user_message
 from services.generations.messages import announce
@@ -57,6 +58,8 @@ async def start(generation_id: uuid.UUID) -> Generation | None:
         status=GenerationStatus.PROCESSING,
         stage="starting",
         started_at=_now(),
+        # The starting worker's lease on the step (it renews it while the step runs).
+        lease_expires_ms=leases.now_ms() + leases.lease_ms(),
     )
 
 

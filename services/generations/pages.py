@@ -86,6 +86,7 @@ class ListedGeneration(NamedTuple):
     created_at: datetime
     queued_at: datetime
     started_at: datetime | None
+    lease_expires_ms: int | None
     completed_at: datetime | None
     outputs: list[StoredOutput] | None
 

@@ -19,7 +19,6 @@ from services import stats
 from services.errors import NotFound
 from services.generations.messages import announce
 from services.generations.outputs import StoredOutput, delete_outputs, insert_outputs, outputs_of
-from services.jobs import enqueue_after_commit
 from services.sql import dialect_sql
 from services.unit_of_work import atomic, effects_only
 
@@ -246,17 +245,6 @@ async def get_visible(user: User, generation_id: uuid.UUID) -> Generation:
     if generation is None:
         raise NotFound("Generation not found.")
     return generation
-
-
-async def requeue(generation_id: uuid.UUID, older_than: datetime) -> bool:
-    """Sweeper: send the job again for a QUEUED row whose message may never have arrived."""
-    async with atomic():
-        bumped = await Generation.filter(
-            id=generation_id, status=GenerationStatus.QUEUED, queued_at__lt=older_than
-        ).update(queued_at=now())
-        if bumped:
-            enqueue_after_commit(generation_id)
-        return bool(bumped)
 
 
 async def prune_idempotency_keys() -> int:

@@ -57,8 +57,10 @@ async def test_a_call_that_cannot_be_logged_does_not_fail(backend, monkeypatch, 
 
     from tortoise import connections
 
-    monkeypatch.setattr(type(connections.get("default")), "execute_query", broken)
-    await record_call(CallRecord("acme", None, "GET", "https://acme/p", 200, 1, True, None))
+    # Undone before the test ends: the ledger audit after it needs the database back.
+    with monkeypatch.context() as patched:
+        patched.setattr(type(connections.get("default")), "execute_query", broken)
+        await record_call(CallRecord("acme", None, "GET", "https://acme/p", 200, 1, True, None))
     assert "could not log a call to acme" in caplog.text
 
 
