@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +28,7 @@ from providers.base import (
     Pending,
     Provider,
     ProviderError,
+    ProviderOutput,
     ProviderRequest,
     Result,
     SignedWebhooks,
@@ -46,6 +48,8 @@ from storage import OutputStore, output_key
 log = logging.getLogger(__name__)
 OUTPUT_TYPES = frozenset({"image/png", "image/jpeg", "image/webp", "image/gif", "video/mp4"})
 INPUT_TYPES = frozenset({"image/png", "image/jpeg", "image/webp"})
+# An output in hand whose provider named no type.
+UNKNOWN_TYPE = "application/octet-stream"
 # A provider's progress reports are written (a versioned update + publish each) at most this
 # often per generation; the ones in between are dropped, the last one is never needed (the
 # completion writes progress 1.0). Reports further apart than this are all written.
@@ -86,11 +90,12 @@ async def run_generation(
         row = await generations.get_row(generation_id)
         if row is None or workflows.waits_on_parts(row):
             return  # a workflow past its front view goes on by its own steps
+        claimed = _claimed_by_the_dead(row)  # before `take` arms the job again
         generation = await leases.take(row, token, step=jobs.RUN)
         if generation is None:
             return  # a duplicate or late message, or the step is another worker's
         if generation.provider_job:
-            await _poll(generation, catalogue, deps, store, pending_at=None)
+            await _poll(generation, catalogue, deps, store, pending_at=None, resumed=claimed)
             return
     async with leases.renewing(leases.held(generation)):
         await _guarded(generation, catalogue, deps, store, first_route=0)
@@ -135,9 +140,17 @@ async def poll(
         # net for a lost message (the job is claimed once, so only one of them cancels).
         await _abandon(generation, catalogue, deps)
         return
+    claimed = _claimed_by_the_dead(generation)  # before `take` arms the job again
     taken = await leases.take(generation, token, step=jobs.POLL)
     if taken is not None:
-        await _poll(taken, catalogue, deps, store, pending_at=pending_at)
+        await _poll(taken, catalogue, deps, store, pending_at=pending_at, resumed=claimed)
+
+
+def _claimed_by_the_dead(generation: Generation) -> bool:
+    """The provider job's result was claimed (its id cleared) and the attempt is still live:
+    the worker that claimed it died while storing its outputs. A step that takes this over
+    keeps the outputs that worker stored (`_finish`, `resumed`)."""
+    return bool(generation.provider_job) and generation.provider_job_id is None
 
 
 async def _poll(
@@ -147,8 +160,10 @@ async def _poll(
     store: OutputStore,
     *,
     pending_at: float | None,
+    resumed: bool = False,
 ) -> None:
-    """One poll of the provider job of a generation whose step this worker holds."""
+    """One poll of the provider job of a generation whose step this worker holds.
+    `resumed`: a worker that died had claimed the job's result (see `_finish`)."""
     job = generation.provider_job
     assert job is not None
     adapter = deps.registry.get(job["provider"])
@@ -172,7 +187,7 @@ async def _poll(
         return
     if isinstance(result, Finished):
         DURATIONS.observe(_duration_key(job), pending_at, elapsed)
-    await _on_result(generation, job, result, catalogue, deps, store, polling=True)
+    await _on_result(generation, job, result, catalogue, deps, store, polling=True, resumed=resumed)
 
 
 async def abandon(
@@ -453,6 +468,7 @@ async def _on_result(
     store: OutputStore,
     *,
     polling: bool,
+    resumed: bool = False,
 ) -> None:
     if isinstance(result, Pending):
         await _report(generation, result)  # a webhook's progress; polls come from poll()
@@ -467,7 +483,9 @@ async def _on_result(
             try:
                 if isinstance(result, ProviderError):
                     raise result
-                await _finish(generation, result, str(job["provider"]), deps, store)
+                await _finish(
+                    generation, result, str(job["provider"]), deps, store, resumed=resumed
+                )
             except Stopped:
                 return
             except ProviderError as error:
@@ -484,7 +502,12 @@ async def _finish(
     provider: str,
     deps: ProviderDeps,
     store: OutputStore,
+    *,
+    resumed: bool = False,
 ) -> None:
+    """Store the outputs and complete. `resumed`: these are the outputs of a provider job
+    whose result a worker claimed before it died; what it stored is kept, not fetched again
+    (the same job gives the same outputs, and their keys are the same)."""
     # Outputs already in hand go straight to the store: completing is guarded anyway.
     # Downloads may take a while: once they have taken STORING_REPORT_AFTER, say so (and
     # stop if the attempt ended meanwhile); quicker ones complete without that
@@ -495,23 +518,29 @@ async def _finish(
     async def store_all() -> None:
         # A workflow's view keeps its view's number as its output index.
         first = GenerationParams.of(generation).view_index or 0
+        redraw = workflows.round_of(generation)
         for index, output in enumerate(finished.outputs, start=first):
-            data, content_type = output.data, output.content_type
-            if data is None:
-                data, content_type = await _download(output.url, deps)
-            content_type = content_type or "application/octet-stream"
-            key = output_key(
+            key_for = functools.partial(
+                output_key,
                 generation.user_id,
                 generation.id,
                 index,
-                content_type,
                 attempt=generation.attempts,
-                redraw=workflows.round_of(generation),
+                redraw=redraw,
             )
-            await store.put(key, data, content_type)
+            kept = await _stored_before(store, key_for, output) if resumed else None
+            if kept is not None:
+                key, content_type, size = kept
+            else:
+                data, declared = output.data, output.content_type
+                if data is None:
+                    data, declared = await _download(output.url, deps)
+                content_type = declared or UNKNOWN_TYPE
+                key, size = key_for(content_type), len(data)
+                await store.put(key, data, content_type)
             stored.append(
                 StoredOutput(
-                    index, key, content_type, len(data), output.width, output.height, output.text
+                    index, key, content_type, size, output.width, output.height, output.text
                 )
             )
 
@@ -552,6 +581,29 @@ async def _finish(
         raise
     if done is None:
         await _delete(store, stored)  # cancelled at the last moment: the files are orphans
+
+
+async def _stored_before(
+    store: OutputStore, key_for: Callable[[str], str], output: ProviderOutput
+) -> tuple[str, str, int] | None:
+    """The key, content type and size of what a worker that died stored for `output`, or
+    None. A key that exists holds a complete object (a store's put is atomic). The key
+    depends on the content type: known for data in hand, else found by the download, so the
+    provider's declared type is looked for first, then each type a download may bring."""
+    if output.data is not None:
+        candidates = [output.content_type or UNKNOWN_TYPE]
+    else:
+        candidates = [t for t in (output.content_type, *sorted(OUTPUT_TYPES)) if t]
+    looked: set[str] = set()
+    for content_type in candidates:
+        key = key_for(content_type)
+        if key in looked:
+            continue
+        looked.add(key)
+        found = await store.stat(key)
+        if found is not None:
+            return key, found.content_type or content_type, found.size
+    return None
 
 
 async def _download(url: str | None, deps: ProviderDeps) -> tuple[bytes, str]:
