@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
 import statistics
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -199,3 +201,24 @@ def snapshot_diff(first: Path, last: Path, top: int = 15) -> str:
         lines.append(f"  {stat.size_diff / 1024:+.0f} KiB, {stat.count_diff:+d} blocks:")
         lines.extend(f"    {frame}" for frame in stat.traceback.format()[-16:])
     return "\n".join(lines)
+
+
+async def name_cycles(pid: int, directory: Path) -> str:
+    """Asks the API to keep its cyclic garbage for 10 s and name it (memory_probe/garbage.py);
+    the kinds of cycle found, most frequent first, and where the whole report is kept."""
+    path = directory / "cycles.txt"
+    os.kill(pid, signal.SIGUSR2)
+    deadline = time.monotonic() + SNAPSHOT_TIMEOUT
+    while not path.exists():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"no report of cycles at {path}")
+        await asyncio.sleep(0.5)
+    kept = Path(tempfile.mkstemp(prefix="kiln-soak-cycles-", suffix=".txt")[1])
+    shutil.copy(path, kept)
+    text = path.read_text()
+    head = [line for line in text.splitlines() if not line.startswith("    ")]
+    return (
+        f"reference cycles in 10 s of load (whole report: {kept}):\n\n```\n"
+        + "\n".join(head[:80])
+        + "\n```"
+    )

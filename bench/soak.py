@@ -37,6 +37,7 @@ from bench.sampling import (
     METRICS_TOKEN,
     RssTrace,
     gc_stats,
+    name_cycles,
     probe_env,
     snapshot_diff,
     take_snapshot,
@@ -61,6 +62,7 @@ class SoakOptions:
     watchers: int = 10  # sockets, each watching one new generation to its final state, again
     followers: int = 10  # sockets, each following myGenerations for HOLD_SECONDS, again
     tracemalloc: bool = False
+    cycles: bool = False
 
 
 @dataclass
@@ -194,7 +196,7 @@ async def unfinished(run: Run) -> int:
 async def soak_run(soak: SoakOptions, options: Options) -> list[str]:
     snapshots = Path(tempfile.mkdtemp(prefix="kiln-soak-tracemalloc-"))
     env = {"METRICS_TOKEN": METRICS_TOKEN}
-    if soak.tracemalloc:
+    if soak.tracemalloc or soak.cycles:
         env |= probe_env(snapshots)
     async with kiln("soak", extra_env=env) as run:
         users = await register_users(run.base_url, run.database, USERS)
@@ -206,15 +208,17 @@ async def soak_run(soak: SoakOptions, options: Options) -> list[str]:
         tally = Tally()
         trace.start()
         loading = asyncio.create_task(load(run, users, soak, tally))
-        diff = ""
-        if soak.tracemalloc:
+        diff = cycles = ""
+        if soak.tracemalloc or soak.cycles:
             await asyncio.sleep(60)
+        if soak.tracemalloc:
             first = await take_snapshot(api, snapshots, 1)
-            await loading
+        if soak.cycles:
+            cycles = await name_cycles(api, snapshots)
+        await loading
+        if soak.tracemalloc:
             last = await take_snapshot(api, snapshots, 2)
             diff = await asyncio.to_thread(snapshot_diff, first, last)
-        else:
-            await loading
         await trace.stop()
         gc = (await gc_stats(run.base_url)).minus(before)
         left = await unfinished(run)
@@ -234,6 +238,8 @@ async def soak_run(soak: SoakOptions, options: Options) -> list[str]:
         f"RSS by minute (MiB): {trace.series()}",
         f"GC: longest pause {gc.longest_ms:.1f} ms; {gc.summary()}",
     ]
+    if cycles:
+        lines.append(cycles)
     if diff:
         lines.append(f"tracemalloc, end of minute 1 -> end of the run:\n\n```\n{diff}\n```")
     return lines
@@ -249,6 +255,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--workers", type=int, default=2, help="worker processes (2)")
     parser.add_argument("--threads", type=int, default=8, help="threads per worker process")
     parser.add_argument("--tracemalloc", action="store_true", help="diff the API's memory")
+    parser.add_argument(
+        "--cycles", action="store_true", help="name the API's reference cycles for 10 s"
+    )
     parser.add_argument("--results", help="append the figures to this file (bench/RESULTS.md)")
     args = parser.parse_args(argv)
     soak = SoakOptions(
@@ -258,6 +267,7 @@ def main(argv: list[str]) -> int:
         args.watchers,
         args.followers,
         args.tracemalloc,
+        args.cycles,
     )
     options = Options(workers=args.workers, threads=args.threads)
     raise_open_files()

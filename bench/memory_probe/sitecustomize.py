@@ -11,6 +11,7 @@ import gc
 import os
 import signal
 import sys
+import threading
 import tracemalloc
 
 FRAMES = 8
@@ -32,5 +33,31 @@ def _snapshot(signum: int, frame: object) -> None:
     os.replace(collected + ".part", collected)  # complete when it appears under its name
 
 
+CYCLE_SECONDS = 10.0
+
+
+def _cycles(signum: int, frame: object) -> None:
+    """For CYCLE_SECONDS, everything a collection finds unreachable is kept, then named in
+    $KILN_BENCH_TRACEMALLOC/cycles.txt (garbage.py), and freed."""
+    gc.collect()
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    threading.Timer(CYCLE_SECONDS, _report_cycles).start()
+
+
+def _report_cycles() -> None:
+    sys.path.insert(0, os.path.dirname(__file__))
+    import garbage
+
+    gc.collect()
+    found = list(gc.garbage)
+    gc.garbage.clear()
+    gc.set_debug(0)
+    path = os.path.join(_directory, "cycles.txt")
+    garbage.report(found, path + ".part", 0)
+    found.clear()
+    os.replace(path + ".part", path)
+
+
 if _directory and "server:create_app" in sys.argv:
     signal.signal(signal.SIGUSR1, _snapshot)
+    signal.signal(signal.SIGUSR2, _cycles)
