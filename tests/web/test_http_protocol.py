@@ -5,6 +5,7 @@ WebSocket messages the HTTP body cap, and a client's X-Forwarded-For is not beli
 from __future__ import annotations
 
 import asyncio
+import gc
 import select
 import socket
 import time
@@ -21,6 +22,7 @@ from websockets.exceptions import ConnectionClosed
 from server import create_app, uvicorn_options
 from settings import Settings
 from tests.support.fake_server import serve
+from web.http_protocol import KilnHttpProtocol
 
 HEADER_TIMEOUT = 0.5
 MAX_HEADER_BYTES = 8 * 1024
@@ -206,3 +208,29 @@ async def test_socket_messages_are_capped_like_bodies(kiln):
         with pytest.raises(ConnectionClosed) as closed:
             await asyncio.wait_for(websocket.recv(), PATIENCE)
     assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009  # message too big
+
+
+def http_protocols() -> int:
+    # type(): isinstance would look through weak proxies, some of them dead.
+    return sum(issubclass(type(o), KilnHttpProtocol) for o in gc.get_objects())
+
+
+async def test_a_connection_upgraded_to_a_socket_leaves_no_cycle(kiln):
+    """The HTTP protocol a socket began with is freed when it hands the connection over, not
+    kept in a cycle with its parser until a full collection (rare: server.py) with whatever
+    it holds."""
+    host, port = kiln
+    gc.collect()
+    gc.disable()
+    try:
+        before = http_protocols()
+        for _ in range(5):
+            async with connect(f"ws://{host}:{port}/echo") as websocket:
+                await websocket.send("hello")
+                assert await websocket.recv() == "hello"
+        deadline = time.monotonic() + PATIENCE
+        while (left := http_protocols()) > before and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+    finally:
+        gc.enable()
+    assert left <= before
