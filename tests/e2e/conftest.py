@@ -24,8 +24,8 @@ from tests.e2e.stack import (
     start_embedded,
     start_production,
 )
-from tests.providers.fakes.replicate import FakeReplicate
 from tests.support.fake_server import serve
+from tests.support.fakes.replicate import FakeReplicate
 from tests.support.services import (
     drop_database,
     need,

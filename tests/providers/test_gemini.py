@@ -15,9 +15,9 @@ from models.generation import GenerationKind
 from providers.base import Finished, ProviderError, ProviderOutput, ProviderRequest
 from providers.gemini import GeminiProvider
 from providers.http import ProviderHTTP
-from tests.providers.fakes.gemini import API_KEY, FakeGemini, Scripted, google_error
-from tests.providers.fakes.openai import png
 from tests.support.fake_server import serve
+from tests.support.fakes.gemini import API_KEY, FakeGemini, Scripted, google_error
+from tests.support.fakes.openai import png
 from tests.support.providers import Progress, Sink
 
 IMAGE_MODEL = "gemini-2.5-flash-image"

@@ -15,8 +15,8 @@ from models.generation import GenerationKind
 from providers.base import Finished, ProviderError, ProviderOutput, ProviderRequest
 from providers.http import ProviderHTTP
 from providers.openai import OpenAIProvider
-from tests.providers.fakes.openai import API_KEY, FakeOpenAI, Scripted, error, png
 from tests.support.fake_server import serve
+from tests.support.fakes.openai import API_KEY, FakeOpenAI, Scripted, error, png
 from tests.support.providers import Progress, Sink
 
 

@@ -22,14 +22,14 @@ from models.generation import GenerationKind
 from providers.base import Finished, Pending, ProviderError, ProviderRequest, WebhookUpdate
 from providers.http import CallRecord, ProviderHTTP
 from providers.replicate import ReplicateProvider
-from tests.providers.fakes.replicate import (
+from tests.support.fake_server import serve
+from tests.support.fakes.replicate import (
     NSFW_ERROR,
     SENSITIVE_ERROR,
     SIGNING_SECRET,
     FakeReplicate,
     Outcome,
 )
-from tests.support.fake_server import serve
 
 TOKEN = "r8_FAKEtoken0123456789abcdefSECRET"
 VERSION = "39ed52f2a78e934b3ba6e2a89f5b1c712de7dfea535525255b1aa35c5565e08b"

@@ -17,8 +17,8 @@ from models.generation import GenerationKind
 from providers.base import Finished, Pending, ProviderError, ProviderRequest
 from providers.http import CallRecord, ProviderHTTP
 from providers.stability import StabilityProvider
-from tests.providers.fakes.stability import VIDEO_BYTES, FakeStability, png_bytes
 from tests.support.fake_server import serve
+from tests.support.fakes.stability import VIDEO_BYTES, FakeStability, png_bytes
 from tests.support.providers import Progress
 
 KEY = "sk-FAKEstabilityKEY0123456789abcdefSECRET"

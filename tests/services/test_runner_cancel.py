@@ -29,8 +29,8 @@ from services.generations import NewGeneration
 from services.provider_limits import Lease, ProviderLimit
 from services.provider_routing.deps import ProviderDeps
 from services.sweeper import sweep
-from tests.providers.fakes.replicate import SIGNING_SECRET, FakeReplicate
 from tests.support.fake_server import serve
+from tests.support.fakes.replicate import SIGNING_SECRET, FakeReplicate
 from tests.support.ledger import assert_ledger_matches
 from tests.support.providers import provider_deps
 

@@ -16,8 +16,8 @@ from services import generations, runner
 from services.catalogue import parse_catalogue
 from services.generations import NewGeneration
 from services.provider_routing.deps import ProviderDeps
-from tests.providers.fakes.openai import API_KEY, FakeOpenAI
 from tests.support.fake_server import serve
+from tests.support.fakes.openai import API_KEY, FakeOpenAI
 from tests.support.providers import provider_deps
 
 CATALOGUE = parse_catalogue(

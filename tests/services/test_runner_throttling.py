@@ -18,8 +18,8 @@ from services import generations, runner
 from services.catalogue import parse_catalogue
 from services.generations import NewGeneration
 from services.provider_routing.deps import ProviderDeps
-from tests.providers.fakes.replicate import FakeReplicate
 from tests.support.fake_server import serve
+from tests.support.fakes.replicate import FakeReplicate
 from tests.support.providers import FAST_RETRIES, provider_deps
 
 TOKEN = "r8_throttle_test_token"

@@ -23,7 +23,7 @@ from providers.replicate import ReplicateProvider
 from server import create_app
 from services import error_events
 from services.catalogue import load_catalogue
-from tests.providers.fakes.replicate import SIGNING_SECRET
+from tests.support.fakes.replicate import SIGNING_SECRET
 from tests.support.providers import provider_deps
 
 PAYMENT_SECRET = "whsec_payments_test"

@@ -25,7 +25,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from tests.providers.fakes.openai import png
+from tests.support.fakes.openai import png
 
 API_KEY = "AIzaSy-test-0123456789abcdefghijklmnopqrs"
 RATIO_SIZES = {
