@@ -3,9 +3,13 @@ limits kept in memory, no retries' sleeping."""
 
 from __future__ import annotations
 
-import httpx
+import io
 
-from providers.base import Provider
+import httpx
+import pytest
+from PIL import Image
+
+from providers.base import Finished, Provider, ProviderError, ProviderOutput, ProviderRequest
 from providers.http import CallRecord
 from providers.local import LocalProvider
 from providers.registry import ProviderRegistry
@@ -62,3 +66,35 @@ class Sink:
 
     async def __call__(self, record: CallRecord) -> None:
         self.records.append(record)
+
+
+async def generate(provider: Provider, req: ProviderRequest) -> list[ProviderOutput]:
+    """Starts `req` on an adapter that answers at once; the outputs it finished with."""
+    result = await provider.start(req, Progress())
+    assert isinstance(result, Finished)
+    return result.outputs
+
+
+async def failure(provider: Provider, req: ProviderRequest) -> ProviderError:
+    """Starts `req` on an adapter that must refuse it; the ProviderError it raised."""
+    with pytest.raises(ProviderError) as caught:
+        await provider.start(req, Progress())
+    return caught.value
+
+
+def image_of(output: ProviderOutput) -> Image.Image:
+    """The output's bytes decoded (and fully read, so a truncated file fails here)."""
+    image = Image.open(io.BytesIO(output.data or b""))
+    image.load()
+    return image
+
+
+def assert_key_kept_secret(sink: Sink, api_key: str, error: ProviderError | None = None) -> None:
+    """The key went in a header only: never in a logged URL or record, nor in the error."""
+    assert sink.records
+    for record in sink.records:
+        assert "?" not in record.url
+        assert api_key not in repr(record)
+    if error is not None:
+        assert api_key not in error.message
+        assert api_key not in str(error)
