@@ -8,6 +8,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from services.breakers import BreakerPolicy, CircuitState, MemoryBreakers, RedisBreakers
+from tests.support.redis_clients import redis_clients
 from tests.support.services import need, redis_url
 
 POLICY = BreakerPolicy(failure_threshold=3, min_calls=4, window=30, cooldown=0.3, probe_timeout=5)
@@ -21,17 +22,9 @@ async def make_breakers(request) -> AsyncIterator:
         yield lambda: shared
         return
     need("redis")
-    clients: list[aioredis.Redis] = []
     prefix = f"test:breaker:{uuid.uuid4().hex}"
-
-    def make() -> RedisBreakers:
-        client = aioredis.Redis.from_url(redis_url(12))
-        clients.append(client)
-        return RedisBreakers(client, POLICY, prefix=prefix)
-
-    yield make
-    for client in clients:
-        await client.aclose()
+    async with redis_clients(redis_url(12)) as clients:
+        yield lambda: RedisBreakers(clients.connect(), POLICY, prefix=prefix)
 
 
 async def test_a_failing_provider_opens_for_every_process_then_recovers(make_breakers):

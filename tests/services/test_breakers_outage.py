@@ -9,12 +9,9 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
-import redis.asyncio as aioredis
 from prometheus_client import REGISTRY
 
 from models.generation import Generation, GenerationStatus
-from providers.base import ProgressCallback, ProviderRequest, Result
-from providers.local import LocalProvider
 from services import generations, runner
 from services.breakers import BreakerPolicy, CircuitState, RedisBreakers
 from services.generations import NewGeneration
@@ -22,7 +19,8 @@ from services.provider_limits import ProviderLimit, RedisLimiter
 from tests.support.generations import CATALOGUE
 from tests.support.ledger import assert_ledger_matches
 from tests.support.private_servers import PrivateRedis
-from tests.support.providers import provider_deps
+from tests.support.providers import KillsRedisMidCall, provider_deps
+from tests.support.redis_clients import RedisClients, redis_clients
 
 POLICY = BreakerPolicy(failure_threshold=3, min_calls=4, window=30, cooldown=30, probe_timeout=5)
 
@@ -34,17 +32,14 @@ def private_redis() -> Iterator[PrivateRedis]:
 
 
 @pytest.fixture
-async def clients(private_redis: PrivateRedis) -> AsyncIterator[list[aioredis.Redis]]:
+async def clients(private_redis: PrivateRedis) -> AsyncIterator[RedisClients]:
     """Redis clients of 'worker processes', closed after the test."""
-    made: list[aioredis.Redis] = []
-    yield made
-    for client in made:
-        await client.aclose()
+    async with redis_clients(private_redis.url()) as made:
+        yield made
 
 
-def breakers_on(server: PrivateRedis, clients: list[aioredis.Redis], prefix: str) -> RedisBreakers:
-    client = aioredis.Redis.from_url(server.url())
-    clients.append(client)
+def breakers_on(clients: RedisClients, prefix: str) -> RedisBreakers:
+    client = clients.connect()
     # A short wait before asking a Redis that failed again, so the test need not sleep long.
     return RedisBreakers(client, POLICY, prefix=prefix, retry_interval=0.05)
 
@@ -55,7 +50,7 @@ def fallbacks(component: str) -> float:
 
 
 async def test_without_redis_every_call_is_decided_in_the_process(private_redis, clients):
-    breakers = breakers_on(private_redis, clients, f"t:{uuid.uuid4().hex}")
+    breakers = breakers_on(clients, f"t:{uuid.uuid4().hex}")
     assert await breakers.allow("acme")
     private_redis.kill()
 
@@ -72,8 +67,8 @@ async def test_outcomes_written_during_the_outage_reach_redis_when_it_answers(
     private_redis, clients
 ):
     prefix = f"t:{uuid.uuid4().hex}"
-    worker_a = breakers_on(private_redis, clients, prefix)
-    worker_b = breakers_on(private_redis, clients, prefix)
+    worker_a = breakers_on(clients, prefix)
+    worker_b = breakers_on(clients, prefix)
     await worker_a.record("acme", ok=True)
     private_redis.kill()
     for _ in range(4):
@@ -88,7 +83,7 @@ async def test_outcomes_written_during_the_outage_reach_redis_when_it_answers(
 
 
 async def test_an_outage_is_logged_once_and_counted(private_redis, clients, caplog):
-    breakers = breakers_on(private_redis, clients, f"t:{uuid.uuid4().hex}")
+    breakers = breakers_on(clients, f"t:{uuid.uuid4().hex}")
     before = fallbacks("provider breakers")
     private_redis.kill()
     with caplog.at_level(logging.INFO, logger="kiln.redis"):
@@ -106,25 +101,11 @@ async def test_an_outage_is_logged_once_and_counted(private_redis, clients, capl
     assert fallbacks("provider breakers") - before == 40
 
 
-class KillsRedisMidCall(LocalProvider):
-    """The built-in provider, whose call ends after Redis died under it."""
-
-    def __init__(self, server: PrivateRedis) -> None:
-        super().__init__(step_delay=0.0)
-        self.server = server
-
-    async def start(self, request: ProviderRequest, progress: ProgressCallback) -> Result:
-        result = await super().start(request, progress)
-        self.server.kill()
-        return result
-
-
 async def test_a_generation_whose_provider_call_ends_while_redis_is_down_completes(
     make_user, backend, private_redis, clients
 ):
     prefix = f"t:{uuid.uuid4().hex}"
-    client = aioredis.Redis.from_url(private_redis.url())
-    clients.append(client)
+    client = clients.connect()
     deps = provider_deps(KillsRedisMidCall(private_redis))
     deps.breakers = RedisBreakers(client, POLICY, prefix=f"{prefix}:breaker")
     deps.limiter = RedisLimiter(

@@ -5,9 +5,9 @@ import uuid
 from collections.abc import AsyncIterator
 
 import pytest
-import redis.asyncio as aioredis
 
 from services.provider_limits import Lease, MemoryLimiter, ProviderLimit, RedisLimiter, Wait
+from tests.support.redis_clients import redis_clients
 from tests.support.services import need, redis_url
 
 LIMITS = {"busy": ProviderLimit(max_concurrent=5), "metered": ProviderLimit(per_minute=3)}
@@ -20,17 +20,9 @@ async def make_limiter(request) -> AsyncIterator:
         yield lambda: shared
         return
     need("redis")
-    clients: list[aioredis.Redis] = []
     prefix = f"test:limit:{uuid.uuid4().hex}"
-
-    def make() -> RedisLimiter:
-        client = aioredis.Redis.from_url(redis_url(12))
-        clients.append(client)
-        return RedisLimiter(client, LIMITS, prefix=prefix)
-
-    yield make
-    for client in clients:
-        await client.aclose()
+    async with redis_clients(redis_url(12)) as clients:
+        yield lambda: RedisLimiter(clients.connect(), LIMITS, prefix=prefix)
 
 
 async def test_never_more_than_max_concurrent_across_processes(make_limiter):

@@ -9,7 +9,15 @@ import httpx
 import pytest
 from PIL import Image
 
-from providers.base import Finished, Provider, ProviderError, ProviderOutput, ProviderRequest
+from providers.base import (
+    Finished,
+    ProgressCallback,
+    Provider,
+    ProviderError,
+    ProviderOutput,
+    ProviderRequest,
+    Result,
+)
 from providers.http import CallRecord
 from providers.local import LocalProvider
 from providers.registry import ProviderRegistry
@@ -17,6 +25,7 @@ from services.breakers import BreakerPolicy, MemoryBreakers
 from services.provider_limits import MemoryLimiter, ProviderLimit
 from services.provider_routing.deps import ProviderDeps
 from services.provider_routing.retries import RetryPolicy
+from tests.support.private_servers import PrivateRedis
 
 FAST_RETRIES = RetryPolicy(attempts=3, base_delay=0.001, max_delay=0.01, max_total_wait=2.0)
 
@@ -98,3 +107,16 @@ def assert_key_kept_secret(sink: Sink, api_key: str, error: ProviderError | None
     if error is not None:
         assert api_key not in error.message
         assert api_key not in str(error)
+
+
+class KillsRedisMidCall(LocalProvider):
+    """The built-in provider, whose call ends after Redis died under it."""
+
+    def __init__(self, server: PrivateRedis) -> None:
+        super().__init__(step_delay=0.0)
+        self.server = server
+
+    async def start(self, request: ProviderRequest, progress: ProgressCallback) -> Result:
+        result = await super().start(request, progress)
+        self.server.kill()
+        return result
