@@ -14,7 +14,7 @@ import socket
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
 import httpx
@@ -25,14 +25,7 @@ from websockets.exceptions import ConnectionClosed
 from tests.e2e import api
 from tests.e2e.client import SUBPROTOCOL
 from tests.e2e.stack import Stack, StackError, start_embedded, start_production
-from tests.support.services import (
-    drop_database,
-    need,
-    pg_url,
-    recreate_database,
-    redis_url,
-    run_database,
-)
+from tests.support.services import fresh_database, need, redis_url
 
 pytestmark = pytest.mark.e2e
 
@@ -57,25 +50,23 @@ async def edges(
         # Its own queues and counters: the suite's shared production stack uses the default.
         "REDIS_NAMESPACE": f"kiln-e2e-edges-{uuid.uuid4().hex[:8]}",
     }
-    database = run_database(EDGES_DATABASE)
-    try:
-        if kind == "embedded":
-            stack = await asyncio.to_thread(start_embedded, data_dir, env)
-        else:
-            need("postgres")
-            need("redis")
-            await recreate_database(database)
-            stack = await asyncio.to_thread(
-                start_production, data_dir, pg_url(database), redis_url(EDGES_REDIS_DB), env
-            )
-    except StackError as error:
-        pytest.fail(str(error), pytrace=False)
-    try:
-        yield stack
-    finally:
-        await asyncio.to_thread(stack.stop)
-        if kind == "production":
-            await drop_database(database)
+    async with AsyncExitStack() as resources:  # the database outlives the stack using it
+        try:
+            if kind == "embedded":
+                stack = await asyncio.to_thread(start_embedded, data_dir, env)
+            else:
+                need("postgres")
+                need("redis")
+                database_url = await resources.enter_async_context(fresh_database(EDGES_DATABASE))
+                stack = await asyncio.to_thread(
+                    start_production, data_dir, database_url, redis_url(EDGES_REDIS_DB), env
+                )
+        except StackError as error:
+            pytest.fail(str(error), pytrace=False)
+        try:
+            yield stack
+        finally:
+            await asyncio.to_thread(stack.stop)
 
 
 @asynccontextmanager

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import pytest
 
@@ -81,3 +83,14 @@ async def recreate_database(name: str) -> None:
         await connection.execute(f'CREATE DATABASE "{name}"')
     finally:
         await connection.close()
+
+
+@asynccontextmanager
+async def fresh_database(name: str) -> AsyncIterator[str]:
+    """An empty PostgreSQL database of this run's own, dropped after; yields its URL."""
+    database = run_database(name)
+    await recreate_database(database)
+    try:
+        yield pg_url(database)
+    finally:
+        await drop_database(database)
