@@ -20,7 +20,7 @@ from models.generation import GenerationKind
 from providers.base import Finished, Pending, ProviderError, ProviderRequest, WebhookUpdate
 from providers.fal import FalProvider, _app_root
 from providers.http import CallRecord, ProviderHTTP
-from tests.support.fake_server import serve
+from tests.support.fakes import served
 from tests.support.fakes.fal import FakeFal
 from tests.support.providers import Progress
 
@@ -34,9 +34,7 @@ needs_cryptography = pytest.mark.skipif(
 
 @pytest.fixture
 def fake():
-    fal = FakeFal(api_key=KEY)
-    with serve(fal.app) as url:
-        fal.base_url = url
+    with served(FakeFal(api_key=KEY)) as fal:
         yield fal
 
 

@@ -22,7 +22,7 @@ from models.generation import GenerationKind
 from providers.base import Finished, Pending, ProviderError, ProviderRequest, WebhookUpdate
 from providers.http import CallRecord, ProviderHTTP
 from providers.replicate import ReplicateProvider
-from tests.support.fake_server import serve
+from tests.support.fakes import served
 from tests.support.fakes.replicate import (
     NSFW_ERROR,
     SENSITIVE_ERROR,
@@ -44,21 +44,20 @@ async def no_progress(fraction: float, stage: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def fake_server() -> Iterator[tuple[FakeReplicate, str]]:
-    fake = FakeReplicate(TOKEN)
-    with serve(fake.app) as url:
-        yield fake, url
+def fake_server() -> Iterator[FakeReplicate]:
+    with served(FakeReplicate(TOKEN)) as fake:
+        yield fake
 
 
 @pytest.fixture
-def fake(fake_server: tuple[FakeReplicate, str]) -> FakeReplicate:
-    fake_server[0].reset()
-    return fake_server[0]
+def fake(fake_server: FakeReplicate) -> FakeReplicate:
+    fake_server.reset()
+    return fake_server
 
 
 @pytest.fixture
-def base_url(fake_server: tuple[FakeReplicate, str]) -> str:
-    return f"{fake_server[1]}/v1"
+def base_url(fake_server: FakeReplicate) -> str:
+    return fake_server.api_url
 
 
 @pytest.fixture

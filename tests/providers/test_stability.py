@@ -17,7 +17,7 @@ from models.generation import GenerationKind
 from providers.base import Finished, Pending, ProviderError, ProviderRequest
 from providers.http import CallRecord, ProviderHTTP
 from providers.stability import StabilityProvider
-from tests.support.fake_server import serve
+from tests.support.fakes import served
 from tests.support.fakes.stability import VIDEO_BYTES, FakeStability, png_bytes
 from tests.support.providers import Progress
 
@@ -29,21 +29,20 @@ INPUT_PNG = png_bytes(96, 64, seed=3)
 
 
 @pytest.fixture(scope="module")
-def fake_server() -> Iterator[tuple[FakeStability, str]]:
-    fake = FakeStability(KEY)
-    with serve(fake.app) as url:
-        yield fake, url
+def fake_server() -> Iterator[FakeStability]:
+    with served(FakeStability(KEY)) as fake:
+        yield fake
 
 
 @pytest.fixture
-def fake(fake_server: tuple[FakeStability, str]) -> FakeStability:
-    fake_server[0].reset()
-    return fake_server[0]
+def fake(fake_server: FakeStability) -> FakeStability:
+    fake_server.reset()
+    return fake_server
 
 
 @pytest.fixture
-def base_url(fake_server: tuple[FakeStability, str]) -> str:
-    return fake_server[1]
+def base_url(fake_server: FakeStability) -> str:
+    return fake_server.base_url
 
 
 @pytest.fixture

@@ -29,7 +29,7 @@ from services.generations import NewGeneration
 from services.provider_limits import Lease, ProviderLimit
 from services.provider_routing.deps import ProviderDeps
 from services.sweeper import sweep
-from tests.support.fake_server import serve
+from tests.support.fakes import served
 from tests.support.fakes.replicate import SIGNING_SECRET, FakeReplicate
 from tests.support.ledger import assert_ledger_matches
 from tests.support.providers import provider_deps
@@ -53,17 +53,16 @@ CATALOGUE = parse_catalogue(
 
 
 @pytest.fixture(scope="module")
-def fake_server() -> Iterator[tuple[FakeReplicate, str]]:
-    fake = FakeReplicate(TOKEN)
-    with serve(fake.app) as url:
-        yield fake, f"{url}/v1"
+def fake_server() -> Iterator[FakeReplicate]:
+    with served(FakeReplicate(TOKEN)) as fake:
+        yield fake
 
 
 @pytest.fixture
-def fake(fake_server: tuple[FakeReplicate, str]) -> FakeReplicate:
-    fake_server[0].reset()
-    fake_server[0].outcome.polls = 50  # the job runs for a long while unless cancelled
-    return fake_server[0]
+def fake(fake_server: FakeReplicate) -> FakeReplicate:
+    fake_server.reset()
+    fake_server.outcome.polls = 50  # the job runs for a long while unless cancelled
+    return fake_server
 
 
 @pytest.fixture
@@ -127,9 +126,9 @@ def cancels(fake: FakeReplicate, job_id: str | None = None) -> list[str]:
 
 @pytest.mark.parametrize("webhooks", [True, False], ids=["webhooks", "polling"])
 async def test_cancel_reaches_the_provider_at_once_and_once(
-    make_user, backend, fake, fake_server, client, webhooks
+    make_user, backend, fake, client, webhooks
 ):
-    deps = deps_for(client, fake_server[1], webhooks=webhooks)
+    deps = deps_for(client, fake.api_url, webhooks=webhooks)
     user = await make_user()
     generation = await running_job(user, fake, deps, backend)
     job_id = generation.provider_job_id
@@ -156,10 +155,8 @@ async def test_cancel_reaches_the_provider_at_once_and_once(
     await assert_ledger_matches(user.id)
 
 
-async def test_a_sweeper_time_out_stops_the_provider_job(
-    make_user, backend, fake, fake_server, client
-):
-    deps = deps_for(client, fake_server[1], webhooks=True)
+async def test_a_sweeper_time_out_stops_the_provider_job(make_user, backend, fake, client):
+    deps = deps_for(client, fake.api_url, webhooks=True)
     user = await make_user()
     generation = await running_job(user, fake, deps, backend)
     await Generation.filter(id=generation.id).update(
@@ -176,9 +173,9 @@ async def test_a_sweeper_time_out_stops_the_provider_job(
 
 
 async def test_cancelling_a_workflow_stops_the_provider_jobs_of_its_views(
-    make_user, backend, fake, fake_server, client
+    make_user, backend, fake, client
 ):
-    deps = deps_for(client, fake_server[1], webhooks=True, max_concurrent=10)
+    deps = deps_for(client, fake.api_url, webhooks=True, max_concurrent=10)
     user = await make_user()
     fake.outcome.polls = 0  # the front view is drawn at once
     mark = len(backend.sent)
@@ -209,9 +206,9 @@ async def test_cancelling_a_workflow_stops_the_provider_jobs_of_its_views(
 
 
 async def test_a_generation_without_a_provider_job_sends_no_abandon(
-    make_user, backend, fake, fake_server, client
+    make_user, backend, fake, client
 ):
-    deps = deps_for(client, fake_server[1], webhooks=True)
+    deps = deps_for(client, fake.api_url, webhooks=True)
     user = await make_user()
     generation = await generations.create_generation(
         user, NewGeneration(prompt="a lantern", model="queued"), CATALOGUE
@@ -223,10 +220,8 @@ async def test_a_generation_without_a_provider_job_sends_no_abandon(
     assert fake.requests == []
 
 
-async def test_a_late_abandon_leaves_the_next_attempts_job_alone(
-    make_user, backend, fake, fake_server, client
-):
-    deps = deps_for(client, fake_server[1], webhooks=True)
+async def test_a_late_abandon_leaves_the_next_attempts_job_alone(make_user, backend, fake, client):
+    deps = deps_for(client, fake.api_url, webhooks=True)
     user = await make_user()
     first = await running_job(user, fake, deps, backend)
     await generations.cancel(user, first.id)
@@ -271,10 +266,10 @@ class CancelledWhileSubmitting:
 
 
 async def test_a_cancel_during_submission_stops_the_job_and_frees_its_slot(
-    make_user, backend, fake, fake_server, client
+    make_user, backend, fake, client
 ):
     adapter = CancelledWhileSubmitting(
-        ReplicateProvider(ProviderHTTP("replicate", client), TOKEN, fake_server[1])
+        ReplicateProvider(ProviderHTTP("replicate", client), TOKEN, fake.api_url)
     )
     deps = provider_deps(adapter, limits={"replicate": ProviderLimit(max_concurrent=1)})
     user = await make_user()

@@ -18,7 +18,7 @@ from services import generations, runner
 from services.catalogue import parse_catalogue
 from services.generations import NewGeneration
 from services.provider_routing.deps import ProviderDeps
-from tests.support.fake_server import serve
+from tests.support.fakes import served
 from tests.support.fakes.replicate import FakeReplicate
 from tests.support.providers import FAST_RETRIES, provider_deps
 
@@ -39,24 +39,23 @@ CATALOGUE = parse_catalogue(
 
 
 @pytest.fixture(scope="module")
-def fake_server() -> Iterator[tuple[FakeReplicate, str]]:
-    fake = FakeReplicate(TOKEN)
-    with serve(fake.app) as url:
-        yield fake, f"{url}/v1"
+def fake_server() -> Iterator[FakeReplicate]:
+    with served(FakeReplicate(TOKEN)) as fake:
+        yield fake
 
 
 @pytest.fixture
-def fake(fake_server: tuple[FakeReplicate, str]) -> Iterator[FakeReplicate]:
-    fake_server[0].reset()
-    fake_server[0].outcome.polls = 50
-    yield fake_server[0]
-    fake_server[0].reset()
+def fake(fake_server: FakeReplicate) -> Iterator[FakeReplicate]:
+    fake_server.reset()
+    fake_server.outcome.polls = 50
+    yield fake_server
+    fake_server.reset()
 
 
 @pytest.fixture
-async def deps(fake_server: tuple[FakeReplicate, str]) -> AsyncIterator[ProviderDeps]:
+async def deps(fake_server: FakeReplicate) -> AsyncIterator[ProviderDeps]:
     async with httpx.AsyncClient() as client:
-        adapter = ReplicateProvider(ProviderHTTP("replicate", client), TOKEN, fake_server[1])
+        adapter = ReplicateProvider(ProviderHTTP("replicate", client), TOKEN, fake_server.api_url)
         yield provider_deps(adapter)
 
 

@@ -76,6 +76,7 @@ class FakeReplicate:
         self.outcome = Outcome()
         self.injections: list[Injection] = []
         self.throttled_until = 0.0  # time.monotonic() until which every request gets a 429
+        self.base_url = ""  # where it listens, set by served()
         self.app = Starlette(
             routes=[
                 Route("/v1/predictions", self.create_for_version, methods=["POST"]),
@@ -90,6 +91,11 @@ class FakeReplicate:
                 Route("/files/{id}/{file}", self.serve_file, methods=["GET"]),
             ]
         )
+
+    @property
+    def api_url(self) -> str:
+        """The API's base URL, as ReplicateProvider is given it."""
+        return f"{self.base_url}/v1"
 
     def reset(self) -> None:
         self.requests.clear()

@@ -80,6 +80,7 @@ class FakeStability:
         self.jobs: dict[str, Job] = {}
         self.in_progress_polls = 2
         self.injections: list[Injection] = []
+        self.base_url = ""  # where it listens, set by served()
         self.app = Starlette(
             routes=[
                 Route("/v2beta/stable-image/generate/{model}", self.generate, methods=["POST"]),
