@@ -19,7 +19,8 @@ from graphql import build_schema as parse_sdl
 
 from schema.build import build_schema
 from tests.support.broker import stored_messages
-from tests.support.services import fresh_database, need, pg_url, redis_url, run_database
+from tests.support.migrations import scratch_postgres
+from tests.support.services import need, pg_url, redis_url, run_database
 
 ROOT = Path(__file__).resolve().parents[1]
 TIMEOUT = 120
@@ -110,8 +111,7 @@ def test_schema_prints_the_sdl_codegen_reads():
 
 @pytest.fixture
 async def database_url() -> AsyncIterator[str]:
-    need("postgres")
-    async with fresh_database("kiln_manage") as url:
+    async with scratch_postgres("kiln_manage") as url:
         yield url
 
 

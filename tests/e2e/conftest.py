@@ -27,7 +27,8 @@ from tests.e2e.stack import (
 )
 from tests.support.fake_server import serve
 from tests.support.fakes.replicate import FakeReplicate
-from tests.support.services import fresh_database, need, redis_url
+from tests.support.migrations import scratch_postgres
+from tests.support.services import need, redis_url
 
 E2E_DATABASE = "kiln_e2e"
 ADMIN_PASSWORD = "an admin password"
@@ -107,9 +108,8 @@ async def stack(
             if kind == "embedded":
                 started = await asyncio.to_thread(start_embedded, data_dir, extra_env)
             else:
-                need("postgres")
                 need("redis")
-                database_url = await resources.enter_async_context(fresh_database(E2E_DATABASE))
+                database_url = await resources.enter_async_context(scratch_postgres(E2E_DATABASE))
                 await _flush_redis(redis_url(E2E_REDIS_DB))
                 started = await asyncio.to_thread(
                     start_production, data_dir, database_url, redis_url(E2E_REDIS_DB), extra_env

@@ -25,7 +25,8 @@ from websockets.exceptions import ConnectionClosed
 from tests.e2e import api
 from tests.e2e.client import SUBPROTOCOL
 from tests.e2e.stack import Stack, StackError, start_embedded, start_production
-from tests.support.services import fresh_database, need, redis_url
+from tests.support.migrations import scratch_postgres
+from tests.support.services import need, redis_url
 
 pytestmark = pytest.mark.e2e
 
@@ -55,9 +56,8 @@ async def edges(
             if kind == "embedded":
                 stack = await asyncio.to_thread(start_embedded, data_dir, env)
             else:
-                need("postgres")
                 need("redis")
-                database_url = await resources.enter_async_context(fresh_database(EDGES_DATABASE))
+                database_url = await resources.enter_async_context(scratch_postgres(EDGES_DATABASE))
                 stack = await asyncio.to_thread(
                     start_production, data_dir, database_url, redis_url(EDGES_REDIS_DB), env
                 )
