@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import AsyncIterator, Iterator
 
-import pytest
 from prometheus_client import REGISTRY
 
 from models.generation import Generation, GenerationStatus
@@ -18,24 +16,10 @@ from services.generations import NewGeneration
 from services.provider_limits import ProviderLimit, RedisLimiter
 from tests.support.generations import CATALOGUE
 from tests.support.ledger import assert_ledger_matches
-from tests.support.private_servers import PrivateRedis
 from tests.support.providers import KillsRedisMidCall, provider_deps
-from tests.support.redis_clients import RedisClients, redis_clients
+from tests.support.redis_clients import RedisClients
 
 POLICY = BreakerPolicy(failure_threshold=3, min_calls=4, window=30, cooldown=30, probe_timeout=5)
-
-
-@pytest.fixture
-def private_redis() -> Iterator[PrivateRedis]:
-    with PrivateRedis() as server:
-        yield server
-
-
-@pytest.fixture
-async def clients(private_redis: PrivateRedis) -> AsyncIterator[RedisClients]:
-    """Redis clients of 'worker processes', closed after the test."""
-    async with redis_clients(private_redis.url()) as made:
-        yield made
 
 
 def breakers_on(clients: RedisClients, prefix: str) -> RedisBreakers:
@@ -49,8 +33,8 @@ def fallbacks(component: str) -> float:
     return value or 0.0
 
 
-async def test_without_redis_every_call_is_decided_in_the_process(private_redis, clients):
-    breakers = breakers_on(clients, f"t:{uuid.uuid4().hex}")
+async def test_without_redis_every_call_is_decided_in_the_process(private_redis, worker_clients):
+    breakers = breakers_on(worker_clients, f"t:{uuid.uuid4().hex}")
     assert await breakers.allow("acme")
     private_redis.kill()
 
@@ -64,11 +48,11 @@ async def test_without_redis_every_call_is_decided_in_the_process(private_redis,
 
 
 async def test_outcomes_written_during_the_outage_reach_redis_when_it_answers(
-    private_redis, clients
+    private_redis, worker_clients
 ):
     prefix = f"t:{uuid.uuid4().hex}"
-    worker_a = breakers_on(clients, prefix)
-    worker_b = breakers_on(clients, prefix)
+    worker_a = breakers_on(worker_clients, prefix)
+    worker_b = breakers_on(worker_clients, prefix)
     await worker_a.record("acme", ok=True)
     private_redis.kill()
     for _ in range(4):
@@ -82,8 +66,8 @@ async def test_outcomes_written_during_the_outage_reach_redis_when_it_answers(
     assert not await worker_b.allow("acme")
 
 
-async def test_an_outage_is_logged_once_and_counted(private_redis, clients, caplog):
-    breakers = breakers_on(clients, f"t:{uuid.uuid4().hex}")
+async def test_an_outage_is_logged_once_and_counted(private_redis, worker_clients, caplog):
+    breakers = breakers_on(worker_clients, f"t:{uuid.uuid4().hex}")
     before = fallbacks("provider breakers")
     private_redis.kill()
     with caplog.at_level(logging.INFO, logger="kiln.redis"):
@@ -102,10 +86,10 @@ async def test_an_outage_is_logged_once_and_counted(private_redis, clients, capl
 
 
 async def test_a_generation_whose_provider_call_ends_while_redis_is_down_completes(
-    make_user, backend, private_redis, clients
+    make_user, backend, private_redis, worker_clients
 ):
     prefix = f"t:{uuid.uuid4().hex}"
-    client = clients.connect()
+    client = worker_clients.connect()
     deps = provider_deps(KillsRedisMidCall(private_redis))
     deps.breakers = RedisBreakers(client, POLICY, prefix=f"{prefix}:breaker")
     deps.limiter = RedisLimiter(

@@ -6,9 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Iterator
-
-import pytest
 
 from models.generation import Generation, GenerationStatus
 from services import generations, runner
@@ -16,24 +13,10 @@ from services.generations import NewGeneration
 from services.provider_limits import Lease, ProviderLimit, RedisLimiter, Wait
 from tests.support.generations import CATALOGUE
 from tests.support.ledger import assert_ledger_matches
-from tests.support.private_servers import PrivateRedis
 from tests.support.providers import KillsRedisMidCall, provider_deps
-from tests.support.redis_clients import RedisClients, redis_clients
+from tests.support.redis_clients import RedisClients
 
 LIMITS = {"busy": ProviderLimit(max_concurrent=5), "metered": ProviderLimit(per_minute=4)}
-
-
-@pytest.fixture
-def private_redis() -> Iterator[PrivateRedis]:
-    with PrivateRedis() as server:
-        yield server
-
-
-@pytest.fixture
-async def clients(private_redis: PrivateRedis) -> AsyncIterator[RedisClients]:
-    """Redis clients of 'worker processes', closed after the test."""
-    async with redis_clients(private_redis.url()) as made:
-        yield made
 
 
 def limiter_on(
@@ -46,10 +29,10 @@ def limiter_on(
     return RedisLimiter(client, limits, prefix=prefix, timeout=0.3, retry_interval=0.05)
 
 
-async def test_without_redis_each_process_keeps_to_its_share(private_redis, clients):
+async def test_without_redis_each_process_keeps_to_its_share(private_redis, worker_clients):
     prefix = f"t:{uuid.uuid4().hex}"
-    worker_a = limiter_on(clients, prefix)
-    worker_b = limiter_on(clients, prefix)
+    worker_a = limiter_on(worker_clients, prefix)
+    worker_b = limiter_on(worker_clients, prefix)
     # Both processes used the provider recently: each learns it shares the limit with one other.
     for worker in (worker_b, worker_a):
         lease = await worker.acquire("busy")
@@ -67,7 +50,7 @@ async def test_without_redis_each_process_keeps_to_its_share(private_redis, clie
     assert isinstance(await worker_a.acquire("free"), Lease)  # no limit, no bookkeeping
 
     # A process that never used the provider knows of no one to share with: the whole limit.
-    newcomer = limiter_on(clients, prefix)
+    newcomer = limiter_on(worker_clients, prefix)
     taken = [await newcomer.acquire("metered") for _ in range(5)]
     assert [type(r) for r in taken] == [Lease, Lease, Lease, Lease, Wait]
 
@@ -76,14 +59,14 @@ async def test_without_redis_each_process_keeps_to_its_share(private_redis, clie
 
 
 async def test_a_lease_that_could_not_be_given_back_is_given_back_when_redis_answers(
-    private_redis, clients
+    private_redis, worker_clients
 ):
     prefix = f"t:{uuid.uuid4().hex}"
     one_slot = {"busy": ProviderLimit(max_concurrent=1)}
-    client = clients.connect()
+    client = worker_clients.connect()
     # Once Redis failed, it is not asked again for a second: calls meanwhile stay local.
     worker_a = RedisLimiter(client, one_slot, prefix=prefix, timeout=0.3, retry_interval=1.0)
-    worker_b = limiter_on(clients, prefix, one_slot)
+    worker_b = limiter_on(worker_clients, prefix, one_slot)
     lease = await worker_a.acquire("busy")
     assert isinstance(lease, Lease)
 
@@ -102,9 +85,9 @@ async def test_a_lease_that_could_not_be_given_back_is_given_back_when_redis_ans
 
 
 async def test_a_generation_holding_a_lease_when_redis_dies_completes(
-    make_user, backend, private_redis, clients
+    make_user, backend, private_redis, worker_clients
 ):
-    client = clients.connect()
+    client = worker_clients.connect()
     deps = provider_deps(KillsRedisMidCall(private_redis))
     deps.limiter = RedisLimiter(
         client, {"local": ProviderLimit(max_concurrent=2)}, prefix=f"t:{uuid.uuid4().hex}"
