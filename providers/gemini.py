@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 from urllib.parse import quote
 
@@ -55,7 +55,7 @@ from providers.base import (
     ProviderOutput,
     ProviderRequest,
     Result,
-    WebhookUpdate,
+    Synchronous,
 )
 from providers.content import decode_base64, image_size, redact, sniff
 from providers.http import MAX_ERROR_TEXT, ProviderHTTP, call_json, error_for_status
@@ -85,7 +85,8 @@ GENERATION_PARAMS = {
 }
 
 
-class GeminiProvider:
+class GeminiProvider(Synchronous):
+    label = "Gemini provider"
     name = "gemini"
 
     def __init__(
@@ -115,21 +116,6 @@ class GeminiProvider:
             outputs = await self._images(request, wanted, progress)
         await progress(1.0, "done")
         return Finished(outputs)
-
-    async def poll(self, request: ProviderRequest, job_id: str) -> Result:
-        raise ProviderError(
-            "PROVIDER_ERROR",
-            "The Gemini provider answers synchronously; it has no jobs to poll.",
-            retryable=False,
-        )
-
-    async def cancel(self, request: ProviderRequest, job_id: str) -> None:
-        return None
-
-    def parse_webhook(self, headers: Mapping[str, str], body: bytes) -> WebhookUpdate:
-        raise ProviderError(
-            "WEBHOOK_REJECTED", "The Gemini provider sends no webhooks.", retryable=False
-        )
 
     # -- calls ------------------------------------------------------------------------------
 

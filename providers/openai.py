@@ -64,7 +64,7 @@ from providers.base import (
     ProviderOutput,
     ProviderRequest,
     Result,
-    WebhookUpdate,
+    Synchronous,
 )
 from providers.content import decode_base64, image_size, redact, sniff
 from providers.http import MAX_ERROR_TEXT, ProviderHTTP, call_json, error_for_status
@@ -114,7 +114,8 @@ KNOWN_SIZES: tuple[tuple[str, tuple[str, ...]], ...] = (
 FORMAT_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "jpg": "image/jpeg", "webp": "image/webp"}
 
 
-class OpenAIProvider:
+class OpenAIProvider(Synchronous):
+    label = "OpenAI-compatible provider"
     name = "openai"
 
     def __init__(
@@ -155,23 +156,6 @@ class OpenAIProvider:
             outputs.extend(await call(request, min(per_call, wanted - len(outputs)), attempt))
         await progress(1.0, "done")
         return Finished(outputs[:wanted])
-
-    async def poll(self, request: ProviderRequest, job_id: str) -> Result:
-        raise ProviderError(
-            "PROVIDER_ERROR",
-            "The OpenAI-compatible provider answers synchronously; it has no jobs to poll.",
-            retryable=False,
-        )
-
-    async def cancel(self, request: ProviderRequest, job_id: str) -> None:
-        return None
-
-    def parse_webhook(self, headers: Mapping[str, str], body: bytes) -> WebhookUpdate:
-        raise ProviderError(
-            "WEBHOOK_REJECTED",
-            "The OpenAI-compatible provider sends no webhooks.",
-            retryable=False,
-        )
 
     # -- calls ------------------------------------------------------------------------------
 
