@@ -9,12 +9,11 @@ while, as Replicate documents it: a 429 whose body says how long to wait, no Ret
 
 from __future__ import annotations
 
-import asyncio
 import io
 import math
 import secrets
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -24,6 +23,8 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+
+from tests.support.fakes.injections import Injection, injected
 
 SIGNING_SECRET = "whsec_" + "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"  # Standard Webhooks' example key
 
@@ -53,17 +54,6 @@ class Outcome:
     error: str | None = None
     output_as_string: bool = False  # a single URL instead of a list of URLs
     polls: int = 2  # reads before the prediction reaches its end
-
-
-@dataclass
-class Injection:
-    method: str
-    path: str
-    status: int = 200
-    body: bytes = b""
-    headers: dict[str, str] = field(default_factory=dict)
-    content_type: str = "application/json"
-    delay: float = 0.0
 
 
 class FakeReplicate:
@@ -130,17 +120,8 @@ class FakeReplicate:
                 body,
             )
         )
-        for injection in self.injections:
-            if injection.method == request.method and injection.path == request.url.path:
-                self.injections.remove(injection)
-                if injection.delay:
-                    await asyncio.sleep(injection.delay)
-                return Response(
-                    injection.body,
-                    status_code=injection.status,
-                    headers=injection.headers,
-                    media_type=injection.content_type,
-                )
+        if (answer := await injected(self.injections, request)) is not None:
+            return answer
         remaining = self.throttled_until - time.monotonic()
         if remaining > 0:
             return throttled(math.ceil(remaining))

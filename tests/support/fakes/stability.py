@@ -11,7 +11,6 @@ with finish reason CONTENT_FILTERED. `inject` scripts the next matching request'
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import io
 import secrets
@@ -26,6 +25,8 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+
+from tests.support.fakes.injections import Injection, injected
 
 # The start of an MP4 (ftyp + free boxes) and a little payload: opaque video bytes.
 VIDEO_BYTES = (
@@ -49,17 +50,6 @@ class Recorded:
     body: bytes
     fields: dict[str, str] = field(default_factory=dict)
     files: dict[str, FilePart] = field(default_factory=dict)
-
-
-@dataclass
-class Injection:
-    method: str
-    path: str
-    status: int = 200
-    body: bytes = b""
-    headers: dict[str, str] = field(default_factory=dict)
-    content_type: str = "application/json"
-    delay: float = 0.0
 
 
 @dataclass
@@ -114,17 +104,8 @@ class FakeStability:
             body,
         )
         self.requests.append(recorded)
-        for injection in self.injections:
-            if injection.method == request.method and injection.path == request.url.path:
-                self.injections.remove(injection)
-                if injection.delay:
-                    await asyncio.sleep(injection.delay)
-                return Response(
-                    injection.body,
-                    status_code=injection.status,
-                    headers=injection.headers,
-                    media_type=injection.content_type,
-                )
+        if (answer := await injected(self.injections, request)) is not None:
+            return answer
         if request.headers.get("authorization") != f"Bearer {self.key}":
             return _error(401, "unauthorized", "authorization: invalid or missing API key")
         if request.method == "POST":
