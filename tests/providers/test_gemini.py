@@ -14,8 +14,8 @@ from providers.base import Finished, ProviderError, ProviderRequest
 from providers.gemini import GeminiProvider
 from providers.http import ProviderHTTP
 from tests.support.fakes import served
-from tests.support.fakes.gemini import API_KEY, FakeGemini, Scripted, google_error
-from tests.support.fakes.openai import png
+from tests.support.fakes.gemini import API_KEY, FakeGemini, google_error
+from tests.support.fakes.scripted import Scripted, png
 from tests.support.providers import (
     Progress,
     Sink,

@@ -16,7 +16,8 @@ from providers.base import Finished, ProviderError, ProviderRequest
 from providers.http import ProviderHTTP
 from providers.openai import OpenAIProvider
 from tests.support.fakes import served
-from tests.support.fakes.openai import API_KEY, FakeOpenAI, Scripted, error, png
+from tests.support.fakes.openai import API_KEY, FakeOpenAI, error
+from tests.support.fakes.scripted import Scripted, png
 from tests.support.providers import (
     Progress,
     Sink,

@@ -13,10 +13,9 @@ order. Every request is recorded (path, query, headers, JSON body).
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -25,7 +24,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from tests.support.fakes.openai import png
+from tests.support.fakes.scripted import Scripted, played, png
 
 API_KEY = "AIzaSy-test-0123456789abcdefghijklmnopqrs"
 RATIO_SIZES = {
@@ -49,15 +48,6 @@ class Recorded:
     query: str
     headers: dict[str, str]
     json: Any
-
-
-@dataclass
-class Scripted:
-    status: int = 200
-    json: Any = None
-    text: str | None = None
-    headers: dict[str, str] = field(default_factory=dict)
-    delay: float = 0.0
 
 
 def google_error(status: int, code: str, message: str, details: list[Any] | None = None) -> Any:
@@ -134,13 +124,7 @@ class FakeGemini:
                 ),
             )
         if scripted is not None:
-            if scripted.delay:
-                await asyncio.sleep(scripted.delay)
-            if scripted.text is not None:
-                return Response(
-                    scripted.text, scripted.status, scripted.headers, media_type="text/html"
-                )
-            return _json(scripted.status, scripted.json, scripted.headers)
+            return await played(scripted)
         payload = recorded.json or {}
         contents = payload.get("contents") or []
         if not contents:

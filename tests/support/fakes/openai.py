@@ -13,20 +13,19 @@ order. Every request is recorded (path, query, headers, JSON or multipart body).
 
 from __future__ import annotations
 
-import asyncio
 import base64
-import io
 import itertools
 import threading
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from PIL import Image
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+
+from tests.support.fakes.scripted import Scripted, played, png
 
 API_KEY = "sk-test-0123456789abcdefghijklmnopqrstuvwxyz"
 # The sizes OpenAI's Images API reference lists per model (generations and edits alike); any
@@ -53,21 +52,6 @@ class Recorded:
     json: Any = None
     fields: dict[str, str] = field(default_factory=dict)
     files: dict[str, tuple[str, str, bytes]] = field(default_factory=dict)
-
-
-@dataclass
-class Scripted:
-    status: int = 200
-    json: Any = None
-    text: str | None = None
-    headers: dict[str, str] = field(default_factory=dict)
-    delay: float = 0.0
-
-
-def png(width: int, height: int, colour: tuple[int, int, int] = (200, 80, 40)) -> bytes:
-    buffer = io.BytesIO()
-    Image.new("RGB", (width, height), colour).save(buffer, "PNG")
-    return buffer.getvalue()
 
 
 def parse_multipart(
@@ -159,15 +143,7 @@ class FakeOpenAI:
     async def _scripted(self) -> Response | None:
         with self._lock:
             answer = self._queue.pop(0) if self._queue else None
-        if answer is None:
-            return None
-        if answer.delay:
-            await asyncio.sleep(answer.delay)
-        if answer.text is not None:
-            return Response(answer.text, answer.status, answer.headers, media_type="text/html")
-        return Response(
-            orjson.dumps(answer.json), answer.status, answer.headers, "application/json"
-        )
+        return None if answer is None else await played(answer)
 
     def _unauthorized(self, recorded: Recorded) -> Response | None:
         given = recorded.headers.get("authorization", "")
