@@ -9,12 +9,11 @@ import uuid
 
 from prometheus_client import REGISTRY
 
-from models.generation import Generation, GenerationStatus
-from services import generations, runner
+from models.generation import GenerationStatus
+from services import generations
 from services.breakers import BreakerPolicy, CircuitState, RedisBreakers
-from services.generations import NewGeneration
 from services.provider_limits import ProviderLimit, RedisLimiter
-from tests.support.generations import CATALOGUE
+from tests.support.generations import run_in_process
 from tests.support.ledger import assert_ledger_matches
 from tests.support.providers import KillsRedisMidCall, provider_deps
 from tests.support.redis_clients import RedisClients
@@ -96,11 +95,7 @@ async def test_a_generation_whose_provider_call_ends_while_redis_is_down_complet
         client, {"local": ProviderLimit(max_concurrent=2)}, prefix=f"{prefix}:limit"
     )
     user = await make_user(credits=3)
-    generation = await generations.create_generation(user, NewGeneration(prompt="fox"), CATALOGUE)
-
-    await runner.run_generation(generation.id, CATALOGUE, deps, backend.store)
-
-    row = await Generation.get(id=generation.id)
+    row = await run_in_process(user, deps, backend.store)
     assert row.status is GenerationStatus.COMPLETED, row.error_code
-    assert (await generations.outputs_of(generation.id))[0].storage_key
+    assert (await generations.outputs_of(row.id))[0].storage_key
     await assert_ledger_matches(user.id)

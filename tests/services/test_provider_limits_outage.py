@@ -7,11 +7,9 @@ from __future__ import annotations
 import asyncio
 import uuid
 
-from models.generation import Generation, GenerationStatus
-from services import generations, runner
-from services.generations import NewGeneration
+from models.generation import GenerationStatus
 from services.provider_limits import Lease, ProviderLimit, RedisLimiter, Wait
-from tests.support.generations import CATALOGUE
+from tests.support.generations import run_in_process
 from tests.support.ledger import assert_ledger_matches
 from tests.support.providers import KillsRedisMidCall, provider_deps
 from tests.support.redis_clients import RedisClients
@@ -93,10 +91,6 @@ async def test_a_generation_holding_a_lease_when_redis_dies_completes(
         client, {"local": ProviderLimit(max_concurrent=2)}, prefix=f"t:{uuid.uuid4().hex}"
     )
     user = await make_user(credits=3)
-    generation = await generations.create_generation(user, NewGeneration(prompt="fox"), CATALOGUE)
-
-    await runner.run_generation(generation.id, CATALOGUE, deps, backend.store)
-
-    row = await Generation.get(id=generation.id)
+    row = await run_in_process(user, deps, backend.store)
     assert row.status is GenerationStatus.COMPLETED, row.error_code
     await assert_ledger_matches(user.id)

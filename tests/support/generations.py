@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from models.generation import Generation
-from services import generations
+from services import generations, runner
 from services.catalogue import Catalogue, load_catalogue, parse_catalogue
 from services.generations import NewGeneration
 from services.provider_routing.deps import ProviderDeps
@@ -71,3 +71,11 @@ def routed_catalogue(
             }
         }
     )
+
+
+async def run_in_process(user, deps: ProviderDeps, store) -> Generation:
+    """A generation of CATALOGUE's default model for `user`, run to its end in this process
+    (as a worker would); its row after."""
+    generation = await generations.create_generation(user, NewGeneration(prompt="fox"), CATALOGUE)
+    await runner.run_generation(generation.id, CATALOGUE, deps, store)
+    return await Generation.get(id=generation.id)
