@@ -98,6 +98,13 @@ def image_of(output: ProviderOutput) -> Image.Image:
     return image
 
 
+def assert_logged_without(sink: Sink, provider: str, secret: str) -> None:
+    """Every call the adapter logged is under its name, and none carries the secret."""
+    for record in sink.records:
+        assert secret not in repr(record)
+        assert record.provider == provider
+
+
 def assert_key_kept_secret(sink: Sink, api_key: str, error: ProviderError | None = None) -> None:
     """The key went in a header only: never in a logged URL or record, nor in the error."""
     assert sink.records
