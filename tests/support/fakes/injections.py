@@ -1,10 +1,12 @@
-"""Scripted answers for the fakes' next matching request (`inject`): a status, a body,
-headers, a delay, used once, before the fake's normal handling (and its auth check)."""
+"""What the Replicate and Stability fakes share: every request recorded, and scripted
+answers for the next matching request (`inject`): a status, a body, headers, a delay, used
+once, before the fake's normal handling (and its auth check)."""
 
 from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
+from typing import Any, Generic, Protocol, TypeVar
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -35,3 +37,32 @@ async def injected(injections: list[Injection], request: Request) -> Response | 
                 media_type=injection.content_type,
             )
     return None
+
+
+class Recording(Protocol):
+    method: str
+    path: str
+
+
+R = TypeVar("R", bound=Recording)
+
+
+class InjectableFake(Generic[R]):
+    """`requests`, as the fake recorded them, and `injections`, with the asserts on one
+    and the scripting of the other."""
+
+    def __init__(self) -> None:
+        self.base_url = ""  # where it listens, set by served()
+        self.requests: list[R] = []
+        self.injections: list[Injection] = []
+
+    def reset(self) -> None:
+        self.requests.clear()
+        self.injections.clear()
+
+    def inject(self, method: str, path: str, **answer: Any) -> None:
+        """The next `method path` request gets this answer instead of the normal one."""
+        self.injections.append(Injection(method, path, **answer))
+
+    def calls(self, method: str, path: str | None = None) -> list[R]:
+        return [r for r in self.requests if r.method == method and (path is None or r.path == path)]

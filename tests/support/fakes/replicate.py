@@ -24,7 +24,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from tests.support.fakes.injections import Injection, injected
+from tests.support.fakes.injections import InjectableFake, injected
 
 SIGNING_SECRET = "whsec_" + "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"  # Standard Webhooks' example key
 
@@ -56,17 +56,15 @@ class Outcome:
     polls: int = 2  # reads before the prediction reaches its end
 
 
-class FakeReplicate:
+class FakeReplicate(InjectableFake[Recorded]):
     def __init__(self, token: str) -> None:
+        super().__init__()
         self.token = token
-        self.requests: list[Recorded] = []
         self.predictions: dict[str, dict[str, Any]] = {}
         self.reads: dict[str, int] = {}
         self.outcomes: dict[str, Outcome] = {}
         self.outcome = Outcome()
-        self.injections: list[Injection] = []
         self.throttled_until = 0.0  # time.monotonic() until which every request gets a 429
-        self.base_url = ""  # where it listens, set by served()
         self.app = Starlette(
             routes=[
                 Route("/v1/predictions", self.create_for_version, methods=["POST"]),
@@ -88,24 +86,16 @@ class FakeReplicate:
         return f"{self.base_url}/v1"
 
     def reset(self) -> None:
-        self.requests.clear()
+        super().reset()
         self.predictions.clear()
         self.reads.clear()
         self.outcomes.clear()
         self.outcome = Outcome()
-        self.injections.clear()
         self.throttled_until = 0.0
 
     def throttle(self, seconds: float) -> None:
         """Refuse every request for `seconds` from now, as Replicate throttles."""
         self.throttled_until = time.monotonic() + seconds
-
-    def inject(self, method: str, path: str, **answer: Any) -> None:
-        """The next `method path` request gets this answer instead of the normal one."""
-        self.injections.append(Injection(method, path, **answer))
-
-    def calls(self, method: str, path: str | None = None) -> list[Recorded]:
-        return [r for r in self.requests if r.method == method and (path is None or r.path == path)]
 
     # -- plumbing ------------------------------------------------------------------------
 

@@ -17,7 +17,6 @@ import secrets
 from dataclasses import dataclass, field
 from email.parser import BytesParser
 from email.policy import HTTP
-from typing import Any
 
 import orjson
 from PIL import Image
@@ -26,7 +25,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from tests.support.fakes.injections import Injection, injected
+from tests.support.fakes.injections import InjectableFake, injected
 
 # The start of an MP4 (ftyp + free boxes) and a little payload: opaque video bytes.
 VIDEO_BYTES = (
@@ -63,14 +62,12 @@ class Job:
     height: int = 64
 
 
-class FakeStability:
+class FakeStability(InjectableFake[Recorded]):
     def __init__(self, key: str) -> None:
+        super().__init__()
         self.key = key
-        self.requests: list[Recorded] = []
         self.jobs: dict[str, Job] = {}
         self.in_progress_polls = 2
-        self.injections: list[Injection] = []
-        self.base_url = ""  # where it listens, set by served()
         self.app = Starlette(
             routes=[
                 Route("/v2beta/stable-image/generate/{model}", self.generate, methods=["POST"]),
@@ -82,16 +79,9 @@ class FakeStability:
         )
 
     def reset(self) -> None:
-        self.requests.clear()
+        super().reset()
         self.jobs.clear()
         self.in_progress_polls = 2
-        self.injections.clear()
-
-    def inject(self, method: str, path: str, **answer: Any) -> None:
-        self.injections.append(Injection(method, path, **answer))
-
-    def calls(self, method: str, path: str | None = None) -> list[Recorded]:
-        return [r for r in self.requests if r.method == method and (path is None or r.path == path)]
 
     # -- plumbing ------------------------------------------------------------------------
 
