@@ -6,10 +6,28 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Generic, Self, TypeVar
 
+import orjson
 from starlette.requests import Request
 from starlette.responses import Response
+
+
+@dataclass
+class Recorded:
+    method: str
+    path: str
+    headers: dict[str, str]  # names in lower case
+    body: bytes
+
+    @classmethod
+    def of(cls, request: Request, body: bytes) -> Self:
+        headers = {key.lower(): value for key, value in request.headers.items()}
+        return cls(request.method, request.url.path, headers, body)
+
+    @property
+    def json(self) -> Any:
+        return orjson.loads(self.body) if self.body else None
 
 
 @dataclass
@@ -39,12 +57,7 @@ async def injected(injections: list[Injection], request: Request) -> Response | 
     return None
 
 
-class Recording(Protocol):
-    method: str
-    path: str
-
-
-R = TypeVar("R", bound=Recording)
+R = TypeVar("R", bound=Recorded)
 
 
 class InjectableFake(Generic[R]):

@@ -24,7 +24,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from tests.support.fakes.injections import InjectableFake, injected
+from tests.support.fakes.injections import InjectableFake, Recorded, injected
 
 SIGNING_SECRET = "whsec_" + "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"  # Standard Webhooks' example key
 
@@ -32,18 +32,6 @@ NSFW_ERROR = "NSFW content detected. Try running it again, or try a different pr
 SENSITIVE_ERROR = (
     "The input or output was flagged as sensitive. Please try again with different inputs. (E005)"
 )
-
-
-@dataclass
-class Recorded:
-    method: str
-    path: str
-    headers: dict[str, str]
-    body: bytes
-
-    @property
-    def json(self) -> Any:
-        return orjson.loads(self.body) if self.body else None
 
 
 @dataclass
@@ -101,15 +89,7 @@ class FakeReplicate(InjectableFake[Recorded]):
 
     async def _enter(self, request: Request) -> Response | None:
         """Record the request; answer an injection or an auth failure if there is one."""
-        body = await request.body()
-        self.requests.append(
-            Recorded(
-                request.method,
-                request.url.path,
-                {key.lower(): value for key, value in request.headers.items()},
-                body,
-            )
-        )
+        self.requests.append(Recorded.of(request, await request.body()))
         if (answer := await injected(self.injections, request)) is not None:
             return answer
         remaining = self.throttled_until - time.monotonic()

@@ -25,7 +25,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from tests.support.fakes.injections import InjectableFake, injected
+from tests.support.fakes.injections import InjectableFake, Recorded, injected
 
 # The start of an MP4 (ftyp + free boxes) and a little payload: opaque video bytes.
 VIDEO_BYTES = (
@@ -42,11 +42,9 @@ class FilePart:
 
 
 @dataclass
-class Recorded:
-    method: str
-    path: str
-    headers: dict[str, str]
-    body: bytes
+class FormRecorded(Recorded):
+    """A request with its multipart form parsed (Stability takes every input as a form)."""
+
     fields: dict[str, str] = field(default_factory=dict)
     files: dict[str, FilePart] = field(default_factory=dict)
 
@@ -62,7 +60,7 @@ class Job:
     height: int = 64
 
 
-class FakeStability(InjectableFake[Recorded]):
+class FakeStability(InjectableFake[FormRecorded]):
     def __init__(self, key: str) -> None:
         super().__init__()
         self.key = key
@@ -85,14 +83,9 @@ class FakeStability(InjectableFake[Recorded]):
 
     # -- plumbing ------------------------------------------------------------------------
 
-    async def _enter(self, request: Request) -> Response | Recorded:
+    async def _enter(self, request: Request) -> Response | FormRecorded:
         body = await request.body()
-        recorded = Recorded(
-            request.method,
-            request.url.path,
-            {key.lower(): value for key, value in request.headers.items()},
-            body,
-        )
+        recorded = FormRecorded.of(request, body)
         self.requests.append(recorded)
         if (answer := await injected(self.injections, request)) is not None:
             return answer
