@@ -58,7 +58,13 @@ from providers.base import (
     Synchronous,
 )
 from providers.content import decode_base64, image_size, redact, sniff
-from providers.http import MAX_ERROR_TEXT, ProviderHTTP, call_json, error_for_status
+from providers.http import (
+    MAX_ERROR_TEXT,
+    ProviderHTTP,
+    call_json,
+    credentials_refused,
+    worded_error,
+)
 from providers.sizes import nearest_ratio
 
 T = TypeVar("T")
@@ -216,23 +222,8 @@ class GeminiProvider(Synchronous):
         details = [d for d in error.get("details") or [] if isinstance(d, dict)]
         reasons = {str(d.get("reason")) for d in details if d.get("reason")}
         if status in (401, 403) or "API_KEY_INVALID" in reasons:
-            return ProviderError(
-                "PROVIDER_AUTH",
-                f"The provider refused our credentials ({error.get('status') or status}).",
-                retryable=False,
-                status_code=status,
-            )
-        generic = error_for_status(response)
-        retry_after = generic.retry_after
-        if retry_after is None and generic.retryable:
-            retry_after = _retry_delay(details)
-        return ProviderError(
-            generic.code,
-            f"The provider answered {status}: {message}" if message else generic.message,
-            retryable=generic.retryable,
-            status_code=status,
-            retry_after=retry_after,
-        )
+            return credentials_refused(status, error.get("status") or status)
+        return worded_error(response, message, _retry_delay(details))
 
 
 async def _all(calls: list[Awaitable[T]]) -> list[T]:

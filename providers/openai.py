@@ -67,7 +67,13 @@ from providers.base import (
     Synchronous,
 )
 from providers.content import decode_base64, image_size, redact, sniff
-from providers.http import MAX_ERROR_TEXT, ProviderHTTP, call_json, error_for_status
+from providers.http import (
+    MAX_ERROR_TEXT,
+    ProviderHTTP,
+    call_json,
+    credentials_refused,
+    worded_error,
+)
 from providers.sizes import nearest_size
 
 T = TypeVar("T")
@@ -274,12 +280,7 @@ class OpenAIProvider(Synchronous):
             )
         if status in (401, 403):
             # No body text: OpenAI's 401 quotes (part of) the key it was given.
-            return ProviderError(
-                "PROVIDER_AUTH",
-                f"The provider refused our credentials ({code or status}).",
-                retryable=False,
-                status_code=status,
-            )
+            return credentials_refused(status, code or status)
         if status == 429 and code == "insufficient_quota":
             return ProviderError(
                 "PROVIDER_REJECTED",
@@ -287,14 +288,7 @@ class OpenAIProvider(Synchronous):
                 retryable=False,
                 status_code=status,
             )
-        generic = error_for_status(response)
-        return ProviderError(
-            generic.code,
-            f"The provider answered {status}: {message}" if message else generic.message,
-            retryable=generic.retryable,
-            status_code=status,
-            retry_after=generic.retry_after,
-        )
+        return worded_error(response, message)
 
 
 # -- requests ---------------------------------------------------------------------------------
