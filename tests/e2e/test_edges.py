@@ -26,6 +26,7 @@ from tests.e2e import api
 from tests.e2e.client import SUBPROTOCOL
 from tests.e2e.stack import Stack, StackError, start_embedded, start_production
 from tests.support.migrations import scratch_postgres
+from tests.support.raw_http import read_until_closed
 from tests.support.services import need, redis_url
 
 pytestmark = pytest.mark.e2e
@@ -136,14 +137,6 @@ async def test_a_trusted_proxys_forwarded_for_names_the_client(edges: Stack) -> 
         assert other == "OK"
 
 
-def _read_until_closed(sock: socket.socket) -> bytes:
-    sock.settimeout(PATIENCE)
-    data = b""
-    while chunk := sock.recv(65536):
-        data += chunk
-    return data
-
-
 @pytest.fixture
 def raw(edges: Stack) -> Iterator[socket.socket]:
     with socket.create_connection(("127.0.0.1", edges.port)) as sock:
@@ -153,14 +146,14 @@ def raw(edges: Stack) -> Iterator[socket.socket]:
 def test_a_connection_that_never_sends_its_head_is_closed(raw: socket.socket) -> None:
     started = time.monotonic()
     raw.sendall(b"GET /healthz HTTP/1.1\r\nHost: kiln.test\r\n")  # ... and nothing more
-    assert _read_until_closed(raw).startswith(b"HTTP/1.1 408")
+    assert read_until_closed(raw, PATIENCE).startswith(b"HTTP/1.1 408")
     assert time.monotonic() - started < PATIENCE
 
 
 def test_too_many_headers_are_refused(raw: socket.socket) -> None:
     headers = b"".join(b"X-Many-%d: v\r\n" % i for i in range(500))
     raw.sendall(b"GET /healthz HTTP/1.1\r\nHost: kiln.test\r\n" + headers + b"\r\n")
-    assert _read_until_closed(raw).startswith(b"HTTP/1.1 431")
+    assert read_until_closed(raw, PATIENCE).startswith(b"HTTP/1.1 431")
 
 
 async def test_a_socket_message_over_the_body_cap_closes_the_socket(edges: Stack) -> None:
