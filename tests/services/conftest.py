@@ -1,4 +1,5 @@
-"""Fixtures of the tests that take Redis away from the services (the outage tests)."""
+"""Fixtures of the services tests: a private Redis to take away (the outage tests) and a
+fake Replicate whose jobs run until cancelled (the runner's cancel and throttling tests)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
+from tests.support.fakes import served
+from tests.support.fakes.replicate import FakeReplicate
 from tests.support.private_servers import PrivateRedis
 from tests.support.redis_clients import RedisClients, redis_clients
 
@@ -22,3 +25,19 @@ async def worker_clients(private_redis: PrivateRedis) -> AsyncIterator[RedisClie
     """Clients of the private Redis, one per 'worker process', closed after the test."""
     async with redis_clients(private_redis.url()) as made:
         yield made
+
+
+@pytest.fixture(scope="module")
+def replicate_server() -> Iterator[FakeReplicate]:
+    with served(FakeReplicate()) as fake:
+        yield fake
+
+
+@pytest.fixture
+def replicate(replicate_server: FakeReplicate) -> Iterator[FakeReplicate]:
+    """The fake Replicate, fresh; its predictions run for a long while (50 reads) unless
+    cancelled. Reset after the test too, so that a throttle it set ends with it."""
+    replicate_server.reset()
+    replicate_server.outcome.polls = 50
+    yield replicate_server
+    replicate_server.reset()

@@ -26,6 +26,7 @@ from starlette.routing import Route
 
 from tests.support.fakes.injections import InjectableFake, Recorded, injected
 
+TOKEN = "r8_fake_replicate_token"  # what FakeReplicate accepts unless told otherwise
 SIGNING_SECRET = "whsec_" + "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"  # Standard Webhooks' example key
 
 NSFW_ERROR = "NSFW content detected. Try running it again, or try a different prompt."
@@ -45,7 +46,7 @@ class Outcome:
 
 
 class FakeReplicate(InjectableFake[Recorded]):
-    def __init__(self, token: str) -> None:
+    def __init__(self, token: str = TOKEN) -> None:
         super().__init__()
         self.token = token
         self.predictions: dict[str, dict[str, Any]] = {}
