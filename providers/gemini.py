@@ -49,6 +49,7 @@ import orjson
 
 from models.generation import GenerationKind
 from providers.base import (
+    CONTENT_REJECTED,
     Finished,
     ProgressCallback,
     ProviderError,
@@ -262,7 +263,7 @@ def _outputs(answer: Any, *, image: bool) -> list[ProviderOutput]:
     block = feedback.get("blockReason") if isinstance(feedback, dict) else None
     if block and block != "BLOCK_REASON_UNSPECIFIED":
         raise ProviderError(
-            "CONTENT_REJECTED",
+            CONTENT_REJECTED,
             f"The provider blocked the prompt ({block}).",
             retryable=False,
         )
@@ -284,7 +285,7 @@ def _outputs(answer: Any, *, image: bool) -> list[ProviderOutput]:
         return outputs
     if blocked:
         raise ProviderError(
-            "CONTENT_REJECTED",
+            CONTENT_REJECTED,
             f"The provider refused to generate this ({', '.join(sorted(set(blocked)))}).",
             retryable=False,
         )

@@ -58,6 +58,7 @@ import orjson
 
 from models.generation import GenerationKind
 from providers.base import (
+    CONTENT_REJECTED,
     Finished,
     ProgressCallback,
     ProviderError,
@@ -273,7 +274,7 @@ class OpenAIProvider(Synchronous):
             code in CONTENT_POLICY_CODES or "safety system" in message.lower()
         ):
             return ProviderError(
-                "CONTENT_REJECTED",
+                CONTENT_REJECTED,
                 f"The provider's content policy refused this request: {message}",
                 retryable=False,
                 status_code=status,
@@ -376,7 +377,7 @@ def _text_outputs(answer: Any) -> list[ProviderOutput]:
             outputs.append(ProviderOutput("text/plain", data=text.encode(), text=text))
     if not outputs and refused:
         raise ProviderError(
-            "CONTENT_REJECTED",
+            CONTENT_REJECTED,
             "The provider's content policy refused this request.",
             retryable=False,
         )
