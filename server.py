@@ -19,7 +19,7 @@ from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 
 import runtime
-from observability import logs, metrics
+from observability import gc_pauses, logs, metrics
 from schema.graphiql import GRAPHIQL_ASSETS_DIR, GRAPHIQL_ASSETS_PATH
 from settings import Settings, get_settings, refuse_to_start
 from web.embedded_worker import start_embedded_worker, stop_embedded_worker
@@ -72,11 +72,16 @@ def _tune_garbage_collection() -> None:
     """A process holding thousands of sockets has millions of long-lived objects, and each
     full collection walks all of them while the event loop stands still (a 2.7 s pause at
     10,000 subscribers in the fan-out benchmark). Everything alive after start-up is frozen
-    out of collection, and full collections come far less often; Kiln's request objects die
-    young, which the young generations still catch."""
+    out of collection, and full collections come far less often. That is safe only because a
+    request leaves no reference cycle behind (tests/web/test_request_cycles.py): its objects
+    are freed by reference counting as it ends, so the old generation grows only with what
+    really lives on (sockets, caches), not with garbage waiting for a full collection (which
+    then freed a million objects in a 1.5 s pause: bench/RESULTS.md, memory). Every pause is
+    measured (observability/gc_pauses.py)."""
     gc.freeze()
     young, middle, _ = gc.get_threshold()
     gc.set_threshold(young, middle, 1000)
+    gc_pauses.install()
 
 
 def create_app(settings: Settings | None = None) -> Starlette:
@@ -103,6 +108,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             if worker is not None:
                 await stop_embedded_worker(worker)
             await runtime.stop_runtime()
+            gc_pauses.uninstall()
             metrics.process_exited()
 
     settings.media_dir.mkdir(parents=True, exist_ok=True)

@@ -67,7 +67,18 @@ class LoadClient:
             + "".join(f"{name}: {value}\r\n" for name, value in headers.items())
             + "\r\n"
         ).encode()
-        request = head + body
+        return await self._send(head + body)
+
+    async def get(self, path: str, headers: dict[str, str]) -> tuple[int, bytes]:
+        """(status, body) of a GET."""
+        head = (
+            f"GET {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
+            + "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+            + "\r\n"
+        )
+        return await self._send(head.encode())
+
+    async def _send(self, request: bytes) -> tuple[int, bytes]:
         async with self._slots:
             for attempt in range(TRANSPORT_RETRIES + 1):
                 reused = bool(self._idle)

@@ -146,8 +146,11 @@ def _start(
             "--port",
             str(stack.port),
             "--no-access-log",
-            # As in production (README): no per-message deflate on sockets, and keep-alive
-            # longer than any client's or balancer's idle timeout.
+            # As in production (README): Kiln's HTTP protocol (limits on request heads), no
+            # per-message deflate on sockets, and keep-alive longer than any client's or
+            # balancer's idle timeout.
+            "--http",
+            "web.http_protocol:KilnHttpProtocol",
             "--ws-per-message-deflate",
             "false",
             "--timeout-keep-alive",

@@ -108,6 +108,24 @@ REDIS_DEGRADED = Gauge(
     ["component"],
     multiprocess_mode="livemax",
 )
+# Garbage collection (observability/gc_pauses.py): the event loop stands still meanwhile.
+GC_PAUSE = Histogram(
+    "kiln_gc_pause_seconds",
+    "Time the process stood still in each garbage collection, by generation (2: full).",
+    ["generation"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+)
+GC_PAUSE_MAX = Gauge(
+    "kiln_gc_pause_max_seconds",
+    "Longest garbage-collection pause of a live process since it started, by generation.",
+    ["generation"],
+    multiprocess_mode="livemax",
+)
+GC_COLLECTED = Counter(
+    "kiln_gc_collected_objects_total",
+    "Objects garbage collections found unreachable (reference cycles), by generation.",
+    ["generation"],
+)
 # Set by the provider routing's circuit breakers (not written yet); defined now so dashboards
 # and alerts can be built against it.
 OPEN_BREAKERS = Gauge(

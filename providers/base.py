@@ -134,6 +134,29 @@ class Provider(Protocol):
         ...
 
 
+class Synchronous:
+    """The rest of the Provider interface for an adapter whose `start` always answers with
+    the outputs (Finished): it leaves no jobs to poll or cancel and gets no webhooks. `label`
+    names the provider in the errors a misrouted poll or webhook gets."""
+
+    label: str
+
+    async def poll(self, request: ProviderRequest, job_id: str) -> Result:
+        raise ProviderError(
+            "PROVIDER_ERROR",
+            f"The {self.label} answers synchronously; it has no jobs to poll.",
+            retryable=False,
+        )
+
+    async def cancel(self, request: ProviderRequest, job_id: str) -> None:
+        return None
+
+    def parse_webhook(self, headers: Mapping[str, str], body: bytes) -> WebhookUpdate:
+        raise ProviderError(
+            "WEBHOOK_REJECTED", f"The {self.label} sends no webhooks.", retryable=False
+        )
+
+
 @runtime_checkable
 class SignedWebhooks(Protocol):
     """The hook of a provider whose webhooks are signed with keys it fetches and caches

@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 from urllib.parse import quote
 
@@ -49,16 +49,23 @@ import orjson
 
 from models.generation import GenerationKind
 from providers.base import (
+    CONTENT_REJECTED,
     Finished,
     ProgressCallback,
     ProviderError,
     ProviderOutput,
     ProviderRequest,
     Result,
-    WebhookUpdate,
+    Synchronous,
 )
 from providers.content import decode_base64, image_size, redact, sniff
-from providers.http import MAX_ERROR_TEXT, ProviderHTTP, call_json, error_for_status
+from providers.http import (
+    MAX_ERROR_TEXT,
+    ProviderHTTP,
+    call_json,
+    credentials_refused,
+    worded_error,
+)
 from providers.sizes import nearest_ratio
 
 T = TypeVar("T")
@@ -85,7 +92,8 @@ GENERATION_PARAMS = {
 }
 
 
-class GeminiProvider:
+class GeminiProvider(Synchronous):
+    label = "Gemini provider"
     name = "gemini"
 
     def __init__(
@@ -115,21 +123,6 @@ class GeminiProvider:
             outputs = await self._images(request, wanted, progress)
         await progress(1.0, "done")
         return Finished(outputs)
-
-    async def poll(self, request: ProviderRequest, job_id: str) -> Result:
-        raise ProviderError(
-            "PROVIDER_ERROR",
-            "The Gemini provider answers synchronously; it has no jobs to poll.",
-            retryable=False,
-        )
-
-    async def cancel(self, request: ProviderRequest, job_id: str) -> None:
-        return None
-
-    def parse_webhook(self, headers: Mapping[str, str], body: bytes) -> WebhookUpdate:
-        raise ProviderError(
-            "WEBHOOK_REJECTED", "The Gemini provider sends no webhooks.", retryable=False
-        )
 
     # -- calls ------------------------------------------------------------------------------
 
@@ -230,23 +223,8 @@ class GeminiProvider:
         details = [d for d in error.get("details") or [] if isinstance(d, dict)]
         reasons = {str(d.get("reason")) for d in details if d.get("reason")}
         if status in (401, 403) or "API_KEY_INVALID" in reasons:
-            return ProviderError(
-                "PROVIDER_AUTH",
-                f"The provider refused our credentials ({error.get('status') or status}).",
-                retryable=False,
-                status_code=status,
-            )
-        generic = error_for_status(response)
-        retry_after = generic.retry_after
-        if retry_after is None and generic.retryable:
-            retry_after = _retry_delay(details)
-        return ProviderError(
-            generic.code,
-            f"The provider answered {status}: {message}" if message else generic.message,
-            retryable=generic.retryable,
-            status_code=status,
-            retry_after=retry_after,
-        )
+            return credentials_refused(status, error.get("status") or status)
+        return worded_error(response, message, _retry_delay(details))
 
 
 async def _all(calls: list[Awaitable[T]]) -> list[T]:
@@ -285,7 +263,7 @@ def _outputs(answer: Any, *, image: bool) -> list[ProviderOutput]:
     block = feedback.get("blockReason") if isinstance(feedback, dict) else None
     if block and block != "BLOCK_REASON_UNSPECIFIED":
         raise ProviderError(
-            "CONTENT_REJECTED",
+            CONTENT_REJECTED,
             f"The provider blocked the prompt ({block}).",
             retryable=False,
         )
@@ -307,7 +285,7 @@ def _outputs(answer: Any, *, image: bool) -> list[ProviderOutput]:
         return outputs
     if blocked:
         raise ProviderError(
-            "CONTENT_REJECTED",
+            CONTENT_REJECTED,
             f"The provider refused to generate this ({', '.join(sorted(set(blocked)))}).",
             retryable=False,
         )

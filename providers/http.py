@@ -106,6 +106,35 @@ def error_for_status(response: httpx.Response) -> ProviderError:
     )
 
 
+def credentials_refused(status: int, reason: object) -> ProviderError:
+    """A 401/403 named by the provider's code or status, never by its text: some quote (part
+    of) the key they were given."""
+    return ProviderError(
+        "PROVIDER_AUTH",
+        f"The provider refused our credentials ({reason}).",
+        retryable=False,
+        status_code=status,
+    )
+
+
+def worded_error(
+    response: httpx.Response, message: str, retry_after: float | None = None
+) -> ProviderError:
+    """error_for_status's verdict on the response, in the words of the provider's own error
+    message (read from its error shape, already redacted) when it gave one. `retry_after`:
+    the wait the provider's body asks for, used when a retryable answer's headers name none."""
+    generic = error_for_status(response)
+    return ProviderError(
+        generic.code,
+        f"The provider answered {response.status_code}: {message}" if message else generic.message,
+        retryable=generic.retryable,
+        status_code=response.status_code,
+        retry_after=generic.retry_after
+        if generic.retry_after is not None or not generic.retryable
+        else retry_after,
+    )
+
+
 class ProviderHTTP:
     def __init__(
         self, provider: str, client: httpx.AsyncClient, sink: CallSink | None = None

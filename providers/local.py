@@ -13,7 +13,6 @@ import asyncio
 import hashlib
 import io
 import random
-from collections.abc import Mapping
 from functools import lru_cache
 
 from PIL import Image, ImageDraw
@@ -26,7 +25,7 @@ from providers.base import (
     ProviderOutput,
     ProviderRequest,
     Result,
-    WebhookUpdate,
+    Synchronous,
 )
 
 STEPS = ("composing", "rendering", "finishing")
@@ -50,7 +49,8 @@ WORDS = (
 )
 
 
-class LocalProvider:
+class LocalProvider(Synchronous):
+    label = "local provider"
     name = "local"
 
     def __init__(self, step_delay: float = 0.3) -> None:
@@ -78,19 +78,6 @@ class LocalProvider:
                 outputs.append(await asyncio.to_thread(_render, request, rng))
         await progress(1.0, "done")
         return Finished(outputs)
-
-    async def poll(self, request: ProviderRequest, job_id: str) -> Result:
-        raise ProviderError(
-            "PROVIDER_ERROR", "The local provider has no queued jobs.", retryable=False
-        )
-
-    async def cancel(self, request: ProviderRequest, job_id: str) -> None:
-        return None
-
-    def parse_webhook(self, headers: Mapping[str, str], body: bytes) -> WebhookUpdate:
-        raise ProviderError(
-            "WEBHOOK_REJECTED", "The local provider sends no webhooks.", retryable=False
-        )
 
 
 # Drawn on the event loop up to this many pixels (64 x 64: ~0.2 ms; a thread hop: ~0.1 ms of

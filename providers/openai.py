@@ -58,16 +58,23 @@ import orjson
 
 from models.generation import GenerationKind
 from providers.base import (
+    CONTENT_REJECTED,
     Finished,
     ProgressCallback,
     ProviderError,
     ProviderOutput,
     ProviderRequest,
     Result,
-    WebhookUpdate,
+    Synchronous,
 )
 from providers.content import decode_base64, image_size, redact, sniff
-from providers.http import MAX_ERROR_TEXT, ProviderHTTP, call_json, error_for_status
+from providers.http import (
+    MAX_ERROR_TEXT,
+    ProviderHTTP,
+    call_json,
+    credentials_refused,
+    worded_error,
+)
 from providers.sizes import nearest_size
 
 T = TypeVar("T")
@@ -114,7 +121,8 @@ KNOWN_SIZES: tuple[tuple[str, tuple[str, ...]], ...] = (
 FORMAT_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "jpg": "image/jpeg", "webp": "image/webp"}
 
 
-class OpenAIProvider:
+class OpenAIProvider(Synchronous):
+    label = "OpenAI-compatible provider"
     name = "openai"
 
     def __init__(
@@ -155,23 +163,6 @@ class OpenAIProvider:
             outputs.extend(await call(request, min(per_call, wanted - len(outputs)), attempt))
         await progress(1.0, "done")
         return Finished(outputs[:wanted])
-
-    async def poll(self, request: ProviderRequest, job_id: str) -> Result:
-        raise ProviderError(
-            "PROVIDER_ERROR",
-            "The OpenAI-compatible provider answers synchronously; it has no jobs to poll.",
-            retryable=False,
-        )
-
-    async def cancel(self, request: ProviderRequest, job_id: str) -> None:
-        return None
-
-    def parse_webhook(self, headers: Mapping[str, str], body: bytes) -> WebhookUpdate:
-        raise ProviderError(
-            "WEBHOOK_REJECTED",
-            "The OpenAI-compatible provider sends no webhooks.",
-            retryable=False,
-        )
 
     # -- calls ------------------------------------------------------------------------------
 
@@ -283,19 +274,14 @@ class OpenAIProvider:
             code in CONTENT_POLICY_CODES or "safety system" in message.lower()
         ):
             return ProviderError(
-                "CONTENT_REJECTED",
+                CONTENT_REJECTED,
                 f"The provider's content policy refused this request: {message}",
                 retryable=False,
                 status_code=status,
             )
         if status in (401, 403):
             # No body text: OpenAI's 401 quotes (part of) the key it was given.
-            return ProviderError(
-                "PROVIDER_AUTH",
-                f"The provider refused our credentials ({code or status}).",
-                retryable=False,
-                status_code=status,
-            )
+            return credentials_refused(status, code or status)
         if status == 429 and code == "insufficient_quota":
             return ProviderError(
                 "PROVIDER_REJECTED",
@@ -303,14 +289,7 @@ class OpenAIProvider:
                 retryable=False,
                 status_code=status,
             )
-        generic = error_for_status(response)
-        return ProviderError(
-            generic.code,
-            f"The provider answered {status}: {message}" if message else generic.message,
-            retryable=generic.retryable,
-            status_code=status,
-            retry_after=generic.retry_after,
-        )
+        return worded_error(response, message)
 
 
 # -- requests ---------------------------------------------------------------------------------
@@ -398,7 +377,7 @@ def _text_outputs(answer: Any) -> list[ProviderOutput]:
             outputs.append(ProviderOutput("text/plain", data=text.encode(), text=text))
     if not outputs and refused:
         raise ProviderError(
-            "CONTENT_REJECTED",
+            CONTENT_REJECTED,
             "The provider's content policy refused this request.",
             retryable=False,
         )

@@ -35,6 +35,7 @@ import httpx
 import orjson
 
 from providers.base import (
+    CONTENT_REJECTED,
     Finished,
     Pending,
     ProgressCallback,
@@ -212,7 +213,7 @@ class ReplicateProvider:
             text = orjson.dumps(error).decode()
         if _CONTENT_SAFETY.search(text):
             return ProviderError(
-                "CONTENT_REJECTED",
+                CONTENT_REJECTED,
                 "The provider's safety filter rejected the prompt or the result.",
                 retryable=False,
             )

@@ -42,6 +42,7 @@ from PIL import Image
 
 from models.generation import GenerationKind
 from providers.base import (
+    CONTENT_REJECTED,
     Finished,
     Pending,
     ProgressCallback,
@@ -295,7 +296,7 @@ def _error_name(response: httpx.Response) -> str | None:
 
 def _moderated(status: int | None = None) -> ProviderError:
     return ProviderError(
-        "CONTENT_REJECTED",
+        CONTENT_REJECTED,
         "Stability's content moderation rejected the prompt or the result.",
         retryable=False,
         status_code=status,

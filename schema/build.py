@@ -7,7 +7,7 @@ import logging
 from typing import Any
 
 import strawberry
-from graphql import GraphQLError
+from graphql import GraphQLError, GraphQLResolveInfoHelpers
 from strawberry.tools import merge_types
 from strawberry.types import ExecutionContext
 
@@ -86,7 +86,23 @@ Mutation = merge_types(
 Subscription = merge_types("Subscription", (subscriptions.Subscription, OperationsSubscription))
 
 
-class ExecutionWithoutSuggestions(StrawberryGraphQLCoreExecutionContext):
+class KilnExecution(StrawberryGraphQLCoreExecutionContext):
+    """The executor of every operation. graphql-core's __init__ stores, on the executor, a
+    named tuple of two of its own bound methods (`async_helpers`, which it hands to each
+    field's info): a reference cycle that kept each operation's executor, context, caller and
+    loaders alive until a full collection (bench/RESULTS.md, memory). Here the tuple is made
+    when it is read instead, so an operation's objects are freed as soon as it is answered."""
+
+    @property
+    def async_helpers(self) -> GraphQLResolveInfoHelpers:
+        return GraphQLResolveInfoHelpers(gather=self.gather_async_work, track=self.track_async_work)
+
+    @async_helpers.setter
+    def async_helpers(self, _: GraphQLResolveInfoHelpers) -> None:
+        """graphql-core's __init__ assigns it; nothing is stored."""
+
+
+class ExecutionWithoutSuggestions(KilnExecution):
     """Errors of variables and arguments without graphql-core's "Did you mean ...?" (they
     list the schema's names): the executor when introspection is off."""
 
@@ -99,11 +115,7 @@ class ExecutionWithoutSuggestions(StrawberryGraphQLCoreExecutionContext):
 def executor(settings: Settings) -> type[StrawberryGraphQLCoreExecutionContext]:
     """Strawberry's executor, without suggestions when introspection is off, and with root
     fields completed by projections when the fast path is on (fastpath/execution.py)."""
-    base = (
-        StrawberryGraphQLCoreExecutionContext
-        if settings.introspection_enabled
-        else ExecutionWithoutSuggestions
-    )
+    base = KilnExecution if settings.introspection_enabled else ExecutionWithoutSuggestions
     return fastpath.executor(base) if settings.fast_path_enabled else base
 
 

@@ -9,6 +9,7 @@ import strawberry
 from strawberry.scalars import JSON
 
 from models.error_event import ErrorCategory, ErrorStatus, Severity
+from schema.copying import copied
 from services import stats
 from services.stats import TimeWindow
 
@@ -127,14 +128,11 @@ class ErrorStats:
 
     @classmethod
     def of(cls, data: stats.ErrorStats) -> ErrorStats:
-        return cls(
-            window=data.window,
-            occurrences=data.occurrences,
-            critical=data.critical,
-            unresolved_groups=data.unresolved_groups,
+        return copied(
+            cls,
+            data,
             by_severity=[CountBySeverity(severity=s, count=n) for s, n in data.by_severity],
             by_category=[CountByCategory(category=c, count=n) for c, n in data.by_category],
-            generation_failure_rate=data.generation_failure_rate,
         )
 
 
@@ -147,12 +145,7 @@ class QueueStats:
 
     @classmethod
     def of(cls, data: stats.QueueStats) -> QueueStats:
-        return cls(
-            queued=data.queued,
-            processing=data.processing,
-            awaiting_approval=data.awaiting_approval,
-            oldest_queued_seconds=data.oldest_queued_seconds,
-        )
+        return copied(cls, data)
 
 
 @strawberry.type

@@ -142,36 +142,44 @@ def check_operation_inputs(context: ExecutionContext) -> None:
     operation = _operation(context)
     if operation is None:
         return
-    variables = context.variables or {}
-    defaults = {
-        d.variable.name.value: d.default_value for d in operation.variable_definitions or ()
-    }
+    inputs = _OperationInputs(
+        context.variables or {},
+        {d.variable.name.value: d.default_value for d in operation.variable_definitions or ()},
+    )
+    for root in _root_fields(context):
+        for argument in root.arguments or ():
+            inputs.walk(argument.name.value, argument.value)
 
-    checked: set[tuple[str, str]] = set()
 
-    def walk(name: str, node: ValueNode) -> None:
+class _OperationInputs:
+    """The walk of one operation's arguments. A method, not a closure that calls itself: such
+    a closure is a reference cycle (function -> cell -> function), left to the garbage
+    collector once per operation with everything it holds."""
+
+    def __init__(self, variables: Mapping[str, Any], defaults: Mapping[str, Any]) -> None:
+        self.variables = variables
+        self.defaults = defaults
+        self.checked: set[tuple[str, str]] = set()
+
+    def walk(self, name: str, node: ValueNode) -> None:
         if isinstance(node, VariableNode):
             variable = node.name.value
-            if (name, variable) in checked:
+            if (name, variable) in self.checked:
                 return  # thirty aliases passing one large variable: checked once
-            checked.add((name, variable))
-            if variable in variables:
-                check_inputs({name: variables[variable]})
-            elif defaults.get(variable) is not None:
-                walk(name, defaults[variable])  # type: ignore[arg-type]
+            self.checked.add((name, variable))
+            if variable in self.variables:
+                check_inputs({name: self.variables[variable]})
+            elif self.defaults.get(variable) is not None:
+                self.walk(name, self.defaults[variable])
         elif isinstance(node, StringValueNode):
             _check(name, node.value)
         elif isinstance(node, ObjectValueNode):
             for field in node.fields:
-                walk(field.name.value, field.value)
+                self.walk(field.name.value, field.value)
         elif isinstance(node, ListValueNode):
             _check_list(name, len(node.values))
             for item in node.values:
-                walk(name, item)
-
-    for root in _root_fields(context):
-        for argument in root.arguments or ():
-            walk(argument.name.value, argument.value)
+                self.walk(name, item)
 
 
 class InputLimits(SchemaExtension):

@@ -7,6 +7,7 @@ from datetime import datetime
 import strawberry
 
 from models.api_key import ApiKey as ApiKeyRow
+from schema.copying import copied
 
 
 @strawberry.type(description="A server-to-server key. The secret itself is never shown again.")
@@ -19,13 +20,7 @@ class ApiKey:
 
     @classmethod
     def of(cls, row: ApiKeyRow) -> ApiKey:
-        return cls(
-            id=strawberry.ID(str(row.id)),
-            name=row.name,
-            prefix=row.prefix,
-            created_at=row.created_at,
-            last_used_at=row.last_used_at,
-        )
+        return copied(cls, row, id=strawberry.ID(str(row.id)))
 
 
 @strawberry.type

@@ -16,6 +16,7 @@ from models.credits import LedgerEntry
 from models.generation import Generation as GenerationRow
 from models.user import User as UserRow
 from schema.context import Context
+from schema.copying import copied
 from schema.enums import GenerationKind, GenerationStatus, LedgerKind, Role
 from services import api_calls, credits
 from services.breakers import CircuitState
@@ -106,13 +107,7 @@ class User:
 
     @classmethod
     def of(cls, row: UserRow) -> User:
-        return cls(
-            id=strawberry.ID(str(row.id)),
-            email=row.email,
-            role=row.role,
-            created_at=row.created_at,
-            priority=row.priority,
-        )
+        return copied(cls, row, id=strawberry.ID(str(row.id)))
 
 
 @strawberry.type
@@ -134,14 +129,11 @@ class CreditTransaction:
     @classmethod
     def of(cls, row: LedgerEntry) -> CreditTransaction:
         generation_id = row.generation_id
-        return cls(
+        return copied(
+            cls,
+            row,
             id=strawberry.ID(str(row.id)),
-            kind=row.kind,
-            amount=row.amount,
-            balance_after=row.balance_after,
             generation_id=strawberry.ID(str(generation_id)) if generation_id else None,
-            reference=row.reference,
-            created_at=row.created_at,
         )
 
 
@@ -157,15 +149,7 @@ class Output:
 
     @classmethod
     def of(cls, stored: StoredOutput, base_url: str) -> Output:
-        return cls(
-            index=stored.index,
-            url=get_store().url_for(stored.storage_key, base_url),
-            content_type=stored.content_type,
-            size_bytes=stored.size_bytes,
-            width=stored.width,
-            height=stored.height,
-            text=stored.text,
-        )
+        return copied(cls, stored, url=get_store().url_for(stored.storage_key, base_url))
 
 
 @strawberry.type
@@ -298,13 +282,7 @@ class ModelInfo:
 
     @classmethod
     def of(cls, spec: ModelSpec, available: bool) -> ModelInfo:
-        return cls(
-            id=spec.id,
-            kind=spec.kind,
-            cost_per_output=spec.cost_per_output,
-            available=available,
-            providers=[r.provider for r in spec.routes],
-        )
+        return copied(cls, spec, available=available, providers=[r.provider for r in spec.routes])
 
 
 @strawberry.type
@@ -322,18 +300,7 @@ class Preset:
 
     @classmethod
     def of(cls, spec: PresetSpec) -> Preset:
-        return cls(
-            id=spec.id,
-            name=spec.name,
-            tag=spec.tag,
-            description=spec.description,
-            kind=spec.kind,
-            model=spec.model,
-            prompt=spec.prompt,
-            negative_prompt=spec.negative_prompt,
-            strength=spec.strength,
-            cost=spec.cost,
-        )
+        return copied(cls, spec)
 
 
 @strawberry.type
@@ -357,13 +324,7 @@ class CreditAudit:
             accounts=audit.accounts,
             ok=audit.ok,
             mismatches=[
-                CreditMismatch(
-                    user_id=strawberry.ID(str(m.user_id)),
-                    balance=m.balance,
-                    ledger_sum=m.ledger_sum,
-                    reserved=m.reserved,
-                    ledger_held=m.ledger_held,
-                )
+                copied(CreditMismatch, m, user_id=strawberry.ID(str(m.user_id)))
                 for m in audit.mismatches
             ],
         )
@@ -381,15 +342,7 @@ class ProviderHealth:
 
     @classmethod
     def of(cls, health: api_calls.ProviderHealth) -> ProviderHealth:
-        return cls(
-            provider=health.provider,
-            circuit=health.circuit,
-            calls=health.calls,
-            success_rate=health.success_rate,
-            p95_latency_ms=health.p95_latency_ms,
-            last_error=health.last_error,
-            last_checked_at=health.last_checked_at,
-        )
+        return copied(cls, health)
 
 
 @strawberry.type
@@ -406,14 +359,10 @@ class ApiCallLog:
 
     @classmethod
     def of(cls, row: ApiCallLogRow) -> ApiCallLog:
-        return cls(
+        return copied(
+            cls,
+            row,
             id=strawberry.ID(str(row.id)),
-            provider=row.provider,
             model=row.model or "",
             generation_id=strawberry.ID(str(row.generation_id)) if row.generation_id else None,
-            status_code=row.status_code,
-            duration_ms=row.duration_ms,
-            ok=row.ok,
-            error=row.error,
-            created_at=row.created_at,
         )

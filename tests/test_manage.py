@@ -8,23 +8,19 @@ import re
 import subprocess
 import sys
 import uuid
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import asyncpg
+import pytest
 import redis
 from graphql import build_schema as parse_sdl
 
 from schema.build import build_schema
 from tests.support.broker import stored_messages
-from tests.support.services import (
-    drop_database,
-    need,
-    pg_url,
-    recreate_database,
-    redis_url,
-    run_database,
-)
+from tests.support.migrations import scratch_postgres
+from tests.support.services import need, pg_url, redis_url, run_database
 
 ROOT = Path(__file__).resolve().parents[1]
 TIMEOUT = 120
@@ -113,17 +109,20 @@ def test_schema_prints_the_sdl_codegen_reads():
     assert parsed.query_type is not None and "generations" in parsed.query_type.fields
 
 
-async def test_the_production_steps_migrate_create_an_admin_and_sweep(tmp_path):
+@pytest.fixture
+async def database_url() -> AsyncIterator[str]:
+    async with scratch_postgres("kiln_manage") as url:
+        yield url
+
+
+async def test_the_production_steps_migrate_create_an_admin_and_sweep(tmp_path, database_url):
     """The README's production steps on a fresh database: migrate, create the admin (then
     promote again, harmlessly), and one sweep that sends a stale QUEUED generation's job
     again to the workers' Redis queue."""
-    need("postgres")
     need("redis")
-    database = run_database("kiln_manage")
-    await recreate_database(database)
     namespace = f"kiln-test-manage-{uuid.uuid4().hex}"
     settings = {
-        "DATABASE_URL": pg_url(database),
+        "DATABASE_URL": database_url,
         "REDIS_URL": redis_url(REDIS_DB),
         "REDIS_NAMESPACE": namespace,
         "DATA_DIR": str(tmp_path),
@@ -142,7 +141,7 @@ async def test_the_production_steps_migrate_create_an_admin_and_sweep(tmp_path):
         admin_id = created.stdout.strip().rsplit("(", 1)[1].rstrip(")")
 
         stale = uuid.uuid4()
-        connection = await asyncpg.connect(pg_url(database))
+        connection = await asyncpg.connect(database_url)
         try:
             assert await connection.fetchval("SELECT role FROM users WHERE id = $1", admin_id) == (
                 "ADMIN"
@@ -171,7 +170,6 @@ async def test_the_production_steps_migrate_create_an_admin_and_sweep(tmp_path):
         for key in sync.scan_iter(f"{namespace}*"):
             sync.delete(key)
         sync.close()
-        await drop_database(database)
 
 
 def test_the_docstring_names_only_commands_that_exist():

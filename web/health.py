@@ -13,7 +13,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from tortoise import connections
 
 import runtime
-from observability import metrics
+from observability import gc_pauses, metrics
 from services.outages import RETRY_AFTER_SECONDS
 from services.stats import queue_stats
 from settings import Settings
@@ -105,6 +105,7 @@ def metrics_endpoint(settings: Settings) -> Any:
         except Exception:
             # A scrape must answer even when the database does not: the counters still help.
             log.warning("queue depth unavailable for /metrics", exc_info=True)
+        gc_pauses.drain()  # the pauses since the last drain, so that this answer counts them
         return Response(metrics.render(extra), media_type=metrics.CONTENT_TYPE_LATEST)
 
     return endpoint

@@ -101,6 +101,11 @@ class KilnHttpProtocol(HttpToolsProtocol):
         self.upgraded = True
         self._disarm_head_timer()
         super().handle_websocket_upgrade()
+        # The parser holds this protocol's bound methods: a reference cycle, which uvicorn
+        # breaks when a connection is lost but not when it is handed to the WebSocket
+        # protocol (nothing of this one runs again). Left, it kept every socket's first
+        # protocol until a full collection (tests/web/test_http_protocol.py).
+        self.parser = None  # type: ignore[assignment]
 
     # httptools parser callbacks
     def on_message_begin(self) -> None:

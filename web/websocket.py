@@ -75,6 +75,18 @@ class LimitedTransportWS(HandOffTransport[Context]):
             )
             return
         await super().handle_subscribe(message)
+        operation = self.operations.get(message["id"])
+        if operation is not None and operation.task is not None:
+            operation.task.add_done_callback(lambda _: self._forget_task(operation))
+
+    def _forget_task(self, operation: Operation[Context, None]) -> None:
+        """Once an operation's task is done and the operation is no longer registered,
+        nothing needs the task through the Operation, which the task's context (DIRECT_SEND's
+        lambda) and its exception's frames hold: left, a reference cycle per subscription,
+        kept with the socket's objects until a full collection (tests/web/
+        test_request_cycles.py)."""
+        if self.operations.get(operation.id) is not operation:
+            operation.task = None
 
     async def handle_connection_init(self, message: ConnectionInitMessage) -> None:
         try:

@@ -7,6 +7,7 @@ import asyncio
 import sys
 import uuid
 from collections.abc import AsyncIterator, Generator, Iterator
+from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,16 +25,10 @@ from tests.e2e.stack import (
     start_embedded,
     start_production,
 )
-from tests.providers.fakes.replicate import FakeReplicate
 from tests.support.fake_server import serve
-from tests.support.services import (
-    drop_database,
-    need,
-    pg_url,
-    recreate_database,
-    redis_url,
-    run_database,
-)
+from tests.support.fakes.replicate import FakeReplicate
+from tests.support.migrations import scratch_postgres
+from tests.support.services import need, redis_url
 
 E2E_DATABASE = "kiln_e2e"
 ADMIN_PASSWORD = "an admin password"
@@ -108,35 +103,32 @@ async def stack(
     kind: str = request.param
     extra_env = provider_env(provider.url, replicate.url)
     data_dir = tmp_path_factory.mktemp(f"kiln-{kind}")
-    try:
-        if kind == "embedded":
-            started = await asyncio.to_thread(start_embedded, data_dir, extra_env)
-        else:
-            need("postgres")
-            need("redis")
-            database = run_database(E2E_DATABASE)
-            await recreate_database(database)
-            await _flush_redis(redis_url(E2E_REDIS_DB))
-            started = await asyncio.to_thread(
-                start_production, data_dir, pg_url(database), redis_url(E2E_REDIS_DB), extra_env
-            )
-        admin_email = f"admin-{uuid.uuid4().hex[:8]}@example.com"
-        await asyncio.to_thread(create_admin, started, admin_email, ADMIN_PASSWORD)
-    except StackError as error:
-        pytest.fail(str(error), pytrace=False)
-    client = KilnClient(started.base_url)
-    login = await client.data(LOGIN, {"email": admin_email, "password": ADMIN_PASSWORD})
-    running = Running(started, client, login["login"]["token"], provider, replicate)
-    failed_before = request.session.testsfailed
-    try:
-        yield running
-    finally:
-        await running.client.aclose()
-        await asyncio.to_thread(started.stop)
-        if request.session.testsfailed > failed_before:
-            _print_outside_capture(request.config, f"\n{started.logs()}\n")
-        if kind == "production":
-            await drop_database(run_database(E2E_DATABASE))
+    async with AsyncExitStack() as resources:  # the database outlives the stack using it
+        try:
+            if kind == "embedded":
+                started = await asyncio.to_thread(start_embedded, data_dir, extra_env)
+            else:
+                need("redis")
+                database_url = await resources.enter_async_context(scratch_postgres(E2E_DATABASE))
+                await _flush_redis(redis_url(E2E_REDIS_DB))
+                started = await asyncio.to_thread(
+                    start_production, data_dir, database_url, redis_url(E2E_REDIS_DB), extra_env
+                )
+            admin_email = f"admin-{uuid.uuid4().hex[:8]}@example.com"
+            await asyncio.to_thread(create_admin, started, admin_email, ADMIN_PASSWORD)
+        except StackError as error:
+            pytest.fail(str(error), pytrace=False)
+        client = KilnClient(started.base_url)
+        login = await client.data(LOGIN, {"email": admin_email, "password": ADMIN_PASSWORD})
+        running = Running(started, client, login["login"]["token"], provider, replicate)
+        failed_before = request.session.testsfailed
+        try:
+            yield running
+        finally:
+            await running.client.aclose()
+            await asyncio.to_thread(started.stop)
+            if request.session.testsfailed > failed_before:
+                _print_outside_capture(request.config, f"\n{started.logs()}\n")
 
 
 @pytest.fixture(autouse=True)

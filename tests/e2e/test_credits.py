@@ -4,17 +4,14 @@ worker killed mid-generation. The books are audited after every test (conftest).
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
 import time
-import uuid
 
-import orjson
 import pytest
 
 from tests.e2e import api
 from tests.e2e.conftest import Running
 from tests.e2e.stack import PAYMENT_WEBHOOK_SECRET
+from tests.support.payments import checkout_event, sign
 
 pytestmark = pytest.mark.e2e
 
@@ -85,31 +82,6 @@ async def test_cancels_racing_completions_settle_each_generation_once(stack: Run
     }
 
 
-def signed(body: bytes, secret: str = PAYMENT_WEBHOOK_SECRET, at: int | None = None) -> str:
-    timestamp = str(at if at is not None else int(time.time()))
-    digest = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256)
-    return f"t={timestamp},v1={digest.hexdigest()}"
-
-
-def checkout(user_id: str, pack: str = "starter") -> bytes:
-    return orjson.dumps(
-        {
-            "id": f"evt_{uuid.uuid4().hex}",
-            "object": "event",
-            "type": "checkout.session.completed",
-            "data": {
-                "object": {
-                    "id": f"cs_{uuid.uuid4().hex}",
-                    "object": "checkout.session",
-                    "payment_intent": f"pi_{uuid.uuid4().hex}",
-                    "payment_status": "paid",
-                    "metadata": {"user_id": user_id, "pack": pack},
-                }
-            },
-        }
-    )
-
-
 async def post_webhook(stack: Running, body: bytes, signature: str | None):
     headers = {"content-type": "application/json"}
     if signature is not None:
@@ -119,23 +91,23 @@ async def post_webhook(stack: Running, body: bytes, signature: str | None):
 
 async def test_payment_webhooks_grant_once_and_refuse_forgeries(stack: Running):
     account = await api.register(stack.client)
-    body = checkout(account.user_id, "pro")
+    body = checkout_event(account.user_id, "pro")
     async with await api.GraphQLSocket.open(stack.ws_url, account.token) as socket:
         updates = await socket.subscribe(api.BALANCE_CHANGED)
         for _ in range(4):  # the delivery, then Stripe's replays
-            response = await post_webhook(stack, body, signed(body))
+            response = await post_webhook(stack, body, sign(body, PAYMENT_WEBHOOK_SECRET))
             assert response.status_code == 200, response.text
         seen = await updates.collect_until(lambda m: m["creditBalanceChanged"]["available"] == 505)
         assert seen[0]["creditBalanceChanged"]["available"] in (5, 505)
 
-    stale = signed(body, at=int(time.time()) - 400)
+    stale = sign(body, PAYMENT_WEBHOOK_SECRET, at=int(time.time()) - 400)
     tampered = body.replace(b'"pro"', b'"premium"')
     for payload, signature in [
-        (tampered, signed(body)),
-        (body, signed(body, "whsec_nope")),
+        (tampered, sign(body, PAYMENT_WEBHOOK_SECRET)),
+        (body, sign(body, "whsec_nope")),
         (body, stale),
         (body, None),
-        (b"{oops", signed(b"{oops")),
+        (b"{oops", sign(b"{oops", PAYMENT_WEBHOOK_SECRET)),
     ]:
         response = await post_webhook(stack, payload, signature)
         assert response.status_code == 400 and response.json()["error"]

@@ -14,7 +14,7 @@ import socket
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
 import httpx
@@ -25,14 +25,9 @@ from websockets.exceptions import ConnectionClosed
 from tests.e2e import api
 from tests.e2e.client import SUBPROTOCOL
 from tests.e2e.stack import Stack, StackError, start_embedded, start_production
-from tests.support.services import (
-    drop_database,
-    need,
-    pg_url,
-    recreate_database,
-    redis_url,
-    run_database,
-)
+from tests.support.migrations import scratch_postgres
+from tests.support.raw_http import read_until_closed
+from tests.support.services import need, redis_url
 
 pytestmark = pytest.mark.e2e
 
@@ -57,25 +52,22 @@ async def edges(
         # Its own queues and counters: the suite's shared production stack uses the default.
         "REDIS_NAMESPACE": f"kiln-e2e-edges-{uuid.uuid4().hex[:8]}",
     }
-    database = run_database(EDGES_DATABASE)
-    try:
-        if kind == "embedded":
-            stack = await asyncio.to_thread(start_embedded, data_dir, env)
-        else:
-            need("postgres")
-            need("redis")
-            await recreate_database(database)
-            stack = await asyncio.to_thread(
-                start_production, data_dir, pg_url(database), redis_url(EDGES_REDIS_DB), env
-            )
-    except StackError as error:
-        pytest.fail(str(error), pytrace=False)
-    try:
-        yield stack
-    finally:
-        await asyncio.to_thread(stack.stop)
-        if kind == "production":
-            await drop_database(database)
+    async with AsyncExitStack() as resources:  # the database outlives the stack using it
+        try:
+            if kind == "embedded":
+                stack = await asyncio.to_thread(start_embedded, data_dir, env)
+            else:
+                need("redis")
+                database_url = await resources.enter_async_context(scratch_postgres(EDGES_DATABASE))
+                stack = await asyncio.to_thread(
+                    start_production, data_dir, database_url, redis_url(EDGES_REDIS_DB), env
+                )
+        except StackError as error:
+            pytest.fail(str(error), pytrace=False)
+        try:
+            yield stack
+        finally:
+            await asyncio.to_thread(stack.stop)
 
 
 @asynccontextmanager
@@ -145,14 +137,6 @@ async def test_a_trusted_proxys_forwarded_for_names_the_client(edges: Stack) -> 
         assert other == "OK"
 
 
-def _read_until_closed(sock: socket.socket) -> bytes:
-    sock.settimeout(PATIENCE)
-    data = b""
-    while chunk := sock.recv(65536):
-        data += chunk
-    return data
-
-
 @pytest.fixture
 def raw(edges: Stack) -> Iterator[socket.socket]:
     with socket.create_connection(("127.0.0.1", edges.port)) as sock:
@@ -162,14 +146,14 @@ def raw(edges: Stack) -> Iterator[socket.socket]:
 def test_a_connection_that_never_sends_its_head_is_closed(raw: socket.socket) -> None:
     started = time.monotonic()
     raw.sendall(b"GET /healthz HTTP/1.1\r\nHost: kiln.test\r\n")  # ... and nothing more
-    assert _read_until_closed(raw).startswith(b"HTTP/1.1 408")
+    assert read_until_closed(raw, PATIENCE).startswith(b"HTTP/1.1 408")
     assert time.monotonic() - started < PATIENCE
 
 
 def test_too_many_headers_are_refused(raw: socket.socket) -> None:
     headers = b"".join(b"X-Many-%d: v\r\n" % i for i in range(500))
     raw.sendall(b"GET /healthz HTTP/1.1\r\nHost: kiln.test\r\n" + headers + b"\r\n")
-    assert _read_until_closed(raw).startswith(b"HTTP/1.1 431")
+    assert read_until_closed(raw, PATIENCE).startswith(b"HTTP/1.1 431")
 
 
 async def test_a_socket_message_over_the_body_cap_closes_the_socket(edges: Stack) -> None:

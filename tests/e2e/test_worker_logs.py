@@ -43,6 +43,8 @@ async def test_worker_processes_log_json_lines_with_the_generation_in_context(st
     assert {"time", "level", "logger", "message"} <= set(records[0])
     about_it = [r for r in records if r.get("generation_id") == created["id"]]
     assert any(
-        r["level"] == "WARNING" and r["logger"] == "services.runner" and "failed" in r["message"]
+        r["level"] == "WARNING"
+        and r["logger"] == "services.provider_routing.failover"
+        and "failed" in r["message"]
         for r in about_it
     ), about_it

@@ -1,4 +1,4 @@
-"""The fal adapter against a fake fal queue served over real HTTP (tests/providers/fakes/fal.py):
+"""The fal adapter against a fake fal queue served over real HTTP (tests/support/fakes/fal.py):
 the wire format, the queue lifecycle, failures, and signed webhooks."""
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from models.generation import GenerationKind
 from providers.base import Finished, Pending, ProviderError, ProviderRequest, WebhookUpdate
 from providers.fal import FalProvider, _app_root
 from providers.http import CallRecord, ProviderHTTP
-from tests.providers.fakes.fal import FakeFal
-from tests.support.fake_server import serve
+from tests.support.fakes import served
+from tests.support.fakes.fal import FakeFal
 from tests.support.providers import Progress
 
 KEY = "fal-test-key-5f2c9e0b7d"
@@ -34,9 +34,7 @@ needs_cryptography = pytest.mark.skipif(
 
 @pytest.fixture
 def fake():
-    fal = FakeFal(api_key=KEY)
-    with serve(fal.app) as url:
-        fal.base_url = url
+    with served(FakeFal(api_key=KEY)) as fal:
         yield fal
 
 
@@ -342,7 +340,7 @@ async def test_422_validation_is_final(provider, fake):
 
 
 async def test_a_model_error_on_the_result_is_final(provider, fake):
-    from tests.providers.fakes.fal import Canned
+    from tests.support.fakes.fal import Canned
 
     fake.result_override = Canned(
         422,

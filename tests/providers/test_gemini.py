@@ -3,22 +3,27 @@
 from __future__ import annotations
 
 import base64
-import io
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
-from PIL import Image
 
 from models.generation import GenerationKind
-from providers.base import Finished, ProviderError, ProviderOutput, ProviderRequest
+from providers.base import Finished, ProviderError, ProviderRequest
 from providers.gemini import GeminiProvider
 from providers.http import ProviderHTTP
-from tests.providers.fakes.gemini import API_KEY, FakeGemini, Scripted, google_error
-from tests.providers.fakes.openai import png
-from tests.support.fake_server import serve
-from tests.support.providers import Progress, Sink
+from tests.support.fakes import served
+from tests.support.fakes.gemini import API_KEY, FakeGemini, google_error
+from tests.support.fakes.scripted import Scripted, png
+from tests.support.providers import (
+    Progress,
+    Sink,
+    assert_key_kept_secret,
+    failure,
+    generate,
+    image_of,
+)
 
 IMAGE_MODEL = "gemini-2.5-flash-image"
 TEXT_MODEL = "gemini-2.5-flash"
@@ -26,20 +31,13 @@ TEXT_MODEL = "gemini-2.5-flash"
 
 @pytest.fixture(scope="module")
 def fake() -> Iterator[FakeGemini]:
-    server = FakeGemini()
-    with serve(server.app) as base_url:
-        server.base_url = base_url
+    with served(FakeGemini()) as server:
         yield server
 
 
 @pytest.fixture(autouse=True)
 def _fresh(fake: FakeGemini) -> None:
     fake.reset()
-
-
-@pytest.fixture
-def sink() -> Sink:
-    return Sink()
 
 
 def make(fake: FakeGemini, client: httpx.AsyncClient, sink: Sink, **kwargs: Any) -> GeminiProvider:
@@ -61,33 +59,6 @@ def request(kind: GenerationKind = GenerationKind.IMAGE, **overrides: Any) -> Pr
     }
     fields.update(overrides)
     return ProviderRequest(kind=kind, **fields)
-
-
-async def generate(provider: GeminiProvider, req: ProviderRequest) -> list[ProviderOutput]:
-    result = await provider.start(req, Progress())
-    assert isinstance(result, Finished)
-    return result.outputs
-
-
-async def failure(provider: GeminiProvider, req: ProviderRequest) -> ProviderError:
-    with pytest.raises(ProviderError) as caught:
-        await provider.start(req, Progress())
-    return caught.value
-
-
-def image_of(output: ProviderOutput) -> Image.Image:
-    image = Image.open(io.BytesIO(output.data or b""))
-    image.load()
-    return image
-
-
-def assert_key_kept_secret(sink: Sink, error: ProviderError | None = None) -> None:
-    assert sink.records
-    for record in sink.records:
-        assert "?" not in record.url
-        assert API_KEY not in repr(record)
-    if error is not None:
-        assert API_KEY not in error.message
 
 
 def answer(*candidates: Any, **extra: Any) -> Any:
@@ -137,7 +108,7 @@ async def test_image_is_generated_from_inline_data(fake, provider, sink):
     assert record.provider == "gemini" and record.model == IMAGE_MODEL
     assert record.ok and record.status_code == 200
     assert record.url.endswith(f"/v1beta/models/{IMAGE_MODEL}:generateContent")
-    assert_key_kept_secret(sink)
+    assert_key_kept_secret(sink, API_KEY)
 
 
 @pytest.mark.parametrize(
@@ -242,7 +213,7 @@ async def test_text_uses_candidate_count(fake, provider, sink):
         "generationConfig": {"candidateCount": 2},
         "systemInstruction": {"parts": [{"text": "Be brief."}]},
     }
-    assert_key_kept_secret(sink)
+    assert_key_kept_secret(sink, API_KEY)
 
 
 async def test_single_text_sends_no_generation_config(fake, provider):
@@ -475,7 +446,7 @@ async def test_key_never_reaches_urls_logs_or_errors(fake, provider, sink):
     fake.next(Scripted(500, google_error(500, "INTERNAL", f"bad key {API_KEY}")))
     error = await failure(provider, request())
     assert len(sink.records) == 3
-    assert_key_kept_secret(sink, error)
+    assert_key_kept_secret(sink, API_KEY, error)
     for sent in fake.requests:
         assert sent.query == ""
         assert API_KEY not in sent.path

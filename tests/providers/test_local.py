@@ -9,10 +9,10 @@ import pytest
 from PIL import Image
 
 from models.generation import GenerationKind
-from providers.base import Finished, ProviderError, ProviderOutput, ProviderRequest
+from providers.base import Finished, ProviderError, ProviderRequest
 from providers.local import LocalProvider
 from providers.registry import ProviderRegistry
-from tests.support.providers import Progress
+from tests.support.providers import Progress, generate, image_of
 
 
 @pytest.fixture
@@ -30,32 +30,20 @@ def request(kind: GenerationKind = GenerationKind.IMAGE, **overrides) -> Provide
     return ProviderRequest(kind=kind, **fields)
 
 
-async def generate(provider: LocalProvider, req: ProviderRequest) -> list[ProviderOutput]:
-    result = await provider.start(req, Progress())
-    assert isinstance(result, Finished)
-    return result.outputs
-
-
-def open_image(output: ProviderOutput) -> Image.Image:
-    image = Image.open(io.BytesIO(output.data or b""))
-    image.load()
-    return image
-
-
 @pytest.mark.parametrize(("width", "height"), [(64, 48), (33, 97), (200, 120)])
 async def test_image_is_a_png_of_the_requested_size(provider, width, height):
     [output] = await generate(provider, request(width=width, height=height))
     assert output.content_type == "image/png"
     assert (output.width, output.height) == (width, height)
     assert output.text is None
-    image = open_image(output)
+    image = image_of(output)
     assert image.format == "PNG"
     assert image.size == (width, height)
 
 
 async def test_image_without_size_defaults_to_512(provider):
     [output] = await generate(provider, request())
-    assert open_image(output).size == (512, 512)
+    assert image_of(output).size == (512, 512)
     assert (output.width, output.height) == (512, 512)
 
 
@@ -73,17 +61,17 @@ async def test_image_differs_for_another_seed_or_prompt(provider):
     )
     assert base.data != other_seed.data
     assert base.data != other_prompt.data
-    assert open_image(base).tobytes() != open_image(other_seed).tobytes()
+    assert image_of(base).tobytes() != image_of(other_seed).tobytes()
 
 
 async def test_several_outputs_are_distinct_images(provider):
     outputs = await generate(provider, request(width=48, height=32, num_outputs=3))
     assert len(outputs) == 3
     assert len({o.data for o in outputs}) == 3
-    assert len({open_image(o).tobytes() for o in outputs}) == 3
+    assert len({image_of(o).tobytes() for o in outputs}) == 3
     for output in outputs:
         assert output.content_type == "image/png"
-        assert open_image(output).size == (48, 32)
+        assert image_of(output).size == (48, 32)
 
 
 async def test_video_is_an_animated_webp(provider):

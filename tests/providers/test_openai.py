@@ -12,30 +12,31 @@ import pytest
 from PIL import Image
 
 from models.generation import GenerationKind
-from providers.base import Finished, ProviderError, ProviderOutput, ProviderRequest
+from providers.base import Finished, ProviderError, ProviderRequest
 from providers.http import ProviderHTTP
 from providers.openai import OpenAIProvider
-from tests.providers.fakes.openai import API_KEY, FakeOpenAI, Scripted, error, png
-from tests.support.fake_server import serve
-from tests.support.providers import Progress, Sink
+from tests.support.fakes import served
+from tests.support.fakes.openai import API_KEY, FakeOpenAI, error
+from tests.support.fakes.scripted import Scripted, png
+from tests.support.providers import (
+    Progress,
+    Sink,
+    assert_key_kept_secret,
+    failure,
+    generate,
+    image_of,
+)
 
 
 @pytest.fixture(scope="module")
 def fake() -> Iterator[FakeOpenAI]:
-    server = FakeOpenAI()
-    with serve(server.app) as base_url:
-        server.base_url = base_url
+    with served(FakeOpenAI()) as server:
         yield server
 
 
 @pytest.fixture(autouse=True)
 def _fresh(fake: FakeOpenAI) -> None:
     fake.reset()
-
-
-@pytest.fixture
-def sink() -> Sink:
-    return Sink()
 
 
 def make(fake: FakeOpenAI, client: httpx.AsyncClient, sink: Sink, **kwargs: Any) -> OpenAIProvider:
@@ -58,34 +59,6 @@ def request(kind: GenerationKind = GenerationKind.IMAGE, **overrides: Any) -> Pr
     }
     fields.update(overrides)
     return ProviderRequest(kind=kind, **fields)
-
-
-async def generate(provider: OpenAIProvider, req: ProviderRequest) -> list[ProviderOutput]:
-    result = await provider.start(req, Progress())
-    assert isinstance(result, Finished)
-    return result.outputs
-
-
-async def failure(provider: OpenAIProvider, req: ProviderRequest) -> ProviderError:
-    with pytest.raises(ProviderError) as caught:
-        await provider.start(req, Progress())
-    return caught.value
-
-
-def image_of(output: ProviderOutput) -> Image.Image:
-    image = Image.open(io.BytesIO(output.data or b""))
-    image.load()
-    return image
-
-
-def assert_key_kept_secret(sink: Sink, error: ProviderError | None = None) -> None:
-    assert sink.records
-    for record in sink.records:
-        assert "?" not in record.url
-        assert API_KEY not in repr(record)
-    if error is not None:
-        assert API_KEY not in error.message
-        assert API_KEY not in str(error)
 
 
 # -- images -----------------------------------------------------------------------------------
@@ -119,7 +92,7 @@ async def test_image_is_generated_as_base64_png(fake, provider, sink):
     assert record.provider == "openai" and record.model == "gpt-image-1"
     assert record.ok and record.status_code == 200 and record.error is None
     assert record.url.endswith("/v1/images/generations")
-    assert_key_kept_secret(sink)
+    assert_key_kept_secret(sink, API_KEY)
 
 
 async def test_dall_e_is_asked_for_b64_json(fake, provider):
@@ -303,7 +276,7 @@ async def test_text_uses_chat_completions(fake, provider, sink):
         "seed": 7,
         "temperature": 0.2,
     }
-    assert_key_kept_secret(sink)
+    assert_key_kept_secret(sink, API_KEY)
 
 
 async def test_text_without_system_prompt(fake, provider):
@@ -462,7 +435,7 @@ async def test_content_policy_is_content_rejected(fake, provider, sink, type_, c
     assert error_.code == "CONTENT_REJECTED"
     assert error_.retryable is False
     assert error_.status_code == 400
-    assert_key_kept_secret(sink, error_)
+    assert_key_kept_secret(sink, API_KEY, error_)
 
 
 async def test_content_policy_on_edits(fake, provider):
@@ -499,7 +472,7 @@ async def test_key_never_reaches_the_call_log(fake, provider, sink):
     fake.next(error(500, f"echo {API_KEY}", "server_error"))
     error_ = await failure(provider, request())
     assert len(sink.records) == 4
-    assert_key_kept_secret(sink, error_)
+    assert_key_kept_secret(sink, API_KEY, error_)
     for sent in fake.requests:
         assert sent.query == ""
 

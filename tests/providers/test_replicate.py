@@ -22,14 +22,15 @@ from models.generation import GenerationKind
 from providers.base import Finished, Pending, ProviderError, ProviderRequest, WebhookUpdate
 from providers.http import CallRecord, ProviderHTTP
 from providers.replicate import ReplicateProvider
-from tests.providers.fakes.replicate import (
+from tests.support.fakes import served
+from tests.support.fakes.replicate import (
     NSFW_ERROR,
     SENSITIVE_ERROR,
     SIGNING_SECRET,
     FakeReplicate,
     Outcome,
 )
-from tests.support.fake_server import serve
+from tests.support.providers import Sink, assert_logged_without
 
 TOKEN = "r8_FAKEtoken0123456789abcdefSECRET"
 VERSION = "39ed52f2a78e934b3ba6e2a89f5b1c712de7dfea535525255b1aa35c5565e08b"
@@ -44,43 +45,31 @@ async def no_progress(fraction: float, stage: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def fake_server() -> Iterator[tuple[FakeReplicate, str]]:
-    fake = FakeReplicate(TOKEN)
-    with serve(fake.app) as url:
-        yield fake, url
+def fake_server() -> Iterator[FakeReplicate]:
+    with served(FakeReplicate(TOKEN)) as fake:
+        yield fake
 
 
 @pytest.fixture
-def fake(fake_server: tuple[FakeReplicate, str]) -> FakeReplicate:
-    fake_server[0].reset()
-    return fake_server[0]
+def fake(fake_server: FakeReplicate) -> FakeReplicate:
+    fake_server.reset()
+    return fake_server
 
 
 @pytest.fixture
-def base_url(fake_server: tuple[FakeReplicate, str]) -> str:
-    return f"{fake_server[1]}/v1"
+def http(client: httpx.AsyncClient, sink: Sink) -> Iterator[ProviderHTTP]:
+    yield ProviderHTTP("replicate", client, sink)
+    assert_logged_without(sink, "replicate", TOKEN)  # the call log never keeps the secret
 
 
 @pytest.fixture
-def records() -> Iterator[list[CallRecord]]:
-    collected: list[CallRecord] = []
-    yield collected
-    for record in collected:  # nothing the call log keeps may carry the token
-        assert TOKEN not in repr(record)
-        assert record.provider == "replicate"
+def records(sink: Sink) -> list[CallRecord]:
+    return sink.records
 
 
 @pytest.fixture
-def http(client: httpx.AsyncClient, records: list[CallRecord]) -> ProviderHTTP:
-    async def sink(record: CallRecord) -> None:
-        records.append(record)
-
-    return ProviderHTTP("replicate", client, sink)
-
-
-@pytest.fixture
-def provider(fake: FakeReplicate, http: ProviderHTTP, base_url: str) -> ReplicateProvider:
-    return ReplicateProvider(http, TOKEN, base_url=base_url, webhook_secret=SIGNING_SECRET)
+def provider(fake: FakeReplicate, http: ProviderHTTP) -> ReplicateProvider:
+    return ReplicateProvider(http, TOKEN, base_url=fake.api_url, webhook_secret=SIGNING_SECRET)
 
 
 def request(**overrides: Any) -> ProviderRequest:
@@ -199,7 +188,7 @@ async def test_a_malformed_route_model_is_refused_without_a_call(provider, fake,
 
 
 async def test_a_prediction_is_polled_from_starting_through_processing_to_finished(
-    provider, fake, client, base_url
+    provider, fake, client
 ):
     req = request(width=48, height=32, num_outputs=2, seed=7)
     started, processing, finished = await run_to_end(provider, req)
@@ -220,7 +209,7 @@ async def test_a_prediction_is_polled_from_starting_through_processing_to_finish
         assert output.content_type == "image/png"
         assert output.data is None
         assert output.url is not None
-        server = base_url.removesuffix("/v1")
+        server = fake.base_url
         assert output.url == f"{server}/files/{started.job_id}/out-{index}.png"
         downloaded = await client.get(output.url)
         assert downloaded.status_code == 200
@@ -388,9 +377,9 @@ async def test_a_malformed_answer_is_a_bad_response(provider, fake, body):
     assert error.code == "PROVIDER_BAD_RESPONSE"
 
 
-async def test_a_wrong_token_is_an_auth_error_that_is_not_retried(fake, http, base_url):
+async def test_a_wrong_token_is_an_auth_error_that_is_not_retried(fake, http):
     wrong = "r8_WRONGtoken9876543210"
-    provider = ReplicateProvider(http, wrong, base_url=base_url)
+    provider = ReplicateProvider(http, wrong, base_url=fake.api_url)
     error = await failure(provider.start(request(), no_progress))
     assert (error.code, error.retryable, error.status_code) == ("PROVIDER_AUTH", False, 401)
     assert wrong not in error.message
@@ -579,7 +568,7 @@ def test_a_signed_body_that_is_not_json_is_rejected(provider):
     rejected(provider, signed(body), body)
 
 
-def test_webhooks_are_rejected_when_no_secret_is_configured(http, base_url):
-    provider = ReplicateProvider(http, TOKEN, base_url=base_url)
+def test_webhooks_are_rejected_when_no_secret_is_configured(http, fake):
+    provider = ReplicateProvider(http, TOKEN, base_url=fake.api_url)
     body = b'{"id": "x", "status": "succeeded", "output": []}'
     rejected(provider, signed(body), body)

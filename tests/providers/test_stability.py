@@ -17,9 +17,9 @@ from models.generation import GenerationKind
 from providers.base import Finished, Pending, ProviderError, ProviderRequest
 from providers.http import CallRecord, ProviderHTTP
 from providers.stability import StabilityProvider
-from tests.providers.fakes.stability import VIDEO_BYTES, FakeStability, png_bytes
-from tests.support.fake_server import serve
-from tests.support.providers import Progress
+from tests.support.fakes import served
+from tests.support.fakes.stability import VIDEO_BYTES, FakeStability, png_bytes
+from tests.support.providers import Progress, Sink, assert_logged_without
 
 KEY = "sk-FAKEstabilityKEY0123456789abcdefSECRET"
 INPUT_PNG = png_bytes(96, 64, seed=3)
@@ -29,43 +29,31 @@ INPUT_PNG = png_bytes(96, 64, seed=3)
 
 
 @pytest.fixture(scope="module")
-def fake_server() -> Iterator[tuple[FakeStability, str]]:
-    fake = FakeStability(KEY)
-    with serve(fake.app) as url:
-        yield fake, url
+def fake_server() -> Iterator[FakeStability]:
+    with served(FakeStability(KEY)) as fake:
+        yield fake
 
 
 @pytest.fixture
-def fake(fake_server: tuple[FakeStability, str]) -> FakeStability:
-    fake_server[0].reset()
-    return fake_server[0]
+def fake(fake_server: FakeStability) -> FakeStability:
+    fake_server.reset()
+    return fake_server
 
 
 @pytest.fixture
-def base_url(fake_server: tuple[FakeStability, str]) -> str:
-    return fake_server[1]
+def http(client: httpx.AsyncClient, sink: Sink) -> Iterator[ProviderHTTP]:
+    yield ProviderHTTP("stability", client, sink)
+    assert_logged_without(sink, "stability", KEY)  # the call log never keeps the secret
 
 
 @pytest.fixture
-def records() -> Iterator[list[CallRecord]]:
-    collected: list[CallRecord] = []
-    yield collected
-    for record in collected:  # nothing the call log keeps may carry the key
-        assert KEY not in repr(record)
-        assert record.provider == "stability"
+def records(sink: Sink) -> list[CallRecord]:
+    return sink.records
 
 
 @pytest.fixture
-def http(client: httpx.AsyncClient, records: list[CallRecord]) -> ProviderHTTP:
-    async def sink(record: CallRecord) -> None:
-        records.append(record)
-
-    return ProviderHTTP("stability", client, sink)
-
-
-@pytest.fixture
-def provider(fake: FakeStability, http: ProviderHTTP, base_url: str) -> StabilityProvider:
-    return StabilityProvider(http, KEY, base_url=base_url)
+def provider(fake: FakeStability, http: ProviderHTTP) -> StabilityProvider:
+    return StabilityProvider(http, KEY, base_url=fake.base_url)
 
 
 def request(**overrides: Any) -> ProviderRequest:
@@ -368,9 +356,9 @@ async def test_a_malformed_answer_is_a_bad_response(provider, fake, body, conten
     assert error.code == "PROVIDER_BAD_RESPONSE"
 
 
-async def test_a_wrong_key_is_an_auth_error_that_is_not_retried(fake, http, base_url):
+async def test_a_wrong_key_is_an_auth_error_that_is_not_retried(fake, http):
     wrong = "sk-WRONGkey9876543210"
-    provider = StabilityProvider(http, wrong, base_url=base_url)
+    provider = StabilityProvider(http, wrong, base_url=fake.base_url)
     error = await failure(provider.start(request(), Progress()))
     assert (error.code, error.retryable, error.status_code) == ("PROVIDER_AUTH", False, 401)
     assert wrong not in error.message

@@ -7,7 +7,8 @@ from collections.abc import AsyncIterator
 import pytest
 import redis.asyncio as aioredis
 
-from services.breakers import BreakerPolicy, CircuitState, MemoryBreakers, RedisBreakers
+from services.breakers import BreakerPolicy, Breakers, CircuitState, MemoryBreakers, RedisBreakers
+from tests.support.redis_clients import per_process
 from tests.support.services import need, redis_url
 
 POLICY = BreakerPolicy(failure_threshold=3, min_calls=4, window=30, cooldown=0.3, probe_timeout=5)
@@ -16,22 +17,14 @@ POLICY = BreakerPolicy(failure_threshold=3, min_calls=4, window=30, cooldown=0.3
 @pytest.fixture(params=["memory", "redis"])
 async def make_breakers(request) -> AsyncIterator:
     """Factory: breakers that share state like two worker processes would."""
-    if request.param == "memory":
-        shared = MemoryBreakers(POLICY)
-        yield lambda: shared
-        return
-    need("redis")
-    clients: list[aioredis.Redis] = []
     prefix = f"test:breaker:{uuid.uuid4().hex}"
-
-    def make() -> RedisBreakers:
-        client = aioredis.Redis.from_url(redis_url(12))
-        clients.append(client)
-        return RedisBreakers(client, POLICY, prefix=prefix)
-
-    yield make
-    for client in clients:
-        await client.aclose()
+    in_memory: Breakers = MemoryBreakers(POLICY)
+    async with per_process(
+        request.param,
+        in_memory,
+        lambda client: RedisBreakers(client, POLICY, prefix=prefix),
+    ) as make:
+        yield make
 
 
 async def test_a_failing_provider_opens_for_every_process_then_recovers(make_breakers):

@@ -6,45 +6,23 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import AsyncIterator, Iterator
 
-import pytest
-import redis.asyncio as aioredis
 from prometheus_client import REGISTRY
 
-from models.generation import Generation, GenerationStatus
-from providers.base import ProgressCallback, ProviderRequest, Result
-from providers.local import LocalProvider
-from services import generations, runner
+from models.generation import GenerationStatus
+from services import generations
 from services.breakers import BreakerPolicy, CircuitState, RedisBreakers
-from services.generations import NewGeneration
 from services.provider_limits import ProviderLimit, RedisLimiter
-from tests.support.generations import CATALOGUE
+from tests.support.generations import run_in_process
 from tests.support.ledger import assert_ledger_matches
-from tests.support.private_servers import PrivateRedis
-from tests.support.providers import provider_deps
+from tests.support.providers import KillsRedisMidCall, provider_deps
+from tests.support.redis_clients import RedisClients
 
 POLICY = BreakerPolicy(failure_threshold=3, min_calls=4, window=30, cooldown=30, probe_timeout=5)
 
 
-@pytest.fixture
-def private_redis() -> Iterator[PrivateRedis]:
-    with PrivateRedis() as server:
-        yield server
-
-
-@pytest.fixture
-async def clients(private_redis: PrivateRedis) -> AsyncIterator[list[aioredis.Redis]]:
-    """Redis clients of 'worker processes', closed after the test."""
-    made: list[aioredis.Redis] = []
-    yield made
-    for client in made:
-        await client.aclose()
-
-
-def breakers_on(server: PrivateRedis, clients: list[aioredis.Redis], prefix: str) -> RedisBreakers:
-    client = aioredis.Redis.from_url(server.url())
-    clients.append(client)
+def breakers_on(clients: RedisClients, prefix: str) -> RedisBreakers:
+    client = clients.connect()
     # A short wait before asking a Redis that failed again, so the test need not sleep long.
     return RedisBreakers(client, POLICY, prefix=prefix, retry_interval=0.05)
 
@@ -54,8 +32,8 @@ def fallbacks(component: str) -> float:
     return value or 0.0
 
 
-async def test_without_redis_every_call_is_decided_in_the_process(private_redis, clients):
-    breakers = breakers_on(private_redis, clients, f"t:{uuid.uuid4().hex}")
+async def test_without_redis_every_call_is_decided_in_the_process(private_redis, worker_clients):
+    breakers = breakers_on(worker_clients, f"t:{uuid.uuid4().hex}")
     assert await breakers.allow("acme")
     private_redis.kill()
 
@@ -69,11 +47,11 @@ async def test_without_redis_every_call_is_decided_in_the_process(private_redis,
 
 
 async def test_outcomes_written_during_the_outage_reach_redis_when_it_answers(
-    private_redis, clients
+    private_redis, worker_clients
 ):
     prefix = f"t:{uuid.uuid4().hex}"
-    worker_a = breakers_on(private_redis, clients, prefix)
-    worker_b = breakers_on(private_redis, clients, prefix)
+    worker_a = breakers_on(worker_clients, prefix)
+    worker_b = breakers_on(worker_clients, prefix)
     await worker_a.record("acme", ok=True)
     private_redis.kill()
     for _ in range(4):
@@ -87,8 +65,8 @@ async def test_outcomes_written_during_the_outage_reach_redis_when_it_answers(
     assert not await worker_b.allow("acme")
 
 
-async def test_an_outage_is_logged_once_and_counted(private_redis, clients, caplog):
-    breakers = breakers_on(private_redis, clients, f"t:{uuid.uuid4().hex}")
+async def test_an_outage_is_logged_once_and_counted(private_redis, worker_clients, caplog):
+    breakers = breakers_on(worker_clients, f"t:{uuid.uuid4().hex}")
     before = fallbacks("provider breakers")
     private_redis.kill()
     with caplog.at_level(logging.INFO, logger="kiln.redis"):
@@ -106,36 +84,18 @@ async def test_an_outage_is_logged_once_and_counted(private_redis, clients, capl
     assert fallbacks("provider breakers") - before == 40
 
 
-class KillsRedisMidCall(LocalProvider):
-    """The built-in provider, whose call ends after Redis died under it."""
-
-    def __init__(self, server: PrivateRedis) -> None:
-        super().__init__(step_delay=0.0)
-        self.server = server
-
-    async def start(self, request: ProviderRequest, progress: ProgressCallback) -> Result:
-        result = await super().start(request, progress)
-        self.server.kill()
-        return result
-
-
 async def test_a_generation_whose_provider_call_ends_while_redis_is_down_completes(
-    make_user, backend, private_redis, clients
+    make_user, backend, private_redis, worker_clients
 ):
     prefix = f"t:{uuid.uuid4().hex}"
-    client = aioredis.Redis.from_url(private_redis.url())
-    clients.append(client)
+    client = worker_clients.connect()
     deps = provider_deps(KillsRedisMidCall(private_redis))
     deps.breakers = RedisBreakers(client, POLICY, prefix=f"{prefix}:breaker")
     deps.limiter = RedisLimiter(
         client, {"local": ProviderLimit(max_concurrent=2)}, prefix=f"{prefix}:limit"
     )
     user = await make_user(credits=3)
-    generation = await generations.create_generation(user, NewGeneration(prompt="fox"), CATALOGUE)
-
-    await runner.run_generation(generation.id, CATALOGUE, deps, backend.store)
-
-    row = await Generation.get(id=generation.id)
+    row = await run_in_process(user, deps, backend.store)
     assert row.status is GenerationStatus.COMPLETED, row.error_code
-    assert (await generations.outputs_of(generation.id))[0].storage_key
+    assert (await generations.outputs_of(row.id))[0].storage_key
     await assert_ledger_matches(user.id)

@@ -15,10 +15,9 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
-from services.fetch import FetchFailed, FetchRefused, FetchTiming, check_url, fetch
+from services.fetch import FetchFailed, FetchRefused, FetchTiming, check_url
 from tests.support.fake_server import Drip, free_port, serve
-
-IMAGES = frozenset({"image/png", "image/jpeg", "image/webp"})
+from tests.support.fetching import LOCAL, fetch_image
 
 
 def png() -> bytes:
@@ -57,9 +56,6 @@ def server() -> Iterator[str]:
         yield url
 
 
-LOCAL = frozenset({"127.0.0.1"})
-
-
 @pytest.mark.parametrize(
     "url",
     [
@@ -88,31 +84,17 @@ async def test_a_public_address_passes():
 
 async def test_fetches_and_sniffs_the_real_type(server):
     async with httpx.AsyncClient() as client:
-        fetched = await fetch(
-            client,
-            f"{server}/image.png",
-            max_bytes=100_000,
-            allowed_types=IMAGES,
-            allow_hosts=LOCAL,
-        )
+        fetched = await fetch_image(client, f"{server}/image.png", allow_hosts=LOCAL)
     assert fetched.content_type == "image/png" and fetched.data.startswith(b"\x89PNG")
 
 
 async def test_a_redirect_to_a_private_address_is_refused(server):
     async with httpx.AsyncClient() as client:
         with pytest.raises(FetchRefused, match="non-public"):
-            await fetch(
-                client,
-                f"{server}/hop?to=http://10.0.0.7/secret",
-                max_bytes=100_000,
-                allowed_types=IMAGES,
-                allow_hosts=LOCAL,
-            )
-        fetched = await fetch(
+            await fetch_image(client, f"{server}/hop?to=http://10.0.0.7/secret", allow_hosts=LOCAL)
+        fetched = await fetch_image(
             client,
             f"{server}/hop?to={server}/image.png",
-            max_bytes=100_000,
-            allowed_types=IMAGES,
             allow_hosts=LOCAL,
         )
         assert fetched.url.endswith("/image.png")
@@ -121,23 +103,11 @@ async def test_a_redirect_to_a_private_address_is_refused(server):
 async def test_size_and_content_are_checked(server):
     async with httpx.AsyncClient() as client:
         with pytest.raises(FetchRefused, match="larger"):
-            await fetch(
-                client,
-                f"{server}/huge.png",
-                max_bytes=100_000,
-                allowed_types=IMAGES,
-                allow_hosts=LOCAL,
-            )
+            await fetch_image(client, f"{server}/huge.png", allow_hosts=LOCAL)
         with pytest.raises(FetchRefused, match="type"):
-            await fetch(
-                client,
-                f"{server}/lying.png",
-                max_bytes=100_000,
-                allowed_types=IMAGES,
-                allow_hosts=LOCAL,
-            )
+            await fetch_image(client, f"{server}/lying.png", allow_hosts=LOCAL)
         with pytest.raises(FetchRefused):  # the test server itself is loopback
-            await fetch(client, f"{server}/image.png", max_bytes=100_000, allowed_types=IMAGES)
+            await fetch_image(client, f"{server}/image.png")
 
 
 @pytest.fixture(scope="module")
@@ -156,11 +126,9 @@ async def test_a_dripping_server_fails_at_the_deadline(dripping):
     async with httpx.AsyncClient() as client:
         with pytest.raises(FetchFailed, match=r"not fetched within 0\.5 s"):
             await asyncio.wait_for(
-                fetch(
+                fetch_image(
                     client,
                     f"{dripping}/cat.png",
-                    max_bytes=100_000,
-                    allowed_types=IMAGES,
                     allow_hosts=LOCAL,
                     timing=FetchTiming(deadline=0.5, min_rate=0),
                 ),
@@ -172,11 +140,9 @@ async def test_a_body_below_the_minimum_rate_fails_after_its_grace(dripping):
     async with httpx.AsyncClient() as client:
         with pytest.raises(FetchFailed, match="slower than 1000 bytes/s"):
             await asyncio.wait_for(
-                fetch(
+                fetch_image(
                     client,
                     f"{dripping}/cat.png",
-                    max_bytes=100_000,
-                    allowed_types=IMAGES,
                     allow_hosts=LOCAL,
                     timing=FetchTiming(deadline=60, min_rate=1000, grace=0.2),
                 ),
@@ -188,11 +154,9 @@ async def test_a_slow_body_above_the_minimum_rate_completes():
     # 50 bytes/s against a minimum of 1 byte/s: far apart, whatever the machine's load.
     with serve(Drip(0.02, count=10)) as url:
         async with httpx.AsyncClient() as client:
-            fetched = await fetch(
+            fetched = await fetch_image(
                 client,
                 f"{url}/cat.png",
-                max_bytes=100_000,
-                allowed_types=IMAGES,
                 allow_hosts=LOCAL,
                 timing=FetchTiming(deadline=NEVER, min_rate=1, grace=0.05),
             )
@@ -204,10 +168,4 @@ async def test_an_unreachable_server_is_a_fetch_failure():
     a crash: an INTERNAL error event instead of a failed input image)."""
     async with httpx.AsyncClient() as client:
         with pytest.raises(FetchFailed, match="could not connect"):
-            await fetch(
-                client,
-                f"http://127.0.0.1:{free_port()}/cat.png",
-                max_bytes=100_000,
-                allowed_types=IMAGES,
-                allow_hosts=LOCAL,
-            )
+            await fetch_image(client, f"http://127.0.0.1:{free_port()}/cat.png", allow_hosts=LOCAL)

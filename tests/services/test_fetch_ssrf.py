@@ -25,11 +25,10 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
 from services import fetch as fetch_module
-from services.fetch import FetchFailed, FetchRefused, check_url, fetch
+from services.fetch import FetchFailed, FetchRefused, check_url
 from tests.support.fake_server import self_signed, serve
+from tests.support.fetching import LOCAL, fetch_image
 
-IMAGES = frozenset({"image/png"})
-LOCAL = frozenset({"127.0.0.1"})
 PRIVATE_TARGETS = [
     "http://127.0.0.1/x.png",
     "http://10.20.30.40/x.png",
@@ -167,11 +166,10 @@ async def test_a_redirect_to_a_private_address_is_refused(server, resolves_to, t
     resolves_to["internal.attacker.example"] = ["10.9.9.9"]
     async with httpx.AsyncClient() as client:
         with pytest.raises(FetchRefused, match="non-public"):
-            await fetch(
+            await fetch_image(
                 client,
                 f"{server}/hop?to={target}",
                 max_bytes=1000,
-                allowed_types=IMAGES,
                 allow_hosts=LOCAL,  # the test server itself is allowed; the hop is not
             )
 
@@ -267,9 +265,7 @@ async def test_the_connection_goes_to_the_checked_address_with_the_host_name(
     rebinding[name] = [[PUBLIC], ["127.0.0.1"]]
     network.routes[(PUBLIC, port)] = port
     async with httpx.AsyncClient(verify=trust) as client:
-        fetched = await fetch(
-            client, f"https://{name}:{port}/cat.png", max_bytes=100_000, allowed_types=IMAGES
-        )
+        fetched = await fetch_image(client, f"https://{name}:{port}/cat.png")
     assert fetched.data == png() and fetched.url == f"https://{name}:{port}/cat.png"
     assert network.attempts == [(PUBLIC, port)]
     assert hosts == [f"{name}:{port}"]
@@ -281,12 +277,7 @@ async def test_a_second_answer_never_leads_to_127_0_0_1(rebinding, network):
     rebinding["rebind.attacker.example"] = [[PUBLIC], ["127.0.0.1"]]
     async with httpx.AsyncClient() as client:
         with pytest.raises(FetchFailed, match="could not connect"):
-            await fetch(
-                client,
-                "http://rebind.attacker.example:8080/cat.png",
-                max_bytes=100_000,
-                allowed_types=IMAGES,
-            )
+            await fetch_image(client, "http://rebind.attacker.example:8080/cat.png")
     assert network.attempts == [(PUBLIC, 8080)]
     assert not any(ipaddress.ip_address(host).is_loopback for host, _ in network.attempts)
 
@@ -306,12 +297,7 @@ async def test_the_request_names_the_host_and_goes_to_its_checked_address(resolv
         return httpx.Response(200, content=png())
 
     async with httpx.AsyncClient(transport=httpx.MockTransport(answer)) as client:
-        fetched = await fetch(
-            client,
-            "https://images.example:8443/cat.png?size=2",
-            max_bytes=100_000,
-            allowed_types=IMAGES,
-        )
+        fetched = await fetch_image(client, "https://images.example:8443/cat.png?size=2")
     first, second = sent
     assert str(first.url) == f"https://{PUBLIC}:8443/cat.png?size=2"
     assert first.headers["host"] == "images.example:8443"
@@ -336,10 +322,5 @@ async def test_a_redirect_is_checked_against_the_address_it_connects_to(rebindin
         network.routes[(PUBLIC, port)] = port
         async with httpx.AsyncClient() as client:
             with pytest.raises(FetchFailed, match="could not connect"):
-                await fetch(
-                    client,
-                    f"http://first.example:{port}/hop",
-                    max_bytes=100_000,
-                    allowed_types=IMAGES,
-                )
+                await fetch_image(client, f"http://first.example:{port}/hop")
     assert network.attempts == [(PUBLIC, port), ("93.184.215.15", 8081)]

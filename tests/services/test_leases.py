@@ -26,8 +26,8 @@ from services.provider_limits import ProviderLimit
 from services.provider_routing.deps import ProviderDeps
 from services.sweeper import sweep
 from storage import output_key
-from tests.providers.fakes.replicate import FakeReplicate
 from tests.support.fake_server import serve
+from tests.support.fakes.replicate import FakeReplicate
 from tests.support.generations import CATALOGUE, DEFAULT_CATALOGUE, registry
 from tests.support.ledger import assert_ledger_matches
 from tests.support.providers import provider_deps

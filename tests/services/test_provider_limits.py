@@ -5,32 +5,30 @@ import uuid
 from collections.abc import AsyncIterator
 
 import pytest
-import redis.asyncio as aioredis
 
-from services.provider_limits import Lease, MemoryLimiter, ProviderLimit, RedisLimiter, Wait
-from tests.support.services import need, redis_url
+from services.provider_limits import (
+    Lease,
+    Limiter,
+    MemoryLimiter,
+    ProviderLimit,
+    RedisLimiter,
+    Wait,
+)
+from tests.support.redis_clients import per_process
 
 LIMITS = {"busy": ProviderLimit(max_concurrent=5), "metered": ProviderLimit(per_minute=3)}
 
 
 @pytest.fixture(params=["memory", "redis"])
 async def make_limiter(request) -> AsyncIterator:
-    if request.param == "memory":
-        shared = MemoryLimiter(LIMITS)
-        yield lambda: shared
-        return
-    need("redis")
-    clients: list[aioredis.Redis] = []
     prefix = f"test:limit:{uuid.uuid4().hex}"
-
-    def make() -> RedisLimiter:
-        client = aioredis.Redis.from_url(redis_url(12))
-        clients.append(client)
-        return RedisLimiter(client, LIMITS, prefix=prefix)
-
-    yield make
-    for client in clients:
-        await client.aclose()
+    in_memory: Limiter = MemoryLimiter(LIMITS)
+    async with per_process(
+        request.param,
+        in_memory,
+        lambda client: RedisLimiter(client, LIMITS, prefix=prefix),
+    ) as make:
+        yield make
 
 
 async def test_never_more_than_max_concurrent_across_processes(make_limiter):

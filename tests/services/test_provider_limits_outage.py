@@ -6,55 +6,31 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Iterator
 
-import pytest
-import redis.asyncio as aioredis
-
-from models.generation import Generation, GenerationStatus
-from providers.base import ProgressCallback, ProviderRequest, Result
-from providers.local import LocalProvider
-from services import generations, runner
-from services.generations import NewGeneration
+from models.generation import GenerationStatus
 from services.provider_limits import Lease, ProviderLimit, RedisLimiter, Wait
-from tests.support.generations import CATALOGUE
+from tests.support.generations import run_in_process
 from tests.support.ledger import assert_ledger_matches
-from tests.support.private_servers import PrivateRedis
-from tests.support.providers import provider_deps
+from tests.support.providers import KillsRedisMidCall, provider_deps
+from tests.support.redis_clients import RedisClients
 
 LIMITS = {"busy": ProviderLimit(max_concurrent=5), "metered": ProviderLimit(per_minute=4)}
 
 
-@pytest.fixture
-def private_redis() -> Iterator[PrivateRedis]:
-    with PrivateRedis() as server:
-        yield server
-
-
-@pytest.fixture
-async def clients(private_redis: PrivateRedis) -> AsyncIterator[list[aioredis.Redis]]:
-    made: list[aioredis.Redis] = []
-    yield made
-    for client in made:
-        await client.aclose()
-
-
 def limiter_on(
-    server: PrivateRedis,
-    clients: list[aioredis.Redis],
+    clients: RedisClients,
     prefix: str,
     limits: dict[str, ProviderLimit] = LIMITS,
 ) -> RedisLimiter:
-    client = aioredis.Redis.from_url(server.url())
-    clients.append(client)
+    client = clients.connect()
     # A stalled Redis is given up on quickly, and asked again soon, so the test stays short.
     return RedisLimiter(client, limits, prefix=prefix, timeout=0.3, retry_interval=0.05)
 
 
-async def test_without_redis_each_process_keeps_to_its_share(private_redis, clients):
+async def test_without_redis_each_process_keeps_to_its_share(private_redis, worker_clients):
     prefix = f"t:{uuid.uuid4().hex}"
-    worker_a = limiter_on(private_redis, clients, prefix)
-    worker_b = limiter_on(private_redis, clients, prefix)
+    worker_a = limiter_on(worker_clients, prefix)
+    worker_b = limiter_on(worker_clients, prefix)
     # Both processes used the provider recently: each learns it shares the limit with one other.
     for worker in (worker_b, worker_a):
         lease = await worker.acquire("busy")
@@ -72,7 +48,7 @@ async def test_without_redis_each_process_keeps_to_its_share(private_redis, clie
     assert isinstance(await worker_a.acquire("free"), Lease)  # no limit, no bookkeeping
 
     # A process that never used the provider knows of no one to share with: the whole limit.
-    newcomer = limiter_on(private_redis, clients, prefix)
+    newcomer = limiter_on(worker_clients, prefix)
     taken = [await newcomer.acquire("metered") for _ in range(5)]
     assert [type(r) for r in taken] == [Lease, Lease, Lease, Lease, Wait]
 
@@ -81,15 +57,14 @@ async def test_without_redis_each_process_keeps_to_its_share(private_redis, clie
 
 
 async def test_a_lease_that_could_not_be_given_back_is_given_back_when_redis_answers(
-    private_redis, clients
+    private_redis, worker_clients
 ):
     prefix = f"t:{uuid.uuid4().hex}"
     one_slot = {"busy": ProviderLimit(max_concurrent=1)}
-    client = aioredis.Redis.from_url(private_redis.url())
-    clients.append(client)
+    client = worker_clients.connect()
     # Once Redis failed, it is not asked again for a second: calls meanwhile stay local.
     worker_a = RedisLimiter(client, one_slot, prefix=prefix, timeout=0.3, retry_interval=1.0)
-    worker_b = limiter_on(private_redis, clients, prefix, one_slot)
+    worker_b = limiter_on(worker_clients, prefix, one_slot)
     lease = await worker_a.acquire("busy")
     assert isinstance(lease, Lease)
 
@@ -107,33 +82,15 @@ async def test_a_lease_that_could_not_be_given_back_is_given_back_when_redis_ans
     assert isinstance(await worker_a.acquire("busy"), Lease)  # ... until A gives it back
 
 
-class KillsRedisMidCall(LocalProvider):
-    """The built-in provider, whose call ends after Redis died under it."""
-
-    def __init__(self, server: PrivateRedis) -> None:
-        super().__init__(step_delay=0.0)
-        self.server = server
-
-    async def start(self, request: ProviderRequest, progress: ProgressCallback) -> Result:
-        result = await super().start(request, progress)
-        self.server.kill()
-        return result
-
-
 async def test_a_generation_holding_a_lease_when_redis_dies_completes(
-    make_user, backend, private_redis, clients
+    make_user, backend, private_redis, worker_clients
 ):
-    client = aioredis.Redis.from_url(private_redis.url())
-    clients.append(client)
+    client = worker_clients.connect()
     deps = provider_deps(KillsRedisMidCall(private_redis))
     deps.limiter = RedisLimiter(
         client, {"local": ProviderLimit(max_concurrent=2)}, prefix=f"t:{uuid.uuid4().hex}"
     )
     user = await make_user(credits=3)
-    generation = await generations.create_generation(user, NewGeneration(prompt="fox"), CATALOGUE)
-
-    await runner.run_generation(generation.id, CATALOGUE, deps, backend.store)
-
-    row = await Generation.get(id=generation.id)
+    row = await run_in_process(user, deps, backend.store)
     assert row.status is GenerationStatus.COMPLETED, row.error_code
     await assert_ledger_matches(user.id)

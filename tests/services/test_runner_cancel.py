@@ -12,7 +12,7 @@ PUBLIC_BASE_URL (no webhooks), so the webhook mode is tested at this level."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Mapping
 from datetime import UTC, datetime, timedelta
 
 import httpx
@@ -29,12 +29,10 @@ from services.generations import NewGeneration
 from services.provider_limits import Lease, ProviderLimit
 from services.provider_routing.deps import ProviderDeps
 from services.sweeper import sweep
-from tests.providers.fakes.replicate import SIGNING_SECRET, FakeReplicate
-from tests.support.fake_server import serve
+from tests.support.fakes.replicate import SIGNING_SECRET, TOKEN, FakeReplicate
 from tests.support.ledger import assert_ledger_matches
 from tests.support.providers import provider_deps
 
-TOKEN = "r8_cancel_test_token"
 MODEL = "black-forest-labs/flux-schnell"
 TIME_LIMIT = 60
 CATALOGUE = parse_catalogue(
@@ -50,20 +48,6 @@ CATALOGUE = parse_catalogue(
         "workflows": {"multi_view": {"cost": 3, "model": "queued"}},
     }
 )
-
-
-@pytest.fixture(scope="module")
-def fake_server() -> Iterator[tuple[FakeReplicate, str]]:
-    fake = FakeReplicate(TOKEN)
-    with serve(fake.app) as url:
-        yield fake, f"{url}/v1"
-
-
-@pytest.fixture
-def fake(fake_server: tuple[FakeReplicate, str]) -> FakeReplicate:
-    fake_server[0].reset()
-    fake_server[0].outcome.polls = 50  # the job runs for a long while unless cancelled
-    return fake_server[0]
 
 
 @pytest.fixture
@@ -108,30 +92,32 @@ async def deliver_at_once(backend, since: int, deps: ProviderDeps, cat: Catalogu
     return delivered
 
 
-async def running_job(user, fake: FakeReplicate, deps: ProviderDeps, backend) -> Generation:
+async def running_job(user, replicate: FakeReplicate, deps: ProviderDeps, backend) -> Generation:
     """A generation of the queued model, its Replicate prediction submitted and running."""
     generation = await generations.create_generation(
         user, NewGeneration(prompt="a lantern", model="queued"), CATALOGUE
     )
     await runner.run_generation(generation.id, CATALOGUE, deps, backend.store)
     row = await Generation.get(id=generation.id)
-    assert row.status is GenerationStatus.PROCESSING and row.provider_job_id in fake.predictions
+    assert (
+        row.status is GenerationStatus.PROCESSING and row.provider_job_id in replicate.predictions
+    )
     return row
 
 
-def cancels(fake: FakeReplicate, job_id: str | None = None) -> list[str]:
+def cancels(replicate: FakeReplicate, job_id: str | None = None) -> list[str]:
     """The predictions whose cancel endpoint was called, in order."""
-    called = [r.path.split("/")[-2] for r in fake.calls("POST") if r.path.endswith("/cancel")]
+    called = [r.path.split("/")[-2] for r in replicate.calls("POST") if r.path.endswith("/cancel")]
     return [c for c in called if job_id is None or c == job_id]
 
 
 @pytest.mark.parametrize("webhooks", [True, False], ids=["webhooks", "polling"])
 async def test_cancel_reaches_the_provider_at_once_and_once(
-    make_user, backend, fake, fake_server, client, webhooks
+    make_user, backend, replicate, client, webhooks
 ):
-    deps = deps_for(client, fake_server[1], webhooks=webhooks)
+    deps = deps_for(client, replicate.api_url, webhooks=webhooks)
     user = await make_user()
-    generation = await running_job(user, fake, deps, backend)
+    generation = await running_job(user, replicate, deps, backend)
     job_id = generation.provider_job_id
     assert job_id is not None
     if webhooks:  # the next poll is only the safety net, a minute away
@@ -144,24 +130,22 @@ async def test_cancel_reaches_the_provider_at_once_and_once(
     await generations.cancel(user, generation.id)
     assert (jobs.ABANDON, (str(generation.id), "1"), None) in backend.sent[mark:]
     assert await deliver_at_once(backend, mark, deps, CATALOGUE) == [jobs.ABANDON]
-    assert cancels(fake) == [job_id]
-    assert fake.predictions[job_id]["status"] == "canceled"
+    assert cancels(replicate) == [job_id]
+    assert replicate.predictions[job_id]["status"] == "canceled"
     assert isinstance(await deps.limiter.acquire("replicate"), Lease)  # its slot is free
 
     # A redelivered abandon, then the poll that was already on its way: nothing twice.
     await runner.abandon(generation.id, 1, CATALOGUE, deps)
     await runner.poll(generation.id, 1, CATALOGUE, deps, backend.store)
-    assert cancels(fake) == [job_id]
+    assert cancels(replicate) == [job_id]
     assert (await credits.get_balance(user.id)).available == 5
     await assert_ledger_matches(user.id)
 
 
-async def test_a_sweeper_time_out_stops_the_provider_job(
-    make_user, backend, fake, fake_server, client
-):
-    deps = deps_for(client, fake_server[1], webhooks=True)
+async def test_a_sweeper_time_out_stops_the_provider_job(make_user, backend, replicate, client):
+    deps = deps_for(client, replicate.api_url, webhooks=True)
     user = await make_user()
-    generation = await running_job(user, fake, deps, backend)
+    generation = await running_job(user, replicate, deps, backend)
     await Generation.filter(id=generation.id).update(
         started_at=datetime.now(UTC) - timedelta(seconds=TIME_LIMIT + 5)
     )
@@ -171,16 +155,16 @@ async def test_a_sweeper_time_out_stops_the_provider_job(
     assert (row.status, row.error_code) == (GenerationStatus.FAILED, "PROVIDER_TIMEOUT")
     assert (jobs.ABANDON, (str(generation.id), "1"), None) in backend.sent[mark:]
     await deliver_at_once(backend, mark, deps, CATALOGUE)
-    assert cancels(fake, generation.provider_job_id) == [generation.provider_job_id]
+    assert cancels(replicate, generation.provider_job_id) == [generation.provider_job_id]
     assert isinstance(await deps.limiter.acquire("replicate"), Lease)
 
 
 async def test_cancelling_a_workflow_stops_the_provider_jobs_of_its_views(
-    make_user, backend, fake, fake_server, client
+    make_user, backend, replicate, client
 ):
-    deps = deps_for(client, fake_server[1], webhooks=True, max_concurrent=10)
+    deps = deps_for(client, replicate.api_url, webhooks=True, max_concurrent=10)
     user = await make_user()
-    fake.outcome.polls = 0  # the front view is drawn at once
+    replicate.outcome.polls = 0  # the front view is drawn at once
     mark = len(backend.sent)
     parent = await generations.create_generation(
         user,
@@ -191,7 +175,7 @@ async def test_cancelling_a_workflow_stops_the_provider_jobs_of_its_views(
     )
     await deliver_at_once(backend, mark, deps, CATALOGUE)  # its generation.run
     assert (await Generation.get(id=parent.id)).status is GenerationStatus.AWAITING_APPROVAL
-    fake.outcome.polls = 50  # the views run for a long while
+    replicate.outcome.polls = 50  # the views run for a long while
     mark = len(backend.sent)
     await workflows.approve(user, parent.id)
     await deliver_at_once(backend, mark, deps, CATALOGUE)  # analysis, then the views start
@@ -204,14 +188,14 @@ async def test_cancelling_a_workflow_stops_the_provider_jobs_of_its_views(
     abandoned = {args[0] for actor, args, _ in backend.sent[mark:] if actor == jobs.ABANDON}
     assert abandoned == {str(v.id) for v in views}
     await deliver_at_once(backend, mark, deps, CATALOGUE)
-    assert sorted(cancels(fake)) == sorted(str(v.provider_job_id) for v in views)
+    assert sorted(cancels(replicate)) == sorted(str(v.provider_job_id) for v in views)
     assert (await credits.get_balance(user.id)).available == 5
 
 
 async def test_a_generation_without_a_provider_job_sends_no_abandon(
-    make_user, backend, fake, fake_server, client
+    make_user, backend, replicate, client
 ):
-    deps = deps_for(client, fake_server[1], webhooks=True)
+    deps = deps_for(client, replicate.api_url, webhooks=True)
     user = await make_user()
     generation = await generations.create_generation(
         user, NewGeneration(prompt="a lantern", model="queued"), CATALOGUE
@@ -220,15 +204,15 @@ async def test_a_generation_without_a_provider_job_sends_no_abandon(
     await generations.cancel(user, generation.id)  # still QUEUED: nothing was submitted
     assert [s for s in backend.sent[mark:] if s[0] == jobs.ABANDON] == []
     await runner.abandon(generation.id, 1, CATALOGUE, deps)  # a stray message
-    assert fake.requests == []
+    assert replicate.requests == []
 
 
 async def test_a_late_abandon_leaves_the_next_attempts_job_alone(
-    make_user, backend, fake, fake_server, client
+    make_user, backend, replicate, client
 ):
-    deps = deps_for(client, fake_server[1], webhooks=True)
+    deps = deps_for(client, replicate.api_url, webhooks=True)
     user = await make_user()
-    first = await running_job(user, fake, deps, backend)
+    first = await running_job(user, replicate, deps, backend)
     await generations.cancel(user, first.id)
     await runner.abandon(first.id, 1, CATALOGUE, deps)
     await generations.retry(user, first.id)
@@ -237,11 +221,11 @@ async def test_a_late_abandon_leaves_the_next_attempts_job_alone(
     assert second.attempts == 2 and second.provider_job_id not in (None, first.provider_job_id)
 
     await runner.abandon(first.id, 1, CATALOGUE, deps)  # attempt 1's message, delivered again
-    assert cancels(fake) == [first.provider_job_id]
+    assert cancels(replicate) == [first.provider_job_id]
     assert second.status is GenerationStatus.PROCESSING
     await generations.cancel(user, first.id)
     await runner.abandon(first.id, 2, CATALOGUE, deps)
-    assert cancels(fake) == [first.provider_job_id, second.provider_job_id]
+    assert cancels(replicate) == [first.provider_job_id, second.provider_job_id]
 
 
 class CancelledWhileSubmitting:
@@ -271,10 +255,10 @@ class CancelledWhileSubmitting:
 
 
 async def test_a_cancel_during_submission_stops_the_job_and_frees_its_slot(
-    make_user, backend, fake, fake_server, client
+    make_user, backend, replicate, client
 ):
     adapter = CancelledWhileSubmitting(
-        ReplicateProvider(ProviderHTTP("replicate", client), TOKEN, fake_server[1])
+        ReplicateProvider(ProviderHTTP("replicate", client), TOKEN, replicate.api_url)
     )
     deps = provider_deps(adapter, limits={"replicate": ProviderLimit(max_concurrent=1)})
     user = await make_user()
@@ -284,6 +268,6 @@ async def test_a_cancel_during_submission_stops_the_job_and_frees_its_slot(
     adapter.cancel_as = (user, generation.id)
     await runner.run_generation(generation.id, CATALOGUE, deps, backend.store)
     assert (await Generation.get(id=generation.id)).status is GenerationStatus.CANCELED
-    [job_id] = fake.predictions
-    assert cancels(fake) == [job_id]
+    [job_id] = replicate.predictions
+    assert cancels(replicate) == [job_id]
     assert isinstance(await deps.limiter.acquire("replicate"), Lease)

@@ -30,6 +30,7 @@ from services.generations import NewGeneration
 from services.provider_routing.deps import ProviderDeps
 from settings import Settings
 from tests.support.fake_server import Drip, free_port, serve
+from tests.support.generations import routed_catalogue
 from tests.support.ledger import assert_ledger_matches
 from tests.support.providers import provider_deps
 
@@ -45,22 +46,6 @@ def dripping() -> Iterator[str]:
     """A PNG header, then one byte every 50 ms for as long as the client listens."""
     with serve(Drip(0.05)) as url:
         yield url
-
-
-def catalogue(*routes: str):
-    return parse_catalogue(
-        {
-            "models": {
-                "m": {
-                    "kind": "IMAGE",
-                    "cost_per_output": 1,
-                    "default": True,
-                    "image_input": True,
-                    "routes": [{"provider": name, "model": f"{name}-model"} for name in routes],
-                }
-            }
-        }
-    )
 
 
 def deps_with(timing: FetchTiming, *extra: Remote) -> ProviderDeps:
@@ -109,7 +94,7 @@ async def input_image_events() -> int:
 async def test_a_dripping_input_image_fails_the_generation_and_releases_its_credits(
     make_user, backend, dripping, timing
 ):
-    cat = catalogue("local")
+    cat = routed_catalogue("local", image_input=True)
     user = await make_user(credits=5)
     generation = await image_to_image(user, f"{dripping}/cat.png", cat)
     before = await input_image_events()
@@ -120,7 +105,7 @@ async def test_a_dripping_input_image_fails_the_generation_and_releases_its_cred
 
 
 async def test_an_unreachable_input_image_is_a_warning_not_a_crash(make_user, backend):
-    cat = catalogue("local")
+    cat = routed_catalogue("local", image_input=True)
     user = await make_user(credits=5)
     generation = await image_to_image(user, f"http://127.0.0.1:{free_port()}/cat.png", cat)
     before = await input_image_events()
@@ -132,7 +117,7 @@ async def test_a_worker_is_freed_by_the_deadline(make_user, backend, dripping):
     """One worker, taking jobs in turn: two generations whose input image drips, then an
     unrelated one. The dripping ones end at their deadline and the unrelated one completes
     (before, each dripping fetch held the worker for as long as the server kept dripping)."""
-    cat = catalogue("local")
+    cat = routed_catalogue("local", image_input=True)
     user = await make_user(credits=5)
     dripping_ones = [await image_to_image(user, f"{dripping}/{i}.png", cat) for i in range(2)]
     unrelated = await generations.create_generation(user, NewGeneration(prompt="p"), cat)

@@ -32,11 +32,11 @@ from providers.http import CallRecord
 from services import credits, generations, jobs, runner
 from services.api_calls import record_call
 from services.breakers import BreakerPolicy
-from services.catalogue import parse_catalogue
 from services.generations import NewGeneration
 from services.provider_limits import Lease, ProviderLimit
 from services.provider_routing.call_context import current_generation
 from tests.support.fake_server import serve
+from tests.support.generations import routed_catalogue
 from tests.support.providers import provider_deps
 
 
@@ -95,25 +95,6 @@ class Scripted:
         return WebhookUpdate(body.decode(), Finished([ProviderOutput("image/png", png("red"))]))
 
 
-def catalogue(*routes: str, image_input: bool = False, expected_seconds: float | None = None):
-    extra = {} if expected_seconds is None else {"expected_seconds": expected_seconds}
-    return parse_catalogue(
-        {
-            "models": {
-                "m": {
-                    "kind": "IMAGE",
-                    "cost_per_output": 1,
-                    "default": True,
-                    "image_input": image_input,
-                    "routes": [
-                        {"provider": name, "model": f"{name}-model", **extra} for name in routes
-                    ],
-                }
-            }
-        }
-    )
-
-
 def unavailable() -> ProviderError:
     return ProviderError("PROVIDER_UNAVAILABLE", "The provider answered 503.", status_code=503)
 
@@ -125,7 +106,7 @@ async def new(user, cat) -> Generation:
 async def test_the_second_route_serves_when_the_first_fails(make_user, backend):
     first = Scripted("alpha", unavailable())
     second = Scripted("beta", Finished([ProviderOutput("image/png", png())]))
-    cat = catalogue("alpha", "beta")
+    cat = routed_catalogue("alpha", "beta")
     user = await make_user()
     generation = await new(user, cat)
     await runner.run_generation(generation.id, cat, provider_deps(first, second), backend.store)
@@ -138,7 +119,7 @@ async def test_the_second_route_serves_when_the_first_fails(make_user, backend):
 
 
 async def test_every_route_failing_fails_with_all_providers_failed(make_user, backend):
-    cat = catalogue("alpha", "beta")
+    cat = routed_catalogue("alpha", "beta")
     deps = provider_deps(
         Scripted("alpha", unavailable()),
         Scripted("beta", ProviderError("PROVIDER_AUTH", "bad key", retryable=False)),
@@ -155,7 +136,7 @@ async def test_every_route_failing_fails_with_all_providers_failed(make_user, ba
 async def test_a_content_rejection_is_final(make_user, backend):
     rejecting = Scripted("alpha", ProviderError("CONTENT_REJECTED", "no", retryable=False))
     spare = Scripted("beta", Finished([ProviderOutput("image/png", png())]))
-    cat = catalogue("alpha", "beta")
+    cat = routed_catalogue("alpha", "beta")
     user = await make_user()
     generation = await new(user, cat)
     await runner.run_generation(generation.id, cat, provider_deps(rejecting, spare), backend.store)
@@ -171,7 +152,7 @@ async def test_an_open_breaker_skips_its_route(make_user, backend):
         down, spare, breaker=BreakerPolicy(failure_threshold=1, min_calls=1, cooldown=60)
     )
     await deps.breakers.record("alpha", ok=False)
-    cat = catalogue("alpha", "beta")
+    cat = routed_catalogue("alpha", "beta")
     generation = await new(await make_user(), cat)
     await runner.run_generation(generation.id, cat, deps, backend.store)
     assert (await Generation.get(id=generation.id)).provider == "beta"
@@ -183,7 +164,7 @@ async def test_a_full_provider_makes_the_work_wait_not_fail(make_user, backend):
     deps = provider_deps(busy, limits={"alpha": ProviderLimit(max_concurrent=1)})
     held = await deps.limiter.acquire("alpha")
     assert isinstance(held, Lease)
-    cat = catalogue("alpha")
+    cat = routed_catalogue("alpha")
     generation = await new(await make_user(), cat)
     sent = len(backend.sent)
     await runner.run_generation(generation.id, cat, deps, backend.store)
@@ -205,7 +186,7 @@ async def test_a_queued_job_is_polled_and_its_url_outputs_downloaded(make_user, 
         Finished([ProviderOutput(url=f"{files}/out.png")]),
     ]
     deps = provider_deps(queued, limits={"alpha": ProviderLimit(max_concurrent=1)})
-    cat = catalogue("alpha")
+    cat = routed_catalogue("alpha")
     generation = await new(await make_user(), cat)
     sent = len(backend.sent)
     await runner.run_generation(generation.id, cat, deps, backend.store)
@@ -233,7 +214,7 @@ async def test_a_queued_job_is_polled_and_its_url_outputs_downloaded(make_user, 
 async def test_an_expired_output_url_fails_over(make_user, backend, files):
     expired = Scripted("alpha", Finished([ProviderOutput(url=f"{files}/gone.png")]))
     spare = Scripted("beta", Finished([ProviderOutput("image/png", png())]))
-    cat = catalogue("alpha", "beta")
+    cat = routed_catalogue("alpha", "beta")
     generation = await new(await make_user(), cat)
     await runner.run_generation(generation.id, cat, provider_deps(expired, spare), backend.store)
     assert (await Generation.get(id=generation.id)).provider == "beta"
@@ -242,7 +223,7 @@ async def test_an_expired_output_url_fails_over(make_user, backend, files):
 async def test_a_webhook_finishes_the_job_once(make_user, backend):
     queued = Scripted("alpha", Pending("job-9"))
     deps = provider_deps(queued)
-    cat = catalogue("alpha")
+    cat = routed_catalogue("alpha")
     generation = await new(await make_user(), cat)
     await runner.run_generation(generation.id, cat, deps, backend.store)
     with pytest.raises(ProviderError):
@@ -265,7 +246,7 @@ async def test_a_webhook_finishes_the_job_once(make_user, backend):
 async def test_cancelling_a_queued_job_cancels_it_at_the_provider(make_user, backend):
     queued = Scripted("alpha", Pending("job-c"))
     deps = provider_deps(queued, limits={"alpha": ProviderLimit(max_concurrent=1)})
-    cat = catalogue("alpha")
+    cat = routed_catalogue("alpha")
     user = await make_user()
     generation = await new(user, cat)
     await runner.run_generation(generation.id, cat, deps, backend.store)
@@ -284,7 +265,7 @@ async def test_image_to_image_fetches_stores_and_passes_the_input(make_user, bac
             seen.append(request)
             return await super().start(request, progress)
 
-    cat = catalogue("alpha", image_input=True)
+    cat = routed_catalogue("alpha", image_input=True)
     deps = provider_deps(Recording("alpha", Finished([ProviderOutput("image/png", png())])))
     user = await make_user()
     generation = await generations.create_generation(
@@ -306,7 +287,7 @@ async def test_image_to_image_fetches_stores_and_passes_the_input(make_user, bac
 
 
 async def test_an_input_image_that_vanished_fails_and_refunds(make_user, backend, files):
-    cat = catalogue("local", image_input=True)
+    cat = routed_catalogue("local", image_input=True)
     user = await make_user()
     generation = await generations.create_generation(
         user,
@@ -334,7 +315,7 @@ async def test_an_input_image_that_vanished_fails_and_refunds(make_user, backend
 async def test_private_input_image_urls_are_bad_user_input(make_user, url):
     from services.errors import BadUserInput
 
-    cat = catalogue("local", image_input=True)
+    cat = routed_catalogue("local", image_input=True)
     user = await make_user()
     with pytest.raises(BadUserInput) as raised:
         await generations.create_generation(
@@ -351,7 +332,7 @@ async def test_models_without_image_input_refuse_an_input_image(make_user):
         await generations.create_generation(
             await make_user(),
             NewGeneration(prompt="p", input_image_url="http://93.184.215.14/a.png"),
-            catalogue("alpha"),
+            routed_catalogue("alpha"),
         )
     assert raised.value.field == "inputImageUrl" and "does not take" in raised.value.message
 
@@ -365,7 +346,7 @@ async def test_failed_provider_calls_are_error_events(make_user, backend):
             error_code="PROVIDER_UNAVAILABLE", category=ErrorCategory.API
         )
     )
-    cat = catalogue("alpha", "beta")
+    cat = routed_catalogue("alpha", "beta")
     deps = provider_deps(
         Scripted("alpha", unavailable()),
         Scripted("beta", Finished([ProviderOutput("image/png", png())])),
@@ -381,7 +362,7 @@ async def test_a_poll_that_learns_nothing_new_writes_nothing(make_user, backend)
     queued = Scripted("alpha", Pending("job-2", stage="processing"))
     queued.polls = [Pending("job-2", stage="processing"), Pending("job-2", stage="processing")]
     deps = provider_deps(queued)
-    cat = catalogue("alpha")
+    cat = routed_catalogue("alpha")
     generation = await new(await make_user(), cat)
     await runner.run_generation(generation.id, cat, deps, backend.store)
     attached = await Generation.get(id=generation.id)
@@ -400,7 +381,7 @@ async def test_a_poll_that_learns_nothing_new_writes_nothing(make_user, backend)
 async def test_a_routes_expected_duration_times_the_first_poll(make_user, backend):
     """Before anything is learned, the catalogue's expected_seconds, not the adapter's 2 s."""
     queued = Scripted("gamma", Pending("job-e", poll_after=2))
-    cat = catalogue("gamma", expected_seconds=30)
+    cat = routed_catalogue("gamma", expected_seconds=30)
     generation = await new(await make_user(), cat)
     sent = len(backend.sent)
     await runner.run_generation(generation.id, cat, provider_deps(queued), backend.store)
@@ -410,7 +391,7 @@ async def test_a_routes_expected_duration_times_the_first_poll(make_user, backen
 
 def test_a_route_expects_a_positive_duration():
     with pytest.raises(ValueError):
-        catalogue("gamma", expected_seconds=0)
+        routed_catalogue("gamma", expected_seconds=0)
 
 
 def test_polls_wait_for_the_expected_end_of_a_job():
@@ -447,7 +428,7 @@ async def _queued_job_finished_at_first_poll(make_user, files: str, path: str = 
     queued = Scripted("alpha", Pending("job-1", stage="in queue"))
     queued.polls = [Finished([ProviderOutput(url=f"{files}/{path}")])]
     deps = provider_deps(queued)
-    cat = catalogue("alpha")
+    cat = routed_catalogue("alpha")
     generation = await new(await make_user(), cat)
     return generation, cat, deps
 

@@ -16,8 +16,8 @@ from services import generations, runner
 from services.catalogue import parse_catalogue
 from services.generations import NewGeneration
 from services.provider_routing.deps import ProviderDeps
-from tests.providers.fakes.openai import API_KEY, FakeOpenAI
-from tests.support.fake_server import serve
+from tests.support.fakes import served
+from tests.support.fakes.openai import API_KEY, FakeOpenAI
 from tests.support.providers import provider_deps
 
 CATALOGUE = parse_catalogue(
@@ -42,9 +42,7 @@ CATALOGUE = parse_catalogue(
 
 @pytest.fixture(scope="module")
 def fake() -> Iterator[FakeOpenAI]:
-    server = FakeOpenAI()
-    with serve(server.app) as base_url:
-        server.base_url = base_url
+    with served(FakeOpenAI()) as server:
         yield server
 
 

@@ -6,7 +6,7 @@ long one is not hit again at all. The fake Replicate answers as documented while
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import httpx
 import pytest
@@ -18,11 +18,9 @@ from services import generations, runner
 from services.catalogue import parse_catalogue
 from services.generations import NewGeneration
 from services.provider_routing.deps import ProviderDeps
-from tests.providers.fakes.replicate import FakeReplicate
-from tests.support.fake_server import serve
+from tests.support.fakes.replicate import TOKEN, FakeReplicate
 from tests.support.providers import FAST_RETRIES, provider_deps
 
-TOKEN = "r8_throttle_test_token"
 MODEL = "black-forest-labs/flux-schnell"
 CREATE_PATH = f"/v1/models/{MODEL}/predictions"
 CATALOGUE = parse_catalogue(
@@ -38,25 +36,10 @@ CATALOGUE = parse_catalogue(
 )
 
 
-@pytest.fixture(scope="module")
-def fake_server() -> Iterator[tuple[FakeReplicate, str]]:
-    fake = FakeReplicate(TOKEN)
-    with serve(fake.app) as url:
-        yield fake, f"{url}/v1"
-
-
 @pytest.fixture
-def fake(fake_server: tuple[FakeReplicate, str]) -> Iterator[FakeReplicate]:
-    fake_server[0].reset()
-    fake_server[0].outcome.polls = 50
-    yield fake_server[0]
-    fake_server[0].reset()
-
-
-@pytest.fixture
-async def deps(fake_server: tuple[FakeReplicate, str]) -> AsyncIterator[ProviderDeps]:
+async def deps(replicate: FakeReplicate) -> AsyncIterator[ProviderDeps]:
     async with httpx.AsyncClient() as client:
-        adapter = ReplicateProvider(ProviderHTTP("replicate", client), TOKEN, fake_server[1])
+        adapter = ReplicateProvider(ProviderHTTP("replicate", client), TOKEN, replicate.api_url)
         yield provider_deps(adapter)
 
 
@@ -68,16 +51,20 @@ async def submit(user, deps: ProviderDeps, backend) -> Generation:
     return await Generation.get(id=generation.id)
 
 
-async def test_a_short_throttle_is_waited_out_and_the_job_goes_on(make_user, backend, fake, deps):
-    fake.throttle(1.0)  # within the budget
+async def test_a_short_throttle_is_waited_out_and_the_job_goes_on(
+    make_user, backend, replicate, deps
+):
+    replicate.throttle(1.0)  # within the budget
     generation = await submit(await make_user(), deps, backend)
     assert generation.status is GenerationStatus.PROCESSING, generation.error_message
-    assert generation.provider_job_id in fake.predictions
-    assert len(fake.calls("POST", CREATE_PATH)) == 2  # throttled once, then accepted
+    assert generation.provider_job_id in replicate.predictions
+    assert len(replicate.calls("POST", CREATE_PATH)) == 2  # throttled once, then accepted
 
 
-async def test_a_throttle_longer_than_the_budget_is_not_hit_again(make_user, backend, fake, deps):
-    fake.throttle(30.0)
+async def test_a_throttle_longer_than_the_budget_is_not_hit_again(
+    make_user, backend, replicate, deps
+):
+    replicate.throttle(30.0)
     assert FAST_RETRIES.max_total_wait < 30.0
     generation = await submit(await make_user(), deps, backend)
     # The retry policy is unchanged: past its budget the route has failed (here, the only one).
@@ -85,16 +72,16 @@ async def test_a_throttle_longer_than_the_budget_is_not_hit_again(make_user, bac
         GenerationStatus.FAILED,
         "ALL_PROVIDERS_FAILED",
     )
-    assert len(fake.calls("POST", CREATE_PATH)) == 1
+    assert len(replicate.calls("POST", CREATE_PATH)) == 1
 
 
-async def test_a_throttled_cancel_is_sent_again_after_the_wait(make_user, backend, fake, deps):
+async def test_a_throttled_cancel_is_sent_again_after_the_wait(make_user, backend, replicate, deps):
     user = await make_user()
     generation = await submit(user, deps, backend)
     job_id = generation.provider_job_id
     assert job_id is not None
     await generations.cancel(user, generation.id)
-    fake.throttle(1.0)
+    replicate.throttle(1.0)
     await runner.abandon(generation.id, 1, CATALOGUE, deps)
-    assert len(fake.calls("POST", f"/v1/predictions/{job_id}/cancel")) == 2
-    assert fake.predictions[job_id]["status"] == "canceled"
+    assert len(replicate.calls("POST", f"/v1/predictions/{job_id}/cancel")) == 2
+    assert replicate.predictions[job_id]["status"] == "canceled"

@@ -29,6 +29,7 @@ import tempfile
 import time
 from pathlib import Path
 from types import TracebackType
+from typing import Self
 
 import pytest
 
@@ -60,11 +61,46 @@ def _answers(port: int) -> bool:
         return False
 
 
-class PrivateRedis:
-    def __init__(self) -> None:
+class _PrivateServer:
+    """What both servers share: a free port, a temporary directory removed on close, and the
+    context-manager protocol (a server that fails to start is cleaned up all the same)."""
+
+    def __init__(self, directory_prefix: str) -> None:
         self.port = free_port()
+        self._directory = Path(tempfile.mkdtemp(prefix=directory_prefix))
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def _halt(self) -> None:
+        """Stop the server process, however abruptly (the directory is removed after)."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        self._halt()
+        shutil.rmtree(self._directory, ignore_errors=True)
+
+    def __enter__(self) -> Self:
+        try:
+            self.start()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class PrivateRedis(_PrivateServer):
+    def __init__(self) -> None:
+        super().__init__("kiln-private-redis-")
         self._process: subprocess.Popen[bytes] | None = None
-        self._directory = Path(tempfile.mkdtemp(prefix="kiln-private-redis-"))
         self._log = self._directory / "redis.log"
 
     def url(self, db: int = 0) -> str:
@@ -139,25 +175,8 @@ class PrivateRedis:
         if self._process is not None:
             self._process.send_signal(signal.SIGCONT)
 
-    def close(self) -> None:
+    def _halt(self) -> None:
         self.kill()
-        shutil.rmtree(self._directory, ignore_errors=True)
-
-    def __enter__(self) -> PrivateRedis:
-        try:
-            self.start()
-        except BaseException:
-            self.close()
-            raise
-        return self
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 def _postgres_bin() -> Path | None:
@@ -165,15 +184,14 @@ def _postgres_bin() -> Path | None:
     return Path(found[0]).parent if found else None
 
 
-class PrivatePostgres:
+class PrivatePostgres(_PrivateServer):
     """Superuser `postgres`, trust authentication, on 127.0.0.1 only."""
 
     user = "postgres"
 
     def __init__(self) -> None:
-        self.port = free_port()
+        super().__init__("kiln-private-pg-")
         self._bin = _postgres_bin()
-        self._directory = Path(tempfile.mkdtemp(prefix="kiln-private-pg-"))
         self._data = self._directory / "data"
         self._log = self._directory / "server.log"
         self._as_postgres: list[str] = []
@@ -262,22 +280,5 @@ class PrivatePostgres:
             return
         self._run(str(self._bin / "pg_ctl"), "-D", str(self._data), "-m", mode, "-w", "stop")
 
-    def close(self) -> None:
+    def _halt(self) -> None:
         self.stop()
-        shutil.rmtree(self._directory, ignore_errors=True)
-
-    def __enter__(self) -> PrivatePostgres:
-        try:
-            self.start()
-        except BaseException:
-            self.close()
-            raise
-        return self
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.close()

@@ -50,7 +50,9 @@ def run_database(name: str) -> str:
     return f"{name}_{os.getpid()}"
 
 
-async def drop_database(name: str) -> None:
+async def _as_admin(*statements: str, name: str) -> None:
+    """First ends every session on database `name` (else PostgreSQL will not drop it), then
+    runs the statements, as the superuser."""
     import asyncpg
 
     connection = await asyncpg.connect(ADMIN_DSN)
@@ -60,24 +62,17 @@ async def drop_database(name: str) -> None:
             "WHERE datname = $1 AND pid <> pg_backend_pid()",
             name,
         )
-        await connection.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        for statement in statements:
+            await connection.execute(statement)
     finally:
         await connection.close()
+
+
+async def drop_database(name: str) -> None:
+    await _as_admin(f'DROP DATABASE IF EXISTS "{name}"', name=name)
 
 
 async def recreate_database(name: str) -> None:
     """Drop and create a PostgreSQL database (for a clean, migrated schema)."""
-    import asyncpg
-
     need("postgres")
-    connection = await asyncpg.connect(ADMIN_DSN)
-    try:
-        await connection.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-            "WHERE datname = $1 AND pid <> pg_backend_pid()",
-            name,
-        )
-        await connection.execute(f'DROP DATABASE IF EXISTS "{name}"')
-        await connection.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await connection.close()
+    await _as_admin(f'DROP DATABASE IF EXISTS "{name}"', f'CREATE DATABASE "{name}"', name=name)

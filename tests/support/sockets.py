@@ -44,14 +44,17 @@ class _View:
         return None
 
 
-async def open_socket(settings: Any, user: Any) -> tuple[LimitedTransportWS, Socket]:
-    """A handler for `user`, its connection acknowledged; the caller shuts it down."""
+async def open_socket(
+    settings: Any, user: Any, schema: Any = None
+) -> tuple[LimitedTransportWS, Socket]:
+    """A handler for `user`, its connection acknowledged; the caller shuts it down. `schema`:
+    one built already for these settings (else it is built here)."""
     socket = Socket()
     token = auth.issue_token(user, settings)
     context = request_context(settings, token)
     view: Any = _View()
     adapter: Any = socket
-    schema = build_schema(settings)
+    schema = schema or build_schema(settings)
     handler = LimitedTransportWS(view, adapter, context, None, schema, timedelta(seconds=30), 5)
     init: Any = {"type": "connection_init", "payload": {"authorization": f"Bearer {token}"}}
     await handler.handle_message(init)

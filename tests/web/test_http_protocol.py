@@ -5,6 +5,7 @@ WebSocket messages the HTTP body cap, and a client's X-Forwarded-For is not beli
 from __future__ import annotations
 
 import asyncio
+import gc
 import select
 import socket
 import time
@@ -21,6 +22,8 @@ from websockets.exceptions import ConnectionClosed
 from server import create_app, uvicorn_options
 from settings import Settings
 from tests.support.fake_server import serve
+from tests.support.raw_http import read_until_closed
+from web.http_protocol import KilnHttpProtocol
 
 HEADER_TIMEOUT = 0.5
 MAX_HEADER_BYTES = 8 * 1024
@@ -62,14 +65,6 @@ def kiln(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, int]]:
         yield host, int(port)
 
 
-def read_until_closed(sock: socket.socket) -> bytes:
-    sock.settimeout(PATIENCE)
-    data = b""
-    while chunk := sock.recv(65536):
-        data += chunk
-    return data
-
-
 def read_response(sock: socket.socket) -> bytes:
     """One response (with Content-Length, as Kiln's are) from a kept-alive connection."""
     sock.settimeout(PATIENCE)
@@ -94,7 +89,7 @@ def request(path: str = "/echo", headers: str = "") -> bytes:
 def test_a_connection_that_sends_nothing_is_closed(kiln):
     with socket.create_connection(kiln) as sock:
         started = time.monotonic()
-        assert read_until_closed(sock).startswith(b"HTTP/1.1 408")
+        assert read_until_closed(sock, PATIENCE).startswith(b"HTTP/1.1 408")
         assert time.monotonic() - started < PATIENCE
 
 
@@ -112,7 +107,7 @@ def test_a_head_that_never_ends_is_closed_however_it_trickles(kiln):
                 sock.sendall(b"X-Still-Here-%d: yes\r\n" % line)
             except OSError:
                 break
-        answer = read_until_closed(sock)
+        answer = read_until_closed(sock, PATIENCE)
     assert answer.startswith(b"HTTP/1.1 408")
 
 
@@ -130,7 +125,7 @@ def test_blank_lines_between_requests_do_not_keep_a_connection_open(kiln):
                 sock.sendall(b"\r\n")
             except OSError:
                 break
-        assert read_until_closed(sock).startswith(b"HTTP/1.1 408")
+        assert read_until_closed(sock, PATIENCE).startswith(b"HTTP/1.1 408")
 
 
 def test_a_huge_header_is_refused_while_it_arrives(kiln):
@@ -146,7 +141,7 @@ def test_a_huge_header_is_refused_while_it_arrives(kiln):
                     break
                 sock.sendall(b"a" * 16384)
                 sent += 16384
-            refused = read_until_closed(sock)
+            refused = read_until_closed(sock, PATIENCE)
         except ConnectionError:
             refused = b"reset"  # closed while we were still sending: refused all the same
     assert sent < 1024 * 1024
@@ -164,7 +159,7 @@ def test_a_huge_header_is_refused_while_it_arrives(kiln):
 def test_too_many_or_too_long_headers_are_431(kiln, headers):
     with socket.create_connection(kiln) as sock:
         sock.sendall(request(headers=headers))
-        assert read_until_closed(sock).startswith(b"HTTP/1.1 431")
+        assert read_until_closed(sock, PATIENCE).startswith(b"HTTP/1.1 431")
 
 
 def test_ordinary_requests_are_untouched(kiln):
@@ -185,14 +180,14 @@ def test_ordinary_requests_are_untouched(kiln):
         assert answer.startswith(b"HTTP/1.1 200") and str(len(body)).encode() in answer
     with socket.create_connection(kiln) as sock:
         sock.sendall(request() * 20 + request(headers="Connection: close\r\n"))
-        assert read_until_closed(sock).count(b"HTTP/1.1 200") == 21
+        assert read_until_closed(sock, PATIENCE).count(b"HTTP/1.1 200") == 21
 
 
 def test_a_clients_forwarded_for_is_not_believed(kiln):
     """uvicorn believes X-Forwarded-For from 127.0.0.1 unless told not to."""
     with socket.create_connection(kiln) as sock:
         sock.sendall(request(headers="X-Forwarded-For: 203.0.113.7\r\nConnection: close\r\n"))
-        answer = read_until_closed(sock)
+        answer = read_until_closed(sock, PATIENCE)
     assert b'"client":"127.0.0.1"' in answer
 
 
@@ -206,3 +201,29 @@ async def test_socket_messages_are_capped_like_bodies(kiln):
         with pytest.raises(ConnectionClosed) as closed:
             await asyncio.wait_for(websocket.recv(), PATIENCE)
     assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009  # message too big
+
+
+def http_protocols() -> int:
+    # type(): isinstance would look through weak proxies, some of them dead.
+    return sum(issubclass(type(o), KilnHttpProtocol) for o in gc.get_objects())
+
+
+async def test_a_connection_upgraded_to_a_socket_leaves_no_cycle(kiln):
+    """The HTTP protocol a socket began with is freed when it hands the connection over, not
+    kept in a cycle with its parser until a full collection (rare: server.py) with whatever
+    it holds."""
+    host, port = kiln
+    gc.collect()
+    gc.disable()
+    try:
+        before = http_protocols()
+        for _ in range(5):
+            async with connect(f"ws://{host}:{port}/echo") as websocket:
+                await websocket.send("hello")
+                assert await websocket.recv() == "hello"
+        deadline = time.monotonic() + PATIENCE
+        while (left := http_protocols()) > before and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+    finally:
+        gc.enable()
+    assert left <= before

@@ -6,20 +6,16 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
-from types import SimpleNamespace
 
 import httpx
 import pytest
 import redis.asyncio as aioredis
 
-import runtime
 from models.error_event import ErrorEvent
-from server import create_app
 from services import credits, error_events
-from services.catalogue import load_catalogue
+from tests.support.app import kiln_app
 from tests.support.payments import SECRET, checkout_event, sign
 from tests.support.private_servers import PrivateRedis
-from tests.support.providers import provider_deps
 
 
 @pytest.fixture
@@ -36,19 +32,7 @@ async def dead_redis() -> AsyncIterator[aioredis.Redis]:
 @pytest.fixture
 def kiln(backend, monkeypatch, dead_redis) -> Callable[[], httpx.AsyncClient]:
     """create_app on the test's database, its runtime's Redis dead."""
-    settings = backend.settings.model_copy(update={"payment_webhook_secret": SECRET})
-    monkeypatch.setattr(
-        runtime,
-        "_current",
-        SimpleNamespace(
-            settings=settings,
-            catalogue=load_catalogue(),
-            providers=provider_deps(),
-            store=backend.store,
-            redis=dead_redis,
-        ),
-    )
-    app = create_app(settings)
+    app = kiln_app(backend, monkeypatch, redis=dead_redis, payment_webhook_secret=SECRET)
 
     def client() -> httpx.AsyncClient:
         transport = httpx.ASGITransport(app=app, client=("198.51.100.77", 40000))

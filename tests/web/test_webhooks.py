@@ -10,20 +10,17 @@ import hmac
 import time
 import uuid
 from collections.abc import AsyncIterator
-from types import SimpleNamespace
 
 import httpx
 import orjson
 import pytest
 
-import runtime
 from models.error_event import ErrorEvent
 from providers.http import ProviderHTTP
 from providers.replicate import ReplicateProvider
-from server import create_app
 from services import error_events
-from services.catalogue import load_catalogue
-from tests.providers.fakes.replicate import SIGNING_SECRET
+from tests.support.app import kiln_app
+from tests.support.fakes.replicate import SIGNING_SECRET
 from tests.support.providers import provider_deps
 
 PAYMENT_SECRET = "whsec_payments_test"
@@ -40,27 +37,19 @@ async def http_client() -> AsyncIterator[httpx.AsyncClient]:
 def kiln(backend, monkeypatch, http_client):
     """create_app on the test's database, with Replicate configured (webhook secret set);
     `kiln(peer)` is a client calling from that address. Each test has its own counters."""
-    settings = backend.settings.model_copy(
-        update={"payment_webhook_secret": PAYMENT_SECRET, "webhook_rejections_per_ip": LIMIT}
-    )
     replicate = ReplicateProvider(
         ProviderHTTP("replicate", http_client),
         "r8_test",
         base_url="http://127.0.0.1:9/v1",
         webhook_secret=SIGNING_SECRET,
     )
-    monkeypatch.setattr(
-        runtime,
-        "_current",
-        SimpleNamespace(
-            settings=settings,
-            catalogue=load_catalogue(),
-            providers=provider_deps(replicate),
-            store=backend.store,
-            redis=None,
-        ),
+    app = kiln_app(
+        backend,
+        monkeypatch,
+        providers=provider_deps(replicate),
+        payment_webhook_secret=PAYMENT_SECRET,
+        webhook_rejections_per_ip=LIMIT,
     )
-    app = create_app(settings)
 
     def client(peer: str = "198.51.100.10") -> httpx.AsyncClient:
         transport = httpx.ASGITransport(app=app, client=(peer, 40000))

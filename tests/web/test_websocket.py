@@ -11,9 +11,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import inspect
-import json
 from collections.abc import AsyncIterator, Callable
-from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -22,10 +20,10 @@ from observability import metrics
 from realtime import channels
 from realtime.hub import get_hub
 from schema.build import build_schema
-from services import auth, credits, generations
+from services import credits, generations
 from services.catalogue import load_catalogue
 from services.generations import NewGeneration
-from tests.support.schema import request_context
+from tests.support.sockets import Socket, open_socket
 from web.websocket import LimitedTransportWS
 
 TIMEOUT = 10.0
@@ -44,33 +42,6 @@ RELEASED = {
 }
 
 
-class Socket:
-    """Strawberry's socket adapter, as the handler uses it; `ws` makes direct sends possible."""
-
-    def __init__(self) -> None:
-        self.ws = self
-        self.received: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-        self.closed: tuple[int, str] | None = None
-
-    async def send_json(self, message: dict[str, Any]) -> None:
-        await self.received.put(json.loads(json.dumps(message)))
-
-    async def send_text(self, text: str) -> None:
-        await self.received.put(json.loads(text))
-
-    async def close(self, code: int, reason: str) -> None:
-        self.closed = (code, reason)
-
-    async def next(self) -> dict[str, Any]:
-        async with asyncio.timeout(TIMEOUT):
-            return await self.received.get()
-
-
-class View:
-    async def on_ws_connect(self, context: Any) -> None:
-        return None
-
-
 @pytest.fixture
 def fast_path() -> bool:
     """The hand-off is the fast path's: these tests run it on, unless they say otherwise."""
@@ -83,15 +54,7 @@ async def connect(backend) -> AsyncIterator[Callable[..., Any]]:
     handlers: list[LimitedTransportWS] = []
 
     async def make(user: Any) -> tuple[LimitedTransportWS, Socket]:
-        socket = Socket()
-        token = auth.issue_token(user, backend.settings)
-        context = request_context(backend.settings, token)
-        view: Any = View()
-        adapter: Any = socket
-        handler = LimitedTransportWS(view, adapter, context, None, schema, timedelta(seconds=30), 5)
-        init: Any = {"type": "connection_init", "payload": {"authorization": f"Bearer {token}"}}
-        await handler.handle_message(init)
-        assert (await socket.next())["type"] == "connection_ack"
+        handler, socket = await open_socket(backend.settings, user, schema)
         handlers.append(handler)
         return handler, socket
 

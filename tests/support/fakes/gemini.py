@@ -13,10 +13,7 @@ order. Every request is recorded (path, query, headers, JSON body).
 
 from __future__ import annotations
 
-import asyncio
 import base64
-import threading
-from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -25,7 +22,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from tests.providers.fakes.openai import png
+from tests.support.fakes.scripted import ScriptedFake, played, png
 
 API_KEY = "AIzaSy-test-0123456789abcdefghijklmnopqrs"
 RATIO_SIZES = {
@@ -42,24 +39,6 @@ RATIO_SIZES = {
 }
 
 
-@dataclass
-class Recorded:
-    method: str
-    path: str
-    query: str
-    headers: dict[str, str]
-    json: Any
-
-
-@dataclass
-class Scripted:
-    status: int = 200
-    json: Any = None
-    text: str | None = None
-    headers: dict[str, str] = field(default_factory=dict)
-    delay: float = 0.0
-
-
 def google_error(status: int, code: str, message: str, details: list[Any] | None = None) -> Any:
     error: dict[str, Any] = {"code": status, "message": message, "status": code}
     if details is not None:
@@ -67,14 +46,10 @@ def google_error(status: int, code: str, message: str, details: list[Any] | None
     return {"error": error}
 
 
-class FakeGemini:
+class FakeGemini(ScriptedFake):
     def __init__(self, api_key: str = API_KEY) -> None:
-        self.api_key = api_key
-        self.base_url = ""  # set by the fixture once the server listens
+        super().__init__(api_key)
         self.snake_case = False
-        self.requests: list[Recorded] = []
-        self._queue: list[Scripted] = []
-        self._lock = threading.Lock()
         self.app = Starlette(
             routes=[
                 Route(
@@ -86,28 +61,12 @@ class FakeGemini:
         )
 
     def reset(self) -> None:
-        with self._lock:
-            self.requests.clear()
-            self._queue.clear()
-            self.snake_case = False
-
-    def next(self, answer: Scripted) -> None:
-        with self._lock:
-            self._queue.append(answer)
+        super().reset()
+        self.snake_case = False
 
     async def _generate(self, request: Request) -> Response:
-        body = await request.body()
-        content_type = request.headers.get("content-type", "")
-        recorded = Recorded(
-            request.method,
-            request.url.path,
-            request.url.query,
-            {k.lower(): v for k, v in request.headers.items()},
-            orjson.loads(body) if content_type.startswith("application/json") else None,
-        )
-        with self._lock:
-            self.requests.append(recorded)
-            scripted = self._queue.pop(0) if self._queue else None
+        recorded = await self._record(request)
+        scripted = self._take_scripted()
         model, _, method = str(request.path_params["call"]).partition(":")
         if method != "generateContent":
             return _json(404, google_error(404, "NOT_FOUND", "Method not found."))
@@ -134,13 +93,7 @@ class FakeGemini:
                 ),
             )
         if scripted is not None:
-            if scripted.delay:
-                await asyncio.sleep(scripted.delay)
-            if scripted.text is not None:
-                return Response(
-                    scripted.text, scripted.status, scripted.headers, media_type="text/html"
-                )
-            return _json(scripted.status, scripted.json, scripted.headers)
+            return await played(scripted)
         payload = recorded.json or {}
         contents = payload.get("contents") or []
         if not contents:

@@ -11,14 +11,12 @@ with finish reason CONTENT_FILTERED. `inject` scripts the next matching request'
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import io
 import secrets
 from dataclasses import dataclass, field
 from email.parser import BytesParser
 from email.policy import HTTP
-from typing import Any
 
 import orjson
 from PIL import Image
@@ -26,6 +24,8 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+
+from tests.support.fakes.injections import InjectableFake, Recorded, injected
 
 # The start of an MP4 (ftyp + free boxes) and a little payload: opaque video bytes.
 VIDEO_BYTES = (
@@ -42,24 +42,11 @@ class FilePart:
 
 
 @dataclass
-class Recorded:
-    method: str
-    path: str
-    headers: dict[str, str]
-    body: bytes
+class FormRecorded(Recorded):
+    """A request with its multipart form parsed (Stability takes every input as a form)."""
+
     fields: dict[str, str] = field(default_factory=dict)
     files: dict[str, FilePart] = field(default_factory=dict)
-
-
-@dataclass
-class Injection:
-    method: str
-    path: str
-    status: int = 200
-    body: bytes = b""
-    headers: dict[str, str] = field(default_factory=dict)
-    content_type: str = "application/json"
-    delay: float = 0.0
 
 
 @dataclass
@@ -73,13 +60,12 @@ class Job:
     height: int = 64
 
 
-class FakeStability:
+class FakeStability(InjectableFake[FormRecorded]):
     def __init__(self, key: str) -> None:
+        super().__init__()
         self.key = key
-        self.requests: list[Recorded] = []
         self.jobs: dict[str, Job] = {}
         self.in_progress_polls = 2
-        self.injections: list[Injection] = []
         self.app = Starlette(
             routes=[
                 Route("/v2beta/stable-image/generate/{model}", self.generate, methods=["POST"]),
@@ -91,39 +77,18 @@ class FakeStability:
         )
 
     def reset(self) -> None:
-        self.requests.clear()
+        super().reset()
         self.jobs.clear()
         self.in_progress_polls = 2
-        self.injections.clear()
-
-    def inject(self, method: str, path: str, **answer: Any) -> None:
-        self.injections.append(Injection(method, path, **answer))
-
-    def calls(self, method: str, path: str | None = None) -> list[Recorded]:
-        return [r for r in self.requests if r.method == method and (path is None or r.path == path)]
 
     # -- plumbing ------------------------------------------------------------------------
 
-    async def _enter(self, request: Request) -> Response | Recorded:
+    async def _enter(self, request: Request) -> Response | FormRecorded:
         body = await request.body()
-        recorded = Recorded(
-            request.method,
-            request.url.path,
-            {key.lower(): value for key, value in request.headers.items()},
-            body,
-        )
+        recorded = FormRecorded.of(request, body)
         self.requests.append(recorded)
-        for injection in self.injections:
-            if injection.method == request.method and injection.path == request.url.path:
-                self.injections.remove(injection)
-                if injection.delay:
-                    await asyncio.sleep(injection.delay)
-                return Response(
-                    injection.body,
-                    status_code=injection.status,
-                    headers=injection.headers,
-                    media_type=injection.content_type,
-                )
+        if (answer := await injected(self.injections, request)) is not None:
+            return answer
         if request.headers.get("authorization") != f"Bearer {self.key}":
             return _error(401, "unauthorized", "authorization: invalid or missing API key")
         if request.method == "POST":

@@ -13,20 +13,17 @@ order. Every request is recorded (path, query, headers, JSON or multipart body).
 
 from __future__ import annotations
 
-import asyncio
 import base64
-import io
 import itertools
-import threading
-from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from PIL import Image
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+
+from tests.support.fakes.scripted import Recorded, Scripted, ScriptedFake, png
 
 API_KEY = "sk-test-0123456789abcdefghijklmnopqrstuvwxyz"
 # The sizes OpenAI's Images API reference lists per model (generations and edits alike); any
@@ -43,80 +40,16 @@ def accepted_sizes(model: str) -> tuple[str, ...] | None:
     return next((sizes for prefix, sizes in ACCEPTED_SIZES if model.startswith(prefix)), None)
 
 
-@dataclass
-class Recorded:
-    method: str
-    path: str
-    query: str
-    headers: dict[str, str]
-    body: bytes
-    json: Any = None
-    fields: dict[str, str] = field(default_factory=dict)
-    files: dict[str, tuple[str, str, bytes]] = field(default_factory=dict)
-
-
-@dataclass
-class Scripted:
-    status: int = 200
-    json: Any = None
-    text: str | None = None
-    headers: dict[str, str] = field(default_factory=dict)
-    delay: float = 0.0
-
-
-def png(width: int, height: int, colour: tuple[int, int, int] = (200, 80, 40)) -> bytes:
-    buffer = io.BytesIO()
-    Image.new("RGB", (width, height), colour).save(buffer, "PNG")
-    return buffer.getvalue()
-
-
-def parse_multipart(
-    content_type: str, body: bytes
-) -> tuple[dict[str, str], dict[str, tuple[str, str, bytes]]]:
-    """multipart/form-data by hand (byte-exact; python-multipart is not a dependency)."""
-    boundary = content_type.split("boundary=", 1)[1].split(";")[0].strip('"').encode()
-    fields: dict[str, str] = {}
-    files: dict[str, tuple[str, str, bytes]] = {}
-    for chunk in body.split(b"--" + boundary)[1:]:
-        if chunk.startswith(b"--"):
-            break
-        head, _, data = chunk.removeprefix(b"\r\n").partition(b"\r\n\r\n")
-        data = data.removesuffix(b"\r\n")
-        headers = {}
-        for line in head.decode().split("\r\n"):
-            name, _, value = line.partition(":")
-            headers[name.strip().lower()] = value.strip()
-        disposition = dict(
-            item.strip().split("=", 1)
-            for item in headers.get("content-disposition", "").split(";")
-            if "=" in item
-        )
-        name = disposition["name"].strip('"')
-        if "filename" in disposition:
-            files[name] = (
-                disposition["filename"].strip('"'),
-                headers.get("content-type", ""),
-                data,
-            )
-        else:
-            fields[name] = data.decode()
-    return fields, files
-
-
 def error(status: int, message: str, type_: str, code: str | None = None) -> Scripted:
     return Scripted(
         status, {"error": {"message": message, "type": type_, "param": None, "code": code}}
     )
 
 
-class FakeOpenAI:
+class FakeOpenAI(ScriptedFake):
     def __init__(self, api_key: str = API_KEY) -> None:
-        self.api_key = api_key
-        self.base_url = ""  # set by the fixture once the server listens
-        self.requests: list[Recorded] = []
+        super().__init__(api_key)
         self.served_files: dict[str, bytes] = {}
-        self._queue: list[Scripted] = []
-        self._lock = threading.Lock()
         self._names = itertools.count(1)
         self.app = Starlette(
             routes=[
@@ -127,47 +60,7 @@ class FakeOpenAI:
             ]
         )
 
-    def reset(self) -> None:
-        with self._lock:
-            self.requests.clear()
-            self._queue.clear()
-
-    def next(self, answer: Scripted) -> None:
-        with self._lock:
-            self._queue.append(answer)
-
     # -- plumbing ---------------------------------------------------------------------------
-
-    async def _record(self, request: Request) -> Recorded:
-        body = await request.body()
-        recorded = Recorded(
-            request.method,
-            request.url.path,
-            request.url.query,
-            {k.lower(): v for k, v in request.headers.items()},
-            body,
-        )
-        content_type = request.headers.get("content-type", "")
-        if content_type.startswith("application/json"):
-            recorded.json = orjson.loads(body)
-        elif content_type.startswith("multipart/form-data"):
-            recorded.fields, recorded.files = parse_multipart(content_type, body)
-        with self._lock:
-            self.requests.append(recorded)
-        return recorded
-
-    async def _scripted(self) -> Response | None:
-        with self._lock:
-            answer = self._queue.pop(0) if self._queue else None
-        if answer is None:
-            return None
-        if answer.delay:
-            await asyncio.sleep(answer.delay)
-        if answer.text is not None:
-            return Response(answer.text, answer.status, answer.headers, media_type="text/html")
-        return Response(
-            orjson.dumps(answer.json), answer.status, answer.headers, "application/json"
-        )
 
     def _unauthorized(self, recorded: Recorded) -> Response | None:
         given = recorded.headers.get("authorization", "")

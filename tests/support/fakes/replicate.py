@@ -9,12 +9,11 @@ while, as Replicate documents it: a 429 whose body says how long to wait, no Ret
 
 from __future__ import annotations
 
-import asyncio
 import io
 import math
 import secrets
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -25,24 +24,15 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from tests.support.fakes.injections import InjectableFake, Recorded, injected
+
+TOKEN = "r8_fake_replicate_token"  # what FakeReplicate accepts unless told otherwise
 SIGNING_SECRET = "whsec_" + "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"  # Standard Webhooks' example key
 
 NSFW_ERROR = "NSFW content detected. Try running it again, or try a different prompt."
 SENSITIVE_ERROR = (
     "The input or output was flagged as sensitive. Please try again with different inputs. (E005)"
 )
-
-
-@dataclass
-class Recorded:
-    method: str
-    path: str
-    headers: dict[str, str]
-    body: bytes
-
-    @property
-    def json(self) -> Any:
-        return orjson.loads(self.body) if self.body else None
 
 
 @dataclass
@@ -55,26 +45,14 @@ class Outcome:
     polls: int = 2  # reads before the prediction reaches its end
 
 
-@dataclass
-class Injection:
-    method: str
-    path: str
-    status: int = 200
-    body: bytes = b""
-    headers: dict[str, str] = field(default_factory=dict)
-    content_type: str = "application/json"
-    delay: float = 0.0
-
-
-class FakeReplicate:
-    def __init__(self, token: str) -> None:
+class FakeReplicate(InjectableFake[Recorded]):
+    def __init__(self, token: str = TOKEN) -> None:
+        super().__init__()
         self.token = token
-        self.requests: list[Recorded] = []
         self.predictions: dict[str, dict[str, Any]] = {}
         self.reads: dict[str, int] = {}
         self.outcomes: dict[str, Outcome] = {}
         self.outcome = Outcome()
-        self.injections: list[Injection] = []
         self.throttled_until = 0.0  # time.monotonic() until which every request gets a 429
         self.app = Starlette(
             routes=[
@@ -91,50 +69,30 @@ class FakeReplicate:
             ]
         )
 
+    @property
+    def api_url(self) -> str:
+        """The API's base URL, as ReplicateProvider is given it."""
+        return f"{self.base_url}/v1"
+
     def reset(self) -> None:
-        self.requests.clear()
+        super().reset()
         self.predictions.clear()
         self.reads.clear()
         self.outcomes.clear()
         self.outcome = Outcome()
-        self.injections.clear()
         self.throttled_until = 0.0
 
     def throttle(self, seconds: float) -> None:
         """Refuse every request for `seconds` from now, as Replicate throttles."""
         self.throttled_until = time.monotonic() + seconds
 
-    def inject(self, method: str, path: str, **answer: Any) -> None:
-        """The next `method path` request gets this answer instead of the normal one."""
-        self.injections.append(Injection(method, path, **answer))
-
-    def calls(self, method: str, path: str | None = None) -> list[Recorded]:
-        return [r for r in self.requests if r.method == method and (path is None or r.path == path)]
-
     # -- plumbing ------------------------------------------------------------------------
 
     async def _enter(self, request: Request) -> Response | None:
         """Record the request; answer an injection or an auth failure if there is one."""
-        body = await request.body()
-        self.requests.append(
-            Recorded(
-                request.method,
-                request.url.path,
-                {key.lower(): value for key, value in request.headers.items()},
-                body,
-            )
-        )
-        for injection in self.injections:
-            if injection.method == request.method and injection.path == request.url.path:
-                self.injections.remove(injection)
-                if injection.delay:
-                    await asyncio.sleep(injection.delay)
-                return Response(
-                    injection.body,
-                    status_code=injection.status,
-                    headers=injection.headers,
-                    media_type=injection.content_type,
-                )
+        self.requests.append(Recorded.of(request, await request.body()))
+        if (answer := await injected(self.injections, request)) is not None:
+            return answer
         remaining = self.throttled_until - time.monotonic()
         if remaining > 0:
             return throttled(math.ceil(remaining))
