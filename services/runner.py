@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
 from models.generation import Generation, GenerationStatus
 from providers.base import (
@@ -27,6 +27,7 @@ from providers.base import (
     Pending,
     Provider,
     ProviderError,
+    ProviderOutput,
     ProviderRequest,
     Result,
     SignedWebhooks,
@@ -37,6 +38,7 @@ from services.fetch import Fetched, FetchError, fetch
 from services.generations import StoredOutput, leases
 from services.generations.failures import FailureCode
 from services.generations.params import GenerationParams
+from services.generations.provider_job import ProviderJob
 from services.provider_limits import Lease, Wait
 from services.provider_routing import failover, retries
 from services.provider_routing.call_context import calls_for
@@ -46,6 +48,8 @@ from storage import OutputStore, output_key
 log = logging.getLogger(__name__)
 OUTPUT_TYPES = frozenset({"image/png", "image/jpeg", "image/webp", "image/gif", "video/mp4"})
 INPUT_TYPES = frozenset({"image/png", "image/jpeg", "image/webp"})
+# An output in hand whose provider named no type.
+UNKNOWN_TYPE = "application/octet-stream"
 # A provider's progress reports are written (a versioned update + publish each) at most this
 # often per generation; the ones in between are dropped, the last one is never needed (the
 # completion writes progress 1.0). Reports further apart than this are all written.
@@ -86,11 +90,13 @@ async def run_generation(
         row = await generations.get_row(generation_id)
         if row is None or workflows.waits_on_parts(row):
             return  # a workflow past its front view goes on by its own steps
+        claimed = _claimed_by_the_dead(row)  # before `take` arms the job again
         generation = await leases.take(row, token, step=jobs.RUN)
         if generation is None:
             return  # a duplicate or late message, or the step is another worker's
-        if generation.provider_job:
-            await _poll(generation, catalogue, deps, store, pending_at=None)
+        job = ProviderJob.of(generation)
+        if job is not None:
+            await _poll(generation, job, catalogue, deps, store, pending_at=None, resumed=claimed)
             return
     async with leases.renewing(leases.held(generation)):
         await _guarded(generation, catalogue, deps, store, first_route=0)
@@ -107,7 +113,7 @@ async def resume(
 ) -> None:
     """Go on from `route` once a provider that was full may have capacity again."""
     generation = await _live(generation_id, attempt)
-    if generation is None or generation.provider_job is not None:
+    if generation is None or ProviderJob.of(generation) is not None:
         return
     generation = await leases.take(generation, token, step=jobs.RESUME)
     if generation is not None:
@@ -128,38 +134,48 @@ async def poll(
     previous poll found it still pending (None: this is the first poll). `token`: the lease
     this poll was sent with; a poll whose step is another's (a second chain) does nothing."""
     generation = await generations.get_row(generation_id)
-    if generation is None or generation.attempts != attempt or not generation.provider_job:
+    job = None if generation is None else ProviderJob.of(generation)
+    if generation is None or job is None or generation.attempts != attempt:
         return
     if generation.status is not GenerationStatus.PROCESSING:
         # Cancelled or timed out: `generation.abandon` went when it ended; this is the safety
         # net for a lost message (the job is claimed once, so only one of them cancels).
-        await _abandon(generation, catalogue, deps)
+        await _abandon(generation, job, catalogue, deps)
         return
+    claimed = _claimed_by_the_dead(generation)  # before `take` arms the job again
     taken = await leases.take(generation, token, step=jobs.POLL)
     if taken is not None:
-        await _poll(taken, catalogue, deps, store, pending_at=pending_at)
+        await _poll(taken, job, catalogue, deps, store, pending_at=pending_at, resumed=claimed)
+
+
+def _claimed_by_the_dead(generation: Generation) -> bool:
+    """The provider job's result was claimed (its id cleared) and the attempt is still live:
+    the worker that claimed it died while storing its outputs. A step that takes this over
+    keeps the outputs that worker stored (`_finish`, `resumed`)."""
+    return ProviderJob.of(generation) is not None and generation.provider_job_id is None
 
 
 async def _poll(
     generation: Generation,
+    job: ProviderJob,
     catalogue: Catalogue,
     deps: ProviderDeps,
     store: OutputStore,
     *,
     pending_at: float | None,
+    resumed: bool = False,
 ) -> None:
-    """One poll of the provider job of a generation whose step this worker holds."""
-    job = generation.provider_job
-    assert job is not None
-    adapter = deps.registry.get(job["provider"])
+    """One poll of the provider job of a generation whose step this worker holds.
+    `resumed`: a worker that died had claimed the job's result (see `_finish`)."""
+    adapter = deps.registry.get(job.provider)
     if adapter is None:
         return
-    route = failover.route_at(catalogue, generation.model, job["route"])
+    route = failover.route_at(catalogue, generation.model, job.route)
     with _context(generation):
         try:
             result: Result | ProviderError = await retries.call(
                 adapter.name,
-                lambda: adapter.poll(_request(generation, route, deps), job["job"]),
+                lambda: adapter.poll(_request(generation, route, deps), job.job_id),
                 deps.retry,
                 deps.breakers,
             )
@@ -172,7 +188,7 @@ async def _poll(
         return
     if isinstance(result, Finished):
         DURATIONS.observe(_duration_key(job), pending_at, elapsed)
-    await _on_result(generation, job, result, catalogue, deps, store, polling=True)
+    await _on_result(generation, job, result, catalogue, deps, store, polling=True, resumed=resumed)
 
 
 async def abandon(
@@ -183,15 +199,16 @@ async def abandon(
     work now rather than at the next poll. A redelivered or late message, another attempt,
     or a generation with no provider job attached: nothing to do."""
     generation = await generations.get_row(generation_id)
+    job = None if generation is None else ProviderJob.of(generation)
     if (
         generation is None
+        or job is None
         or generation.attempts != attempt
         or not generation.status.is_final
         or not generation.provider_job_id
-        or not generation.provider_job
     ):
         return
-    await _abandon(generation, catalogue, deps)
+    await _abandon(generation, job, catalogue, deps)
 
 
 async def handle_webhook(
@@ -212,11 +229,10 @@ async def handle_webhook(
         await adapter.refresh_keys()
     update = adapter.parse_webhook(headers, body)
     generation = await Generation.get_or_none(provider_job_id=update.job_id)
-    if generation is None or not generation.provider_job:
+    job = None if generation is None else ProviderJob.of(generation)
+    if generation is None or job is None:
         return False
-    await _on_result(
-        generation, generation.provider_job, update.result, catalogue, deps, store, polling=False
-    )
+    await _on_result(generation, job, update.result, catalogue, deps, store, polling=False)
     return True
 
 
@@ -329,16 +345,15 @@ async def _attach(
     request: ProviderRequest,
     deps: ProviderDeps,
 ) -> None:
-    job = {
-        "route": route,
-        "provider": adapter.name,
-        "job": pending.job_id,
-        "lease": lease.token,
-        "model": request.model,
-        "at": time.time(),  # when the provider accepted it: polls are timed from here
-    }
-    if spec.expected_seconds is not None:
-        job["expected"] = spec.expected_seconds
+    job = ProviderJob(
+        job_id=pending.job_id,
+        provider=adapter.name,
+        route=route,
+        limit_token=lease.token,
+        model=request.model,
+        accepted_at=time.time(),
+        expected_seconds=spec.expected_seconds,
+    )
     stage = pending.stage or "processing"
     attached = await generations.attach_job(generation.id, generation.attempts, job, stage)
     if attached is None:  # it ended while we were submitting: nobody else knows of the job
@@ -351,7 +366,7 @@ async def _attach(
 
 async def _poll_later(
     generation: Generation,
-    job: dict[str, Any],
+    job: ProviderJob,
     pending: Pending,
     deps: ProviderDeps,
     *,
@@ -360,7 +375,7 @@ async def _poll_later(
     """Send the next `generation.poll`, timed by `poll_delay`. `pending_at`: how far into the
     job this poll found it still pending (None when it was only just accepted)."""
     elapsed = _elapsed(job)
-    webhooks = deps.webhook_url(str(job["provider"])) is not None
+    webhooks = deps.webhook_url(job.provider) is not None
     delay = poll_delay(elapsed, pending.poll_after, _expected(job), webhooks=webhooks)
     token = await leases.pass_on(generation.id, generation.attempts, delay)
     await jobs.send(
@@ -426,40 +441,39 @@ class Durations:
 DURATIONS = Durations()
 
 
-def _duration_key(job: Mapping[str, Any]) -> tuple[str, str]:
-    return (str(job.get("provider")), str(job.get("model", job.get("route"))))
+def _duration_key(job: ProviderJob) -> tuple[str, str]:
+    # Jobs attached by older versions name no model: their route stands for it.
+    return (job.provider, job.model if job.model is not None else str(job.route))
 
 
-def _elapsed(job: Mapping[str, Any]) -> float:
-    at = job.get("at")
-    return max(0.0, time.time() - float(at)) if isinstance(at, int | float) else 0.0
+def _elapsed(job: ProviderJob) -> float:
+    at = job.accepted_at
+    return 0.0 if at is None else max(0.0, time.time() - at)
 
 
-def _expected(job: Mapping[str, Any]) -> float | None:
+def _expected(job: ProviderJob) -> float | None:
     """What the workers learned, else what the catalogue says, else nothing."""
     learned = DURATIONS.get(_duration_key(job))
-    if learned is not None:
-        return learned
-    hinted = job.get("expected")
-    return float(hinted) if isinstance(hinted, int | float) else None
+    return learned if learned is not None else job.expected_seconds
 
 
 async def _on_result(
     generation: Generation,
-    job: dict[str, str | int],
+    job: ProviderJob,
     result: Result | ProviderError,
     catalogue: Catalogue,
     deps: ProviderDeps,
     store: OutputStore,
     *,
     polling: bool,
+    resumed: bool = False,
 ) -> None:
     if isinstance(result, Pending):
         await _report(generation, result)  # a webhook's progress; polls come from poll()
         return
-    if not await generations.claim_job(generation.id, str(job["job"])):
+    if not await generations.claim_job(generation.id, job.job_id):
         return  # the webhook and the poller raced: the other one has it
-    await deps.limiter.release(Lease(str(job["provider"]), str(job["lease"])))
+    await deps.limiter.release(Lease(job.provider, job.limit_token))
     # Storing the outputs may take a while: the step is this worker's, renewed meanwhile.
     lease = await leases.acquire(generation.id, generation.attempts)
     async with leases.renewing(lease):
@@ -467,14 +481,14 @@ async def _on_result(
             try:
                 if isinstance(result, ProviderError):
                     raise result
-                await _finish(generation, result, str(job["provider"]), deps, store)
+                await _finish(generation, result, job.provider, deps, store, resumed=resumed)
             except Stopped:
                 return
             except ProviderError as error:
                 if error.code == FailureCode.CONTENT_REJECTED:
                     await _fail(generation, FailureCode.CONTENT_REJECTED, error)
                     return
-                next_route = int(job["route"]) + 1
+                next_route = job.route + 1
                 await _guarded(generation, catalogue, deps, store, first_route=next_route)
 
 
@@ -484,7 +498,12 @@ async def _finish(
     provider: str,
     deps: ProviderDeps,
     store: OutputStore,
+    *,
+    resumed: bool = False,
 ) -> None:
+    """Store the outputs and complete. `resumed`: these are the outputs of a provider job
+    whose result a worker claimed before it died; what it stored is kept, not fetched again
+    (the same job gives the same outputs, and their keys are the same)."""
     # Outputs already in hand go straight to the store: completing is guarded anyway.
     # Downloads may take a while: once they have taken STORING_REPORT_AFTER, say so (and
     # stop if the attempt ended meanwhile); quicker ones complete without that
@@ -495,23 +514,29 @@ async def _finish(
     async def store_all() -> None:
         # A workflow's view keeps its view's number as its output index.
         first = GenerationParams.of(generation).view_index or 0
+        redraw = workflows.round_of(generation)
         for index, output in enumerate(finished.outputs, start=first):
-            data, content_type = output.data, output.content_type
-            if data is None:
-                data, content_type = await _download(output.url, deps)
-            content_type = content_type or "application/octet-stream"
-            key = output_key(
+            key_for = functools.partial(
+                output_key,
                 generation.user_id,
                 generation.id,
                 index,
-                content_type,
                 attempt=generation.attempts,
-                redraw=workflows.round_of(generation),
+                redraw=redraw,
             )
-            await store.put(key, data, content_type)
+            kept = await _stored_before(store, key_for, output) if resumed else None
+            if kept is not None:
+                key, content_type, size = kept
+            else:
+                data, declared = output.data, output.content_type
+                if data is None:
+                    data, declared = await _download(output.url, deps)
+                content_type = declared or UNKNOWN_TYPE
+                key, size = key_for(content_type), len(data)
+                await store.put(key, data, content_type)
             stored.append(
                 StoredOutput(
-                    index, key, content_type, len(data), output.width, output.height, output.text
+                    index, key, content_type, size, output.width, output.height, output.text
                 )
             )
 
@@ -554,6 +579,29 @@ async def _finish(
         await _delete(store, stored)  # cancelled at the last moment: the files are orphans
 
 
+async def _stored_before(
+    store: OutputStore, key_for: Callable[[str], str], output: ProviderOutput
+) -> tuple[str, str, int] | None:
+    """The key, content type and size of what a worker that died stored for `output`, or
+    None. A key that exists holds a complete object (a store's put is atomic). The key
+    depends on the content type: known for data in hand, else found by the download, so the
+    provider's declared type is looked for first, then each type a download may bring."""
+    if output.data is not None:
+        candidates = [output.content_type or UNKNOWN_TYPE]
+    else:
+        candidates = [t for t in (output.content_type, *sorted(OUTPUT_TYPES)) if t]
+    looked: set[str] = set()
+    for content_type in candidates:
+        key = key_for(content_type)
+        if key in looked:
+            continue
+        looked.add(key)
+        found = await store.stat(key)
+        if found is not None:
+            return key, found.content_type or content_type, found.size
+    return None
+
+
 async def _download(url: str | None, deps: ProviderDeps) -> tuple[bytes, str]:
     if not url:
         raise ProviderError("PROVIDER_BAD_RESPONSE", "An output had neither data nor a URL.")
@@ -583,21 +631,21 @@ async def _delete(store: OutputStore, stored: list[StoredOutput]) -> None:
             log.warning("could not delete orphan output %s", output.storage_key)
 
 
-async def _abandon(generation: Generation, catalogue: Catalogue, deps: ProviderDeps) -> None:
+async def _abandon(
+    generation: Generation, job: ProviderJob, catalogue: Catalogue, deps: ProviderDeps
+) -> None:
     """The generation ended (cancelled, timed out) while its provider job runs: stop the job
     and free its slot. Whoever claims the job does it (the abandon job, a late poll), once."""
-    job = generation.provider_job or {}
-    if not await generations.claim_job(generation.id, str(job.get("job"))):
+    if not await generations.claim_job(generation.id, job.job_id):
         return
-    provider = str(job.get("provider"))
-    await deps.limiter.release(Lease(provider, str(job.get("lease", ""))))
-    adapter = deps.registry.get(provider)
+    await deps.limiter.release(Lease(job.provider, job.limit_token))
+    adapter = deps.registry.get(job.provider)
     if adapter is None:
-        log.warning("cannot cancel %s job %s: provider not configured", provider, job.get("job"))
+        log.warning("cannot cancel %s job %s: provider not configured", job.provider, job.job_id)
         return
     with _context(generation):
         request = _request(generation, _job_route(catalogue, generation, job), deps)
-        await _cancel_at_provider(adapter, request, str(job["job"]), deps)
+        await _cancel_at_provider(adapter, request, job.job_id, deps)
 
 
 async def _cancel_at_provider(
@@ -613,13 +661,13 @@ async def _cancel_at_provider(
         log.info("could not cancel %s job %s: %s", adapter.name, job_id, error.code)
 
 
-def _job_route(catalogue: Catalogue, generation: Generation, job: Mapping[str, Any]) -> Route:
+def _job_route(catalogue: Catalogue, generation: Generation, job: ProviderJob) -> Route:
     """The route a provider job was sent on; when the catalogue no longer has it, what the
     job itself remembers (a job is cancelled whatever became of its route)."""
     try:
-        return failover.route_at(catalogue, generation.model, int(job["route"]))
+        return failover.route_at(catalogue, generation.model, job.route)
     except ProviderError:
-        return Route(str(job["provider"]), str(job.get("model", "")))
+        return Route(job.provider, job.model or "")
 
 
 async def _wait_for_capacity(generation: Generation, route: int, spec: Route, wait: Wait) -> None:

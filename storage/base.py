@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from typing import Protocol
 
 from settings import Settings
@@ -12,6 +13,8 @@ EXTENSIONS = {
     "video/mp4": "mp4",
     "text/plain": "txt",
 }
+# The content type an output key's extension stands for ("bin" stands for none in particular).
+CONTENT_TYPES = {extension: content_type for content_type, extension in EXTENSIONS.items()}
 
 
 def output_key(
@@ -33,8 +36,24 @@ def output_key(
     return f"{user_id}/{generation_id}/{attempt}-{redraw}/{name}"
 
 
+@dataclass(frozen=True, slots=True)
+class StoredObject:
+    """What `OutputStore.stat` knows of a stored object."""
+
+    size: int
+    # None when the store does not record it (the local store knows only the key's extension).
+    content_type: str | None
+
+
 class OutputStore(Protocol):
-    async def put(self, key: str, data: bytes, content_type: str) -> None: ...
+    async def put(self, key: str, data: bytes, content_type: str) -> None:
+        """Store `data` under `key`, atomically: a key that exists holds a complete object
+        (so a step resumed after its worker died can keep what that worker stored)."""
+        ...
+
+    async def stat(self, key: str) -> StoredObject | None:
+        """The object stored under `key`; None when there is none."""
+        ...
 
     async def delete(self, key: str) -> None: ...
 

@@ -5,8 +5,11 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
+import stat
 import threading
 from pathlib import Path
+
+from storage.base import CONTENT_TYPES, StoredObject
 
 _writes = itertools.count()
 
@@ -45,6 +48,21 @@ class LocalStore:
 
     async def get(self, key: str) -> bytes:
         return await asyncio.to_thread(lambda: self.path_for(key).read_bytes())
+
+    async def stat(self, key: str) -> StoredObject | None:
+        """The file under `key` (complete: puts rename a finished file into place); its
+        content type is the one its extension stands for (None for "bin" and others)."""
+        return await asyncio.to_thread(self._stat, key)
+
+    def _stat(self, key: str) -> StoredObject | None:
+        path = self.path_for(key)
+        try:
+            info = path.stat()
+        except FileNotFoundError:
+            return None
+        if not stat.S_ISREG(info.st_mode):
+            return None
+        return StoredObject(info.st_size, CONTENT_TYPES.get(path.suffix.removeprefix(".")))
 
     async def delete(self, key: str) -> None:
         await asyncio.to_thread(lambda: self.path_for(key).unlink(missing_ok=True))

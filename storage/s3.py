@@ -6,7 +6,7 @@ Object keys are ``f"{config.prefix}{key}"``. ``url_for`` returns either a public
 
 Clients and event loops
 -----------------------
-``put``/``delete``/``get`` go through one aioboto3 session and one aiobotocore client,
+``put``/``stat``/``delete``/``get`` go through one aioboto3 session and one aiobotocore client,
 opened lazily on first use (or explicitly with ``await store.open()``) so that HTTP
 connections to the bucket are reused. The client belongs to the event loop it was opened
 on, like Tortoise's connections: using the store from another loop raises
@@ -37,6 +37,8 @@ import botocore.session
 from aiobotocore.config import AioConfig
 from botocore.config import Config
 from botocore.exceptions import ClientError
+
+from storage.base import StoredObject
 
 # SigV4 presigned URLs are valid for at most seven days.
 MAX_PRESIGN_SECONDS = 7 * 24 * 3600
@@ -202,6 +204,19 @@ class S3Store:
         s3 = await self._s3()
         await s3.delete_object(Bucket=self.config.bucket, Key=name)
 
+    async def stat(self, key: str) -> StoredObject | None:
+        """The object's size and content type (a HEAD request); None when it does not exist.
+        An object that exists is complete: a PUT is atomic."""
+        name = self.object_key(key)
+        s3 = await self._s3()
+        try:
+            response = await s3.head_object(Bucket=self.config.bucket, Key=name)
+        except ClientError as error:
+            if _missing(error):
+                return None
+            raise
+        return StoredObject(int(response["ContentLength"]), response.get("ContentType"))
+
     async def get(self, key: str) -> bytes:
         """The object's bytes; FileNotFoundError when it does not exist."""
         name = self.object_key(key)
@@ -209,7 +224,7 @@ class S3Store:
         try:
             response = await s3.get_object(Bucket=self.config.bucket, Key=name)
         except ClientError as error:
-            if error.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+            if _missing(error):
                 raise FileNotFoundError(key) from None
             raise
         async with response["Body"] as body:
@@ -227,3 +242,8 @@ class S3Store:
             ExpiresIn=self.config.presign_seconds,
         )
         return url
+
+
+def _missing(error: ClientError) -> bool:
+    """The error says there is no such object (a HEAD's has no body: only its status)."""
+    return error.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "NotFound")

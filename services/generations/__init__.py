@@ -5,6 +5,8 @@
 - `failures`: the failure codes, the owner's message, the error event of a failure;
 - `charges`: what a completion is charged (the partial-charge rule);
 - `params`: the `params` column as a typed shape (GenerationParams);
+- `provider_job`: the `provider_job` column as a typed shape (ProviderJob);
+- `leases`: the leases on generation steps that let another worker take a dead one's over;
 - `repository`: the `generations` table, every state change one guarded UPDATE (`Guard`);
 - `outputs`: the outputs' shape and the one way they are written;
 - `messages`: what subscribers are sent;
@@ -32,6 +34,7 @@ from services.generations.lifecycle import (
 from services.generations.messages import announce, snapshot
 from services.generations.outputs import StoredOutput, outputs_of, stored_output
 from services.generations.params import GenerationParams
+from services.generations.provider_job import ProviderJob
 from services.generations.repository import (
     CANCELABLE,
     IDEMPOTENCY_WINDOW,
@@ -53,6 +56,7 @@ __all__ = [
     "GenerationParams",
     "Guard",
     "NewGeneration",
+    "ProviderJob",
     "StoredOutput",
     "announce",
     "attach_job",

@@ -37,6 +37,7 @@ from tortoise.queryset import QuerySet
 
 from models.generation import Generation, GenerationStatus
 from services import jobs
+from services.generations.provider_job import ProviderJob
 from services.sql import dialect_sql
 from settings import get_settings
 
@@ -122,8 +123,8 @@ async def take(generation: Generation, token: int | None, *, step: str) -> Gener
         return None  # a worker (maybe of an older version) is running it
     if token is not None and live:
         return None  # the step was passed on to another message since this one left
-    job = generation.provider_job or {}
-    job_id = generation.provider_job_id or (str(job["job"]) if job.get("job") else None)
+    job = ProviderJob.of(generation)
+    job_id = generation.provider_job_id or (job.job_id if job is not None else None)
     expires = now_ms() + lease_ms()
     lease_guard = "lease_expires_ms IS NULL" if current is None else "lease_expires_ms = ?"
     params: list[object] = [expires, job_id, str(generation.id), generation.attempts, PROCESSING]
@@ -256,7 +257,7 @@ async def resend_lapsed(waits_on_parts: Callable[[Generation], bool]) -> int:
                 [token, str(row.id), row.attempts, PROCESSING, row.lease_expires_ms],
             ):
                 continue
-            if row.provider_job:
+            if ProviderJob.of(row) is not None:
                 args = (str(row.id), str(row.attempts), "", str(token), jobs.RESENT)
                 await jobs.send(jobs.POLL, *args)
             else:

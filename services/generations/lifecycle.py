@@ -29,6 +29,7 @@ from services.generations.outputs import (
     output_values,
 )
 from services.generations.params import GenerationParams
+from services.generations.provider_job import ProviderJob
 from services.generations.repository import (
     CANCELABLE,
     NOT_A_VIEW_SQL,
@@ -357,10 +358,14 @@ async def retry(user: User, generation_id: uuid.UUID) -> Generation:
 
 
 async def attach_job(
-    generation_id: uuid.UUID, attempt: int, job: dict[str, Any], stage: str
+    generation_id: uuid.UUID, attempt: int, job: ProviderJob, stage: str
 ) -> Generation | None:
     """Remember the provider job that the current attempt waits on (see Generation), with the
     stage the provider reports: one visible change. None when the attempt is no longer live."""
     return await transition(
-        generation_id, live(attempt), provider_job=job, provider_job_id=job["job"], stage=stage
+        generation_id,
+        live(attempt),
+        provider_job=job.to_json(),
+        provider_job_id=job.job_id,
+        stage=stage,
     )

@@ -36,6 +36,7 @@ from models.generation import (
 )
 from models.user import User
 from services.generations.outputs import StoredOutput
+from services.generations.provider_job import ProviderJob
 from services.pagination import Page, decode_cursor, encode_cursor
 from services.sql import dialect_sql, numbered
 
@@ -78,7 +79,7 @@ class ListedGeneration(NamedTuple):
     error_message: str | None
     version: int
     request_id: str | None
-    provider_job: dict[str, Any] | None
+    provider_job: ProviderJob | None
     provider_job_id: str | None
     cache_key: str | None
     idempotency_key: str | None
@@ -200,7 +201,7 @@ def _from_record(
         values[_PHASE] = _PHASES[phase]
     job = values[_PROVIDER_JOB]
     if job is not None:
-        values[_PROVIDER_JOB] = orjson.loads(job)
+        values[_PROVIDER_JOB] = _provider_job(orjson.loads(job))
     if convert_times:
         for i in _TIMES:
             when = values[i]
@@ -218,7 +219,14 @@ def _from_dict(row: dict[str, Any], outputs: list[StoredOutput] | None) -> Liste
     """A row from any other backend, through the model's own field converters (looked up
     per call: the foreign keys' `_id` fields exist only once Tortoise is initialised)."""
     fields = Generation._meta.fields_map
-    return ListedGeneration._make([*(fields[c].to_python_value(row[c]) for c in COLUMNS), outputs])
+    values = [fields[c].to_python_value(row[c]) for c in COLUMNS]
+    values[_PROVIDER_JOB] = _provider_job(values[_PROVIDER_JOB])
+    return ListedGeneration._make([*values, outputs])
+
+
+def _provider_job(decoded: dict[str, Any] | None) -> ProviderJob | None:
+    """The decoded column as its shape (services.generations.provider_job)."""
+    return ProviderJob.from_json(decoded) if decoded else None
 
 
 async def outputs_by_generation(ids: Sequence[uuid.UUID]) -> list[list[StoredOutput]]:

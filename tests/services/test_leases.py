@@ -8,6 +8,7 @@ waiting."""
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from collections.abc import AsyncIterator, Iterator
 
@@ -15,6 +16,7 @@ import httpx
 import pytest
 
 from models.generation import Generation, GenerationKind, GenerationStatus, WorkflowPhase
+from providers.base import Finished, ProviderRequest
 from providers.http import ProviderHTTP
 from providers.replicate import ReplicateProvider
 from services import generations, jobs, runner
@@ -23,6 +25,7 @@ from services.generations import NewGeneration, leases
 from services.provider_limits import ProviderLimit
 from services.provider_routing.deps import ProviderDeps
 from services.sweeper import sweep
+from storage import output_key
 from tests.support.fake_server import serve
 from tests.support.fakes.replicate import FakeReplicate
 from tests.support.generations import CATALOGUE, DEFAULT_CATALOGUE, registry
@@ -138,12 +141,11 @@ def submissions(fake: FakeReplicate) -> int:
     return len([r for r in fake.calls("POST") if r.path.endswith("/predictions")])
 
 
-async def submitted(make_user, deps: ProviderDeps, backend) -> Generation:
+async def submitted(make_user, deps: ProviderDeps, backend, *, num_outputs: int = 1) -> Generation:
     """A generation whose prediction was submitted by a worker that then died."""
     user = await make_user()
-    generation = await generations.create_generation(
-        user, NewGeneration(prompt="a lantern", model="queued"), QUEUED_CATALOGUE
-    )
+    new = NewGeneration(prompt="a lantern", model="queued", num_outputs=num_outputs)
+    generation = await generations.create_generation(user, new, QUEUED_CATALOGUE)
     await runner.run_generation(generation.id, QUEUED_CATALOGUE, deps, backend.store)
     row = await Generation.get(id=generation.id)
     assert row.status is GenerationStatus.PROCESSING and row.provider_job_id
@@ -241,3 +243,47 @@ async def test_a_workflow_waiting_on_its_views_is_not_run_again(make_user, backe
     row = await Generation.get(id=parent.id)
     assert (row.status, row.phase) == (GenerationStatus.PROCESSING, WorkflowPhase.ANALYSIS)
     await generations.cancel(user, parent.id)
+
+
+async def test_outputs_stored_before_a_worker_died_are_not_fetched_again(
+    make_user, backend, deps, fake_server
+):
+    downloads: list[str] = []
+
+    async def count(request: httpx.Request) -> None:
+        if request.url.path.startswith("/files/"):
+            downloads.append(request.url.path.rsplit("/", 1)[-1])
+
+    async with httpx.AsyncClient(event_hooks={"request": [count]}) as http:
+        deps = dataclasses.replace(deps, http=http)
+        generation = await submitted(make_user, deps, backend, num_outputs=2)
+        job_id = generation.provider_job_id
+        assert job_id is not None
+        # What the worker did before it died: its polls found the prediction done, it
+        # claimed the result, downloaded and stored output 0 (under the output's key) ...
+        adapter = deps.registry.get("replicate")
+        assert adapter is not None
+        request = ProviderRequest(kind=generation.kind, model=MODEL, prompt="a lantern")
+        result = await adapter.poll(request, job_id)
+        while not isinstance(result, Finished):
+            result = await adapter.poll(request, job_id)
+        first = await http.get(str(result.outputs[0].url))
+        key = output_key(generation.user_id, generation.id, 0, "image/png")
+        await backend.store.put(key, first.content, "image/png")
+        assert await generations.claim_job(generation.id, job_id)
+        # ... and died while downloading output 1.
+        await lapse(generation.id)
+        mark = len(backend.sent)
+        await sweep(QUEUED_CATALOGUE, requeue_after=60)
+        await deliver_polls(backend, mark, generation, deps)
+
+    row = await Generation.get(id=generation.id)
+    assert row.status is GenerationStatus.COMPLETED
+    assert sorted(downloads) == ["out-0.png", "out-1.png"]  # output 0 was not fetched again
+    outputs = await generations.outputs_of(generation.id)
+    assert [(o.index, o.content_type) for o in outputs] == [(0, "image/png"), (1, "image/png")]
+    assert (outputs[0].storage_key, outputs[0].size_bytes) == (key, len(first.content))
+    assert await backend.store.get(key) == first.content
+    assert await backend.store.get(outputs[1].storage_key) != first.content
+    assert submissions(fake_server[0]) == 1
+    await assert_ledger_matches(generation.user_id)

@@ -16,7 +16,7 @@ from models.stats import GenerationHourlyCount
 from realtime import channels
 from services import credits, generations, stats
 from services.catalogue import load_catalogue
-from services.generations import NewGeneration, StoredOutput
+from services.generations import NewGeneration, ProviderJob, StoredOutput
 from tests.support.ledger import assert_ledger_matches
 from tests.support.statements import drain, statements
 
@@ -253,7 +253,7 @@ async def test_a_provider_job_is_claimed_exactly_once(make_user):
     user = await make_user()
     generation = await started(user)
     attached = await generations.attach_job(
-        generation.id, 1, {"job": "j-1", "provider": "replicate", "route": 0}, "processing"
+        generation.id, 1, ProviderJob("j-1", "replicate", 0), "processing"
     )
     assert attached is not None
     assert not await generations.claim_job(generation.id, "another-job")

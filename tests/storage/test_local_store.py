@@ -7,7 +7,7 @@ import uuid
 
 import pytest
 
-from storage.base import output_key
+from storage.base import StoredObject, output_key
 from storage.local import LocalStore
 
 KEY = "11111111-1111-1111-1111-111111111111/22222222-2222-2222-2222-222222222222/0.png"
@@ -107,6 +107,30 @@ async def test_delete_of_a_missing_key_does_not_raise(store, root):
     await store.put(KEY, b"data", "image/png")
     await store.delete(KEY)
     await store.delete(KEY)
+
+
+async def test_stat_tells_the_size_and_the_type_of_the_extension(store, root):
+    assert await store.stat(KEY) is None
+    await store.put(KEY, b"\x89PNG" + bytes(100), "image/png")
+    assert await store.stat(KEY) == StoredObject(104, "image/png")
+    await store.put("u/g/0.bin", b"gif?", "image/gif")
+    assert await store.stat("u/g/0.bin") == StoredObject(4, None)  # "bin" names no type
+
+
+async def test_stat_sees_no_object_in_a_partial_write_or_a_folder(store, root):
+    """A worker killed while writing leaves its partial file under another name: the key
+    has no object until the rename."""
+    (root / "u/g").mkdir(parents=True)
+    (root / "u/g/.0.png.123.456.0.part").write_bytes(b"half")
+    assert await store.stat("u/g/0.png") is None
+    assert await store.stat("u/g") is None
+    await store.delete(KEY)
+    assert await store.stat(KEY) is None
+
+
+async def test_stat_refuses_keys_escaping_the_root(store):
+    with pytest.raises(ValueError):
+        await store.stat("../outside.png")
 
 
 @pytest.mark.parametrize(

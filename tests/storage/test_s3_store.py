@@ -22,7 +22,7 @@ import httpx
 import pytest
 from moto.server import ThreadedMotoServer
 
-from storage.base import output_key
+from storage.base import StoredObject, output_key
 from storage.s3 import S3Config, S3Store
 
 ACCESS_KEY = "AKIAKILNTESTKEY00001"
@@ -175,6 +175,25 @@ async def test_delete_of_a_missing_key_does_not_raise(store):
     await store.put(key, b"data", "image/png")
     await store.delete(key)
     await store.delete(key)
+
+
+async def test_stat_tells_the_size_and_content_type_of_an_object(store, s3):
+    key = new_key()
+    assert await store.stat(key) is None
+    await store.put(key, b"\x89PNG" + bytes(100), "image/png")
+    assert await store.stat(key) == StoredObject(104, "image/png")
+    await store.delete(key)
+    assert await store.stat(key) is None
+
+
+async def test_stat_reads_under_the_prefix(endpoint, s3):
+    async with S3Store(make_config(endpoint, prefix="media/")) as prefixed:
+        key = new_key("webp")
+        await prefixed.put(key, b"RIFF", "image/webp")
+        assert await prefixed.stat(key) == StoredObject(4, "image/webp")
+    async with S3Store(make_config(endpoint)) as plain:
+        assert await plain.stat(key) is None
+        assert await plain.stat(f"media/{key}") == StoredObject(4, "image/webp")
 
 
 async def test_output_keys_round_trip_through_the_store(store, s3):
@@ -357,6 +376,8 @@ async def test_keys_with_dot_segments_or_escapes_are_refused(endpoint, s3, key):
             await store.delete(key)
         with pytest.raises(ValueError):
             await store.get(key)
+        with pytest.raises(ValueError):
+            await store.stat(key)
         with pytest.raises(ValueError):
             store.url_for(key, "http://testserver")
     public = S3Store(make_config(endpoint, public_base_url="https://cdn.example.com"))
