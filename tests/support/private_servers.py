@@ -248,10 +248,13 @@ class PrivatePostgres(_PrivateServer):
         if not self._made:
             self._make()
         assert self._bin is not None  # _make() found it, or did not return
+        # fsync and full-page writes are off for speed: stop() kills the server, not the
+        # machine, so the OS keeps what was written. Commits stay synchronous: an
+        # asynchronous commit is lost when the server is killed, and the tests that stop
+        # it mid-work would then see rows vanish that a real outage keeps.
         options = (
             f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self._directory} "
-            "-c fsync=off -c synchronous_commit=off -c full_page_writes=off "
-            "-c max_connections=100"
+            "-c fsync=off -c full_page_writes=off -c max_connections=100"
         )
         started = self._run(
             str(self._bin / "pg_ctl"),
