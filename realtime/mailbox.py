@@ -32,9 +32,11 @@ class Mailbox:
 
     def sent(self, key: str, version: int) -> None:
         """The subscriber sent this state itself (its first read of the database): only newer
-        ones are to come out."""
-        if newer(self._last, key, version):
-            self._latest.pop(key, None)  # anything queued is older than what was sent
+        ones are to come out, including of what was queued before the read."""
+        newer(self._last, key, version)
+        queued = self._latest.get(key)
+        if queued is not None and queued.get("version", 0) <= version:
+            del self._latest[key]
 
     def put(self, channel: str, message: Message) -> None:
         key = key_of(channel, message)

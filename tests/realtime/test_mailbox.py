@@ -273,3 +273,14 @@ async def test_a_state_the_subscriber_sent_itself_drops_what_is_not_newer():
     box.put(CHANNEL, msg("a", 4))
     box.put(CHANNEL, {"id": END})
     assert await drain_until_end(box) == [msg("b", 4), msg("a", 4)]
+
+
+async def test_a_queued_state_as_new_as_the_subscribers_own_read_is_not_sent_again():
+    """The message of a change arrives before the subscriber's first read, which then finds
+    that same version: the subscriber has sent it already (a duplicate version 5 then 5 was
+    seen by the cancel-then-retry e2e test)."""
+    box = box_for()
+    box.put(CHANNEL, msg("a", 5))
+    box.sent("a", 5)
+    box.put(CHANNEL, {"id": END})
+    assert await drain_until_end(box) == []
