@@ -9,10 +9,21 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 
 
+# The names each type's constructor takes, read once per type: a page builds many objects.
+_CONSTRUCTOR_FIELDS: dict[type, tuple[str, ...]] = {}
+
+
+def _constructor_fields(cls: type) -> tuple[str, ...]:
+    names = _CONSTRUCTOR_FIELDS.get(cls)
+    if names is None:
+        fields = dataclasses.fields(cls)  # Strawberry types are dataclasses
+        names = _CONSTRUCTOR_FIELDS[cls] = tuple(f.name for f in fields if f.init)
+    return names
+
+
 def copied(cls: type[T], source: object, **given: Any) -> T:
     """`cls` (a Strawberry type) with every field not `given` read from the attribute of the
     same name on `source`. Resolver fields are not constructor arguments, so are left alone;
     a field `source` lacks fails here, loudly, rather than showing a default."""
-    fields = dataclasses.fields(cls)  # type: ignore[arg-type]  # Strawberry types are dataclasses
-    names = (f.name for f in fields if f.init and f.name not in given)
-    return cls(**{name: getattr(source, name) for name in names}, **given)
+    values = {name: getattr(source, name) for name in _constructor_fields(cls) if name not in given}
+    return cls(**values, **given)
