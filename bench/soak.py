@@ -25,14 +25,12 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
-import uvloop
 from websockets.asyncio.client import connect
 from websockets.typing import Subprotocol
 
 from bench.common import Options, User, gql, http_client, open_loop, pg_dsn, register_users
 from bench.read import PAGE
-from bench.report import append_section
-from bench.run import raise_open_files
+from bench.report import run_long
 from bench.sampling import (
     METRICS_TOKEN,
     RssTrace,
@@ -270,14 +268,7 @@ def main(argv: list[str]) -> int:
         args.cycles,
     )
     options = Options(workers=args.workers, threads=args.threads)
-    raise_open_files()
-    started = time.monotonic()
-    lines = uvloop.run(soak_run(soak, options))
-    print("\n".join(lines))
-    if args.results:
-        command = "uv run python -m bench.soak " + " ".join(argv)
-        append_section(args.results, "soak", command, lines, time.monotonic() - started)
-    return 0
+    return run_long("soak", "soak", argv, args.results, soak_run(soak, options))
 
 
 if __name__ == "__main__":
