@@ -29,7 +29,7 @@ from websockets.asyncio.client import connect
 from websockets.typing import Subprotocol
 
 from bench.common import Options, User, gql, http_client, open_loop, pg_dsn, register_users
-from bench.read import PAGE
+from bench.documents import CREATE, PAGE
 from bench.report import run_long
 from bench.sampling import (
     METRICS_TOKEN,
@@ -47,7 +47,6 @@ HOLD_SECONDS = 5.0  # how long a `myGenerations` socket stays open
 FINAL_TIMEOUT = 120.0  # for a watched generation's final state, and for the run's end
 SUBPROTOCOL = Subprotocol("graphql-transport-ws")
 FINAL = {"COMPLETED", "FAILED", "CANCELLED"}
-CREATE = "mutation C($input: CreateGenerationInput!) { createGeneration(input: $input) { id } }"
 WATCH = "subscription W($id: ID!) { generationUpdated(id: $id) { id status version } }"
 MINE = "subscription M { myGenerations { id status version } }"
 

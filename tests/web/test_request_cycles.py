@@ -19,24 +19,14 @@ from typing import Any
 
 import pytest
 
+from bench.documents import CREATE, PAGE, WATCH
 from services import auth, generations
 from tests.support.app import kiln_app
 from tests.support.asgi import Socket, post_json
 from tests.support.generations import create
 
 REQUESTS = 20
-PAGE = """
-query Page {
-  generations(first: 20) {
-    edges { node { id status prompt cost createdAt completedAt
-      outputs { index url contentType width height sizeBytes } } }
-    pageInfo { hasNextPage endCursor }
-  }
-}
-"""
 ONE = "query One($id: ID!) { generation(id: $id) { id status prompt } }"
-CREATE = "mutation C($input: CreateGenerationInput!) { createGeneration(input: $input) { id } }"
-WATCH = "subscription W($id: ID!) { generationUpdated(id: $id) { id status stage version } }"
 
 
 @dataclass
