@@ -25,7 +25,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -107,18 +107,6 @@ def write_catalogue(directory: Path) -> Path:
     path = directory / "takeover-catalogue.toml"
     path.write_text(DEFAULT_CATALOGUE.read_text() + EXTRA_MODELS + STEADY_MODEL)
     return path
-
-
-@pytest.fixture(scope="module")
-def private_redis() -> Iterator[PrivateRedis]:
-    with PrivateRedis() as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def private_postgres() -> Iterator[PrivatePostgres]:
-    with PrivatePostgres() as server:
-        yield server
 
 
 @pytest.fixture(scope="module")
