@@ -40,6 +40,7 @@ from bench.common import (
     percentile,
     register_users,
 )
+from bench.documents import CREATE, WATCH
 from bench.stack import Run, kiln
 
 USERS = 10
@@ -48,8 +49,6 @@ TICK = 0.01  # the publisher sends what is due every TICK seconds (~10 updates a
 CONNECT_CONCURRENCY = 50
 STEP_TIMEOUT = 120.0
 SUBPROTOCOL = Subprotocol("graphql-transport-ws")
-CREATE = "mutation C($input: CreateGenerationInput!) { createGeneration(input: $input) { id } }"
-WATCH = "subscription W($id: ID!) { generationUpdated(id: $id) { id status stage version } }"
 
 
 @dataclass

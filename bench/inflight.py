@@ -30,6 +30,7 @@ from bench.common import (
     pg_dsn,
     register_users,
 )
+from bench.documents import CREATE
 from bench.stack import free_port, kiln
 
 USERS = 16
@@ -49,7 +50,6 @@ provider = "replicate"
 model = "black-forest-labs/flux-schnell"
 expected_seconds = {seconds}
 """
-CREATE = "mutation C($input: CreateGenerationInput!) { createGeneration(input: $input) { id } }"
 
 
 def start_fake(seconds: float) -> tuple[subprocess.Popen[bytes], str]:

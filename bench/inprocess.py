@@ -35,7 +35,7 @@ from bench.common import (
     drop_database,
     pg_dsn,
 )
-from bench.read import PAGE
+from bench.documents import PAGE
 from tests.e2e.stack import E2E_API_KEY_PEPPER, E2E_JWT_SECRET
 
 ASGIApp = Callable[[dict[str, Any], Any, Any], Awaitable[None]]

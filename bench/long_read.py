@@ -12,14 +12,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-import time
-
-import uvloop
 
 from bench import read
 from bench.common import Options
-from bench.report import append_section
-from bench.run import raise_open_files
+from bench.report import run_long
 from bench.sampling import METRICS_TOKEN, RssTrace, gc_stats
 from bench.stack import kiln
 
@@ -60,14 +56,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--results", help="append the figures to this file (bench/RESULTS.md)")
     args = parser.parse_args(argv)
     options = Options(clients=args.clients, duration=args.minutes * 60, warmup=10.0)
-    raise_open_files()
-    started = time.monotonic()
-    lines = uvloop.run(long_read(options))
-    print("\n".join(lines))
-    if args.results:
-        command = "uv run python -m bench.long_read " + " ".join(argv)
-        append_section(args.results, "long read", command, lines, time.monotonic() - started)
-    return 0
+    return run_long("long read", "long_read", argv, args.results, long_read(options))
 
 
 if __name__ == "__main__":

@@ -28,11 +28,11 @@ from bench.common import (
     pg_dsn,
     register_users,
 )
+from bench.documents import CREATE
 from bench.stack import Run, kiln
 
 USERS = 16
 DRAIN_TIMEOUT = 600.0
-CREATE = "mutation C($input: CreateGenerationInput!) { createGeneration(input: $input) { id } }"
 
 
 async def drain_rate(

@@ -21,6 +21,7 @@ from bench.common import (
     pg_dsn,
     register_users,
 )
+from bench.documents import CREATE, PAGE
 from bench.stack import Run, kiln
 
 USERS = 8
@@ -28,16 +29,6 @@ PER_USER = 20
 SEED_TIMEOUT = 180.0
 RAW_POOL = 16
 
-CREATE = "mutation C($input: CreateGenerationInput!) { createGeneration(input: $input) { id } }"
-PAGE = """
-query Page {
-  generations(first: 20) {
-    edges { node { id status prompt cost createdAt completedAt
-      outputs { index url contentType width height sizeBytes } } }
-    pageInfo { hasNextPage endCursor }
-  }
-}
-"""
 RAW_USER = "SELECT * FROM users WHERE id = $1"
 RAW_PAGE = """
 SELECT * FROM generations WHERE user_id = $1 ORDER BY created_at DESC, id DESC LIMIT 21

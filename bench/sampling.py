@@ -163,16 +163,22 @@ def probe_env(directory: Path) -> dict[str, str]:
     }
 
 
+async def signal_and_wait(pid: int, signum: signal.Signals, path: Path, what: str) -> None:
+    """Sends the API's memory probe (memory_probe/) `signum` and waits, up to
+    SNAPSHOT_TIMEOUT, for the file it writes in answer at `path`."""
+    os.kill(pid, signum)
+    deadline = time.monotonic() + SNAPSHOT_TIMEOUT
+    while not await asyncio.to_thread(path.exists):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"no {what} at {path}")
+        await asyncio.sleep(0.5)
+
+
 async def take_snapshot(pid: int, directory: Path, number: int) -> Path:
     """Asks the API for its `number`th tracemalloc snapshots and waits until they are written:
     <number>.raw.snapshot as it is, <number>.collected.snapshot after a full collection."""
     path = directory / f"{number}.collected.snapshot"
-    os.kill(pid, signal.SIGUSR1)
-    deadline = time.monotonic() + SNAPSHOT_TIMEOUT
-    while not path.exists():
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"no tracemalloc snapshot at {path}")
-        await asyncio.sleep(0.5)
+    await signal_and_wait(pid, signal.SIGUSR1, path, "tracemalloc snapshot")
     return path
 
 
@@ -207,12 +213,7 @@ async def name_cycles(pid: int, directory: Path) -> str:
     """Asks the API to keep its cyclic garbage for 10 s and name it (memory_probe/garbage.py);
     the kinds of cycle found, most frequent first, and where the whole report is kept."""
     path = directory / "cycles.txt"
-    os.kill(pid, signal.SIGUSR2)
-    deadline = time.monotonic() + SNAPSHOT_TIMEOUT
-    while not path.exists():
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"no report of cycles at {path}")
-        await asyncio.sleep(0.5)
+    await signal_and_wait(pid, signal.SIGUSR2, path, "report of cycles")
     kept = Path(tempfile.mkstemp(prefix="kiln-soak-cycles-", suffix=".txt")[1])
     shutil.copy(path, kept)
     text = path.read_text()

@@ -25,14 +25,12 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
-import uvloop
 from websockets.asyncio.client import connect
 from websockets.typing import Subprotocol
 
 from bench.common import Options, User, gql, http_client, open_loop, pg_dsn, register_users
-from bench.read import PAGE
-from bench.report import append_section
-from bench.run import raise_open_files
+from bench.documents import CREATE, PAGE
+from bench.report import run_long
 from bench.sampling import (
     METRICS_TOKEN,
     RssTrace,
@@ -49,7 +47,6 @@ HOLD_SECONDS = 5.0  # how long a `myGenerations` socket stays open
 FINAL_TIMEOUT = 120.0  # for a watched generation's final state, and for the run's end
 SUBPROTOCOL = Subprotocol("graphql-transport-ws")
 FINAL = {"COMPLETED", "FAILED", "CANCELLED"}
-CREATE = "mutation C($input: CreateGenerationInput!) { createGeneration(input: $input) { id } }"
 WATCH = "subscription W($id: ID!) { generationUpdated(id: $id) { id status version } }"
 MINE = "subscription M { myGenerations { id status version } }"
 
@@ -270,14 +267,7 @@ def main(argv: list[str]) -> int:
         args.cycles,
     )
     options = Options(workers=args.workers, threads=args.threads)
-    raise_open_files()
-    started = time.monotonic()
-    lines = uvloop.run(soak_run(soak, options))
-    print("\n".join(lines))
-    if args.results:
-        command = "uv run python -m bench.soak " + " ".join(argv)
-        append_section(args.results, "soak", command, lines, time.monotonic() - started)
-    return 0
+    return run_long("soak", "soak", argv, args.results, soak_run(soak, options))
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ from tests.e2e.stack import (
 from tests.support.fake_server import serve
 from tests.support.fakes.replicate import FakeReplicate
 from tests.support.migrations import scratch_postgres
+from tests.support.private_servers import PrivatePostgres, PrivateRedis
 from tests.support.services import need, redis_url
 
 E2E_DATABASE = "kiln_e2e"
@@ -83,6 +84,20 @@ def provider() -> Iterator[FakeProvider]:
 
 class ServedReplicate(FakeReplicate):
     url = ""  # its API base, once served
+
+
+# Private servers for the tests that kill or stop Redis or PostgreSQL (test_outages.py,
+# test_worker_crash.py): module-scoped, so each such module has servers of its own.
+@pytest.fixture(scope="module")
+def private_redis() -> Iterator[PrivateRedis]:
+    with PrivateRedis() as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def private_postgres() -> Iterator[PrivatePostgres]:
+    with PrivatePostgres() as server:
+        yield server
 
 
 @pytest.fixture(scope="session")

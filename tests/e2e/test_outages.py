@@ -18,11 +18,10 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-import asyncpg
 import pytest
 
 from tests.e2e import api
@@ -35,10 +34,10 @@ from tests.e2e.stack import (
     StackError,
     create_admin,
     provider_env,
-    start_production,
 )
 from tests.support.app import parse, value
 from tests.support.private_servers import PrivatePostgres, PrivateRedis
+from tests.support.private_stack import start_on_private_servers
 
 pytestmark = pytest.mark.e2e
 
@@ -62,18 +61,6 @@ class Outages:
 
 
 @pytest.fixture(scope="module")
-def private_redis() -> Iterator[PrivateRedis]:
-    with PrivateRedis() as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def private_postgres() -> Iterator[PrivatePostgres]:
-    with PrivatePostgres() as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
 async def outages(
     tmp_path_factory: pytest.TempPathFactory,
     private_redis: PrivateRedis,
@@ -81,11 +68,6 @@ async def outages(
     provider: FakeProvider,
     replicate: ServedReplicate,
 ) -> AsyncIterator[Outages]:
-    admin = await asyncpg.connect(private_postgres.url())
-    try:
-        await admin.execute("CREATE DATABASE kiln_outages")
-    finally:
-        await admin.close()
     env = provider_env(provider.url, replicate.url)
     # The built-in provider under a limit too, so its leases are taken and given back across
     # the outage.
@@ -94,12 +76,8 @@ async def outages(
     )
     data_dir = tmp_path_factory.mktemp("kiln-outages")
     try:
-        stack = await asyncio.to_thread(
-            start_production,
-            data_dir,
-            private_postgres.url("kiln_outages"),
-            private_redis.url(),
-            env,
+        stack = await start_on_private_servers(
+            data_dir, private_redis, private_postgres, "kiln_outages", env
         )
         email = f"admin-{uuid.uuid4().hex[:8]}@example.com"
         await asyncio.to_thread(create_admin, stack, email, ADMIN_PASSWORD)

@@ -90,6 +90,10 @@ class Cluster:
         self.workers.append(worker)
         return worker
 
+    def spawn_workers(self, count: int) -> None:
+        for _ in range(count):
+            self.spawn_worker()
+
     def kill(self, worker: Process) -> None:
         """SIGKILL: no goodbye, for the process group (dramatiq's forked worker with it)."""
         os.killpg(worker.popen.pid, signal.SIGKILL)
@@ -107,18 +111,6 @@ def write_catalogue(directory: Path) -> Path:
     path = directory / "takeover-catalogue.toml"
     path.write_text(DEFAULT_CATALOGUE.read_text() + EXTRA_MODELS + STEADY_MODEL)
     return path
-
-
-@pytest.fixture(scope="module")
-def private_redis() -> Iterator[PrivateRedis]:
-    with PrivateRedis() as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def private_postgres() -> Iterator[PrivatePostgres]:
-    with PrivatePostgres() as server:
-        yield server
 
 
 @pytest.fixture(scope="module")
@@ -159,6 +151,14 @@ async def cluster(
     finally:
         await client.aclose()
         await asyncio.to_thread(stack.stop)
+
+
+@pytest.fixture(autouse=True)
+def workers_stopped(cluster: Cluster) -> Iterator[None]:
+    """The workers a test spawns are stopped after it, passed or failed, so that none is left
+    to take the next test's work."""
+    yield
+    cluster.stop_workers()
 
 
 async def status_of(cluster: Cluster, account: api.Account, generation_id: str) -> str:
@@ -207,6 +207,26 @@ async def submitted_prediction(cluster: Cluster, polls: int) -> tuple[api.Accoun
     return account, created["id"]
 
 
+async def completes_after_outage(
+    cluster: Cluster,
+    started: tuple[api.Account, str],
+    server: PrivateRedis | PrivatePostgres,
+    seconds: float,
+) -> api.Account:
+    """Takes a server down under the started generation for `seconds` (Redis killed: it keeps
+    nothing; PostgreSQL stopped), starts it again, and waits for the generation to complete
+    within RECOVERY_BOUND of the server's return (the time it took is printed); the
+    generation's account."""
+    account, generation_id = started
+    await asyncio.to_thread(server.kill if isinstance(server, PrivateRedis) else server.stop)
+    await asyncio.sleep(seconds)
+    await asyncio.to_thread(server.start)
+    back_at = time.monotonic()
+    await until_status(cluster, account, generation_id, "COMPLETED", within=RECOVERY_BOUND)
+    print(f"\ncompleted {time.monotonic() - back_at:.1f} s after {type(server).__name__} was back")
+    return account
+
+
 async def assert_charged_once(cluster: Cluster, account: api.Account) -> None:
     balance = await api.balance(cluster.client, account)
     assert balance == {"available": 4, "reserved": 0, "total": 4}, balance
@@ -223,7 +243,6 @@ async def test_a_generation_whose_worker_was_killed_is_completed_by_another(clus
     await until_status(cluster, account, generation_id, "COMPLETED", within=TAKEOVER_BOUND)
     print(f"\nkilled worker's generation completed {time.monotonic() - killed_at:.1f} s later")
     await assert_charged_once(cluster, account)
-    await asyncio.to_thread(cluster.stop_workers)
 
 
 async def test_a_submitted_prediction_is_polled_by_another_worker_not_resubmitted(
@@ -238,37 +257,23 @@ async def test_a_submitted_prediction_is_polled_by_another_worker_not_resubmitte
     print(f"\nkilled worker's prediction completed {time.monotonic() - killed_at:.1f} s later")
     assert len(cluster.replicate.predictions) == 1
     await assert_charged_once(cluster, account)
-    await asyncio.to_thread(cluster.stop_workers)
 
 
 async def test_a_generation_running_while_postgres_stops_completes_once_it_is_back(
     cluster: Cluster,
 ):
-    for _ in range(2):
-        await asyncio.to_thread(cluster.spawn_worker)
-    account, generation_id = await running_generation(cluster)
-    await asyncio.to_thread(cluster.postgres.stop)
-    await asyncio.sleep(OUTAGE_SECONDS)
-    await asyncio.to_thread(cluster.postgres.start)
-    back_at = time.monotonic()
-    await until_status(cluster, account, generation_id, "COMPLETED", within=RECOVERY_BOUND)
-    print(f"\ngeneration completed {time.monotonic() - back_at:.1f} s after PostgreSQL was back")
+    await asyncio.to_thread(cluster.spawn_workers, 2)
+    started = await running_generation(cluster)
+    account = await completes_after_outage(cluster, started, cluster.postgres, OUTAGE_SECONDS)
     await assert_charged_once(cluster, account)
-    await asyncio.to_thread(cluster.stop_workers)
 
 
 async def test_a_prediction_whose_poll_was_lost_with_redis_completes_once_redis_is_back(
     cluster: Cluster,
 ):
-    for _ in range(2):
-        await asyncio.to_thread(cluster.spawn_worker)
-    account, generation_id = await submitted_prediction(cluster, polls=3)
-    await asyncio.to_thread(cluster.redis.kill)  # it keeps nothing: the next poll is gone
-    await asyncio.sleep(3)
-    await asyncio.to_thread(cluster.redis.start)
-    back_at = time.monotonic()
-    await until_status(cluster, account, generation_id, "COMPLETED", within=RECOVERY_BOUND)
-    print(f"\nprediction completed {time.monotonic() - back_at:.1f} s after Redis was back")
+    await asyncio.to_thread(cluster.spawn_workers, 2)
+    started = await submitted_prediction(cluster, polls=3)
+    # Killed, Redis keeps nothing: the prediction's next poll is gone with it.
+    account = await completes_after_outage(cluster, started, cluster.redis, 3)
     assert len(cluster.replicate.predictions) == 1
     await assert_charged_once(cluster, account)
-    await asyncio.to_thread(cluster.stop_workers)

@@ -41,21 +41,24 @@ def msg(id_: str, version: int, **extra) -> dict:
     return {"id": id_, "version": version, **extra}
 
 
-async def test_keeps_only_newest_message_per_id():
+async def delivered(*messages: dict) -> list[dict]:
+    """What a consumer gets from a mailbox on CHANNEL given `messages` in this order before it
+    reads."""
     box = box_for()
-    for version in (1, 2, 3):
-        box.put(CHANNEL, msg("a", version))
+    for message in messages:
+        box.put(CHANNEL, message)
     box.put(CHANNEL, {"id": END})
-    assert await drain_until_end(box) == [msg("a", 3)]
+    return await drain_until_end(box)
+
+
+async def test_keeps_only_newest_message_per_id():
+    assert await delivered(msg("a", 1), msg("a", 2), msg("a", 3)) == [msg("a", 3)]
 
 
 async def test_older_version_never_replaces_newer_pending_one():
-    box = box_for()
-    box.put(CHANNEL, msg("a", 5, status="COMPLETED"))
-    box.put(CHANNEL, msg("a", 3, status="PROCESSING"))
-    box.put(CHANNEL, msg("a", 4, status="PROCESSING"))
-    box.put(CHANNEL, {"id": END})
-    assert await drain_until_end(box) == [msg("a", 5, status="COMPLETED")]
+    completed = msg("a", 5, status="COMPLETED")
+    older = [msg("a", 3, status="PROCESSING"), msg("a", 4, status="PROCESSING")]
+    assert await delivered(completed, *older) == [completed]
 
 
 async def test_messages_without_id_are_keyed_by_channel():
@@ -81,29 +84,18 @@ async def test_same_id_on_two_channels_is_one_key():
 
 
 async def test_keys_come_out_in_arrival_order():
-    box = box_for()
-    for id_ in ("c", "a", "b"):
-        box.put(CHANNEL, msg(id_, 1))
-    box.put(CHANNEL, {"id": END})
-    assert [m["id"] for m in await drain_until_end(box)] == ["c", "a", "b"]
+    got = await delivered(msg("c", 1), msg("a", 1), msg("b", 1))
+    assert [m["id"] for m in got] == ["c", "a", "b"]
 
 
 async def test_newer_message_moves_its_key_to_the_back():
-    box = box_for()
-    box.put(CHANNEL, msg("a", 1))
-    box.put(CHANNEL, msg("b", 1))
-    box.put(CHANNEL, msg("a", 2))
-    box.put(CHANNEL, {"id": END})
-    assert await drain_until_end(box) == [msg("b", 1), msg("a", 2)]
+    got = await delivered(msg("a", 1), msg("b", 1), msg("a", 2))
+    assert got == [msg("b", 1), msg("a", 2)]
 
 
 async def test_rejected_older_message_does_not_reorder_keys():
-    box = box_for()
-    box.put(CHANNEL, msg("a", 2))
-    box.put(CHANNEL, msg("b", 1))
-    box.put(CHANNEL, msg("a", 1))
-    box.put(CHANNEL, {"id": END})
-    assert await drain_until_end(box) == [msg("a", 2), msg("b", 1)]
+    got = await delivered(msg("a", 2), msg("b", 1), msg("a", 1))
+    assert got == [msg("a", 2), msg("b", 1)]
 
 
 async def test_consumer_waits_for_a_message_put_later():

@@ -24,7 +24,6 @@ from providers.base import (
 )
 from runtime import build_provider_deps
 from services import credits, generations, runner
-from services.catalogue import parse_catalogue
 from services.fetch import FetchTiming
 from services.generations import NewGeneration
 from services.provider_routing.deps import ProviderDeps
@@ -163,21 +162,7 @@ async def test_a_dripping_output_is_unavailable_and_the_next_route_serves(
     make_user, backend, dripping, timing
 ):
     remote = Remote("remote", f"{dripping}/out.png")
-    cat = parse_catalogue(
-        {
-            "models": {
-                "m": {
-                    "kind": "IMAGE",
-                    "cost_per_output": 1,
-                    "default": True,
-                    "routes": [
-                        {"provider": "remote", "model": "remote-model"},
-                        {"provider": "local", "model": "pattern-v1"},
-                    ],
-                }
-            }
-        }
-    )
+    cat = routed_catalogue("remote", "local")
     user = await make_user(credits=5)
     generation = await generations.create_generation(user, NewGeneration(prompt="p"), cat)
     await asyncio.wait_for(

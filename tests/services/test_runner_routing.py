@@ -103,31 +103,34 @@ async def new(user, cat) -> Generation:
     return await generations.create_generation(user, NewGeneration(prompt="p"), cat)
 
 
+async def run_routed(user, deps, store, *routes: str) -> Generation:
+    """A generation for `user` of a model routed to `routes` in turn, run as a worker's first
+    step would run it; its row after."""
+    cat = routed_catalogue(*routes)
+    generation = await new(user, cat)
+    await runner.run_generation(generation.id, cat, deps, store)
+    return await Generation.get(id=generation.id)
+
+
 async def test_the_second_route_serves_when_the_first_fails(make_user, backend):
     first = Scripted("alpha", unavailable())
     second = Scripted("beta", Finished([ProviderOutput("image/png", png())]))
-    cat = routed_catalogue("alpha", "beta")
     user = await make_user()
-    generation = await new(user, cat)
-    await runner.run_generation(generation.id, cat, provider_deps(first, second), backend.store)
-    row = await Generation.get(id=generation.id)
+    row = await run_routed(user, provider_deps(first, second), backend.store, "alpha", "beta")
     assert (row.status, row.provider) == (GenerationStatus.COMPLETED, "beta")
     assert first.started == 3 and second.started == 1  # retried, then failed over once
-    logged = await ApiCallLog.filter(generation_id=generation.id).values_list("provider", flat=True)
+    logged = await ApiCallLog.filter(generation_id=row.id).values_list("provider", flat=True)
     assert sorted(set(logged)) == ["alpha", "beta"]
     assert (await credits.get_balance(user.id)).available == 4
 
 
 async def test_every_route_failing_fails_with_all_providers_failed(make_user, backend):
-    cat = routed_catalogue("alpha", "beta")
     deps = provider_deps(
         Scripted("alpha", unavailable()),
         Scripted("beta", ProviderError("PROVIDER_AUTH", "bad key", retryable=False)),
     )
     user = await make_user()
-    generation = await new(user, cat)
-    await runner.run_generation(generation.id, cat, deps, backend.store)
-    row = await Generation.get(id=generation.id)
+    row = await run_routed(user, deps, backend.store, "alpha", "beta")
     assert (row.status, row.error_code) == (GenerationStatus.FAILED, "ALL_PROVIDERS_FAILED")
     assert (await credits.get_balance(user.id)).available == 5
     assert await ErrorEvent.filter(error_code="ALL_PROVIDERS_FAILED").exists()
@@ -136,11 +139,8 @@ async def test_every_route_failing_fails_with_all_providers_failed(make_user, ba
 async def test_a_content_rejection_is_final(make_user, backend):
     rejecting = Scripted("alpha", ProviderError("CONTENT_REJECTED", "no", retryable=False))
     spare = Scripted("beta", Finished([ProviderOutput("image/png", png())]))
-    cat = routed_catalogue("alpha", "beta")
-    user = await make_user()
-    generation = await new(user, cat)
-    await runner.run_generation(generation.id, cat, provider_deps(rejecting, spare), backend.store)
-    row = await Generation.get(id=generation.id)
+    deps = provider_deps(rejecting, spare)
+    row = await run_routed(await make_user(), deps, backend.store, "alpha", "beta")
     assert (row.status, row.error_code) == (GenerationStatus.FAILED, "CONTENT_REJECTED")
     assert spare.started == 0 and rejecting.started == 1
 
@@ -152,10 +152,8 @@ async def test_an_open_breaker_skips_its_route(make_user, backend):
         down, spare, breaker=BreakerPolicy(failure_threshold=1, min_calls=1, cooldown=60)
     )
     await deps.breakers.record("alpha", ok=False)
-    cat = routed_catalogue("alpha", "beta")
-    generation = await new(await make_user(), cat)
-    await runner.run_generation(generation.id, cat, deps, backend.store)
-    assert (await Generation.get(id=generation.id)).provider == "beta"
+    row = await run_routed(await make_user(), deps, backend.store, "alpha", "beta")
+    assert row.provider == "beta"
     assert down.started == 0
 
 
@@ -214,10 +212,9 @@ async def test_a_queued_job_is_polled_and_its_url_outputs_downloaded(make_user, 
 async def test_an_expired_output_url_fails_over(make_user, backend, files):
     expired = Scripted("alpha", Finished([ProviderOutput(url=f"{files}/gone.png")]))
     spare = Scripted("beta", Finished([ProviderOutput("image/png", png())]))
-    cat = routed_catalogue("alpha", "beta")
-    generation = await new(await make_user(), cat)
-    await runner.run_generation(generation.id, cat, provider_deps(expired, spare), backend.store)
-    assert (await Generation.get(id=generation.id)).provider == "beta"
+    deps = provider_deps(expired, spare)
+    row = await run_routed(await make_user(), deps, backend.store, "alpha", "beta")
+    assert row.provider == "beta"
 
 
 async def test_a_webhook_finishes_the_job_once(make_user, backend):

@@ -19,24 +19,14 @@ from typing import Any
 
 import pytest
 
+from bench.documents import CREATE, PAGE, WATCH
 from services import auth, generations
 from tests.support.app import kiln_app
 from tests.support.asgi import Socket, post_json
 from tests.support.generations import create
 
 REQUESTS = 20
-PAGE = """
-query Page {
-  generations(first: 20) {
-    edges { node { id status prompt cost createdAt completedAt
-      outputs { index url contentType width height sizeBytes } } }
-    pageInfo { hasNextPage endCursor }
-  }
-}
-"""
 ONE = "query One($id: ID!) { generation(id: $id) { id status prompt } }"
-CREATE = "mutation C($input: CreateGenerationInput!) { createGeneration(input: $input) { id } }"
-WATCH = "subscription W($id: ID!) { generationUpdated(id: $id) { id status stage version } }"
 
 
 @dataclass
@@ -84,6 +74,16 @@ async def garbage_of(request: Callable[[], Awaitable[None]]) -> Garbage:
     return found
 
 
+async def watch(socket: Socket, headers: dict[str, str], generation_id: object) -> None:
+    """Opens the connection with the caller's credentials and subscribes (id "1") to the
+    generation's updates, up to the first message: its current state."""
+    await socket.send({"type": "connection_init", "payload": headers})
+    assert (await socket.receive())["type"] == "connection_ack"
+    payload = {"query": WATCH, "variables": {"id": str(generation_id)}}
+    await socket.send({"id": "1", "type": "subscribe", "payload": payload})
+    assert (await socket.receive())["type"] == "next"
+
+
 @pytest.fixture
 async def caller(backend, make_user) -> tuple[Any, dict[str, str]]:
     user = await make_user(credits=1000)
@@ -114,12 +114,7 @@ async def test_subscription_messages_leave_no_cycles(backend, monkeypatch, calle
     generation = await create(user)
     app = kiln_app(backend, monkeypatch)
     async with Socket(app) as socket:
-        await socket.send({"type": "connection_init", "payload": headers})
-        assert (await socket.receive())["type"] == "connection_ack"
-        variables = {"id": str(generation.id)}
-        payload = {"query": WATCH, "variables": variables}
-        await socket.send({"id": "1", "type": "subscribe", "payload": payload})
-        assert (await socket.receive())["type"] == "next"
+        await watch(socket, headers, generation.id)
         await generations.start(generation.id)
         await socket.receive()
         progress = iter(range(1, 100))
@@ -138,14 +133,10 @@ async def test_subscriptions_opened_and_closed_leave_no_cycles(backend, monkeypa
     user, headers = caller
     generation = await create(user)
     app = kiln_app(backend, monkeypatch)
-    payload = {"query": WATCH, "variables": {"id": str(generation.id)}}
 
     async def subscription() -> None:
         async with Socket(app) as socket:
-            await socket.send({"type": "connection_init", "payload": headers})
-            assert (await socket.receive())["type"] == "connection_ack"
-            await socket.send({"id": "1", "type": "subscribe", "payload": payload})
-            assert (await socket.receive())["type"] == "next"
+            await watch(socket, headers, generation.id)
             await socket.send({"id": "1", "type": "complete"})
 
     garbage = await garbage_of(subscription)
