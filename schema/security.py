@@ -12,12 +12,15 @@ from __future__ import annotations
 
 import functools
 import re
+from collections import OrderedDict
 from collections.abc import Iterator, Mapping
 from typing import Any
 
 from graphql import (
     ASTValidationRule,
+    DocumentNode,
     FieldNode,
+    GraphQLSchema,
     ListValueNode,
     ObjectValueNode,
     OperationDefinitionNode,
@@ -207,12 +210,46 @@ def check_result_budget(execution: ExecutionContext) -> None:
     # The settings the schema was built with, as for the other document limits.
     settings: Settings | None = getattr(execution.schema, "settings", None)
     limit = settings.max_result_objects if settings is not None else _DEFAULT_RESULT_OBJECTS
-    size = result_size(execution.schema._schema, document, operation, execution.variables)
+    size = _result_size(execution.schema._schema, document, operation, execution.variables)
     if size > limit:
         raise BadUserInput(
             f"This operation's result could hold {size} objects; at most {limit} are allowed."
             " Ask for smaller pages (first) or fewer nested lists."
         )
+
+
+# Sizes of recent (document, operation, variables): a document that validated once is kept
+# and sent again and again (pages, polls), and its size depends on nothing else.
+_SIZES: OrderedDict[tuple[int, int, str | None, Any], tuple[DocumentNode, int]] = OrderedDict()
+_SIZES_KEPT = 512
+
+
+def _result_size(
+    schema: GraphQLSchema,
+    document: DocumentNode,
+    operation: OperationDefinitionNode,
+    variables: Mapping[str, Any] | None,
+) -> int:
+    try:
+        # Variables that are not all hashable (input objects, lists) are not remembered.
+        key = (
+            id(schema),
+            id(document),
+            operation.name.value if operation.name else None,
+            tuple(sorted((variables or {}).items())),
+        )
+        hash(key)
+    except TypeError:
+        return result_size(schema, document, operation, variables)
+    kept = _SIZES.get(key)
+    if kept is not None and kept[0] is document:  # not another document at a reused id
+        _SIZES.move_to_end(key)
+        return kept[1]
+    size = result_size(schema, document, operation, variables)
+    _SIZES[key] = (document, size)
+    if len(_SIZES) > _SIZES_KEPT:
+        _SIZES.popitem(last=False)
+    return size
 
 
 class ResultBudget(SchemaExtension):

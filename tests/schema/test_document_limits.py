@@ -201,6 +201,11 @@ async def test_a_result_that_could_be_too_large_is_refused_before_it_runs(world)
         PAGE, variable_values={"n": 20}, context_value=request_context(settings, token)
     )
     assert fine.errors is None, fine.errors
+    # The same document again with a larger page: sizes are remembered per variables.
+    again = await schema.execute(
+        PAGE, variable_values={"n": 40}, context_value=request_context(settings, token)
+    )
+    assert again.errors is not None and "1920 objects" in again.errors[0].message
     # Aliases are paths of their own: 2 x 20 x (connection, edge).
     twice = "query { a: generations { edges { cursor } } b: generations { edges { cursor } } }"
     tight = build_schema(settings.model_copy(update={"max_result_objects": 79}))
