@@ -20,6 +20,13 @@ from fastpath.internals import StrawberryGraphQLCoreExecutionContext
 from fastpath.projection import Later, Unsupported, projection_of
 
 
+def executor_kwargs(executor: type | None) -> dict[str, Any]:
+    """The keyword that hands graphql-core's `execute`/`subscribe` Kiln's executor class:
+    `executor_class` in graphql-core 3.3, the public name of the version pyproject.toml pins
+    (Strawberry's own helper for it is private)."""
+    return {} if executor is None else {"executor_class": executor}
+
+
 @cache
 def projecting(base: type[Any]) -> type[Any]:
     """`base` (Strawberry's executor or a subclass of it) with root fields completed by

@@ -27,7 +27,6 @@ from graphql.type.scalars import (
     serialize_string,
 )
 from strawberry.execution import optimized_is_awaitable
-from strawberry.schema._graphql_core import execution_context_class_kwargs
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 from strawberry.schema.schema_converter import CustomGraphQLEnumType
 from strawberry.schema.types.base_scalars import isoformat as strawberry_isoformat
@@ -55,7 +54,6 @@ class Private:
         return f"{self.owner}.{self.name}"
 
 
-_CORE = "strawberry.schema._graphql_core"
 _WS = "strawberry.subscriptions.protocols.graphql_transport_ws.handlers"
 
 SYMBOLS: tuple[Private, ...] = (
@@ -84,7 +82,6 @@ SYMBOLS: tuple[Private, ...] = (
     ),
     # Strawberry
     Private("strawberry.execution", "optimized_is_awaitable", why="as Strawberry executes"),
-    Private(_CORE, "execution_context_class_kwargs", why="the executor class keyword"),
     Private("strawberry.schema.schema", "StrawberryGraphQLCoreExecutionContext"),
     Private("strawberry.schema.schema_converter", "CustomGraphQLEnumType"),
     Private("strawberry.schema.schema_converter:CustomGraphQLEnumType", "wrapped_cls", True),
@@ -157,7 +154,6 @@ __all__ = [
     "Private",
     "StrawberryGraphQLCoreExecutionContext",
     "VariableValues",
-    "execution_context_class_kwargs",
     "get_directive_values",
     "get_operation_type",
     "graphql_schema",

@@ -36,9 +36,9 @@ from strawberry.extensions import (
 from strawberry.types import ExecutionContext, ExecutionResult
 from strawberry.types.graphql import OperationType
 
+from fastpath.execution import executor_kwargs
 from fastpath.internals import (
     PreExecutionError,
-    execution_context_class_kwargs,
     get_operation_type,
     graphql_schema,
     optimized_is_awaitable,
@@ -75,7 +75,7 @@ class PreparedOperations:
         self.hooks = hooks
         self.maxsize = maxsize
         self._documents: dict[str, DocumentNode] = {}
-        self._run_kwargs = execution_context_class_kwargs(schema.execution_context_class)
+        self._run_kwargs = executor_kwargs(schema.execution_context_class)
 
     @classmethod
     def attach(

@@ -27,10 +27,10 @@ from starlette.websockets import WebSocketDisconnect
 from strawberry.types import ExecutionContext, ExecutionResult
 from strawberry.types.graphql import OperationType
 
+from fastpath.execution import executor_kwargs
 from fastpath.internals import (
     BaseGraphQLTransportWSHandler,
     Operation,
-    execution_context_class_kwargs,
     graphql_schema,
     process_errors,
 )
@@ -132,8 +132,7 @@ async def execute_event(
         context_value=context,
         variable_values=variables,
         operation_name=operation_name,
-        # As Strawberry passes it, whichever graphql-core this is.
-        **execution_context_class_kwargs(getattr(schema, "execution_context_class", None)),
+        **executor_kwargs(getattr(schema, "execution_context_class", None)),
     )
     if inspect.isawaitable(result):
         result = await result

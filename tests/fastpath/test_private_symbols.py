@@ -197,3 +197,12 @@ def test_every_private_method_the_package_overrides_is_listed() -> None:
 
 def _private(name: str) -> bool:
     return name.startswith("_") and not name.startswith("__")
+
+
+def test_graphql_core_takes_the_executor_by_the_keyword_the_fast_path_passes() -> None:
+    """fastpath.execution.executor_kwargs names graphql-core 3.3's `executor_class` keyword
+    itself rather than through Strawberry's private helper for it."""
+    import graphql
+
+    for function in (graphql.execute, graphql.subscribe):
+        assert "executor_class" in inspect.signature(function).parameters, function.__name__
