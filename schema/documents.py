@@ -20,6 +20,7 @@ from strawberry.extensions import ParserCache, ValidationCache
 from strawberry.schema.validation_rules.maybe_null import MaybeNullValidationRule
 from strawberry.schema.validation_rules.one_of import OneOfInputValidationRule
 
+from fastpath.internals import graphql_schema
 from schema.document_limits import limit_errors
 from schema.field_merging import FieldsCanMergeRule
 from settings import Settings
@@ -152,7 +153,7 @@ class DocumentValidation(ValidationCache):
         document = execution.graphql_document
         assert document is not None
         errors = self.validator.validate(
-            execution.schema._schema, document, execution.validation_rules
+            graphql_schema(execution.schema), document, execution.validation_rules
         )
         execution.pre_execution_errors = errors
         if not errors and execution.query:

@@ -33,6 +33,7 @@ from strawberry.extensions import AddValidationRules, MaxTokensLimiter, SchemaEx
 from strawberry.types import ExecutionContext
 from strawberry.types.graphql import OperationType
 
+from fastpath.internals import graphql_schema
 from schema.document_limits import operation_named, result_size, root_fields
 from schema.documents import DocumentParsing, DocumentValidation, DocumentValidator, ValidDocuments
 from services import rate_limits
@@ -210,7 +211,7 @@ def check_result_budget(execution: ExecutionContext) -> None:
     # The settings the schema was built with, as for the other document limits.
     settings: Settings | None = getattr(execution.schema, "settings", None)
     limit = settings.max_result_objects if settings is not None else _DEFAULT_RESULT_OBJECTS
-    size = _result_size(execution.schema._schema, document, operation, execution.variables)
+    size = _result_size(graphql_schema(execution.schema), document, operation, execution.variables)
     if size > limit:
         raise BadUserInput(
             f"This operation's result could hold {size} objects; at most {limit} are allowed."
